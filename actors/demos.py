@@ -1,0 +1,61 @@
+"""Demonstrations from a scripted expert with noise, recorded as rollout chunks.
+
+Example:
+
+    chunks = collect_demos(robot, episodes=20, noise=0.3, horizon=4, seed=0)
+
+Each kept episode becomes one chunk whose steps are all flagged `intervened` (the expert, not the
+policy, chose them). Only successful episodes are kept, as in the BC bases of FACTS.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+import numpy as np
+
+from actors.chunker import ChunkBuilder
+from actors.robot import Robot
+from buffers.records import EpisodeEnd, RolloutChunk
+
+
+class ExpertRobot(Robot, Protocol):
+    def expert_action(self) -> np.ndarray: ...
+
+
+def collect_demos(robot: ExpertRobot, episodes: int, noise: float, horizon: int, seed: int,
+                  max_attempts: int = 10) -> list[RolloutChunk]:
+    """Run the expert until `episodes` successful noisy episodes are recorded."""
+    rng = np.random.default_rng(seed)
+    builder = ChunkBuilder(robot.spec, horizon, calls_per_chunk=10_000)
+    out: list[RolloutChunk] = []
+    for attempt in range(episodes * max_attempts):
+        if len(out) == episodes:
+            break
+        obs = robot.reset(seed=seed * 1_000_003 + attempt + 7_000_000)
+        builder.begin_episode(f"demo-{seed}-{attempt}", obs)
+        while True:
+            if builder.call_done:
+                builder.add_call(np.zeros((horizon, robot.spec.action_dim), np.float32), 0.0, 0.0)
+            action = robot.expert_action() + rng.normal(0.0, noise, robot.spec.action_dim)
+            action = np.clip(action, -1.0, 1.0).astype(np.float32)
+            fb = robot.send_action(action)
+            builder.add_step(action, fb, robot.get_observation(), intervened=True)
+            if fb.success or fb.truncated:
+                chunk = builder.flush(0, EpisodeEnd("success" if fb.success else "truncated"))
+                if fb.success:
+                    out.append(_with_policy_actions(chunk))
+                break
+    if len(out) < episodes:
+        raise RuntimeError(f"the expert succeeded in only {len(out)} of {episodes * max_attempts} "
+                           f"episodes at noise {noise}; lower pretrain.noise")
+    return out
+
+
+def _with_policy_actions(chunk: RolloutChunk) -> RolloutChunk:
+    """Fill policy_action [K, H, A] with the executed actions (last one repeated as padding)."""
+    calls, horizon = chunk.num_calls, chunk.horizon
+    idx = np.minimum(np.arange(calls * horizon), chunk.num_steps - 1)
+    padded = chunk.action[idx].reshape(calls, horizon, -1)
+    return dataclasses.replace(chunk, policy_action=padded.astype(np.float32))

@@ -1,0 +1,150 @@
+"""The robot loop: observe, call the policy, run the chunk, stream rollout chunks, adopt weights.
+
+Example (one process, no Ray; `fleet/` runs the same class inside a Ray actor):
+
+    worker = RobotWorker(robot, policy, outbox, weights, WorkerConfig(seed=3))
+    worker.run(stop=threading.Event())      # until stop is set
+    successes = worker.evaluate(seeds=range(100_000, 100_020))
+
+Weights are adopted only between rollout chunks, so every chunk has one `policy_version`; the
+weight check is non-blocking, so a slow learner never stalls the control loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import uuid
+from collections.abc import Iterable
+from typing import Protocol
+
+import numpy as np
+
+from actors.chunker import ChunkBuilder
+from actors.robot import Robot
+from buffers.codec import encode_chunk
+from buffers.records import EpisodeEnd
+
+
+class Policy(Protocol):
+    """What a robot needs of a policy: one call gives an action chunk [H, A]."""
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, float, float]:
+        """obs [D] -> (chunk [H, A], behaviour log-prob, value)."""
+        ...
+
+    def load_policy_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+
+class WeightSource(Protocol):
+    """Where robots get weights. Returns None when nothing newer than `have_version` is ready.
+
+        got = weights.poll(policy_version)
+        if got: policy_version, state = got; policy.load_policy_state(state)
+    """
+
+    def poll(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None: ...
+
+
+class Outbox(Protocol):
+    """Where encoded rollout chunks go. `put` must not block on the network."""
+
+    def put(self, record: bytes) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    horizon: int = 4  # H, must match the policy
+    calls_per_chunk: int = 16  # K: policy calls per rollout chunk
+    seed: int = 0  # training episodes start from seeds seed*1e6 + n
+
+
+@dataclasses.dataclass
+class WorkerStats:
+    env_steps: int = 0
+    episodes: int = 0
+    policy_version: int = 0
+    chunks_sent: int = 0
+    recent: collections.deque[bool] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=20))
+
+    def as_dict(self) -> dict[str, float]:
+        rate = float(np.mean(self.recent)) if self.recent else float("nan")
+        return {"env_steps": self.env_steps, "episodes": self.episodes,
+                "policy_version": self.policy_version, "chunks_sent": self.chunks_sent,
+                "success_rate": rate}
+
+
+class RobotWorker:
+    """Runs one robot with a local copy of the policy (`inference=local`)."""
+
+    def __init__(self, robot: Robot, policy: Policy, outbox: Outbox, weights: WeightSource,
+                 config: WorkerConfig) -> None:
+        self.robot = robot
+        self.policy = policy
+        self.outbox = outbox
+        self.weights = weights
+        self.config = config
+        self.stats = WorkerStats()
+        self._builder = ChunkBuilder(robot.spec, config.horizon, config.calls_per_chunk)
+
+    def _adopt_weights(self) -> None:
+        got = self.weights.poll(self.stats.policy_version)
+        if got is not None:
+            version, state = got
+            self.policy.load_policy_state(state)
+            self.stats.policy_version = version
+
+    def _send(self, end: EpisodeEnd | None = None) -> None:
+        chunk = self._builder.flush(self.stats.policy_version, end)
+        self.outbox.put(encode_chunk(chunk))
+        self.stats.chunks_sent += 1
+        self._adopt_weights()
+
+    def run_episode(self, seed: int) -> bool:
+        """One training episode, streamed chunk by chunk. Returns whether it succeeded."""
+        obs = self.robot.reset(seed)
+        self._builder.begin_episode(uuid.uuid4().hex[:16], obs)
+        chunk = np.zeros((0, 0), np.float32)
+        while True:
+            if self._builder.call_done:
+                if self._builder.full:
+                    self._send()
+                chunk, logp, value = self.policy.act(obs["state"])
+                self._builder.add_call(chunk, logp, value)
+            action = np.clip(chunk[self._builder.num_steps % self.config.horizon], -1.0, 1.0)
+            fb = self.robot.send_action(action)
+            obs = self.robot.get_observation()
+            self._builder.add_step(action, fb, obs)
+            self.stats.env_steps += 1
+            if fb.success or fb.truncated:
+                self._send(EpisodeEnd("success" if fb.success else "truncated"))
+                self.stats.episodes += 1
+                self.stats.recent.append(fb.success)
+                return fb.success
+
+    def run(self, stop: threading.Event) -> None:
+        """Train-time loop: episodes back to back until `stop` is set (checked between them)."""
+        n = 0
+        while not stop.is_set():
+            self.run_episode(seed=self.config.seed * 1_000_000 + n)
+            n += 1
+
+    def evaluate(self, seeds: Iterable[int], deterministic: bool = True) -> list[bool]:
+        """Held-out episodes with the current weights; nothing is streamed."""
+        results = []
+        for seed in seeds:
+            obs = self.robot.reset(seed)
+            done = success = False
+            while not done:
+                chunk, _, _ = self.policy.act(obs["state"], deterministic=deterministic)
+                for action in chunk:
+                    fb = self.robot.send_action(np.clip(action, -1.0, 1.0))
+                    obs = self.robot.get_observation()
+                    success, done = fb.success, fb.success or fb.truncated
+                    if done:
+                        break
+            results.append(success)
+        return results
+

@@ -1,0 +1,1 @@
+"""Policies and their updates: pure torch, no Ray, no sockets, no files."""

@@ -1,0 +1,116 @@
+"""A chunked Gaussian policy: one call maps an observation to an action chunk of H actions.
+
+Example:
+
+    policy = ChunkPolicy(PolicyConfig(obs_dim=39, action_dim=4, horizon=4))
+    chunk, logp, value = policy.act(obs)          # [H, A], float, float
+    policy.load_policy_state(other.policy_state())
+
+The whole chunk `[H, A]` is one action for the RL algorithms: its log-probability is that of a
+diagonal Gaussian over `H * A` numbers. The value head estimates the return from the call's first
+observation. Critics, targets and optimizers belong to the algorithms, not here (STYLE rule 5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    """Shape and capacity of a `ChunkPolicy`."""
+
+    obs_dim: int = 39
+    action_dim: int = 4
+    horizon: int = 4  # H: actions per policy call
+    hidden: int = 256
+    layers: int = 2
+    init_std: float = 0.2  # std of the Gaussian head, per action number
+    learn_std: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("obs_dim", "action_dim", "horizon", "hidden", "layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"policy.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.init_std > 0:
+            raise ValueError(f"policy.init_std must be > 0, got {self.init_std}")
+
+
+def mlp(inp: int, hidden: int, layers: int, out: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods += [nn.Linear(inp if i == 0 else hidden, hidden), nn.Tanh()]
+    mods.append(nn.Linear(hidden, out))
+    return nn.Sequential(*mods)
+
+
+class ChunkPolicy(nn.Module):
+    """Gaussian over action chunks `[H, A]` with a separate value MLP.
+
+    Observations are normalised by fixed statistics (set from demonstrations, saved with the
+    weights) so that BC and RL see the same inputs on every robot.
+    """
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        self.config = config
+        chunk = config.horizon * config.action_dim
+        self.actor = mlp(config.obs_dim, config.hidden, config.layers, chunk)
+        self.critic = mlp(config.obs_dim, config.hidden, config.layers, 1)
+        self.log_std = nn.Parameter(
+            torch.full((chunk,), math.log(config.init_std)), requires_grad=config.learn_std
+        )
+        self.obs_mean: torch.Tensor
+        self.obs_std: torch.Tensor
+        self.register_buffer("obs_mean", torch.zeros(config.obs_dim))
+        self.register_buffer("obs_std", torch.ones(config.obs_dim))
+
+    def set_obs_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(np.maximum(std, 1e-3), dtype=torch.float32))
+
+    def _norm(self, obs: torch.Tensor) -> torch.Tensor:
+        return ((obs - self.obs_mean) / self.obs_std).clamp(-10.0, 10.0)
+
+    def mean_chunk(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [B, D] -> mean chunk [B, H * A]."""
+        return self.actor(self._norm(obs))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [B, D] -> value [B]."""
+        return self.critic(self._norm(obs)).squeeze(-1)
+
+    def log_prob(self, obs: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
+        """obs [B, D], chunk [B, H, A] -> log-probability [B] of each whole chunk."""
+        mean = self.mean_chunk(obs)
+        dist = torch.distributions.Normal(mean, self.log_std.exp())
+        return dist.log_prob(chunk.reshape(mean.shape)).sum(-1)
+
+    @torch.no_grad()
+    def act(
+        self, obs: np.ndarray, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[np.ndarray, float, float]:
+        """One policy call: obs [D] -> (chunk [H, A], log-prob, value)."""
+        x = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+        mean = self.mean_chunk(x)
+        std = self.log_std.exp()
+        if deterministic:
+            sample = mean
+        else:
+            noise = torch.randn(mean.shape, generator=generator)
+            sample = mean + std * noise
+        logp = torch.distributions.Normal(mean, std).log_prob(sample).sum(-1)
+        chunk = sample.reshape(self.config.horizon, self.config.action_dim)
+        return chunk.numpy().astype(np.float32), float(logp), float(self.value(x))
+
+    def policy_state(self) -> dict[str, np.ndarray]:
+        """Weights as flat numpy arrays: what robots load and what crosses process boundaries."""
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.state_dict().items()}
+
+    def load_policy_state(self, state: dict[str, np.ndarray]) -> None:
+        self.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})

@@ -1,0 +1,156 @@
+"""PPO over action chunks, aware that robots act with slightly older weights.
+
+Paper: Schulman et al. 2017, https://arxiv.org/abs/1707.06347. Deviations:
+
+- The action is a whole chunk [H, A]; GAE runs over policy calls (`algorithms.returns`).
+- Decoupled PPO (Hilton et al. 2021, https://arxiv.org/abs/2110.00641): the clip is taken
+  around the *proximal* policy (the learner's weights when the batch was formed) and the gap
+  between it and the robot's behaviour policy is corrected by an importance weight truncated at
+  `is_clip`. With fresh data both are the same and this is plain PPO.
+- Separate actor and critic optimisers; the critic may train alone first (`train_actor=False`),
+  which FACTS.md found necessary when the actor comes from BC and the critic is fresh.
+
+Example:
+
+    ppo = PPO(policy, PPOConfig())
+    batch = ppo.prepare(chunks, rewards)       # rewards: per chunk, [T] each
+    metrics = ppo.update(batch, train_actor=True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from algorithms.policy import ChunkPolicy
+from algorithms.returns import chunk_rewards, gae
+from buffers.records import RolloutChunk
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    gamma: float = 0.99  # per env step
+    lam: float = 0.95  # GAE λ, per policy call
+    clip: float = 0.2
+    epochs: int = 5
+    minibatch: int = 128  # policy calls
+    actor_lr: float = 3e-5
+    critic_lr: float = 3e-4
+    is_clip: float = 2.0  # truncation of the behaviour→proximal importance weight
+    target_kl: float = 0.2  # loose on purpose: a tight one freezes 16-d chunk policies (FACTS)
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ValueError("ppo: gamma must be in (0, 1] and lam in [0, 1]")
+        if self.epochs < 1 or self.minibatch < 1:
+            raise ValueError("ppo: epochs and minibatch must be >= 1")
+        if not (self.clip > 0 and self.is_clip >= 1 and self.target_kl > 0):
+            raise ValueError("ppo: clip and target_kl must be > 0 and is_clip >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOBatch:
+    """One tensor row per policy call. obs [N, D], chunk [N, H, A], others [N]."""
+
+    obs: torch.Tensor
+    chunk: torch.Tensor
+    behaviour_logp: torch.Tensor
+    prox_logp: torch.Tensor
+    advantage: torch.Tensor
+    value_target: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+
+def clipped_policy_loss(logp: torch.Tensor, prox_logp: torch.Tensor, behaviour_logp: torch.Tensor,
+                        adv: torch.Tensor, clip: float, is_clip: float) -> torch.Tensor:
+    """Decoupled clipped surrogate, to be minimised. All inputs [B]."""
+    ratio = (logp - prox_logp).exp()
+    weight = (prox_logp - behaviour_logp).exp().clamp(max=is_clip)
+    surrogate = torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+    return -(weight * surrogate).mean()
+
+
+class PPO:
+    """Chunk-level PPO. Owns the optimisers; the policy owns only weights."""
+
+    def __init__(self, policy: ChunkPolicy, config: PPOConfig) -> None:
+        self.policy = policy
+        self.config = config
+        actor_params = [p for n, p in policy.named_parameters()
+                        if not n.startswith("critic") and p.requires_grad]
+        self.actor_opt = torch.optim.Adam(actor_params, lr=config.actor_lr)
+        self.critic_opt = torch.optim.Adam(policy.critic.parameters(), lr=config.critic_lr)
+
+    @torch.no_grad()
+    def prepare(self, chunks: Sequence[RolloutChunk], rewards: Sequence[np.ndarray]) -> PPOBatch:
+        """Advantages from the current critic; each chunk is bootstrapped from its last obs."""
+        cfg, obs_rows, chunk_rows, blogp, advs, targets = self.config, [], [], [], [], []
+        for chunk, reward in zip(chunks, rewards, strict=True):
+            horizon = chunk.horizon
+            state = torch.tensor(chunk.obs["state"], dtype=torch.float32)
+            call_obs = state[: chunk.num_steps : horizon]
+            values = self.policy.value(torch.cat([call_obs, state[-1:]])).numpy()
+            r, disc = chunk_rewards(reward, horizon, cfg.gamma)
+            terminal = chunk.episode_end is not None and chunk.episode_end.terminal
+            adv, target = gae(r, values[:-1], float(values[-1]), disc, terminal, cfg.lam)
+            obs_rows.append(call_obs)
+            chunk_rows.append(torch.tensor(chunk.policy_action))
+            blogp.append(torch.tensor(chunk.logp))
+            advs.append(torch.as_tensor(adv, dtype=torch.float32))
+            targets.append(torch.as_tensor(target, dtype=torch.float32))
+        obs, acts = torch.cat(obs_rows), torch.cat(chunk_rows)
+        return PPOBatch(obs=obs, chunk=acts, behaviour_logp=torch.cat(blogp),
+                        prox_logp=self.policy.log_prob(obs, acts),
+                        advantage=torch.cat(advs), value_target=torch.cat(targets))
+
+    def update(self, batch: PPOBatch, train_actor: bool = True) -> dict[str, float]:
+        cfg = self.config
+        adv = (batch.advantage - batch.advantage.mean()) / (batch.advantage.std() + 1e-8)
+        gen = torch.Generator().manual_seed(len(batch))
+        stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "kl": [],
+                                         "clip_frac": []}
+        stopped = False
+        for _ in range(cfg.epochs):
+            for idx in torch.randperm(len(batch), generator=gen).split(cfg.minibatch):
+                value_loss = ((self.policy.value(batch.obs[idx]) - batch.value_target[idx]) ** 2)
+                self._step(self.critic_opt, 0.5 * value_loss.mean(), self.policy.critic)
+                stats["value_loss"].append(value_loss.mean().item())
+                if not train_actor or stopped:
+                    continue
+                logp = self.policy.log_prob(batch.obs[idx], batch.chunk[idx])
+                loss = clipped_policy_loss(logp, batch.prox_logp[idx], batch.behaviour_logp[idx],
+                                           adv[idx], cfg.clip, cfg.is_clip)
+                self._step(self.actor_opt, loss, self.policy.actor)
+                with torch.no_grad():
+                    log_ratio = logp - batch.prox_logp[idx]
+                    kl = float(((log_ratio.exp() - 1) - log_ratio).mean())
+                stats["policy_loss"].append(loss.item())
+                stats["kl"].append(kl)
+                stats["clip_frac"].append(float(((log_ratio.exp() - 1).abs() > cfg.clip).float()
+                                                .mean()))
+                stopped = kl > cfg.target_kl
+        out = {k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()}
+        out["is_weight"] = float((batch.prox_logp - batch.behaviour_logp).exp()
+                                 .clamp(max=cfg.is_clip).mean())
+        return out
+
+    def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor,
+              module: torch.nn.Module) -> None:
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.max_grad_norm)
+        opt.step()
+
+    def state_dict(self) -> dict[str, object]:
+        return {"actor_opt": self.actor_opt.state_dict(),
+                "critic_opt": self.critic_opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.actor_opt.load_state_dict(state["actor_opt"])  # type: ignore[arg-type]
+        self.critic_opt.load_state_dict(state["critic_opt"])  # type: ignore[arg-type]

@@ -1,0 +1,19 @@
+"""Benchmarks: `fleet bench NAME [--quick]`, each printing one JSON line last.
+
+Every benchmark returns `{"bench", "metric", "value", "unit", "baseline", "ratio"}` where the
+baseline is measured in the same run (raw env, raw disk, a plain codec).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+BENCHES = {"codec": "bench.codec", "ingest": "bench.ingest", "collect": "bench.collect"}
+
+
+def run_bench(name: str, quick: bool) -> dict[str, Any]:
+    if name not in BENCHES:
+        raise SystemExit(f"unknown bench {name!r}; known: {', '.join(sorted(BENCHES))}")
+    result: dict[str, Any] = importlib.import_module(BENCHES[name]).run(quick)
+    return result

@@ -1,0 +1,166 @@
+"""The record codec: a rollout chunk as a msgpack map, compressed as one lz4 frame.
+
+Example:
+
+    data = encode_chunk(chunk)         # bytes, safe to send or store
+    chunk = decode_chunk(data)         # raises RecordError on anything malformed
+
+Decoding trusts nothing: the compressed size, the decompressed size (lz4 frames carry sizes that
+lie, FACTS.md), msgpack lengths, dtypes (an allowlist), shapes against byte counts and against
+each other, and finiteness of actions and rewards are all checked before use. Nothing is
+unpickled. Format version 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lz4.frame
+import msgpack
+import numpy as np
+
+from buffers.records import EpisodeEnd, RolloutChunk
+
+FORMAT_VERSION = 1
+MAX_RECORD_BYTES = 64 * 1024 * 1024  # decompressed, and so also compressed
+MAX_STRING = 256
+DTYPES = frozenset({"float32", "float64", "uint8", "bool", "int32", "int64"})
+HEADER = ("robot_id", "embodiment", "task", "episode_id", "chunk_seq", "policy_version",
+          "wall_time", "horizon", "instruction", "episode_end")
+COLUMNS = ("action", "policy_action", "logp", "value", "reward", "success", "intervened")
+FINITE = ("action", "policy_action", "logp", "value", "reward")
+
+
+class RecordError(ValueError):
+    """A record that breaks the format or the schema. Its message says which part."""
+
+
+def _pack_array(a: np.ndarray) -> dict[str, Any]:
+    a = np.ascontiguousarray(a)
+    return {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.tobytes()}
+
+
+def encode_chunk(chunk: RolloutChunk) -> bytes:
+    validate_chunk(chunk)
+    body: dict[str, Any] = {"v": FORMAT_VERSION}
+    for name in HEADER[:-1]:
+        body[name] = getattr(chunk, name)
+    end = chunk.episode_end
+    body["episode_end"] = None if end is None else [end.outcome, end.source]
+    body["obs"] = {k: _pack_array(v) for k, v in chunk.obs.items()}
+    for name in COLUMNS:
+        body[name] = _pack_array(getattr(chunk, name))
+    return bytes(lz4.frame.compress(msgpack.packb(body, use_bin_type=True),
+                                    compression_level=0, store_size=True))
+
+
+def decode_chunk(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> RolloutChunk:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise RecordError(f"a record must be bytes, got {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise RecordError(f"record of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        dec = lz4.frame.LZ4FrameDecompressor()
+        raw = dec.decompress(bytes(data), max_length=max_bytes)
+        if not dec.eof:
+            raise RecordError("lz4 frame is truncated or larger than the record limit")
+    except RuntimeError as e:
+        raise RecordError(f"bad lz4 frame: {e}") from e
+    try:
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max_bytes, max_str_len=4096,
+                                    max_bin_len=max_bytes, max_array_len=64, max_map_len=64,
+                                    max_ext_len=0, strict_map_key=True)
+        unpacker.feed(raw)
+        body = unpacker.unpack()
+    except (ValueError, msgpack.ExtraData, msgpack.OutOfData, msgpack.FormatError,
+            msgpack.StackError) as e:
+        raise RecordError(f"bad msgpack body: {e}") from e
+    return _from_body(body)
+
+
+def _array(field: str, spec: Any) -> np.ndarray:
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data"}:
+        raise RecordError(f"{field}: an array needs exactly dtype, shape and data")
+    dtype, shape, data = spec["dtype"], spec["shape"], spec["data"]
+    if dtype not in DTYPES:
+        raise RecordError(f"{field}: dtype {dtype!r} is not allowed ({', '.join(sorted(DTYPES))})")
+    if (not isinstance(shape, list) or len(shape) > 6
+            or not all(isinstance(d, int) and 0 <= d < 2**31 for d in shape)):
+        raise RecordError(f"{field}: bad shape {shape!r}")
+    if not isinstance(data, bytes) or len(data) != math.prod(shape) * np.dtype(dtype).itemsize:
+        raise RecordError(f"{field}: {len(data) if isinstance(data, bytes) else 'no'} bytes do "
+                          f"not fill shape {shape} of {dtype}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _from_body(body: Any) -> RolloutChunk:
+    if not isinstance(body, dict):
+        raise RecordError("a record body must be a map")
+    if body.get("v") != FORMAT_VERSION:
+        raise RecordError(f"unsupported record format version {body.get('v')!r}")
+    expected = {"v", "obs", *HEADER, *COLUMNS}
+    if set(body) != expected:
+        missing, extra = sorted(expected - set(body)), sorted(set(body) - expected)
+        raise RecordError(f"record fields differ: missing {missing}, unknown {extra}")
+    obs = body["obs"]
+    if not isinstance(obs, dict) or not obs:
+        raise RecordError("obs must be a non-empty map of arrays")
+    end = body["episode_end"]
+    if end is not None:
+        if not (isinstance(end, list) and len(end) == 2):
+            raise RecordError("episode_end must be null or [outcome, source]")
+        end = EpisodeEnd(*end)
+    try:
+        fields: dict[str, Any] = {k: body[k] for k in HEADER[:-1]}
+        fields.update({k: _array(k, body[k]) for k in COLUMNS})
+        fields["obs"] = {str(k): _array(f"obs.{k}", v) for k, v in obs.items()}
+        chunk = RolloutChunk(**fields, episode_end=end)
+    except TypeError as e:
+        raise RecordError(str(e)) from e
+    validate_chunk(chunk)
+    return chunk
+
+
+def validate_chunk(chunk: RolloutChunk) -> None:
+    """Raise `RecordError` unless the chunk's header and columns agree with the schema."""
+    for name in ("robot_id", "embodiment", "task", "episode_id", "instruction"):
+        v = getattr(chunk, name)
+        if not isinstance(v, str) or len(v) > MAX_STRING or (name != "instruction" and not v):
+            raise RecordError(f"{name} must be a non-empty string of at most {MAX_STRING} chars")
+    for name in ("chunk_seq", "policy_version", "horizon"):
+        v = getattr(chunk, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v >= 2**63:
+            raise RecordError(f"{name} must be a non-negative integer, got {v!r}")
+    if chunk.horizon < 1:
+        raise RecordError("horizon must be >= 1")
+    if not isinstance(chunk.wall_time, float | int) or not math.isfinite(chunk.wall_time):
+        raise RecordError("wall_time must be a finite number")
+    end = chunk.episode_end
+    if end is not None and (end.outcome not in ("success", "failure", "truncated")
+                            or end.source not in ("env", "human", "reward_model")):
+        raise RecordError(f"bad episode_end {end!r}")
+    _check_shapes(chunk)
+
+
+def _check_shapes(c: RolloutChunk) -> None:
+    if c.action.ndim != 2 or c.action.shape[0] < 1:
+        raise RecordError(f"action must be [T >= 1, A], got shape {c.action.shape}")
+    steps, adim = c.action.shape
+    calls = -(-steps // c.horizon)
+    want = {"policy_action": (calls, c.horizon, adim), "logp": (calls,), "value": (calls,),
+            "reward": (steps,), "success": (steps,), "intervened": (steps,)}
+    for name, shape in want.items():
+        got = getattr(c, name).shape
+        if got != shape:
+            raise RecordError(f"{name} must have shape {shape} for {steps} steps, got {got}")
+    for name, arr in c.obs.items():
+        if not isinstance(arr, np.ndarray) or arr.ndim < 1 or arr.shape[0] != steps + 1:
+            raise RecordError(f"obs.{name} must have {steps + 1} rows for {steps} steps")
+    for name in ("success", "intervened"):
+        if getattr(c, name).dtype != np.bool_:
+            raise RecordError(f"{name} must be bool")
+    for name in FINITE:
+        arr = getattr(c, name)
+        if arr.dtype.kind != "f" or not np.isfinite(arr).all():
+            raise RecordError(f"{name} must be finite floats (found NaN, inf or a non-float)")

@@ -1,0 +1,1 @@
+"""The composition root: the `fleet` CLI, Hydra configs, Ray wiring and user surfaces."""

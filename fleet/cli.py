@@ -1,0 +1,69 @@
+"""The `fleet` command.
+
+    fleet train [hydra overrides]      the main job (see README)
+    fleet pretrain [hydra overrides]   only build (or load) the BC base and measure it
+    fleet bench NAME [--quick]         a benchmark; prints one JSON line last
+    fleet buffer info PATH             what a buffer directory holds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from rich.console import Console
+
+from fleet.config import ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fleet", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in (("train", "post-train a policy on a fleet of robots"),
+                       ("pretrain", "build (or load) the BC base policy and measure it")):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=smoke")
+    bp = sub.add_parser("bench", help="run a benchmark; its last line is JSON")
+    bp.add_argument("name")
+    bp.add_argument("--quick", action="store_true", help="a version under a minute")
+    buf = sub.add_parser("buffer", help="inspect a replay buffer directory")
+    buf.add_argument("action", choices=["info"])
+    buf.add_argument("path")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", module="gymnasium")
+    args = _parser().parse_args(argv)
+    console = Console()
+    try:
+        if args.command == "train":
+            from fleet.train import train
+
+            train(load_config(args.overrides), console)
+        elif args.command == "pretrain":
+            from fleet.evaluate import pretrain_and_measure
+
+            pretrain_and_measure(load_config(args.overrides), console)
+        elif args.command == "bench":
+            from bench import run_bench
+
+            print(json.dumps(run_bench(args.name, args.quick)))
+        elif args.command == "buffer":
+            from buffers.store import ReplayBuffer
+
+            with ReplayBuffer(args.path) as buf:
+                print(json.dumps(buf.info(), indent=2, default=str))
+    except ConfigError as e:
+        console.print(f"[bold red]config error:[/] {e}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

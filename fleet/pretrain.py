@@ -1,0 +1,88 @@
+"""`fleet pretrain`: the base policy, behaviour-cloned from noisy scripted-expert demos.
+
+Example:
+
+    policy, info = pretrained_base(cfg)      # cached under pretrain.cache_dir after first use
+
+Demonstrations are stored in Fleet's own buffer format (`demos-<key>/`), the base weights as
+`base-<key>.pt`; the key hashes every setting that changes them, so a changed setting never
+reuses a stale cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from actors.demos import collect_demos
+from actors.robot import MetaWorldRobot
+from algorithms.bc import chunk_targets, train_bc
+from algorithms.policy import ChunkPolicy, PolicyConfig
+from buffers.codec import decode_chunk, encode_chunk
+from buffers.records import RolloutChunk
+from buffers.store import ReplayBuffer
+from fleet.config import Config
+
+
+def policy_config(cfg: Config) -> PolicyConfig:
+    """The policy's shape: sizes from the robot, the rest from `policy.*`."""
+    robot = MetaWorldRobot(cfg.robot, "probe")
+    spec = robot.spec
+    robot.close()
+    return dataclasses.replace(cfg.policy, obs_dim=spec.obs_dim, action_dim=spec.action_dim)
+
+
+def cache_key(cfg: Config) -> str:
+    parts = {"robot": dataclasses.asdict(cfg.robot), "policy": dataclasses.asdict(cfg.policy),
+             "pretrain": {k: v for k, v in dataclasses.asdict(cfg.pretrain).items()
+                          if k != "cache_dir"}, "format": 1}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def load_or_collect_demos(cfg: Config, root: Path) -> list[RolloutChunk]:
+    with ReplayBuffer(root) as buf:
+        if len(buf) >= cfg.pretrain.demos:
+            records, _ = buf.read(0, len(buf))
+            return [decode_chunk(r) for r in records]
+        robot = MetaWorldRobot(cfg.robot, "expert-0")
+        demos = collect_demos(robot, cfg.pretrain.demos, cfg.pretrain.noise,
+                              cfg.policy.horizon, cfg.pretrain.bc.seed)
+        robot.close()
+        buf.insert([encode_chunk(d) for d in demos])
+        return demos
+
+
+def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[str, Any]]:
+    """The BC base for `cfg`, trained once and then loaded from the cache."""
+    key = cache_key(cfg)
+    cache = Path(cfg.pretrain.cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"base-{key}.pt"
+    policy = ChunkPolicy(policy_config(cfg))
+    if path.exists():
+        saved = torch.load(path, weights_only=False)
+        policy.load_state_dict(saved["policy"])
+        return policy, dict(saved["info"], cached=True, path=str(path))
+    t0 = time.monotonic()
+    demos = load_or_collect_demos(cfg, cache / f"demos-{key}")
+    obs = np.concatenate([d.obs["state"][:-1] for d in demos])
+    targets = np.concatenate([chunk_targets(d.obs["state"], d.action, cfg.policy.horizon)
+                              for d in demos])
+    torch.manual_seed(cfg.pretrain.bc.seed)
+    policy = ChunkPolicy(policy_config(cfg))
+    losses = train_bc(policy, obs, targets, cfg.pretrain.bc)
+    info = {"demos": len(demos), "demo_steps": len(obs), "bc_loss": float(losses[-1]),
+            "pretrain_s": time.monotonic() - t0, "key": key}
+    tmp = path.with_suffix(".tmp")
+    torch.save({"policy": policy.state_dict(), "info": info}, tmp)
+    os.replace(tmp, path)
+    log(f"pretrained base on {len(demos)} demos ({len(obs)} steps) in {info['pretrain_s']:.0f} s")
+    return policy, dict(info, cached=False, path=str(path))

@@ -1,0 +1,221 @@
+"""Ray actors around Fleet's plain classes, and the adapters that join them.
+
+Only `fleet/` imports ray (STYLE rule 2): `RobotWorker`, `ReplayBuffer` and `Learner` run here
+unchanged, each in its own actor. Across the process boundary pass configs, not live objects;
+weights cross as `(policy_version, flat numpy arrays)` through the object store, once per
+publication.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from actors.robot import MetaWorldConfig, MetaWorldRobot
+from actors.worker import RobotWorker, WorkerConfig
+from algorithms.policy import ChunkPolicy, PolicyConfig
+from algorithms.ppo import PPO, PPOConfig
+from buffers.store import BufferConfig, InsertResult, ReplayBuffer
+from learner.loop import Interrupted, Learner, LearnerConfig
+from rewards.base import RewardConfig, make_reward
+
+
+def _actor(cls: type, **options: Any) -> Any:
+    """`ray.remote(**options)(cls)`, typed loosely: Ray's stubs know no actor options."""
+    remote: Any = ray.remote
+    return remote(**options)(cls)
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # many actors share few cores; intra-op threads only fight
+
+
+class _BufferServer:
+    """The persistent replay buffer as an actor: robots insert, the learner reads."""
+
+    def __init__(self, root: str, config: BufferConfig) -> None:
+        self.buffer = ReplayBuffer(Path(root), config)
+
+    def insert(self, records: list[bytes]) -> InsertResult:
+        return self.buffer.insert(records)
+
+    def read(self, cursor: int, limit: int, min_policy_version: int = 0) -> tuple[list[bytes], int]:
+        return self.buffer.read(cursor, limit, min_policy_version)
+
+    def info(self) -> dict[str, Any]:
+        return self.buffer.info()
+
+    def close(self) -> None:
+        self.buffer.close()
+
+
+class _WeightHub:
+    """Holds the newest published weights (an object-store reference) and their version."""
+
+    def __init__(self) -> None:
+        self.version = -1
+        self.ref: list[ray.ObjectRef] = []
+
+    def publish(self, policy_version: int, ref: list[ray.ObjectRef]) -> None:
+        if policy_version > self.version:
+            self.version, self.ref = policy_version, ref
+
+    def poll(self, have_version: int) -> tuple[int, list[ray.ObjectRef]] | None:
+        return (self.version, self.ref) if self.version > have_version else None
+
+
+class HubWeights:
+    """The one object that is the learner's `WeightSink` and the robots' `WeightSource`.
+
+    `poll` never blocks: it asks the hub in the background and answers from the last reply.
+    """
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self._asking: ray.ObjectRef | None = None
+
+    def publish(self, policy_version: int, state: dict[str, np.ndarray]) -> None:
+        ray.get(self.hub.publish.remote(policy_version, [ray.put(state)]))
+
+    def poll(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:
+        if self._asking is None:
+            self._asking = self.hub.poll.remote(have_version)
+        ready, _ = ray.wait([self._asking], timeout=0)
+        if not ready:
+            return None
+        reply, self._asking = ray.get(self._asking), None
+        if reply is None or reply[0] <= have_version:
+            return None
+        version, (ref,) = reply
+        return version, ray.get(ref)
+
+
+class BufferOutbox:
+    """Robots' `Outbox`: sends each record to the buffer without waiting for the ack, but keeps
+    at most `max_in_flight` unacknowledged so a stuck buffer slows a robot instead of filling
+    its memory. Refusals are counted and their reasons kept."""
+
+    def __init__(self, buffer: Any, max_in_flight: int = 8) -> None:
+        self.buffer = buffer
+        self.max_in_flight = max_in_flight
+        self.in_flight: collections.deque[ray.ObjectRef] = collections.deque()
+        self.stored = self.duplicates = 0
+        self.refusals: list[str] = []
+
+    def put(self, record: bytes) -> None:
+        self.in_flight.append(self.buffer.insert.remote([record]))
+        while len(self.in_flight) > self.max_in_flight:
+            self._settle(self.in_flight.popleft())
+
+    def flush(self) -> None:
+        while self.in_flight:
+            self._settle(self.in_flight.popleft())
+
+    def _settle(self, ref: ray.ObjectRef) -> None:
+        result: InsertResult = ray.get(ref)
+        self.stored += result.stored
+        self.duplicates += result.duplicates
+        self.refusals += [reason for _, reason in result.refused]
+
+
+class BufferSource:
+    """The learner's `ChunkSource` over the buffer actor."""
+
+    def __init__(self, buffer: Any) -> None:
+        self.buffer = buffer
+
+    def read(self, cursor: int, limit: int, min_policy_version: int = 0) -> tuple[list[bytes], int]:
+        return ray.get(self.buffer.read.remote(cursor, limit, min_policy_version))
+
+
+class _RobotActor:
+    """One simulated robot with its own policy copy (`inference=local`)."""
+
+    def __init__(self, robot_id: str, robot: MetaWorldConfig, policy: PolicyConfig,
+                 state: dict[str, np.ndarray], worker: WorkerConfig, buffer: Any, hub: Any) -> None:
+        _one_thread()
+        net = ChunkPolicy(policy)
+        net.load_policy_state(state)
+        self.outbox = BufferOutbox(buffer)
+        self.worker = RobotWorker(MetaWorldRobot(robot, robot_id), net, self.outbox,
+                                  HubWeights(hub), worker)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: str | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run(self._stop)
+        except Exception as e:  # reported through stats(); the driver decides what to do
+            self.error = f"{type(e).__name__}: {e}"
+
+    def stop(self) -> dict[str, Any]:
+        """Finish the current episode, wait for every ack, and report."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.outbox.flush()
+        return self.stats()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.worker.stats.as_dict(), robot_id=self.worker.robot.spec.robot_id,
+                    task=self.worker.robot.spec.task, stored=self.outbox.stored,
+                    refused=len(self.outbox.refusals), error=self.error)
+
+    def evaluate(self, state: dict[str, np.ndarray], seeds: list[int]) -> list[bool]:
+        """Held-out episodes with the given weights (call while the loop is stopped)."""
+        self.worker.policy.load_policy_state(state)
+        return self.worker.evaluate(seeds)
+
+
+class _LearnerActor:
+    """The learner in its own process (on a GPU node, when a cluster has one)."""
+
+    def __init__(self, policy: PolicyConfig, state: dict[str, np.ndarray], ppo: PPOConfig,
+                 reward: RewardConfig, config: LearnerConfig, checkpoint_dir: str,
+                 buffer: Any, hub: Any, seed: int) -> None:
+        import torch
+
+        _one_thread()
+        torch.manual_seed(seed)
+        net = ChunkPolicy(policy)
+        net.load_policy_state(state)
+        self.learner = Learner(net, PPO(net, ppo), make_reward(reward), BufferSource(buffer),
+                               HubWeights(hub), config, Path(checkpoint_dir))
+
+    def step(self) -> dict[str, float]:
+        """One update; {} if `interrupt` stopped it while it waited for data."""
+        try:
+            return self.learner.step()
+        except Interrupted:
+            return {}
+
+    def interrupt(self) -> None:
+        self.learner.interrupt()
+
+    def checkpoint(self, extra: dict[str, Any]) -> str:
+        return str(self.learner.save_checkpoint(extra))
+
+    def policy_state(self) -> tuple[int, dict[str, np.ndarray]]:
+        return self.learner.policy_version, self.learner.policy.policy_state()
+
+
+BufferServer: Any = _actor(_BufferServer, num_cpus=0)
+
+WeightHub: Any = _actor(_WeightHub, num_cpus=0)
+
+RobotActor: Any = _actor(_RobotActor, max_concurrency=4)
+
+LearnerActor: Any = _actor(_LearnerActor, num_cpus=0.5, max_concurrency=2)

@@ -1,0 +1,179 @@
+"""`fleet train`: pretrain (or load) the base, then post-train it on a fleet of robot actors.
+
+Example:
+
+    summary = train(load_config(["experiment=smoke", "run.name=try1"]), Console())
+    summary["success_before"], summary["success_after"]
+
+The driver only wires and watches: robots, buffer and learner each run in their own actor, and
+the driver's loop waits on one learner update at a time while it refreshes the live view.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from actors.worker import WorkerConfig
+from fleet.config import Config, ConfigError, to_dict
+from fleet.metrics import MetricsLogger
+from fleet.pretrain import policy_config, pretrained_base
+from fleet.view import LiveView, Throughput
+
+
+def prepare_run_dir(cfg: Config) -> Path:
+    """Create `runs/<name>/`; refuse one that already holds a run, so nothing is overwritten."""
+    run_dir = Path(cfg.run.dir) / cfg.run.name
+    marker = run_dir / "config.json"
+    if marker.exists():
+        raise ConfigError(f"{run_dir} already holds a run; pick another run.name=... "
+                          "(or delete that directory to start it over)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(to_dict(cfg), indent=2, default=str))
+    return run_dir
+
+
+def start_ray(cfg: Config) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if cfg.fleet.address:
+        ray.init(address=cfg.fleet.address, logging_level=logging.WARNING)
+    elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`
+        ray.init(logging_level=logging.WARNING)
+    else:
+        ray.init(num_cpus=max(os.cpu_count() or 1, 2), include_dashboard=False,
+                 logging_level=logging.WARNING, object_store_memory=512 * 1024**2)
+
+
+def evaluate(robots: list[Any], state: dict[str, np.ndarray], seeds: list[int]) -> list[bool]:
+    """The same held-out seeds, shared round robin across the robots, results in seed order."""
+    import ray
+
+    n = len(robots)
+    parts = ray.get([r.evaluate.remote(state, seeds[i::n]) for i, r in enumerate(robots)])
+    out = [False] * len(seeds)
+    for i, part in enumerate(parts):
+        out[i::n] = part
+    return out
+
+
+def train(cfg: Config, console: Console) -> dict[str, Any]:
+    import ray
+
+    from fleet.remote import BufferServer, LearnerActor, RobotActor, WeightHub
+
+    t_start = time.monotonic()
+    run_dir = prepare_run_dir(cfg)
+    base, pre_info = pretrained_base(cfg, log=console.print)
+    pcfg = policy_config(cfg)
+    base_state = base.policy_state()
+    start_ray(cfg)
+    try:
+        buffer = BufferServer.remote(str(run_dir / "buffer"), cfg.buffer)
+        hub = WeightHub.remote()
+        robots = [RobotActor.options(num_cpus=cfg.fleet.robot_cpus).remote(
+            f"robot-{i}", cfg.robot, pcfg, base_state,
+            WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
+                         seed=cfg.run.seed * 1000 + i + 1), buffer, hub)
+            for i in range(cfg.fleet.num_robots)]
+        learner = LearnerActor.remote(pcfg, base_state, cfg.algorithm.ppo, cfg.reward,
+                                      cfg.learner, str(run_dir / "checkpoints"), buffer, hub,
+                                      cfg.run.seed)
+        seeds = [cfg.eval.seed + i for i in range(cfg.eval.episodes)]
+        before = evaluate(robots, base_state, seeds)
+        console.print(f"base policy: {np.mean(before):.0%} success on {len(seeds)} held-out "
+                      f"episodes of {cfg.robot.task}")
+        with MetricsLogger(cfg, run_dir) as metrics:
+            metrics.summary({"success_before": float(np.mean(before))})
+            train_s, robot_stats, last = post_train(cfg, console, robots, learner, metrics)
+            ray.get(learner.checkpoint.remote({"wandb_id": (run_dir / "wandb_id").read_text()
+                                               if (run_dir / "wandb_id").exists() else None}))
+            version, state = ray.get(learner.policy_state.remote())
+            after = evaluate(robots, state, seeds)
+            summary = {
+                "run": cfg.run.name, "task": cfg.robot.task, "robots": cfg.fleet.num_robots,
+                "success_before": float(np.mean(before)), "success_after": float(np.mean(after)),
+                "eval_episodes": len(seeds), "eval_seeds": [seeds[0], seeds[-1]],
+                "env_steps": int(sum(s["env_steps"] for s in robot_stats)),
+                "chunks_stored": int(sum(s["stored"] for s in robot_stats)),
+                "policy_version": int(version), "train_s": train_s,
+                "wall_s": time.monotonic() - t_start, "seed": cfg.run.seed,
+                "buffer": ray.get(buffer.info.remote()), "pretrain": pre_info,
+                "learner_last": last, "per_episode_before": before, "per_episode_after": after,
+            }
+            metrics.summary({k: v for k, v in summary.items() if isinstance(v, int | float)})
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        ray.get(buffer.close.remote())
+    finally:
+        ray.shutdown()
+    console.print(result_table(summary))
+    console.print(f"summary: {run_dir / 'summary.json'}")
+    return summary
+
+
+def post_train(cfg: Config, console: Console, robots: list[Any], learner: Any,
+               metrics: MetricsLogger) -> tuple[float, list[dict[str, Any]], dict[str, float]]:
+    """Run robots and learner until the step or time budget; returns (seconds, robot stats,
+    last learner metrics)."""
+    import ray
+
+    t0 = time.monotonic()
+    ray.get([r.start.remote() for r in robots])
+    rate, last, snapshot_at = Throughput(), dict[str, float](), 0.0
+    pending = learner.step.remote()
+    with LiveView(console, cfg.logger.live, cfg.logger.every_s) as view:
+        while True:
+            ready, _ = ray.wait([pending], timeout=0.5)
+            if ready:
+                last = ray.get(pending)
+                pending = learner.step.remote()
+            if ready or time.monotonic() - snapshot_at > 1.0:
+                stats = ray.get([r.stats.remote() for r in robots])
+                errors = [s["error"] for s in stats if s["error"]]
+                if errors:
+                    raise RuntimeError(f"a robot failed: {errors[0]}")
+                steps = int(sum(s["env_steps"] for s in stats))
+                snap = fleet_snapshot(cfg, stats, last, steps, rate.update(steps), t0)
+                view.show(snap)
+                if ready:
+                    metrics.log({**{f"learner/{k}": v for k, v in last.items()},
+                                 **{f"fleet/{k}": v for k, v in snap.items()}}, step=steps)
+                snapshot_at = time.monotonic()
+                if steps >= cfg.train.env_steps or time.monotonic() - t0 > cfg.train.max_wall_s:
+                    break
+    robot_stats = ray.get([r.stop.remote() for r in robots])
+    ray.get(learner.interrupt.remote())
+    last = ray.get(pending) or last
+    return time.monotonic() - t0, robot_stats, last
+
+
+def fleet_snapshot(cfg: Config, stats: list[dict[str, Any]], last: dict[str, float], steps: int,
+                   steps_per_s: float, t0: float) -> dict[str, Any]:
+    rates = [s["success_rate"] for s in stats if not math.isnan(s["success_rate"])]
+    return {"run": cfg.run.name, "elapsed_s": time.monotonic() - t0, "env_steps": steps,
+            "steps_per_s": steps_per_s,
+            "success_rate": float(np.mean(rates)) if rates else float("nan"),
+            "policy_version": int(last.get("policy_version", 0)),
+            "staleness_mean": float(last.get("staleness_mean", float("nan"))),
+            "updates": int(last.get("updates", 0)), "robots": stats}
+
+
+def result_table(summary: dict[str, Any]) -> Table:
+    t = Table(title=f"{summary['task']}: success on {summary['eval_episodes']} held-out episodes "
+                    f"(seeds {summary['eval_seeds'][0]}–{summary['eval_seeds'][1]})")
+    for col in ("policy", "success", "env steps", "policy version"):
+        t.add_column(col)
+    t.add_row("base (BC)", f"{summary['success_before']:.0%}", "0", "0")
+    t.add_row("post-trained", f"{summary['success_after']:.0%}", f"{summary['env_steps']:,}",
+              str(summary["policy_version"]))
+    return t

@@ -1,0 +1,89 @@
+"""What a person watching `fleet train` sees: a rich live table, or plain lines when piped.
+
+Example:
+
+    with LiveView(console, live=True) as view:
+        view.show(snapshot)         # a dict of fleet-wide numbers plus per-robot rows
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+
+class Throughput:
+    """Steps per second over a sliding window."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self._marks: collections.deque[tuple[float, int]] = collections.deque()
+
+    def update(self, total_steps: int) -> float:
+        now = time.monotonic()
+        self._marks.append((now, total_steps))
+        while len(self._marks) > 2 and now - self._marks[0][0] > self.window_s:
+            self._marks.popleft()
+        (t0, s0), (t1, s1) = self._marks[0], self._marks[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "–" if math.isnan(v) else f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+FLEET_ROWS = [("elapsed_s", "elapsed s"), ("env_steps", "env steps"), ("steps_per_s", "steps/s"),
+              ("success_rate", "success (last 20 eps/robot)"), ("policy_version", "policy version"),
+              ("staleness_mean", "staleness (versions)"), ("updates", "learner updates")]
+
+
+def render(snapshot: dict[str, Any]) -> Group:
+    fleet = Table(title=f"fleet train · {snapshot.get('run', '')}", show_header=False)
+    for key, label in FLEET_ROWS:
+        fleet.add_row(label, _fmt(snapshot.get(key, "–")))
+    robots = Table("robot", "task", "env steps", "episodes", "success", "policy version", "error")
+    for r in snapshot.get("robots", []):
+        robots.add_row(r["robot_id"], r["task"], _fmt(r["env_steps"]), _fmt(r["episodes"]),
+                       _fmt(r["success_rate"]), _fmt(r["policy_version"]), r.get("error") or "")
+    return Group(fleet, robots)
+
+
+def plain_line(snapshot: dict[str, Any]) -> str:
+    return "  ".join(f"{label}={_fmt(snapshot.get(key, '–'))}" for key, label in FLEET_ROWS
+                     if not label.startswith("success (")) + \
+        f"  success={_fmt(snapshot.get('success_rate', float('nan')))}"
+
+
+class LiveView:
+    """A rich live view on a terminal; otherwise one plain line every `every_s` seconds."""
+
+    def __init__(self, console: Console, live: bool = True, every_s: float = 5.0) -> None:
+        self.console = console
+        self.every_s = every_s
+        self._live = Live(console=console, refresh_per_second=2) if (
+            live and console.is_terminal) else None
+        self._last_line = 0.0
+
+    def __enter__(self) -> LiveView:
+        if self._live is not None:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def show(self, snapshot: dict[str, Any]) -> None:
+        if self._live is not None:
+            self._live.update(render(snapshot))
+        elif time.monotonic() - self._last_line >= self.every_s:
+            self.console.print(plain_line(snapshot), highlight=False)
+            self._last_line = time.monotonic()

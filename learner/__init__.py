@@ -1,0 +1,1 @@
+"""The learner loop: sample, label rewards, update, publish versioned weights, checkpoint."""

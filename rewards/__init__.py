@@ -1,0 +1,1 @@
+"""Reward models: the `RewardModel` seam, its registry and the models Fleet ships."""
