@@ -73,7 +73,7 @@ class AlgorithmConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    env_steps: int = 300_000  # robots' total training steps
+    env_steps: int = 600_000  # robots' total training steps
     max_wall_s: float = 480.0  # stop training after this long even if steps remain
 
 

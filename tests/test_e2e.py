@@ -1,0 +1,54 @@
+"""The CLI end to end: `fleet train experiment=smoke` on an embedded local Ray."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fleet(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "fleet.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_smoke_run_end_to_end(tmp_path):
+    args = ["experiment=smoke", "run.name=e2e", f"run.dir={tmp_path}/runs",
+            f"pretrain.cache_dir={tmp_path}/cache"]
+    done = fleet("train", *args, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = tmp_path / "runs" / "e2e"
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("success_before", "success_after", "env_steps", "wall_s", "policy_version",
+                "eval_episodes"):
+        assert key in summary
+    assert summary["policy_version"] >= 1 and summary["env_steps"] > 0
+    assert summary["eval_episodes"] == 4
+    # every streamed chunk is on disk, once
+    assert summary["buffer"]["records"] == summary["chunks_stored"] > 0
+    assert summary["buffer"]["steps"] == summary["env_steps"]
+    assert list((run / "buffer").glob("segment-*.log"))
+    assert (run / "checkpoints" / "latest.pt").exists()
+    assert list((run / "wandb").glob("offline-run-*"))
+    assert "post-trained" in done.stdout
+    # the same run directory is never overwritten
+    again = fleet("train", *args, cwd=ROOT)
+    assert again.returncode == 2 and "already holds a run" in again.stdout
+    # and the buffer it left can be inspected
+    info = fleet("buffer", "info", str(run / "buffer"), cwd=ROOT)
+    assert json.loads(info.stdout)["records"] == summary["buffer"]["records"]
+
+
+@pytest.mark.parametrize("override, message", [("learner.nope=1", "nope"),
+                                               ("experiment=missing", "missing")])
+def test_bad_config_exits_nonzero_with_a_message(tmp_path, override, message):
+    done = fleet("train", override, f"run.dir={tmp_path}", cwd=ROOT, timeout=60)
+    assert done.returncode == 2
+    assert "config error" in done.stdout and message in done.stdout
+    assert not any(tmp_path.iterdir())  # nothing was created
