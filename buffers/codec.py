@@ -26,6 +26,10 @@ FORMAT_VERSION = 1
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # decompressed, and so also compressed
 MAX_STRING = 256
 DTYPES = frozenset({"float32", "float64", "uint8", "bool", "int32", "int64"})
+_NAME = {np.dtype(n): n for n in DTYPES}  # dtype.name is slow; these lookups are the hot path
+_ITEMSIZE = {n: np.dtype(n).itemsize for n in DTYPES}
+_FLOATS = (np.dtype("float32"), np.dtype("float64"))
+_BOOL = np.dtype("bool")
 HEADER = ("robot_id", "embodiment", "task", "episode_id", "chunk_seq", "policy_version",
           "wall_time", "horizon", "instruction", "episode_end")
 COLUMNS = ("action", "policy_action", "logp", "value", "reward", "success", "intervened")
@@ -37,8 +41,10 @@ class RecordError(ValueError):
 
 
 def _pack_array(a: np.ndarray) -> dict[str, Any]:
-    a = np.ascontiguousarray(a)
-    return {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.tobytes()}
+    name = _NAME.get(a.dtype)
+    if name is None:
+        raise RecordError(f"dtype {a.dtype} is not allowed ({', '.join(sorted(DTYPES))})")
+    return {"dtype": name, "shape": list(a.shape), "data": a.tobytes()}
 
 
 def encode_chunk(chunk: RolloutChunk) -> bytes:
@@ -88,7 +94,7 @@ def _array(field: str, spec: Any) -> np.ndarray:
     if (not isinstance(shape, list) or len(shape) > 6
             or not all(isinstance(d, int) and 0 <= d < 2**31 for d in shape)):
         raise RecordError(f"{field}: bad shape {shape!r}")
-    if not isinstance(data, bytes) or len(data) != math.prod(shape) * np.dtype(dtype).itemsize:
+    if not isinstance(data, bytes) or len(data) != math.prod(shape) * _ITEMSIZE[dtype]:
         raise RecordError(f"{field}: {len(data) if isinstance(data, bytes) else 'no'} bytes do "
                           f"not fill shape {shape} of {dtype}")
     return np.frombuffer(data, dtype=dtype).reshape(shape)
@@ -158,9 +164,10 @@ def _check_shapes(c: RolloutChunk) -> None:
         if not isinstance(arr, np.ndarray) or arr.ndim < 1 or arr.shape[0] != steps + 1:
             raise RecordError(f"obs.{name} must have {steps + 1} rows for {steps} steps")
     for name in ("success", "intervened"):
-        if getattr(c, name).dtype != np.bool_:
+        if getattr(c, name).dtype != _BOOL:
             raise RecordError(f"{name} must be bool")
     for name in FINITE:
         arr = getattr(c, name)
-        if arr.dtype.kind != "f" or not np.isfinite(arr).all():
+        # min and max carry any NaN or inf without a temporary array of flags
+        if arr.dtype not in _FLOATS or not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
             raise RecordError(f"{name} must be finite floats (found NaN, inf or a non-float)")
