@@ -140,7 +140,10 @@ class _RobotActor:
 
     def __init__(self, robot_id: str, robot: MetaWorldConfig, policy: PolicyConfig,
                  state: dict[str, np.ndarray], worker: WorkerConfig, buffer: Any, hub: Any) -> None:
+        import torch
+
         _one_thread()
+        torch.manual_seed(worker.seed)  # exploration noise is reproducible per robot
         net = ChunkPolicy(policy)
         net.load_policy_state(state)
         self.outbox = BufferOutbox(buffer)
