@@ -36,7 +36,7 @@ def run(quick: bool) -> dict[str, object]:
     batches = [records[i:i + 16] for i in range(0, len(records), 16)]
     steps = chunks * 64
     ours, raw = [], []
-    for rep in range(repeats):
+    for _ in range(repeats):
         with tempfile.TemporaryDirectory(dir=os.environ.get("FLEET_BENCH_DIR")) as tmp:
             t0 = time.perf_counter()
             _raw(Path(tmp) / "raw.log", batches, 0.2)
