@@ -113,6 +113,7 @@ class Config:
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     logger: LoggerConfig = LoggerConfig()
+    resume: str | None = None  # the name of a run under run.dir to continue
 
 
 def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "") -> Any:

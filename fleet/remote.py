@@ -139,7 +139,8 @@ class _RobotActor:
     """One simulated robot with its own policy copy (`inference=local`)."""
 
     def __init__(self, robot_id: str, robot: MetaWorldConfig, policy: PolicyConfig,
-                 state: dict[str, np.ndarray], worker: WorkerConfig, buffer: Any, hub: Any) -> None:
+                 state: dict[str, np.ndarray], worker: WorkerConfig, buffer: Any, hub: Any,
+                 policy_version: int = 0) -> None:
         import torch
 
         _one_thread()
@@ -149,6 +150,7 @@ class _RobotActor:
         self.outbox = BufferOutbox(buffer)
         self.worker = RobotWorker(MetaWorldRobot(robot, robot_id), net, self.outbox,
                                   HubWeights(hub), worker)
+        self.worker.stats.policy_version = policy_version
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
@@ -207,6 +209,11 @@ class _LearnerActor:
 
     def interrupt(self) -> None:
         self.learner.interrupt()
+
+    def restore(self, path: str) -> int:
+        """Continue from a checkpoint; returns its policy_version."""
+        self.learner.load_checkpoint(Path(path))
+        return self.learner.policy_version
 
     def checkpoint(self, extra: dict[str, Any]) -> str:
         return str(self.learner.save_checkpoint(extra))

@@ -11,6 +11,7 @@ the driver's loop waits on one learner update at a time while it refreshes the l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -24,22 +25,37 @@ from rich.console import Console
 from rich.table import Table
 
 from actors.worker import WorkerConfig
-from fleet.config import Config, ConfigError, to_dict
+from fleet.config import Config, ConfigError, from_mapping, to_dict
 from fleet.metrics import MetricsLogger
 from fleet.pretrain import policy_config, pretrained_base
 from fleet.view import LiveView, Throughput
 
 
-def prepare_run_dir(cfg: Config) -> Path:
-    """Create `runs/<name>/`; refuse one that already holds a run, so nothing is overwritten."""
-    run_dir = Path(cfg.run.dir) / cfg.run.name
-    marker = run_dir / "config.json"
-    if marker.exists():
-        raise ConfigError(f"{run_dir} already holds a run; pick another run.name=... "
-                          "(or delete that directory to start it over)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(to_dict(cfg), indent=2, default=str))
-    return run_dir
+def open_run(cfg: Config) -> tuple[Config, Path, Path | None]:
+    """The run's config, its directory and, when resuming, the checkpoint to continue from.
+
+    A new run creates `runs/<name>/` and refuses one that already holds a run, so nothing is
+    overwritten. `resume=<name>` continues that run with the config it was started with, except
+    `train.*` (the budget) and `logger.*`, which come from this command line.
+    """
+    if cfg.resume is None:
+        run_dir = Path(cfg.run.dir) / cfg.run.name
+        marker = run_dir / "config.json"
+        if marker.exists():
+            raise ConfigError(f"{run_dir} already holds a run; continue it with "
+                              f"resume={cfg.run.name}, or pick another run.name=...")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(to_dict(cfg), indent=2, default=str))
+        return cfg, run_dir, None
+    run_dir = Path(cfg.run.dir) / cfg.resume
+    try:
+        saved = from_mapping(Config, json.loads((run_dir / "config.json").read_text()))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot resume {run_dir}: {e}") from e
+    checkpoint = run_dir / "checkpoints" / "latest.pt"
+    if not checkpoint.exists():
+        raise ConfigError(f"cannot resume {run_dir}: it has no checkpoint yet")
+    return dataclasses.replace(saved, train=cfg.train, logger=cfg.logger), run_dir, checkpoint
 
 
 def start_ray(cfg: Config) -> None:
@@ -70,45 +86,54 @@ def evaluate(robots: list[Any], state: dict[str, np.ndarray], seeds: list[int]) 
 def train(cfg: Config, console: Console) -> dict[str, Any]:
     import ray
 
-    from fleet.remote import BufferServer, LearnerActor, RobotActor, WeightHub
+    from fleet.remote import BufferServer, HubWeights, LearnerActor, RobotActor, WeightHub
 
     t_start = time.monotonic()
-    run_dir = prepare_run_dir(cfg)
+    cfg, run_dir, checkpoint = open_run(cfg)
     base, pre_info = pretrained_base(cfg, log=console.print)
     pcfg = policy_config(cfg)
-    base_state = base.policy_state()
     start_ray(cfg)
     try:
         buffer = BufferServer.remote(str(run_dir / "buffer"), cfg.buffer)
         hub = WeightHub.remote()
-        robots = [RobotActor.options(num_cpus=cfg.fleet.robot_cpus).remote(
-            f"robot-{i}", cfg.robot, pcfg, base_state,
-            WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
-                         seed=cfg.run.seed * 1000 + i + 1), buffer, hub)
-            for i in range(cfg.fleet.num_robots)]
-        learner = LearnerActor.remote(pcfg, base_state, cfg.algorithm.ppo, cfg.reward,
+        learner = LearnerActor.remote(pcfg, base.policy_state(), cfg.algorithm.ppo, cfg.reward,
                                       cfg.learner, str(run_dir / "checkpoints"), buffer, hub,
                                       cfg.run.seed)
+        version, state = 0, base.policy_state()
+        if checkpoint is not None:
+            version = ray.get(learner.restore.remote(str(checkpoint)))
+            version, state = ray.get(learner.policy_state.remote())
+            HubWeights(hub).publish(version, state)
+            console.print(f"resuming {run_dir} at policy_version {version}")
+        robots = [RobotActor.options(num_cpus=cfg.fleet.robot_cpus).remote(
+            f"robot-{i}", cfg.robot, pcfg, state,
+            WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
+                         seed=cfg.run.seed * 1000 + i + 1 + 100 * version), buffer, hub,
+            version) for i in range(cfg.fleet.num_robots)]
         seeds = [cfg.eval.seed + i for i in range(cfg.eval.episodes)]
-        before = evaluate(robots, base_state, seeds)
+        before = base_success(run_dir, robots, base.policy_state(), seeds)
         console.print(f"base policy: {np.mean(before):.0%} success on {len(seeds)} held-out "
                       f"episodes of {cfg.robot.task}")
+        steps_done = int(ray.get(buffer.info.remote())["steps"])
         with MetricsLogger(cfg, run_dir) as metrics:
             metrics.summary({"success_before": float(np.mean(before))})
-            train_s, robot_stats, last = post_train(cfg, console, robots, learner, metrics)
+            train_s, robot_stats, last = post_train(cfg, console, robots, learner, metrics,
+                                                    steps_done)
             ray.get(learner.checkpoint.remote({"wandb_id": (run_dir / "wandb_id").read_text()
                                                if (run_dir / "wandb_id").exists() else None}))
             version, state = ray.get(learner.policy_state.remote())
             after = evaluate(robots, state, seeds)
+            stored = ray.get(buffer.info.remote())
             summary = {
-                "run": cfg.run.name, "task": cfg.robot.task, "robots": cfg.fleet.num_robots,
+                "run": run_dir.name, "task": cfg.robot.task, "robots": cfg.fleet.num_robots,
                 "success_before": float(np.mean(before)), "success_after": float(np.mean(after)),
                 "eval_episodes": len(seeds), "eval_seeds": [seeds[0], seeds[-1]],
-                "env_steps": int(sum(s["env_steps"] for s in robot_stats)),
+                "env_steps": int(stored["steps"]), "env_steps_this_session":
+                int(sum(s["env_steps"] for s in robot_stats)),
                 "chunks_stored": int(sum(s["stored"] for s in robot_stats)),
-                "policy_version": int(version), "train_s": train_s,
+                "policy_version": int(version), "train_s": train_s, "resumed": bool(checkpoint),
                 "wall_s": time.monotonic() - t_start, "seed": cfg.run.seed,
-                "buffer": ray.get(buffer.info.remote()), "pretrain": pre_info,
+                "buffer": stored, "pretrain": pre_info,
                 "learner_last": last, "per_episode_before": before, "per_episode_after": after,
             }
             metrics.summary({k: v for k, v in summary.items() if isinstance(v, int | float)})
@@ -121,10 +146,24 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
     return summary
 
 
+def base_success(run_dir: Path, robots: list[Any], state: dict[str, np.ndarray],
+                 seeds: list[int]) -> list[bool]:
+    """The base policy's held-out results: measured once per run, kept for resumes."""
+    path = run_dir / "base_eval.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved["seeds"] == seeds:
+            return [bool(x) for x in saved["success"]]
+    results = evaluate(robots, state, seeds)
+    path.write_text(json.dumps({"seeds": seeds, "success": results}))
+    return results
+
+
 def post_train(cfg: Config, console: Console, robots: list[Any], learner: Any,
-               metrics: MetricsLogger) -> tuple[float, list[dict[str, Any]], dict[str, float]]:
-    """Run robots and learner until the step or time budget; returns (seconds, robot stats,
-    last learner metrics)."""
+               metrics: MetricsLogger, steps_done: int = 0,
+               ) -> tuple[float, list[dict[str, Any]], dict[str, float]]:
+    """Run robots and learner until the step budget (counting `steps_done` from earlier
+    sessions) or the time budget; returns (seconds, robot stats, last learner metrics)."""
     import ray
 
     t0 = time.monotonic()
@@ -142,7 +181,7 @@ def post_train(cfg: Config, console: Console, robots: list[Any], learner: Any,
                 errors = [s["error"] for s in stats if s["error"]]
                 if errors:
                     raise RuntimeError(f"a robot failed: {errors[0]}")
-                steps = int(sum(s["env_steps"] for s in stats))
+                steps = steps_done + int(sum(s["env_steps"] for s in stats))
                 snap = fleet_snapshot(cfg, stats, last, steps, rate.update(steps), t0)
                 view.show(snap)
                 if ready:

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,33 @@ def test_bad_config_exits_nonzero_with_a_message(tmp_path, override, message):
     assert done.returncode == 2
     assert "config error" in done.stdout and message in done.stdout
     assert not any(tmp_path.iterdir())  # nothing was created
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_continues_the_run(tmp_path):
+    """kill -9 the whole job mid-training; `resume=` continues from the last checkpoint with the
+    same wandb run, a higher policy_version and the buffer intact."""
+    args = ["experiment=smoke", "run.name=crash", f"run.dir={tmp_path}/runs",
+            f"pretrain.cache_dir={tmp_path}/cache", "learner.checkpoint_every_s=0.5"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    job = subprocess.Popen([sys.executable, "-m", "fleet.cli", "train", *args,
+                            "train.env_steps=10000000", "train.max_wall_s=300"], cwd=ROOT,
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    run = tmp_path / "runs" / "crash"
+    deadline = time.monotonic() + 180
+    while not list((run / "checkpoints").glob("ckpt-00000[3-9].pt")):
+        assert job.poll() is None and time.monotonic() < deadline, "no checkpoints appeared"
+        time.sleep(0.5)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    version_at_kill = int(Path(os.readlink(run / "checkpoints" / "latest.pt")).stem.split("-")[1])
+    wandb_id = (run / "wandb_id").read_text()
+    done = fleet("train", *args, "resume=crash", "train.env_steps=1", cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"resuming {run}" in done.stdout.replace("\n", "")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed"] and summary["policy_version"] >= version_at_kill
+    assert (run / "wandb_id").read_text() == wandb_id
+    assert summary["buffer"]["corrupt_records"] == 0
+    assert summary["env_steps"] == summary["buffer"]["steps"] > 0
