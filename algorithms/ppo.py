@@ -91,11 +91,12 @@ class PPO:
     def prepare(self, chunks: Sequence[RolloutChunk], rewards: Sequence[np.ndarray]) -> PPOBatch:
         """Advantages from the current critic; each chunk is bootstrapped from its last obs."""
         cfg, obs_rows, chunk_rows, blogp, advs, targets = self.config, [], [], [], [], []
+        device = self.policy.obs_mean.device
         for chunk, reward in zip(chunks, rewards, strict=True):
             horizon = chunk.horizon
-            state = torch.tensor(chunk.obs["state"], dtype=torch.float32)
+            state = torch.tensor(chunk.obs["state"], dtype=torch.float32, device=device)
             call_obs = state[: chunk.num_steps : horizon]
-            values = self.policy.value(torch.cat([call_obs, state[-1:]])).numpy()
+            values = self.policy.value(torch.cat([call_obs, state[-1:]])).cpu().numpy()
             r, disc = chunk_rewards(reward, horizon, cfg.gamma)
             terminal = chunk.episode_end is not None and chunk.episode_end.terminal
             adv, target = gae(r, values[:-1], float(values[-1]), disc, terminal, cfg.lam)
@@ -104,20 +105,22 @@ class PPO:
             blogp.append(torch.tensor(chunk.logp))
             advs.append(torch.as_tensor(adv, dtype=torch.float32))
             targets.append(torch.as_tensor(target, dtype=torch.float32))
-        obs, acts = torch.cat(obs_rows), torch.cat(chunk_rows)
-        return PPOBatch(obs=obs, chunk=acts, behaviour_logp=torch.cat(blogp),
+        obs, acts = torch.cat(obs_rows), torch.cat(chunk_rows).to(device)
+        return PPOBatch(obs=obs, chunk=acts, behaviour_logp=torch.cat(blogp).to(device),
                         prox_logp=self.policy.log_prob(obs, acts),
-                        advantage=torch.cat(advs), value_target=torch.cat(targets))
+                        advantage=torch.cat(advs).to(device),
+                        value_target=torch.cat(targets).to(device))
 
     def update(self, batch: PPOBatch, train_actor: bool = True) -> dict[str, float]:
         cfg = self.config
         adv = (batch.advantage - batch.advantage.mean()) / (batch.advantage.std() + 1e-8)
-        gen = torch.Generator().manual_seed(len(batch))
+        gen = torch.Generator().manual_seed(len(batch))  # CPU: only permutes indices
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "kl": [],
                                          "clip_frac": []}
         stopped = False
         for _ in range(cfg.epochs):
-            for idx in torch.randperm(len(batch), generator=gen).split(cfg.minibatch):
+            order = torch.randperm(len(batch), generator=gen).to(batch.obs.device)
+            for idx in order.split(cfg.minibatch):
                 value_loss = ((self.policy.value(batch.obs[idx]) - batch.value_target[idx]) ** 2)
                 self._step(self.critic_opt, 0.5 * value_loss.mean(), self.policy.critic)
                 stats["value_loss"].append(value_loss.mean().item())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,32 +58,44 @@ class _BufferServer:
 
 
 class _WeightHub:
-    """Holds the newest published weights (an object-store reference) and their version."""
+    """Holds the newest published weights (an object-store reference), their version and when
+    they were published (wall clock, for publish→adopted latency)."""
 
     def __init__(self) -> None:
         self.version = -1
         self.ref: list[ray.ObjectRef] = []
+        self.published_at = 0.0
 
-    def publish(self, policy_version: int, ref: list[ray.ObjectRef]) -> None:
+    def publish(self, policy_version: int, ref: list[ray.ObjectRef], published_at: float) -> None:
         if policy_version > self.version:
-            self.version, self.ref = policy_version, ref
+            self.version, self.ref, self.published_at = policy_version, ref, published_at
 
-    def poll(self, have_version: int) -> tuple[int, list[ray.ObjectRef]] | None:
-        return (self.version, self.ref) if self.version > have_version else None
+    def poll(self, have_version: int) -> tuple[int, list[ray.ObjectRef], float] | None:
+        if self.version <= have_version:
+            return None
+        return self.version, self.ref, self.published_at
 
 
 class HubWeights:
     """The one object that is the learner's `WeightSink` and the robots' `WeightSource`.
 
-    `poll` never blocks: it asks the hub in the background and answers from the last reply.
+    Weights go to the object store once per publication, as flat numpy arrays (optionally cast
+    to float16 to halve the bytes; robots cast back on load). `poll` never blocks: it asks the
+    hub in the background and answers from the last reply. `adopt_latency_s` is the time from
+    the last publication this source picked up to the moment it returned it.
     """
 
-    def __init__(self, hub: Any) -> None:
+    def __init__(self, hub: Any, dtype: str = "float32") -> None:
         self.hub = hub
+        self.dtype = np.dtype(dtype)
         self._asking: ray.ObjectRef | None = None
+        self.adopt_latency_s = float("nan")
 
     def publish(self, policy_version: int, state: dict[str, np.ndarray]) -> None:
-        ray.get(self.hub.publish.remote(policy_version, [ray.put(state)]))
+        if self.dtype != np.float32:
+            state = {k: v.astype(self.dtype) if v.dtype == np.float32 else v
+                     for k, v in state.items()}
+        ray.get(self.hub.publish.remote(policy_version, [ray.put(state)], time.time()))
 
     def poll(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:
         if self._asking is None:
@@ -93,8 +106,10 @@ class HubWeights:
         reply, self._asking = ray.get(self._asking), None
         if reply is None or reply[0] <= have_version:
             return None
-        version, (ref,) = reply
-        return version, ray.get(ref)
+        version, (ref,), published_at = reply
+        state = ray.get(ref)
+        self.adopt_latency_s = time.time() - published_at
+        return version, state
 
 
 class BufferOutbox:
@@ -148,8 +163,9 @@ class _RobotActor:
         net = ChunkPolicy(policy)
         net.load_policy_state(state)
         self.outbox = BufferOutbox(buffer)
+        self.weights = HubWeights(hub)
         self.worker = RobotWorker(MetaWorldRobot(robot, robot_id), net, self.outbox,
-                                  HubWeights(hub), worker)
+                                  self.weights, worker)
         self.worker.stats.policy_version = policy_version
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -177,7 +193,8 @@ class _RobotActor:
     def stats(self) -> dict[str, Any]:
         return dict(self.worker.stats.as_dict(), robot_id=self.worker.robot.spec.robot_id,
                     task=self.worker.robot.spec.task, stored=self.outbox.stored,
-                    refused=len(self.outbox.refusals), error=self.error)
+                    refused=len(self.outbox.refusals), error=self.error,
+                    adopt_latency_s=self.weights.adopt_latency_s)
 
     def evaluate(self, state: dict[str, np.ndarray], seeds: list[int]) -> list[bool]:
         """Held-out episodes with the given weights (call while the loop is stopped)."""
@@ -197,8 +214,10 @@ class _LearnerActor:
         torch.manual_seed(seed)
         net = ChunkPolicy(policy)
         net.load_policy_state(state)
+        net.to(config.device)
         self.learner = Learner(net, PPO(net, ppo), make_reward(reward), BufferSource(buffer),
-                               HubWeights(hub), config, Path(checkpoint_dir))
+                               HubWeights(hub, config.publish_dtype), config,
+                               Path(checkpoint_dir))
 
     def step(self) -> dict[str, float]:
         """One update; {} if `interrupt` stopped it while it waited for data."""

@@ -96,9 +96,10 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
     try:
         buffer = BufferServer.remote(str(run_dir / "buffer"), cfg.buffer)
         hub = WeightHub.remote()
-        learner = LearnerActor.remote(pcfg, base.policy_state(), cfg.algorithm.ppo, cfg.reward,
-                                      cfg.learner, str(run_dir / "checkpoints"), buffer, hub,
-                                      cfg.run.seed)
+        gpus = 0 if cfg.learner.device == "cpu" else 1
+        learner = LearnerActor.options(num_gpus=gpus).remote(
+            pcfg, base.policy_state(), cfg.algorithm.ppo, cfg.reward, cfg.learner,
+            str(run_dir / "checkpoints"), buffer, hub, cfg.run.seed)
         version, state = 0, base.policy_state()
         if checkpoint is not None:
             version = ray.get(learner.restore.remote(str(checkpoint)))
@@ -199,7 +200,9 @@ def post_train(cfg: Config, console: Console, robots: list[Any], learner: Any,
 def fleet_snapshot(cfg: Config, stats: list[dict[str, Any]], last: dict[str, float], steps: int,
                    steps_per_s: float, t0: float) -> dict[str, Any]:
     rates = [s["success_rate"] for s in stats if not math.isnan(s["success_rate"])]
+    latency = [s["adopt_latency_s"] for s in stats if not math.isnan(s["adopt_latency_s"])]
     return {"run": cfg.run.name, "elapsed_s": time.monotonic() - t0, "env_steps": steps,
+            "adopt_latency_s": float(np.median(latency)) if latency else float("nan"),
             "steps_per_s": steps_per_s,
             "success_rate": float(np.mean(rates)) if rates else float("nan"),
             "policy_version": int(last.get("policy_version", 0)),

@@ -32,7 +32,7 @@ def test_robots_stream_chunks_and_adopt_published_weights(local_ray, tmp_path):
         WorkerConfig(horizon=4, calls_per_chunk=4, seed=i + 1), buffer, hub) for i in range(2)]
     ray.get([r.start.remote() for r in robots])
     time.sleep(2.0)
-    weights = HubWeights(hub)
+    weights = HubWeights(hub, dtype="float16")  # half the bytes; robots cast back on load
     state = {k: v + 0.01 for k, v in policy.policy_state().items()}
     weights.publish(1, state)
     deadline = time.monotonic() + 60
@@ -42,6 +42,7 @@ def test_robots_stream_chunks_and_adopt_published_weights(local_ray, tmp_path):
         time.sleep(0.2)
     stats = ray.get([r.stop.remote() for r in robots])
     assert all(s["policy_version"] == 1 and s["error"] is None for s in stats)
+    assert all(0 <= s["adopt_latency_s"] < 60 for s in stats)
     records, _ = ray.get(buffer.read.remote(0, 100_000))
     chunks = [decode_chunk(r) for r in records]
     # every chunk a robot sent was stored exactly once, and nothing was refused
