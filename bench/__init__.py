@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-BENCHES = {"codec": "bench.codec", "ingest": "bench.ingest", "collect": "bench.collect"}
+BENCHES = {"codec": "bench.codec", "ingest": "bench.ingest", "collect": "bench.collect",
+           "weight_sync": "fleet.bench_weight_sync"}  # Ray benches live in fleet/
 
 
 def run_bench(name: str, quick: bool) -> dict[str, Any]:
