@@ -9,6 +9,7 @@ is better; the goal in issue 5 is ≤ 2). Lives in `fleet/` because it needs Ray
 
 from __future__ import annotations
 
+import logging
 import statistics
 import threading
 import time
@@ -57,7 +58,7 @@ def _state(mb: int) -> dict[str, np.ndarray]:
 def run(quick: bool) -> dict[str, object]:
     mb, actors, repeats = (100, 8, 3) if quick else (100, 8, 7)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=2 * 1024**3,
-             logging_level="ERROR")
+             logging_level=logging.ERROR)
     try:
         hub = WeightHub.remote()
         pollers = [_actor(_Poller, num_cpus=0, max_concurrency=2).remote(hub)
