@@ -42,8 +42,8 @@ def collect_demos(robot: ExpertRobot, episodes: int, noise: float, horizon: int,
             action = np.clip(action, -1.0, 1.0).astype(np.float32)
             fb = robot.send_action(action)
             builder.add_step(action, fb, robot.get_observation(), intervened=True)
-            if fb.success or fb.truncated:
-                chunk = builder.flush(0, EpisodeEnd("success" if fb.success else "truncated"))
+            if fb.done:
+                chunk = builder.flush(0, EpisodeEnd(fb.outcome))
                 if fb.success:
                     out.append(_with_policy_actions(chunk))
                 break

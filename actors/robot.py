@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from buffers.records import Outcome
+
 Observation = dict[str, np.ndarray]
 
 
@@ -39,6 +41,15 @@ class Feedback:
     reward: float
     success: bool
     truncated: bool  # the episode hit its step limit
+    failed: bool = False  # the episode ended in a terminal failure (e.g. a pole fell)
+
+    @property
+    def done(self) -> bool:
+        return self.success or self.failed or self.truncated
+
+    @property
+    def outcome(self) -> Outcome:
+        return "success" if self.success else "failure" if self.failed else "truncated"
 
 
 class Robot(Protocol):
@@ -127,6 +138,53 @@ class MetaWorldRobot:
             experts: Any = metaworld.policies.ENV_POLICY_MAP
             self._expert = experts[self.config.task]()
         return np.asarray(self._expert.get_action(self._obs.astype(np.float64)), np.float32)
+
+    def close(self) -> None:
+        self._env.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class GymConfig:
+    """Any gymnasium environment with a Box action space, by id."""
+
+    env_id: str = "InvertedPendulum-v5"
+    max_episode_steps: int | None = None  # None keeps the env's own limit
+
+
+class GymRobot:
+    """A gymnasium env as a robot. Actions in [-1, 1] are scaled to the env's bounds. `success`
+    is the env's `info["is_success"]` when it reports one; any other termination is a failure
+    (a terminal state), and the env's time limit a truncation."""
+
+    def __init__(self, config: GymConfig, robot_id: str = "gym-0") -> None:
+        import gymnasium as gym
+
+        self._env: Any = gym.make(config.env_id, max_episode_steps=config.max_episode_steps)
+        space = self._env.action_space
+        if not isinstance(space, gym.spaces.Box):
+            raise ValueError(f"{config.env_id}: only Box action spaces are supported")
+        self._low, self._high = space.low.astype(np.float32), space.high.astype(np.float32)
+        obs_dim = int(np.prod(self._env.observation_space.shape or (1,)))
+        self.spec = RobotSpec(robot_id=robot_id, embodiment="gym", task=config.env_id,
+                              obs_dim=obs_dim, action_dim=int(np.prod(space.shape)))
+        self._obs = np.zeros(obs_dim, np.float32)
+
+    def reset(self, seed: int | None = None) -> Observation:
+        obs, _ = self._env.reset(seed=seed)
+        self._obs = np.asarray(obs, np.float32).ravel()
+        return self.get_observation()
+
+    def get_observation(self) -> Observation:
+        return {"state": self._obs.copy()}
+
+    def send_action(self, action: np.ndarray) -> Feedback:
+        a = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
+        scaled = self._low + (a + 1.0) * 0.5 * (self._high - self._low)
+        obs, reward, terminated, truncated, info = self._env.step(scaled)
+        self._obs = np.asarray(obs, np.float32).ravel()
+        success = bool(info.get("is_success", False))
+        return Feedback(float(reward), success, bool(truncated) and not terminated,
+                        failed=bool(terminated) and not success)
 
     def close(self) -> None:
         self._env.close()

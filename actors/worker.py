@@ -118,8 +118,8 @@ class RobotWorker:
             obs = self.robot.get_observation()
             self._builder.add_step(action, fb, obs)
             self.stats.env_steps += 1
-            if fb.success or fb.truncated:
-                self._send(EpisodeEnd("success" if fb.success else "truncated"))
+            if fb.done:
+                self._send(EpisodeEnd(fb.outcome))
                 self.stats.episodes += 1
                 self.stats.recent.append(fb.success)
                 return fb.success
@@ -142,7 +142,7 @@ class RobotWorker:
                 for action in chunk:
                     fb = self.robot.send_action(np.clip(action, -1.0, 1.0))
                     obs = self.robot.get_observation()
-                    success, done = fb.success, fb.success or fb.truncated
+                    success, done = fb.success, fb.done
                     if done:
                         break
             results.append(success)

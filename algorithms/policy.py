@@ -32,6 +32,7 @@ class PolicyConfig:
     layers: int = 2
     init_std: float = 0.2  # std of the Gaussian head, per action number
     learn_std: bool = False
+    init: str = "default"  # default (torch's) | orthogonal (as SB3 / CleanRL, for RL from scratch)
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "horizon", "hidden", "layers"):
@@ -39,6 +40,8 @@ class PolicyConfig:
                 raise ValueError(f"policy.{name} must be >= 1, got {getattr(self, name)}")
         if not self.init_std > 0:
             raise ValueError(f"policy.init_std must be > 0, got {self.init_std}")
+        if self.init not in ("default", "orthogonal"):
+            raise ValueError(f"policy.init={self.init!r}: default or orthogonal")
 
 
 def mlp(inp: int, hidden: int, layers: int, out: int) -> nn.Sequential:
@@ -47,6 +50,15 @@ def mlp(inp: int, hidden: int, layers: int, out: int) -> nn.Sequential:
         mods += [nn.Linear(inp if i == 0 else hidden, hidden), nn.Tanh()]
     mods.append(nn.Linear(hidden, out))
     return nn.Sequential(*mods)
+
+
+def _orthogonal(net: nn.Sequential, last_gain: float) -> None:
+    """Orthogonal weights, zero biases: the initialisation PPO implementations tune for
+    (Andrychowicz et al. 2021, https://arxiv.org/abs/2006.05990)."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    for i, layer in enumerate(linears):
+        nn.init.orthogonal_(layer.weight, last_gain if i == len(linears) - 1 else math.sqrt(2))
+        nn.init.zeros_(layer.bias)
 
 
 class ChunkPolicy(nn.Module):
@@ -69,6 +81,9 @@ class ChunkPolicy(nn.Module):
         self.obs_std: torch.Tensor
         self.register_buffer("obs_mean", torch.zeros(config.obs_dim))
         self.register_buffer("obs_std", torch.ones(config.obs_dim))
+        if config.init == "orthogonal":
+            _orthogonal(self.actor, last_gain=0.01)  # near-zero first actions
+            _orthogonal(self.critic, last_gain=1.0)
 
     def set_obs_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))

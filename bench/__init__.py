@@ -10,7 +10,8 @@ import importlib
 from typing import Any
 
 BENCHES = {"codec": "bench.codec", "ingest": "bench.ingest", "collect": "bench.collect",
-           "weight_sync": "fleet.bench_weight_sync"}  # Ray benches live in fleet/
+           "weight_sync": "fleet.bench_weight_sync",  # benches needing Ray or both the robot
+           "ppo_vs_sb3": "fleet.bench_ppo_vs_sb3"}  # loop and the learner live in fleet/
 
 
 def run_bench(name: str, quick: bool) -> dict[str, Any]:

@@ -35,14 +35,16 @@ ChunkKey = tuple[str, str, int]
 
 @dataclasses.dataclass(frozen=True)
 class EpisodeEnd:
-    """How an episode ended, and who said so. `success` is a terminal state; the others are not."""
+    """How an episode ended, and who said so. Success and failure are terminal states (nothing
+    follows them); a truncated episode was cut off (by a time limit, a lost robot) and its
+    returns must be bootstrapped from its last observation."""
 
     outcome: Outcome
     source: OutcomeSource = "env"
 
     @property
     def terminal(self) -> bool:
-        return self.outcome == "success"
+        return self.outcome != "truncated"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

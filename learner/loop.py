@@ -85,6 +85,7 @@ class Learner:
         self.updates = 0
         self.env_steps = 0  # steps of the data consumed
         self.cursor = 0
+        self.calls_consumed = 0  # policy calls trained on or dropped as stale, ever
         self._pending: list[RolloutChunk] = []
         self._last_checkpoint = time.monotonic()
         self._interrupt = threading.Event()
@@ -96,9 +97,11 @@ class Learner:
     def _gather(self) -> tuple[list[RolloutChunk], int]:
         """Fresh chunks worth at least `batch_calls` calls, and how many stale ones were dropped."""
         oldest_ok = self.policy_version - self.config.max_staleness
-        before = len(self._pending)
-        self._pending = [c for c in self._pending if c.policy_version >= oldest_ok]
-        dropped = before - len(self._pending)
+        fresh = [c for c in self._pending if c.policy_version >= oldest_ok]
+        dropped = len(self._pending) - len(fresh)
+        self.calls_consumed += sum(c.num_calls for c in self._pending) - sum(
+            c.num_calls for c in fresh)
+        self._pending = fresh
         deadline = time.monotonic() + self.config.max_wait_s
         while sum(c.num_calls for c in self._pending) < self.config.batch_calls:
             records, self.cursor = self.source.read(self.cursor, 512, max(oldest_ok, 0))
@@ -113,6 +116,7 @@ class Learner:
         calls = np.cumsum([c.num_calls for c in self._pending])
         take = int(np.searchsorted(calls, self.config.batch_calls)) + 1
         batch, self._pending = self._pending[:take], self._pending[take:]
+        self.calls_consumed += sum(c.num_calls for c in batch)
         return batch, dropped
 
     def step(self) -> dict[str, float]:
