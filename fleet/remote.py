@@ -8,7 +8,6 @@ publication.
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from actors.worker import RobotWorker, WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from algorithms.ppo import PPO, PPOConfig
 from buffers.store import BufferConfig, InsertResult, ReplayBuffer
+from fleet.outbox import BufferOutbox
 from learner.loop import Interrupted, Learner, LearnerConfig
 from rewards.base import RewardConfig, make_reward
 
@@ -112,34 +112,6 @@ class HubWeights:
         return version, state
 
 
-class BufferOutbox:
-    """Robots' `Outbox`: sends each record to the buffer without waiting for the ack, but keeps
-    at most `max_in_flight` unacknowledged so a stuck buffer slows a robot instead of filling
-    its memory. Refusals are counted and their reasons kept."""
-
-    def __init__(self, buffer: Any, max_in_flight: int = 8) -> None:
-        self.buffer = buffer
-        self.max_in_flight = max_in_flight
-        self.in_flight: collections.deque[ray.ObjectRef] = collections.deque()
-        self.stored = self.duplicates = 0
-        self.refusals: list[str] = []
-
-    def put(self, record: bytes) -> None:
-        self.in_flight.append(self.buffer.insert.remote([record]))
-        while len(self.in_flight) > self.max_in_flight:
-            self._settle(self.in_flight.popleft())
-
-    def flush(self) -> None:
-        while self.in_flight:
-            self._settle(self.in_flight.popleft())
-
-    def _settle(self, ref: ray.ObjectRef) -> None:
-        result: InsertResult = ray.get(ref)
-        self.stored += result.stored
-        self.duplicates += result.duplicates
-        self.refusals += [reason for _, reason in result.refused]
-
-
 class BufferSource:
     """The learner's `ChunkSource` over the buffer actor."""
 
@@ -155,14 +127,14 @@ class _RobotActor:
 
     def __init__(self, robot_id: str, robot: MetaWorldConfig, policy: PolicyConfig,
                  state: dict[str, np.ndarray], worker: WorkerConfig, buffer: Any, hub: Any,
-                 policy_version: int = 0) -> None:
+                 spill_dir: str, policy_version: int = 0) -> None:
         import torch
 
         _one_thread()
         torch.manual_seed(worker.seed)  # exploration noise is reproducible per robot
         net = ChunkPolicy(policy)
         net.load_policy_state(state)
-        self.outbox = BufferOutbox(buffer)
+        self.outbox = BufferOutbox(buffer, Path(spill_dir) / robot_id)
         self.weights = HubWeights(hub)
         self.worker = RobotWorker(MetaWorldRobot(robot, robot_id), net, self.outbox,
                                   self.weights, worker)
@@ -170,6 +142,8 @@ class _RobotActor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            self.start()  # Ray restarted this robot after a crash: go back to work
 
     def start(self) -> None:
         self._stop.clear()
@@ -193,6 +167,7 @@ class _RobotActor:
     def stats(self) -> dict[str, Any]:
         return dict(self.worker.stats.as_dict(), robot_id=self.worker.robot.spec.robot_id,
                     task=self.worker.robot.spec.task, stored=self.outbox.stored,
+                    spilled=self.outbox.spilled, duplicates=self.outbox.duplicates,
                     refused=len(self.outbox.refusals), error=self.error,
                     adopt_latency_s=self.weights.adopt_latency_s)
 
@@ -241,10 +216,12 @@ class _LearnerActor:
         return self.learner.policy_version, self.learner.policy.policy_state()
 
 
-BufferServer: Any = _actor(_BufferServer, num_cpus=0)
+# Crashed actors come back: the buffer reopens its log (acknowledged data is on disk) and Ray
+# retries the calls that were in flight; robots restart their loop (see `_RobotActor`).
+BufferServer: Any = _actor(_BufferServer, num_cpus=0, max_restarts=-1, max_task_retries=-1)
 
 WeightHub: Any = _actor(_WeightHub, num_cpus=0)
 
-RobotActor: Any = _actor(_RobotActor, max_concurrency=4)
+RobotActor: Any = _actor(_RobotActor, max_concurrency=4, max_restarts=-1)
 
 LearnerActor: Any = _actor(_LearnerActor, num_cpus=0.5, max_concurrency=2)

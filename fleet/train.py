@@ -110,7 +110,7 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
             f"robot-{i}", cfg.robot, pcfg, state,
             WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
                          seed=cfg.run.seed * 1000 + i + 1 + 100 * version), buffer, hub,
-            version) for i in range(cfg.fleet.num_robots)]
+            str(run_dir / "spill"), version) for i in range(cfg.fleet.num_robots)]
         seeds = [cfg.eval.seed + i for i in range(cfg.eval.episodes)]
         before = base_success(run_dir, robots, base.policy_state(), seeds)
         console.print(f"base policy: {np.mean(before):.0%} success on {len(seeds)} held-out "

@@ -29,7 +29,8 @@ def test_robots_stream_chunks_and_adopt_published_weights(local_ray, tmp_path):
     hub = WeightHub.remote()
     robots = [RobotActor.options(num_cpus=0.25).remote(
         f"robot-{i}", MetaWorldConfig(max_episode_steps=40), pcfg, policy.policy_state(),
-        WorkerConfig(horizon=4, calls_per_chunk=4, seed=i + 1), buffer, hub) for i in range(2)]
+        WorkerConfig(horizon=4, calls_per_chunk=4, seed=i + 1), buffer, hub,
+        str(tmp_path / "spill")) for i in range(2)]
     ray.get([r.start.remote() for r in robots])
     time.sleep(2.0)
     weights = HubWeights(hub, dtype="float16")  # half the bytes; robots cast back on load

@@ -1,0 +1,99 @@
+"""Robots' `Outbox` to the buffer actor: never blocks the control loop, never loses a chunk.
+
+Example (inside a robot actor):
+
+    outbox = BufferOutbox(buffer, spill_dir=run_dir / "spill" / robot_id)
+    outbox.put(encode_chunk(chunk))     # returns at once
+    outbox.flush(timeout_s=30)          # at the end: everything acknowledged, or an error
+
+Each record is sent without waiting for its acknowledgement. When `max_in_flight` sends are
+unacknowledged (the buffer is slow, or dead and being restarted by Ray), new records go to a
+local spill log on disk instead, and are resent in order once acknowledgements flow again.
+Resending is safe because the buffer's ingest is idempotent on `(robot_id, episode_id,
+chunk_seq)`; Ray itself retries calls that were in flight when the buffer died.
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from buffers.log import SegmentLog
+from buffers.store import InsertResult
+
+
+class BufferOutbox:
+    def __init__(self, buffer: Any, spill_dir: Path, max_in_flight: int = 8) -> None:
+        self.buffer = buffer
+        self.spill_dir = spill_dir
+        self.max_in_flight = max_in_flight
+        self.in_flight: collections.deque[ray.ObjectRef] = collections.deque()
+        self._spill: SegmentLog | None = None
+        self._spill_next = 0  # index of the next spilled record to resend
+        self.sent = self.stored = self.duplicates = self.spilled = 0
+        self.refusals: list[str] = []
+
+    def put(self, record: bytes) -> None:
+        self._reap()
+        if self._spill is not None or len(self.in_flight) >= self.max_in_flight:
+            self._to_spill(record)
+        else:
+            self._send(record)
+        self._resend()
+
+    def _send(self, record: bytes) -> None:
+        self.in_flight.append(self.buffer.insert.remote([record]))
+        self.sent += 1
+
+    def _to_spill(self, record: bytes) -> None:
+        if self._spill is None:
+            self._spill = SegmentLog(self.spill_dir, fsync="never")
+        self._spill.append([record])
+        self.spilled += 1
+
+    def _resend(self) -> None:
+        """Move spilled records back to the wire, oldest first, while there is room."""
+        spill = self._spill
+        while spill is not None and len(self.in_flight) < self.max_in_flight:
+            if self._spill_next == len(spill.positions):
+                spill.close()
+                shutil.rmtree(self.spill_dir, ignore_errors=True)
+                self._spill, self._spill_next = None, 0
+                return
+            self._send(spill.read(spill.positions[self._spill_next]))
+            self._spill_next += 1
+
+    def _reap(self) -> None:
+        """Count acknowledgements that have arrived, without waiting for any."""
+        while self.in_flight:
+            ready, _ = ray.wait([self.in_flight[0]], timeout=0)
+            if not ready:
+                return
+            self._count(ray.get(self.in_flight.popleft()))
+
+    def _count(self, result: InsertResult) -> None:
+        self.stored += result.stored
+        self.duplicates += result.duplicates
+        self.refusals += [reason for _, reason in result.refused]
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait until every record, spilled ones included, is acknowledged."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight or self._spill is not None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.in_flight)} chunks unacknowledged and "
+                                   f"{self.pending_spill} spilled after {timeout_s} s")
+            if self.in_flight:
+                ready, _ = ray.wait([self.in_flight[0]], timeout=0.5)
+                if ready:
+                    self._count(ray.get(self.in_flight.popleft()))
+            self._resend()
+
+    @property
+    def pending_spill(self) -> int:
+        return 0 if self._spill is None else len(self._spill.positions) - self._spill_next
