@@ -21,6 +21,7 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 MAGIC = b"FLTR"
 FRAME = struct.Struct("<4sHHII")  # magic, version, flags, length, crc32
@@ -65,6 +66,68 @@ def _parse(data: bytes, offset: int) -> int | None:
     return int(length)
 
 
+@dataclasses.dataclass(frozen=True)
+class SegmentScan:
+    """What one segment file holds: valid records, damage skipped, and where an unrecoverable
+    tail begins (a torn write, if this is the newest segment)."""
+
+    records: list[tuple[int, int]]  # (offset, payload length)
+    damaged: list[int]  # offsets of damaged records that valid records follow
+    tail_at: int | None
+    size: int
+
+
+def scan_segment(data: bytes) -> SegmentScan:
+    """Read a segment without changing it; used on open and by `verify_log`."""
+    records: list[tuple[int, int]] = []
+    damaged: list[int] = []
+    offset = 0
+    while offset < len(data):
+        length = _parse(data, offset)
+        if length is not None:
+            records.append((offset, length))
+            offset += FRAME.size + length
+            continue
+        nxt = _resync(data, offset + 1)
+        if nxt is None:
+            return SegmentScan(records, damaged, offset, len(data))
+        damaged.append(offset)
+        offset = nxt
+    return SegmentScan(records, damaged, None, len(data))
+
+
+def _resync(data: bytes, start: int) -> int | None:
+    """Offset of the next valid record after damage, if any."""
+    at = data.find(MAGIC, start)
+    while at != -1:
+        if _parse(data, at) is not None:
+            return at
+        at = data.find(MAGIC, at + 1)
+    return None
+
+
+def verify_log(root: Path) -> dict[str, Any]:
+    """Records, damaged records and torn bytes of a log, without modifying anything."""
+    segments = sorted(Path(root).glob("segment-*.log"))
+    records = corrupt = torn = 0
+    notes: list[str] = []
+    for i, path in enumerate(segments):
+        found = scan_segment(path.read_bytes())
+        records += len(found.records)
+        corrupt += len(found.damaged)
+        notes += [f"{path.name}: damaged record at byte {o}" for o in found.damaged]
+        if found.tail_at is None:
+            continue
+        if i == len(segments) - 1:
+            torn = found.size - found.tail_at
+            notes.append(f"{path.name}: torn tail of {torn} bytes (a crash mid-append)")
+        else:
+            corrupt += 1
+            notes.append(f"{path.name}: damaged from byte {found.tail_at} on")
+    return {"segments": len(segments), "records": records, "corrupt_records": corrupt,
+            "torn_bytes": torn, "notes": notes}
+
+
 class SegmentLog:
     def __init__(self, root: Path, segment_bytes: int = 64 << 20, fsync: str = "interval_ms",
                  fsync_interval_ms: int = 200, strict: bool = False) -> None:
@@ -91,39 +154,28 @@ class SegmentLog:
 
     def _scan(self, n: int, last: bool) -> None:
         path = _segment_path(self.root, n)
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            length = _parse(data, offset)
-            if length is not None:
-                self.positions.append(Position(n, offset, length))
-                offset += FRAME.size + length
-                continue
-            nxt = self._resync(data, offset + 1)
-            if nxt is None and last:
-                self.recovery.torn_bytes += len(data) - offset
-                self.recovery.notes.append(f"{path.name}: torn tail of {len(data) - offset} "
-                                           f"bytes at {offset} truncated")
-                with open(path, "r+b") as f:
-                    f.truncate(offset)
-                    os.fsync(f.fileno())
-                return
-            what = f"{path.name}: damaged record at byte {offset}"
+        found = scan_segment(path.read_bytes())
+        self.positions += [Position(n, offset, length) for offset, length in found.records]
+        for offset in found.damaged:
             if self.strict:
-                raise CorruptLogError(what)
+                raise CorruptLogError(f"{path.name}: damaged record at byte {offset}")
             self.recovery.corrupt_records += 1
-            self.recovery.notes.append(what + " skipped")
-            offset = len(data) if nxt is None else nxt
-
-    @staticmethod
-    def _resync(data: bytes, start: int) -> int | None:
-        """Offset of the next valid record after damage, if any."""
-        at = data.find(MAGIC, start)
-        while at != -1:
-            if _parse(data, at) is not None:
-                return at
-            at = data.find(MAGIC, at + 1)
-        return None
+            self.recovery.notes.append(f"{path.name}: damaged record at byte {offset} skipped")
+        if found.tail_at is None:
+            return
+        if not last:  # damage runs to the end of an older segment: nothing more to recover
+            if self.strict:
+                raise CorruptLogError(f"{path.name}: damaged from byte {found.tail_at} on")
+            self.recovery.corrupt_records += 1
+            self.recovery.notes.append(f"{path.name}: damaged from byte {found.tail_at} on, "
+                                       "skipped")
+            return
+        self.recovery.torn_bytes += found.size - found.tail_at
+        self.recovery.notes.append(f"{path.name}: torn tail of {found.size - found.tail_at} "
+                                   f"bytes at {found.tail_at} truncated")
+        with open(path, "r+b") as f:  # a crash mid-append: drop the partial record
+            f.truncate(found.tail_at)
+            os.fsync(f.fileno())
 
     def append(self, payloads: Sequence[bytes]) -> list[Position]:
         """Write records; on return they are durable as the fsync policy promises."""

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import warnings
+from pathlib import Path
 
 from rich.console import Console
 
@@ -29,9 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     bp = sub.add_parser("bench", help="run a benchmark; its last line is JSON")
     bp.add_argument("name")
     bp.add_argument("--quick", action="store_true", help="a version under a minute")
-    buf = sub.add_parser("buffer", help="inspect a replay buffer directory")
-    buf.add_argument("action", choices=["info"])
+    buf = sub.add_parser("buffer", help="inspect, check or export a replay buffer directory")
+    buf.add_argument("action", choices=["info", "verify", "export"],
+                     help="info: counts; verify: damage, changing nothing; export: episodes "
+                          "as .npz files")
     buf.add_argument("path")
+    buf.add_argument("--out", help="export: the folder to write episodes to")
     return p
 
 
@@ -53,15 +57,35 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(run_bench(args.name, args.quick)))
         elif args.command == "buffer":
-            from buffers.store import ReplayBuffer
-
-            with ReplayBuffer(args.path) as buf:
-                print(json.dumps(buf.info(), indent=2, default=str))
+            return _buffer(args.action, Path(args.path), args.out, console)
     except ConfigError as e:
         console.print(f"[bold red]config error:[/] {e}", highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _buffer(action: str, path: Path, out: str | None, console: Console) -> int:
+    from buffers.episodes import export_npz
+    from buffers.log import verify_log
+    from buffers.store import ReplayBuffer
+
+    if not path.is_dir():
+        console.print(f"[bold red]no buffer at {path}[/]")
+        return 2
+    if action == "verify":  # reads only: a torn tail is reported, not truncated
+        report = verify_log(path)
+        print(json.dumps(report, indent=2))
+        return 1 if report["corrupt_records"] or report["torn_bytes"] else 0
+    with ReplayBuffer(path) as buf:
+        if action == "info":
+            print(json.dumps(buf.info(), indent=2, default=str))
+        else:
+            if out is None:
+                console.print("[bold red]export needs --out FOLDER[/]")
+                return 2
+            console.print(f"wrote {export_npz(buf, Path(out))} episodes to {out}")
     return 0
 
 

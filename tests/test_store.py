@@ -148,7 +148,7 @@ def test_kill_9_never_loses_acknowledged_records(tmp_path):
     rng = np.random.default_rng(0)
     acked: set[tuple[str, int]] = set()
     root = tmp_path / "buf"
-    kills = int(os.environ.get("FLEET_KILL_TESTS", "12"))
+    kills = int(os.environ.get("FLEET_KILL_TESTS", "50"))
     for k in range(kills):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root), f"w{k}"],
                                 stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)

@@ -1,0 +1,107 @@
+"""Whole episodes out of rollout chunks, and to and from `.npz` files.
+
+Example:
+
+    with ReplayBuffer("runs/x/buffer") as buf:
+        for episode in iter_episodes(buf): print(episode.episode_id, len(episode.action))
+        export_npz(buf, Path("episodes/"))           # one file per episode
+    demos = import_npz(Path("episodes/"), horizon=4)  # chunks ready for `insert`
+
+An episode's chunks share `(robot_id, episode_id)`; chunk k + 1 starts with the observation
+chunk k ended on, so joining them drops that repeated row.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from buffers.codec import decode_chunk
+from buffers.records import EpisodeEnd, Outcome, RolloutChunk
+from buffers.store import ReplayBuffer
+
+COLUMNS = ("action", "reward", "success", "intervened")
+
+
+@dataclasses.dataclass(frozen=True)
+class Episode:
+    """T steps of one robot: obs [T + 1, ...] per name, action [T, A], others [T]."""
+
+    robot_id: str
+    episode_id: str
+    task: str
+    outcome: str  # success | failure | truncated, or "" while the episode is unfinished
+    obs: dict[str, np.ndarray]
+    action: np.ndarray
+    reward: np.ndarray
+    success: np.ndarray
+    intervened: np.ndarray
+
+
+def join(chunks: list[RolloutChunk]) -> Episode:
+    chunks = sorted(chunks, key=lambda c: c.chunk_seq)
+    first, last = chunks[0], chunks[-1]
+    obs = {k: np.concatenate([first.obs[k], *(c.obs[k][1:] for c in chunks[1:])])
+           for k in first.obs}
+    cols = {k: np.concatenate([getattr(c, k) for c in chunks]) for k in COLUMNS}
+    outcome = last.episode_end.outcome if last.episode_end else ""
+    return Episode(first.robot_id, first.episode_id, first.task, outcome, obs, **cols)
+
+
+def iter_episodes(buffer: ReplayBuffer) -> Iterator[Episode]:
+    """Episodes in the order they started; unfinished ones last."""
+    groups: dict[tuple[str, str], list[RolloutChunk]] = collections.OrderedDict()
+    records, _ = buffer.read(0, len(buffer))
+    for record in records:
+        chunk = decode_chunk(record)
+        groups.setdefault((chunk.robot_id, chunk.episode_id), []).append(chunk)
+    for chunks in groups.values():
+        yield join(chunks)
+
+
+def export_npz(buffer: ReplayBuffer, out: Path) -> int:
+    """Write each episode as `<robot_id>-<episode_id>.npz`; returns how many."""
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for ep in iter_episodes(buffer):
+        arrays: dict[str, Any] = {f"obs.{k}": v for k, v in ep.obs.items()}
+        arrays.update({k: getattr(ep, k) for k in COLUMNS})
+        meta = {"robot_id": ep.robot_id, "episode_id": ep.episode_id, "task": ep.task,
+                "outcome": ep.outcome}
+        arrays.update({f"meta.{k}": np.array(v) for k, v in meta.items()})
+        np.savez_compressed(out / f"{ep.robot_id}-{ep.episode_id}.npz", **arrays)
+        n += 1
+    return n
+
+
+def import_npz(folder: Path, horizon: int, embodiment: str = "imported") -> list[RolloutChunk]:
+    """Episodes from `.npz` files (as `export_npz` writes them: `obs.<name>` [T + 1, ...],
+    `action` [T, A], optional `reward`, `success`, `meta.task`) as one chunk each, every step
+    flagged `intervened` (a demonstration). Never unpickles (`allow_pickle=False`)."""
+    chunks = []
+    for path in sorted(folder.glob("*.npz")):
+        with np.load(path, allow_pickle=False) as f:
+            action = f["action"].astype(np.float32)
+            steps, calls = len(action), -(-len(action) // horizon)
+            idx = np.minimum(np.arange(calls * horizon), steps - 1)
+            success = f["success"].astype(bool) if "success" in f else np.zeros(steps, bool)
+            outcome = str(f["meta.outcome"]) if "meta.outcome" in f else ""
+            chunks.append(RolloutChunk(
+                robot_id=str(f["meta.robot_id"]) if "meta.robot_id" in f else "import",
+                embodiment=embodiment, task=str(f["meta.task"]) if "meta.task" in f else "task",
+                episode_id=path.stem[-64:], chunk_seq=0, policy_version=0, wall_time=0.0,
+                horizon=horizon,
+                obs={k[4:]: f[k] for k in f.files if k.startswith("obs.")},
+                action=action, policy_action=action[idx].reshape(calls, horizon, -1),
+                logp=np.zeros(calls, np.float32), value=np.zeros(calls, np.float32),
+                reward=f["reward"].astype(np.float32) if "reward" in f
+                else np.zeros(steps, np.float32),
+                success=success, intervened=np.ones(steps, bool),
+                episode_end=EpisodeEnd(cast(Outcome, outcome))
+                if outcome in ("success", "failure", "truncated") else None))
+    return chunks
