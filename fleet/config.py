@@ -47,6 +47,7 @@ class FleetConfig:
     calls_per_chunk: int = 16  # K: policy calls per streamed rollout chunk
     robot_cpus: float = 0.25  # Ray CPU reservation per robot actor
     address: str | None = None  # a Ray cluster to join; None starts an embedded local Ray
+    robot_resources: bool = False  # place robot <id>'s actor on the node advertising robot:<id>
 
     def __post_init__(self) -> None:
         if self.num_robots < 1 or self.calls_per_chunk < 1:

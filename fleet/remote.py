@@ -169,7 +169,8 @@ class _RobotActor:
                     task=self.worker.robot.spec.task, stored=self.outbox.stored,
                     spilled=self.outbox.spilled, duplicates=self.outbox.duplicates,
                     refused=len(self.outbox.refusals), error=self.error,
-                    adopt_latency_s=self.weights.adopt_latency_s)
+                    adopt_latency_s=self.weights.adopt_latency_s,
+                    node_id=ray.get_runtime_context().get_node_id())
 
     def evaluate(self, state: dict[str, np.ndarray], seeds: list[int]) -> list[bool]:
         """Held-out episodes with the given weights (call while the loop is stopped)."""

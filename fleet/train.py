@@ -71,6 +71,19 @@ def start_ray(cfg: Config) -> None:
                  logging_level=logging.WARNING, object_store_memory=512 * 1024**2)
 
 
+def robot_resources(cfg: Config, i: int) -> dict[str, float]:
+    """`robot:<id>` when robots are placed on the nodes wired to them (custom resources)."""
+    return {f"robot:robot-{i}": 1.0} if cfg.fleet.robot_resources else {}
+
+
+def on_this_node() -> Any:
+    """Pin an actor to the driver's node: the buffer's files live under the driver's run.dir."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+
 def evaluate(robots: list[Any], state: dict[str, np.ndarray], seeds: list[int]) -> list[bool]:
     """The same held-out seeds, shared round robin across the robots, results in seed order."""
     import ray
@@ -94,7 +107,8 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
     pcfg = policy_config(cfg)
     start_ray(cfg)
     try:
-        buffer = BufferServer.remote(str(run_dir / "buffer"), cfg.buffer)
+        buffer = BufferServer.options(scheduling_strategy=on_this_node()).remote(
+            str(run_dir / "buffer"), cfg.buffer)
         hub = WeightHub.remote()
         gpus = 0 if cfg.learner.device == "cpu" else 1
         learner = LearnerActor.options(num_gpus=gpus).remote(
@@ -106,7 +120,8 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
             version, state = ray.get(learner.policy_state.remote())
             HubWeights(hub).publish(version, state)
             console.print(f"resuming {run_dir} at policy_version {version}")
-        robots = [RobotActor.options(num_cpus=cfg.fleet.robot_cpus).remote(
+        robots = [RobotActor.options(num_cpus=cfg.fleet.robot_cpus,
+                                     resources=robot_resources(cfg, i)).remote(
             f"robot-{i}", cfg.robot, pcfg, state,
             WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
                          seed=cfg.run.seed * 1000 + i + 1 + 100 * version), buffer, hub,
@@ -136,6 +151,7 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
                 "wall_s": time.monotonic() - t_start, "seed": cfg.run.seed,
                 "buffer": stored, "pretrain": pre_info,
                 "learner_last": last, "per_episode_before": before, "per_episode_after": after,
+                "per_robot": robot_stats,
             }
             metrics.summary({k: v for k, v in summary.items() if isinstance(v, int | float)})
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
