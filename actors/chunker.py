@@ -29,6 +29,7 @@ class ChunkBuilder:
         self.horizon = horizon
         self.calls_per_chunk = calls_per_chunk
         self.episode_id = ""
+        self.group = ""
         self._seq = 0
         self._reset_columns()
 
@@ -37,8 +38,9 @@ class ChunkBuilder:
         self._calls: list[tuple[np.ndarray, float, float]] = []
         self._steps: list[tuple[np.ndarray, float, bool, bool]] = []
 
-    def begin_episode(self, episode_id: str, obs: Observation) -> None:
+    def begin_episode(self, episode_id: str, obs: Observation, group: str = "") -> None:
         self.episode_id = episode_id
+        self.group = group
         self._seq = 0
         self._reset_columns()
         self._obs = [obs]
@@ -91,6 +93,7 @@ class ChunkBuilder:
             success=np.array([s[2] for s in self._steps], bool),
             intervened=np.array([s[3] for s in self._steps], bool),
             episode_end=episode_end,
+            group=self.group,
         )
         self._seq += 1
         last = self._obs[-1]

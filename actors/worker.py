@@ -58,6 +58,11 @@ class WorkerConfig:
     horizon: int = 4  # H, must match the policy
     calls_per_chunk: int = 16  # K: policy calls per rollout chunk
     seed: int = 0  # training episodes start from seeds seed*1e6 + n
+    group_size: int = 1  # G > 1: each start state is run G times in a row, as one group (GRPO)
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1 or self.calls_per_chunk < 1 or self.group_size < 1:
+            raise ValueError("horizon, calls_per_chunk and group_size must be >= 1")
 
 
 @dataclasses.dataclass
@@ -102,10 +107,10 @@ class RobotWorker:
         self.stats.chunks_sent += 1
         self._adopt_weights()
 
-    def run_episode(self, seed: int) -> bool:
+    def run_episode(self, seed: int, group: str = "") -> bool:
         """One training episode, streamed chunk by chunk. Returns whether it succeeded."""
         obs = self.robot.reset(seed)
-        self._builder.begin_episode(uuid.uuid4().hex[:16], obs)
+        self._builder.begin_episode(uuid.uuid4().hex[:16], obs, group)
         chunk = np.zeros((0, 0), np.float32)
         while True:
             if self._builder.call_done:
@@ -126,9 +131,11 @@ class RobotWorker:
 
     def run(self, stop: threading.Event) -> None:
         """Train-time loop: episodes back to back until `stop` is set (checked between them)."""
-        n = 0
+        n, size = 0, self.config.group_size
         while not stop.is_set():
-            self.run_episode(seed=self.config.seed * 1_000_000 + n)
+            seed = self.config.seed * 1_000_000 + n // size
+            group = f"{self.robot.spec.robot_id}/{seed}" if size > 1 else ""
+            self.run_episode(seed, group)
             n += 1
 
     def evaluate(self, seeds: Iterable[int], deterministic: bool = True) -> list[bool]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from buffers.records import EpisodeEnd, RolloutChunk
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added `group`; version 1 records still decode, with group ""
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # decompressed, and so also compressed
 MAX_STRING = 256
 DTYPES = frozenset({"float32", "float64", "uint8", "bool", "int32", "int64"})
@@ -31,7 +31,7 @@ _ITEMSIZE = {n: np.dtype(n).itemsize for n in DTYPES}
 _FLOATS = (np.dtype("float32"), np.dtype("float64"))
 _BOOL = np.dtype("bool")
 HEADER = ("robot_id", "embodiment", "task", "episode_id", "chunk_seq", "policy_version",
-          "wall_time", "horizon", "instruction", "episode_end")
+          "wall_time", "horizon", "instruction", "group", "episode_end")
 COLUMNS = ("action", "policy_action", "logp", "value", "reward", "success", "intervened")
 FINITE = ("action", "policy_action", "logp", "value", "reward")
 
@@ -103,6 +103,8 @@ def _array(field: str, spec: Any) -> np.ndarray:
 def _from_body(body: Any) -> RolloutChunk:
     if not isinstance(body, dict):
         raise RecordError("a record body must be a map")
+    if body.get("v") == 1:
+        body = {**body, "v": FORMAT_VERSION, "group": ""}
     if body.get("v") != FORMAT_VERSION:
         raise RecordError(f"unsupported record format version {body.get('v')!r}")
     expected = {"v", "obs", *HEADER, *COLUMNS}
@@ -130,9 +132,10 @@ def _from_body(body: Any) -> RolloutChunk:
 
 def validate_chunk(chunk: RolloutChunk) -> None:
     """Raise `RecordError` unless the chunk's header and columns agree with the schema."""
-    for name in ("robot_id", "embodiment", "task", "episode_id", "instruction"):
+    for name in ("robot_id", "embodiment", "task", "episode_id", "instruction", "group"):
         v = getattr(chunk, name)
-        if not isinstance(v, str) or len(v) > MAX_STRING or (name != "instruction" and not v):
+        if not isinstance(v, str) or len(v) > MAX_STRING or (
+                name not in ("instruction", "group") and not v):
             raise RecordError(f"{name} must be a non-empty string of at most {MAX_STRING} chars")
     for name in ("chunk_seq", "policy_version", "horizon"):
         v = getattr(chunk, name)

@@ -11,6 +11,8 @@ Terms (used with these meanings everywhere in Fleet):
 - **policy_version**: the number of weight publications before the weights that acted. It is the
   only clock between processes; staleness is `learner_version - policy_version`.
 - **identity**: `(robot_id, episode_id, chunk_seq)`, unique; ingest is idempotent on it.
+- **group**: episodes that started from the same start state (for GRPO), named
+  `<robot_id>/<start seed>`; empty when the robot does not run groups.
 
 Example:
 
@@ -80,6 +82,7 @@ class RolloutChunk:
     intervened: np.ndarray
     episode_end: EpisodeEnd | None = None
     instruction: str = ""
+    group: str = ""
 
     @property
     def key(self) -> ChunkKey:

@@ -21,6 +21,7 @@ from typing import Any
 
 from actors.robot import MetaWorldConfig
 from algorithms.bc import BCConfig
+from algorithms.grpo import GRPOConfig
 from algorithms.policy import PolicyConfig
 from algorithms.ppo import PPOConfig
 from buffers.store import BufferConfig
@@ -64,12 +65,18 @@ class PretrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AlgorithmConfig:
-    name: str = "ppo"
+    name: str = "ppo"  # ppo | grpo
     ppo: PPOConfig = PPOConfig()
+    grpo: GRPOConfig = GRPOConfig()
 
     def __post_init__(self) -> None:
-        if self.name != "ppo":
-            raise ValueError(f"algorithm.name={self.name!r}: only 'ppo' is available so far")
+        if self.name not in ("ppo", "grpo"):
+            raise ValueError(f"algorithm.name={self.name!r}: use ppo or grpo")
+
+    @property
+    def group_size(self) -> int:
+        """Episodes per start state that robots must run in a row (1 unless GRPO)."""
+        return self.grpo.group_size if self.name == "grpo" else 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,9 @@ import ray
 
 from actors.robot import MetaWorldConfig, MetaWorldRobot
 from actors.worker import RobotWorker, WorkerConfig
+from algorithms.grpo import GRPO
 from algorithms.policy import ChunkPolicy, PolicyConfig
-from algorithms.ppo import PPO, PPOConfig
+from algorithms.ppo import PPO
 from buffers.store import BufferConfig, InsertResult, ReplayBuffer
 from fleet.outbox import BufferOutbox
 from learner.loop import Interrupted, Learner, LearnerConfig
@@ -181,7 +182,7 @@ class _RobotActor:
 class _LearnerActor:
     """The learner in its own process (on a GPU node, when a cluster has one)."""
 
-    def __init__(self, policy: PolicyConfig, state: dict[str, np.ndarray], ppo: PPOConfig,
+    def __init__(self, policy: PolicyConfig, state: dict[str, np.ndarray], algorithm: Any,
                  reward: RewardConfig, config: LearnerConfig, checkpoint_dir: str,
                  buffer: Any, hub: Any, seed: int) -> None:
         import torch
@@ -191,7 +192,8 @@ class _LearnerActor:
         net = ChunkPolicy(policy)
         net.load_policy_state(state)
         net.to(config.device)
-        self.learner = Learner(net, PPO(net, ppo), make_reward(reward), BufferSource(buffer),
+        algo = GRPO(net, algorithm.grpo) if algorithm.name == "grpo" else PPO(net, algorithm.ppo)
+        self.learner = Learner(net, algo, make_reward(reward), BufferSource(buffer),
                                HubWeights(hub, config.publish_dtype), config,
                                Path(checkpoint_dir))
 

@@ -112,7 +112,7 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
         hub = WeightHub.remote()
         gpus = 0 if cfg.learner.device == "cpu" else 1
         learner = LearnerActor.options(num_gpus=gpus).remote(
-            pcfg, base.policy_state(), cfg.algorithm.ppo, cfg.reward, cfg.learner,
+            pcfg, base.policy_state(), cfg.algorithm, cfg.reward, cfg.learner,
             str(run_dir / "checkpoints"), buffer, hub, cfg.run.seed)
         version, state = 0, base.policy_state()
         if checkpoint is not None:
@@ -124,7 +124,8 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
                                      resources=robot_resources(cfg, i)).remote(
             f"robot-{i}", cfg.robot, pcfg, state,
             WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
-                         seed=cfg.run.seed * 1000 + i + 1 + 100 * version), buffer, hub,
+                         seed=cfg.run.seed * 1000 + i + 1 + 100 * version,
+                         group_size=cfg.algorithm.group_size), buffer, hub,
             str(run_dir / "spill"), version) for i in range(cfg.fleet.num_robots)]
         seeds = [cfg.eval.seed + i for i in range(cfg.eval.episodes)]
         before = base_success(run_dir, robots, base.policy_state(), seeds)

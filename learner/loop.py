@@ -16,6 +16,7 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,8 +24,8 @@ import numpy as np
 import torch
 
 from algorithms.policy import ChunkPolicy
-from algorithms.ppo import PPO
 from buffers.codec import decode_chunk
+from buffers.groups import complete_groups
 from buffers.records import RolloutChunk
 from rewards.base import RewardModel
 
@@ -70,12 +71,29 @@ class LearnerConfig:
             raise ValueError(f"learner.publish_dtype={self.publish_dtype!r}: float32 or float16")
 
 
+class Algorithm(Protocol):
+    """An update rule over rollout chunks (PPO, GRPO, ...). `group_size` > 1, when present,
+    asks the learner for complete groups of episodes.
+
+        batch = algorithm.prepare(chunks, rewards)
+        metrics = algorithm.update(batch, train_actor=True)
+    """
+
+    def prepare(self, chunks: Sequence[RolloutChunk], rewards: Sequence[np.ndarray]) -> Any: ...
+
+    def update(self, batch: Any, train_actor: bool = True) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, object]: ...
+
+    def load_state_dict(self, state: dict[str, object]) -> None: ...
+
+
 class Interrupted(Exception):
     """`Learner.interrupt()` was called while a step waited for data."""
 
 
 class Learner:
-    def __init__(self, policy: ChunkPolicy, algorithm: PPO, reward: RewardModel,
+    def __init__(self, policy: ChunkPolicy, algorithm: Algorithm, reward: RewardModel,
                  source: ChunkSource, sink: WeightSink, config: LearnerConfig,
                  checkpoint_dir: Path) -> None:
         self.policy, self.algorithm, self.reward = policy, algorithm, reward
@@ -95,7 +113,11 @@ class Learner:
         self._interrupt.set()
 
     def _gather(self) -> tuple[list[RolloutChunk], int]:
-        """Fresh chunks worth at least `batch_calls` calls, and how many stale ones were dropped."""
+        """Fresh chunks worth at least `batch_calls` calls, and how many stale ones were dropped.
+
+        For group-based algorithms (a `group_size` above 1) only complete groups of complete
+        episodes count; the rest waits for its missing chunks.
+        """
         oldest_ok = self.policy_version - self.config.max_staleness
         fresh = [c for c in self._pending if c.policy_version >= oldest_ok]
         dropped = len(self._pending) - len(fresh)
@@ -103,7 +125,12 @@ class Learner:
             c.num_calls for c in fresh)
         self._pending = fresh
         deadline = time.monotonic() + self.config.max_wait_s
-        while sum(c.num_calls for c in self._pending) < self.config.batch_calls:
+        while True:
+            batch, rest = self._select(self._pending)
+            if sum(c.num_calls for c in batch) >= self.config.batch_calls:
+                self._pending = rest
+                self.calls_consumed += sum(c.num_calls for c in batch)
+                return batch, dropped
             records, self.cursor = self.source.read(self.cursor, 512, max(oldest_ok, 0))
             self._pending += [decode_chunk(r) for r in records]
             if not records:
@@ -113,11 +140,17 @@ class Learner:
                     raise TimeoutError(f"no fresh rollout chunks for {self.config.max_wait_s} s: "
                                        "are the robots running?")
                 time.sleep(0.02)
-        calls = np.cumsum([c.num_calls for c in self._pending])
+
+    def _select(self, chunks: list[RolloutChunk]) -> tuple[list[RolloutChunk], list[RolloutChunk]]:
+        """The chunks to train on next (oldest first, at least `batch_calls` calls if there are
+        that many), and the rest."""
+        group_size = getattr(self.algorithm, "group_size", 1)
+        if group_size > 1:
+            groups, rest = complete_groups(chunks, group_size)
+            return [c for g in groups for ep in g for c in ep], rest
+        calls = np.cumsum([c.num_calls for c in chunks])
         take = int(np.searchsorted(calls, self.config.batch_calls)) + 1
-        batch, self._pending = self._pending[:take], self._pending[take:]
-        self.calls_consumed += sum(c.num_calls for c in batch)
-        return batch, dropped
+        return chunks[:take], chunks[take:]
 
     def step(self) -> dict[str, float]:
         """One update. Publishes every `publish_every` updates and checkpoints on a timer."""

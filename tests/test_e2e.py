@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from buffers.codec import decode_chunk
+from buffers.store import ReplayBuffer
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,6 +48,23 @@ def test_smoke_run_end_to_end(tmp_path):
     # and the buffer it left can be inspected
     info = fleet("buffer", "info", str(run / "buffer"), cwd=ROOT)
     assert json.loads(info.stdout)["records"] == summary["buffer"]["records"]
+
+
+@pytest.mark.slow
+def test_grpo_smoke_run(tmp_path):
+    done = fleet("train", "experiment=smoke", "algorithm=grpo", "run.name=grpo",
+                 f"run.dir={tmp_path}/runs", f"pretrain.cache_dir={tmp_path}/cache",
+                 "algorithm.grpo.group_size=4", "logger.wandb=disabled", cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "grpo" / "summary.json").read_text())
+    assert summary["policy_version"] >= 1
+    with ReplayBuffer(tmp_path / "runs" / "grpo" / "buffer") as buf:
+        chunks = [decode_chunk(r) for r in buf.read(0, 10**6)[0]]
+    episodes: dict[str, set[str]] = {}
+    for c in chunks:  # robots ran each start state 4 times in a row, as one named group
+        episodes.setdefault(c.group, set()).add(c.episode_id)
+    assert all(g.startswith("robot-") for g in episodes)
+    assert max(len(e) for e in episodes.values()) == 4
 
 
 @pytest.mark.parametrize("override, message", [("learner.nope=1", "nope"),
