@@ -1,0 +1,395 @@
+"""The fleet-side gateway: one CURVE ROUTER serving many bridged robots, each seen as a `Robot`.
+
+Example (a robot actor drives a real robot exactly as it drives a simulated one):
+
+    gateway = Gateway(GatewayConfig("tcp://0.0.0.0:5555"), server_keys, {robot_public: "arm-1"})
+    gateway.start()
+    robot = gateway.robot("arm-1", timeout_s=30)       # a BridgeRobot, once arm-1 registered
+    RobotWorker(robot, policy, outbox, weights, WorkerConfig()).run(stop)
+
+Only keys on the allowlist get through the CURVE handshake (a ZAP callback), and a key may speak
+only for its own robot id. One thread owns the socket; a malformed, oversized or misaddressed
+message is dropped with a logged reason and counted in `stats`, and serving goes on. A robot
+silent for `lost_after_s` is lost: its pending call fails at once with `RobotLost`, and it rejoins
+by registering again. Every call has a deadline (`call_timeout_s`).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import logging
+import queue
+import socket
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from actors.robot import Feedback, Observation, RobotSpec
+
+from .protocol import MAX_WIRE_BYTES, ROBOT_KINDS, Message, ProtocolError, decode, encode
+
+log = logging.getLogger("fleet.bridge.gateway")
+
+
+class BridgeError(ConnectionError):
+    """A call to a bridged robot failed: it refused, timed out or was lost."""
+
+
+class RobotLost(BridgeError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayConfig:
+    endpoint: str = "tcp://127.0.0.1:5555"  # tcp://127.0.0.1:* picks a free port
+    heartbeat_s: float = 0.5
+    lost_after_s: float = 3.0
+    call_timeout_s: float = 5.0
+    max_wire_bytes: int = MAX_WIRE_BYTES
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat_s < self.lost_after_s:
+            raise ValueError("gateway.heartbeat_s must be > 0 and below lost_after_s")
+        if not 0 < self.call_timeout_s <= 60:
+            raise ValueError("gateway.call_timeout_s must be in (0, 60]")
+
+
+class _Allowlist:
+    """The ZAP callback: a public key (Z85) gets in only if it is listed."""
+
+    def __init__(self, keys: dict[bytes, str], stats: collections.Counter[str]) -> None:
+        self.keys, self.stats = keys, stats
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        if key in self.keys:
+            return True
+        self.stats["denied"] += 1
+        log.warning("refused a CURVE client with unlisted key %s", key.decode(errors="replace"))
+        return False
+
+
+@dataclasses.dataclass
+class _Link:
+    robot_id: str
+    identity: bytes
+    spec: RobotSpec
+    obs_spec: dict[str, Any]
+    last_seen: float
+    inbox: queue.SimpleQueue[Message | None] = dataclasses.field(
+        default_factory=queue.SimpleQueue)
+    lost: bool = False
+    holding: bool = True
+    estop: bool = True
+    seq: int = 0
+
+
+class Gateway:
+    """Serves every allowlisted robot from one thread. `allowlist` maps public keys (Z85) to ids."""
+
+    def __init__(self, config: GatewayConfig, server_keys: tuple[bytes, bytes],
+                 allowlist: dict[bytes, str], context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.endpoint = ""
+        self._public, self._secret = server_keys
+        self._keys = dict(allowlist)
+        self._ctx = context or zmq.Context()
+        self._own_ctx = context is None
+        self._links: dict[str, _Link] = {}
+        self._by_identity: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+        self._outbox: queue.SimpleQueue[tuple[str, Message]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._auth: ThreadAuthenticator | None = None
+
+    # ---- lifecycle ----
+
+    def start(self) -> str:
+        """Bind and serve in a thread; returns the bound endpoint."""
+        self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("fleet.bridge.zap"))
+        self._auth.start()
+        self._auth.configure_curve_callback("*", _Allowlist(self._keys, self.stats))
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.curve_server = True
+        sock.curve_secretkey, sock.curve_publickey = self._secret, self._public
+        for opt, value in ((zmq.LINGER, 0), (zmq.ROUTER_MANDATORY, 1),
+                           (zmq.MAXMSGSIZE, 2 * self.config.max_wire_bytes),
+                           (zmq.SNDHWM, 1000), (zmq.RCVHWM, 1000)):
+            sock.setsockopt(opt, value)
+        sock.bind(self.config.endpoint)
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._thread = threading.Thread(target=self._serve, args=(sock,), daemon=True,
+                                        name="bridge-gateway")
+        self._thread.start()
+        return self.endpoint
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._auth is not None:
+            self._auth.stop()
+        self._wake_r.close()
+        self._wake_w.close()
+        if self._own_ctx:
+            self._ctx.term()
+
+    def __enter__(self) -> Gateway:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- what robot actors use ----
+
+    def robot(self, robot_id: str, timeout_s: float = 30.0) -> BridgeRobot:
+        """The robot once it has registered; raises `BridgeError` after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                link = self._links.get(robot_id)
+            if link is not None and not link.lost:
+                return BridgeRobot(self, link)
+            time.sleep(0.01)
+        raise BridgeError(f"robot {robot_id!r} did not register within {timeout_s} s")
+
+    def robots(self) -> dict[str, str]:
+        """Every robot seen: id -> "live" or "lost"."""
+        with self._lock:
+            return {k: "lost" if v.lost else "live" for k, v in self._links.items()}
+
+    def is_lost(self, robot_id: str) -> bool:
+        with self._lock:
+            link = self._links.get(robot_id)
+        return link is None or link.lost
+
+    def call(self, link: _Link, kind: str, body: dict[str, Any]) -> int:
+        """Queue a message for a robot; returns its seq (replies carry it as `reply_to`)."""
+        with self._lock:
+            if link.lost:
+                raise RobotLost(f"robot {link.robot_id!r} is lost")
+            link.seq += 1
+            seq = link.seq
+        deadline_ms = int(self.config.call_timeout_s * 1000)
+        self._outbox.put((link.robot_id, Message(kind, link.robot_id, seq, body, 0, deadline_ms)))
+        self._wake()
+        return seq
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # a full buffer: the loop is awake already
+            self._wake_w.send(b"\0")
+
+    # ---- the serving thread ----
+
+    def _serve(self, sock: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        next_beat = 0.0
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(int(self.config.heartbeat_s * 1000 / 2)))
+                if sock in ready:
+                    self._receive(sock)
+                self._flush_outbox(sock)
+                if time.monotonic() >= next_beat:
+                    self._beat(sock)
+                    next_beat = time.monotonic() + self.config.heartbeat_s
+        finally:
+            sock.close(linger=0)
+
+    def _receive(self, sock: zmq.Socket) -> None:
+        for _ in range(1000):  # bounded, so outgoing calls and heartbeats are never starved
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                self._dispatch(sock, frames)
+            except ProtocolError as e:
+                self._drop(str(e), frames[0].bytes)
+
+    def _drop(self, reason: str, identity: bytes) -> None:
+        key = reason.split(":")[0][:40]
+        self.stats[f"dropped:{key}"] += 1
+        who = self._by_identity.get(identity, identity.hex()[:10])
+        log.warning("dropped a message from %s: %s", who, reason)
+
+    def _dispatch(self, sock: zmq.Socket, frames: list[zmq.Frame]) -> None:
+        if len(frames) != 2:
+            raise ProtocolError(f"frames: {len(frames) - 1} frames, expected 1")
+        identity, payload = frames[0].bytes, frames[1]
+        owner = self._keys.get(str(payload.get("User-Id")).encode())
+        if owner is None:  # the ZAP callback let it in, so this cannot happen; never trust it
+            raise ProtocolError("auth: no allowlisted key on the connection")
+        msg = decode(payload.bytes, max_wire=self.config.max_wire_bytes)
+        if msg.robot_id != owner:
+            raise ProtocolError(f"identity: key of {owner!r} spoke for {msg.robot_id!r}")
+        if msg.kind not in ROBOT_KINDS:
+            raise ProtocolError(f"kind: {msg.kind!r} is not sent by robots")
+        if msg.kind == "register":
+            self._register(sock, identity, msg)
+            return
+        link = self._links.get(msg.robot_id)
+        if link is None or link.identity != identity:
+            self._reply(sock, identity, msg, "not_registered", "register first")
+            raise ProtocolError(f"unregistered: {msg.kind} before register")
+        link.last_seen, link.lost = time.monotonic(), False
+        if msg.kind == "observation":
+            _check_obs(msg, link.obs_spec)
+        elif msg.kind == "heartbeat":
+            link.holding, link.estop = msg.body["holding"], msg.body["estop"]
+            return
+        link.inbox.put(msg)
+        self.stats[f"received:{msg.kind}"] += 1
+
+    def _register(self, sock: zmq.Socket, identity: bytes, msg: Message) -> None:
+        b = msg.body
+        spec = RobotSpec(msg.robot_id, b["embodiment"], b["task"], b["obs_dim"], b["action_dim"],
+                         b["action_low"], b["action_high"], b["control_hz"])
+        with self._lock:
+            link = self._links.get(msg.robot_id)
+            if link is None:
+                link = self._links[msg.robot_id] = _Link(msg.robot_id, identity, spec,
+                                                         b["obs_spec"], time.monotonic())
+            else:
+                self._by_identity.pop(link.identity, None)
+                link.identity, link.spec, link.obs_spec = identity, spec, b["obs_spec"]
+                link.last_seen, link.lost = time.monotonic(), False
+            self._by_identity[identity] = msg.robot_id
+            link.seq += 1
+            seq = link.seq
+        self.stats["registered"] += 1
+        log.info("robot %s registered (%s, %s)", msg.robot_id, spec.embodiment, spec.task)
+        self._send(sock, link, Message("heartbeat", msg.robot_id, seq,
+                                       {"holding": False, "estop": False}, msg.seq))
+
+    def _reply(self, sock: zmq.Socket, identity: bytes, msg: Message, code: str,
+               text: str) -> None:
+        err = Message("error", msg.robot_id, 1, {"code": code, "message": text}, msg.seq)
+        with contextlib.suppress(zmq.ZMQError):
+            sock.send_multipart([identity, encode(err)], zmq.NOBLOCK)
+
+    def _flush_outbox(self, sock: zmq.Socket) -> None:
+        while True:
+            try:
+                robot_id, msg = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            link = self._links[robot_id]
+            if not self._send(sock, link, msg):
+                link.inbox.put(Message("error", robot_id, 1, {
+                    "code": "unreachable", "message": "the gateway could not send"}, msg.seq))
+
+    def _send(self, sock: zmq.Socket, link: _Link, msg: Message) -> bool:
+        try:
+            sock.send_multipart([link.identity, encode(msg)], zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError as e:  # EHOSTUNREACH (gone) or EAGAIN (its queue is full)
+            log.warning("could not send %s to %s: %s", msg.kind, link.robot_id, e)
+            return False
+
+    def _beat(self, sock: zmq.Socket) -> None:
+        now = time.monotonic()
+        for link in list(self._links.values()):
+            if link.lost:
+                continue
+            if now - link.last_seen > self.config.lost_after_s:
+                with self._lock:
+                    link.lost = True
+                self.stats["lost"] += 1
+                log.warning("robot %s is lost (silent for %.1f s)", link.robot_id,
+                            now - link.last_seen)
+                link.inbox.put(None)  # wakes a waiting call
+                continue
+            with self._lock:
+                link.seq += 1
+                seq = link.seq
+            self._send(sock, link, Message("heartbeat", link.robot_id, seq,
+                                           {"holding": False, "estop": False}))
+
+
+def _check_obs(msg: Message, obs_spec: dict[str, Any]) -> None:
+    obs = msg.body["obs"]
+    if set(obs) != set(obs_spec):
+        raise ProtocolError(f"schema: observation keys {sorted(obs)} differ from the registered "
+                            f"{sorted(obs_spec)}")
+    for name, arr in obs.items():
+        want = obs_spec[name]
+        if arr.dtype.name != want["dtype"] or list(arr.shape) != want["shape"]:
+            raise ProtocolError(f"schema: obs.{name} is {arr.dtype} {list(arr.shape)}, "
+                                f"registered {want['dtype']} {want['shape']}")
+
+
+class BridgeRobot:
+    """A bridged robot behind the `Robot` protocol: each call is a message with a deadline.
+
+        obs = robot.reset(seed=7)
+        fb = robot.send_action(action)              # a chunk of one action, lock-step
+        feedbacks = robot.send_chunk(chunk)         # [H, A], run at the robot's control rate
+    """
+
+    def __init__(self, gateway: Gateway, link: _Link) -> None:
+        self._gateway, self._link = gateway, link
+        self.spec = link.spec
+        self._obs: Observation = {}
+        self.executed: np.ndarray | None = None  # what the robot ran, after its safety limits
+
+    def reset(self, seed: int | None = None) -> Observation:
+        seq = self._gateway.call(self._link, "reset", {"seed": seed})
+        self._await(seq)
+        return self.get_observation()
+
+    def get_observation(self) -> Observation:
+        return {k: v.copy() for k, v in self._obs.items()}
+
+    def send_action(self, action: np.ndarray) -> Feedback:
+        return self.send_chunk(np.asarray(action, np.float32)[None])[-1]
+
+    def send_chunk(self, chunk: np.ndarray, policy_version: int = 0) -> list[Feedback]:
+        """Run a chunk [H, A]; one Feedback per executed step, fewer if the episode ended."""
+        chunk = np.ascontiguousarray(chunk, np.float32)
+        seq = self._gateway.call(self._link, "action", {"chunk": chunk,
+                                                        "policy_version": policy_version})
+        out: list[Feedback] = []
+        while len(out) < len(chunk):
+            b = self._await(seq)
+            fb = Feedback(b["reward"], b["success"], b["truncated"], failed=b["failed"])
+            out.append(fb)
+            if fb.done:
+                break
+        return out
+
+    def _await(self, seq: int) -> dict[str, Any]:
+        deadline = time.monotonic() + self._gateway.config.call_timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = self._link.inbox.get(timeout=left)
+            except queue.Empty:
+                break
+            if msg is None or self._link.lost:
+                raise RobotLost(f"robot {self._link.robot_id!r} is lost")
+            if msg.reply_to != seq:
+                continue  # a late answer to an earlier call that timed out
+            if msg.kind == "error":
+                raise BridgeError(f"robot {self._link.robot_id!r}: {msg.body['code']}: "
+                                  f"{msg.body['message']}")
+            self._obs = msg.body["obs"]
+            self.executed = msg.body["executed"]
+            return msg.body
+        raise BridgeError(f"robot {self._link.robot_id!r} did not answer within "
+                          f"{self._gateway.config.call_timeout_s} s")
+
+    def close(self) -> None:
+        """The robot stays connected; only this handle is done."""
