@@ -9,7 +9,13 @@ Example:
 On disk: `segment-000000.log`, `segment-000001.log`, ... Each record is a 16-byte frame header
 (magic, format version, flags, payload length, CRC-32 of the payload) and the payload. Opening
 scans every segment: a torn tail of the last segment (a crash mid-append) is truncated away; a
-damaged record elsewhere is reported and skipped, or refused when `strict`.
+damaged record elsewhere is reported and skipped, or refused when `strict`. Reads check the CRC
+again, so damage done after opening is caught too. The checksum is zlib's CRC-32 rather than
+CRC-32C: it runs at ~3 GB/s here, ten times the disk, so a C extension would buy nothing.
+
+A sealed segment (one that rotation closed) never changes again. `trusted` lets an opener that
+kept its own checked index of a sealed segment skip rescanning it; `on_seal` is called after a
+segment is sealed and made durable, so that index can be written.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,13 +134,26 @@ def verify_log(root: Path) -> dict[str, Any]:
             "torn_bytes": torn, "notes": notes}
 
 
+def sync_dir(path: Path) -> None:
+    """fsync a directory, so that names created or renamed in it survive a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class SegmentLog:
     def __init__(self, root: Path, segment_bytes: int = 64 << 20, fsync: str = "interval_ms",
-                 fsync_interval_ms: int = 200, strict: bool = False) -> None:
+                 fsync_interval_ms: int = 200, strict: bool = False,
+                 trusted: Mapping[int, list[Position]] | None = None,
+                 on_seal: Callable[[int], None] | None = None, read_only: bool = False) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync={fsync!r}: use one of {', '.join(FSYNC_POLICIES)}")
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only  # for inspecting a log that a live writer may be appending to
+        if not read_only:
+            self.root.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self.fsync_interval_s = fsync_interval_ms / 1000
@@ -142,13 +161,21 @@ class SegmentLog:
         self.recovery = Recovery()
         self.positions: list[Position] = []
         self._readers: dict[int, int] = {}
+        self.on_seal = on_seal
+        self.scanned: list[int] = []  # segments read in full on open (no trusted index)
+        self.damaged: dict[int, int] = {}  # damaged records found per scanned segment
         segments = sorted(int(p.stem.split("-")[1]) for p in self.root.glob("segment-*.log"))
         for i, n in enumerate(segments):
-            self._scan(n, last=i == len(segments) - 1)
+            last = i == len(segments) - 1
+            if trusted is not None and n in trusted and not last:
+                self.positions += trusted[n]
+            else:
+                self._scan(n, last)
+                self.scanned.append(n)
         self._segment = segments[-1] if segments else 0
-        self._fd = os.open(_segment_path(self.root, self._segment),
-                           os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._size = os.fstat(self._fd).st_size
+        self._fd = -1 if read_only else os.open(_segment_path(self.root, self._segment),
+                                                os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = 0 if read_only else os.fstat(self._fd).st_size
         self._last_sync = time.monotonic()
         self._dirty = False
 
@@ -160,6 +187,7 @@ class SegmentLog:
             if self.strict:
                 raise CorruptLogError(f"{path.name}: damaged record at byte {offset}")
             self.recovery.corrupt_records += 1
+            self.damaged[n] = self.damaged.get(n, 0) + 1
             self.recovery.notes.append(f"{path.name}: damaged record at byte {offset} skipped")
         if found.tail_at is None:
             return
@@ -167,18 +195,25 @@ class SegmentLog:
             if self.strict:
                 raise CorruptLogError(f"{path.name}: damaged from byte {found.tail_at} on")
             self.recovery.corrupt_records += 1
+            self.damaged[n] = self.damaged.get(n, 0) + 1
             self.recovery.notes.append(f"{path.name}: damaged from byte {found.tail_at} on, "
                                        "skipped")
             return
         self.recovery.torn_bytes += found.size - found.tail_at
         self.recovery.notes.append(f"{path.name}: torn tail of {found.size - found.tail_at} "
-                                   f"bytes at {found.tail_at} truncated")
+                                   f"bytes at {found.tail_at} "
+                                   + ("left in place (read-only)" if self.read_only
+                                      else "truncated"))
+        if self.read_only:
+            return
         with open(path, "r+b") as f:  # a crash mid-append: drop the partial record
             f.truncate(found.tail_at)
             os.fsync(f.fileno())
 
     def append(self, payloads: Sequence[bytes]) -> list[Position]:
         """Write records; on return they are durable as the fsync policy promises."""
+        if self.read_only:
+            raise PermissionError("this log was opened read-only")
         out = []
         for payload in payloads:
             if self._size > 0 and self._size + FRAME.size + len(payload) > self.segment_bytes:
@@ -204,22 +239,38 @@ class SegmentLog:
     def _rotate(self) -> None:
         self.sync()
         os.close(self._fd)
+        sealed = self._segment
         self._segment += 1
         self._fd = os.open(_segment_path(self.root, self._segment),
                            os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = 0
-        dir_fd = os.open(self.root, os.O_RDONLY)  # make the new file's name durable too
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        sync_dir(self.root)  # make the new file's name durable too
+        if self.on_seal is not None:
+            self.on_seal(sealed)
 
     def read(self, pos: Position) -> bytes:
+        """The payload at `pos`; raises `CorruptLogError` if it no longer matches its CRC."""
         fd = self._readers.get(pos.segment)
         if fd is None:
             fd = self._readers[pos.segment] = os.open(_segment_path(self.root, pos.segment),
                                                       os.O_RDONLY)
-        return os.pread(fd, pos.length, pos.offset + FRAME.size)
+        data = os.pread(fd, FRAME.size + pos.length, pos.offset)
+        if _parse(data, 0) != pos.length:
+            raise CorruptLogError(f"segment {pos.segment}: record at byte {pos.offset} is damaged")
+        return data[FRAME.size:]
+
+    def segment_size(self, n: int) -> int:
+        return _segment_path(self.root, n).stat().st_size
+
+    def drop_segment(self, n: int) -> None:
+        """Delete sealed segment `n` and forget its records (retention)."""
+        if n == self._segment:
+            raise ValueError("the segment being written cannot be dropped")
+        fd = self._readers.pop(n, None)
+        if fd is not None:
+            os.close(fd)
+        _segment_path(self.root, n).unlink(missing_ok=True)
+        self.positions = [p for p in self.positions if p.segment != n]
 
     def __iter__(self) -> Iterator[tuple[Position, bytes]]:
         for pos in list(self.positions):
@@ -231,6 +282,11 @@ class SegmentLog:
     @property
     def segments(self) -> int:
         return self._segment + 1
+
+    @property
+    def active(self) -> int:
+        """The segment appends go to; every lower-numbered one is sealed."""
+        return self._segment
 
     @property
     def bytes(self) -> int:

@@ -5,10 +5,14 @@ Example:
     with ReplayBuffer("runs/x/buffer", BufferConfig(fsync="always")) as buf:
         result = buf.insert([encode_chunk(chunk)])    # stored / duplicates / refused
         records, cursor = buf.read(0, limit=256, min_policy_version=3)
+        chunk = buf.get(buf.records()[-1])            # decoded, through the LRU cache
 
-The index lives in memory and is rebuilt from the segments on open, so it can never disagree
-with them. Ingest is idempotent on `(robot_id, episode_id, chunk_seq)`: a resend after a fault
-never duplicates; a record that breaks the schema is refused with its reason and changes nothing.
+The index lives in memory; each sealed segment's part is also saved beside it (`buffers.index`)
+so reopening need not decode weeks of data, and is rebuilt from the segment whenever that file
+is missing or doubtful. Ingest is idempotent on `(robot_id, episode_id, chunk_seq)`: a resend
+after a fault never duplicates; a record that breaks the schema is refused with its reason and
+changes nothing. A cursor is a record's place in arrival order; it stays valid when retention
+deletes older segments.
 """
 
 from __future__ import annotations
@@ -19,9 +23,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from buffers.cache import DecodedCache
 from buffers.codec import MAX_RECORD_BYTES, RecordError, decode_chunk
-from buffers.log import FSYNC_POLICIES, Position, SegmentLog
+from buffers.index import RecordMeta, SegmentIndex, index_path, load_index, save_index
+from buffers.log import FSYNC_POLICIES, CorruptLogError, Position, SegmentLog
 from buffers.records import ChunkKey, RolloutChunk
+from buffers.relabel import RewardColumns
+
+__all__ = ["BufferConfig", "InsertResult", "RecordMeta", "ReplayBuffer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +42,8 @@ class BufferConfig:
     fsync_interval_ms: int = 200
     max_record_bytes: int = MAX_RECORD_BYTES
     strict: bool = False  # refuse to open a log with damage in the middle
+    max_bytes: int = 0  # retention: cap on segment bytes on disk, oldest go first; 0 = no cap
+    cache_bytes: int = 256 * 1024 * 1024  # LRU cache of decoded records
 
     def __post_init__(self) -> None:
         if self.fsync not in FSYNC_POLICIES:
@@ -41,6 +54,12 @@ class BufferConfig:
             raise ValueError("buffer.fsync_interval_ms must be >= 0")
         if not 1024 <= self.max_record_bytes <= MAX_RECORD_BYTES:
             raise ValueError(f"buffer.max_record_bytes must be in [1024, {MAX_RECORD_BYTES}]")
+        if self.max_bytes and self.max_bytes < 2 * self.segment_bytes:
+            raise ValueError("buffer.max_bytes must be 0 (no cap) or at least two segments "
+                             "(2 * buffer.segment_bytes): the segment being written is never "
+                             "deleted")
+        if self.cache_bytes < 0:
+            raise ValueError("buffer.cache_bytes must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,43 +69,94 @@ class InsertResult:
     refused: tuple[tuple[int, str], ...] = ()  # (index in the batch, reason)
 
 
-@dataclasses.dataclass(frozen=True)
-class RecordMeta:
-    """What the index keeps per record."""
-
-    key: ChunkKey
-    task: str
-    policy_version: int
-    num_steps: int
-    outcome: str | None
-    position: Position
-
-    @staticmethod
-    def of(chunk: RolloutChunk, position: Position) -> RecordMeta:
-        end = chunk.episode_end
-        return RecordMeta(chunk.key, chunk.task, chunk.policy_version, chunk.num_steps,
-                          None if end is None else end.outcome, position)
-
-
 class ReplayBuffer:
-    def __init__(self, root: Path | str, config: BufferConfig = BufferConfig()) -> None:
+    def __init__(self, root: Path | str, config: BufferConfig = BufferConfig(), *,
+                 read_only: bool = False) -> None:
+        """`read_only` opens without truncating, saving indices or deleting anything: safe
+        beside a live writer (`fleet buffer info`); `insert` then raises."""
+        self.root = Path(root)
+        self.read_only = read_only
+        if not read_only:
+            self.root.mkdir(parents=True, exist_ok=True)
         self.config = config
-        self.log = SegmentLog(Path(root), config.segment_bytes, config.fsync,
-                              config.fsync_interval_ms, config.strict)
-        self.index: list[RecordMeta] = []
+        self.cache = DecodedCache(config.cache_bytes)
+        self.rewards = RewardColumns(self.root / "rewards", config.fsync)
+        self.index: list[RecordMeta | None] = []  # by cursor - self._base; None once deleted
+        self._base = 0
         self._keys: set[ChunkKey] = set()
-        self.unreadable = 0
-        for pos, payload in self.log:
-            try:
-                chunk = decode_chunk(payload, max_bytes=config.max_record_bytes)
-            except RecordError:  # checksum fine but schema not: written by something else
-                self.unreadable += 1
-                continue
-            self._add(RecordMeta.of(chunk, pos))
+        self._segments: dict[int, list[RecordMeta]] = {}
+        self._first: dict[int, int] = {}  # segment -> cursor of its first record
+        self._damaged: dict[int, int] = collections.Counter()
+        self._unsealed: list[int] = []
+        self.unreadable = 0  # records found damaged after opening
+        self.retention_notes: list[str] = []
+        saved = self._saved_indices()
+        trusted = {n: [m.position for m in ix.metas] for n, ix in saved.items()}
+        self.log = SegmentLog(self.root, config.segment_bytes, config.fsync,
+                              config.fsync_interval_ms, config.strict, trusted=trusted,
+                              on_seal=self._unsealed.append, read_only=read_only)
+        self._build(saved)
+        self._enforce_retention()
 
-    def _add(self, meta: RecordMeta) -> None:
-        self.index.append(meta)
-        self._keys.add(meta.key)
+    def _saved_indices(self) -> dict[int, SegmentIndex]:
+        paths = sorted(self.root.glob("segment-*.log"))[:-1]  # the newest is always scanned
+        saved = {}
+        for path in paths:
+            n = int(path.stem.split("-")[1])
+            found = load_index(self.root, n, path.stat().st_size)
+            if found is not None:
+                saved[n] = found
+        return saved
+
+    def _build(self, saved: dict[int, SegmentIndex]) -> None:
+        by_segment: dict[int, list[Position]] = collections.defaultdict(list)
+        for pos in self.log.positions:
+            by_segment[pos.segment].append(pos)
+        for n in sorted(set(by_segment) | set(self.log.scanned) | set(saved)):
+            if n in saved:
+                metas, first = saved[n].metas, saved[n].first
+                self._damaged[n] = saved[n].damaged
+            else:
+                metas, first = self._decode_segment(n, by_segment[n]), self._cursor_end
+                self._damaged[n] += self.log.damaged.get(n, 0)
+                if n != self.log.active:
+                    self._unsealed.append(n)  # its index was missing or doubtful: rebuild it
+            self._place(n, metas, first)
+        self._save_unsealed()
+
+    def _decode_segment(self, n: int, positions: list[Position]) -> list[RecordMeta]:
+        metas = []
+        for pos in positions:
+            try:
+                chunk = decode_chunk(self.log.read(pos), max_bytes=self.config.max_record_bytes)
+            except (RecordError, CorruptLogError):  # checksum fine but schema not
+                self._damaged[n] += 1
+                continue
+            metas.append(RecordMeta.of(chunk, pos))
+        return metas
+
+    @property
+    def _cursor_end(self) -> int:
+        return self._base + len(self.index)
+
+    def _place(self, n: int, metas: list[RecordMeta], first: int) -> None:
+        if not self.index:
+            self._base = first
+        gap = first - self._cursor_end
+        self.index += [None] * max(gap, 0)  # records deleted by retention before this segment
+        self._first[n] = self._cursor_end
+        self._segments[n] = list(metas)
+        self.index += metas
+        self._keys.update(m.key for m in metas)
+
+    def _save_unsealed(self) -> None:
+        if self.read_only:
+            self._unsealed.clear()
+        for n in self._unsealed:
+            if n in self._segments:
+                save_index(self.root, n, self.log.segment_size(n),
+                           SegmentIndex(self._segments[n], self._damaged[n], self._first[n]))
+        self._unsealed.clear()
 
     def insert(self, records: Sequence[bytes]) -> InsertResult:
         """Validate, drop duplicates, append; returns once durable per `config.fsync`."""
@@ -108,44 +178,119 @@ class ReplayBuffer:
         positions = self.log.append([r for r, _ in fresh]) if fresh else []
         for (_, chunk), pos in zip(fresh, positions, strict=True):
             self._add(RecordMeta.of(chunk, pos))
+        self._save_unsealed()
+        if fresh:
+            self._enforce_retention()
         return InsertResult(len(fresh), duplicates, tuple(refused))
 
+    def _add(self, meta: RecordMeta) -> None:
+        n = meta.position.segment
+        if n not in self._segments:
+            self._segments[n], self._first[n] = [], self._cursor_end
+        self._segments[n].append(meta)
+        self.index.append(meta)
+        self._keys.add(meta.key)
+
     def read(self, cursor: int, limit: int, min_policy_version: int = 0) -> tuple[list[bytes], int]:
-        """Up to `limit` records from index `cursor` on, in arrival order, skipping those older
-        than `min_policy_version`. Returns them and the cursor to continue from."""
+        """Up to `limit` records from `cursor` on, in arrival order, skipping those older than
+        `min_policy_version` and any found damaged. Returns them and the cursor to go on from."""
         out: list[bytes] = []
-        i = max(cursor, 0)
+        i = max(cursor - self._base, 0)
         while i < len(self.index) and len(out) < limit:
             meta = self.index[i]
-            if meta.policy_version >= min_policy_version:
-                out.append(self.log.read(meta.position))
             i += 1
-        return out, i
+            if meta is None or meta.policy_version < min_policy_version:
+                continue
+            try:
+                out.append(self.log.read(meta.position))
+            except CorruptLogError:  # damaged since opening: skip, and count it
+                self.unreadable += 1
+        return out, self._base + i
+
+    def records(self) -> list[RecordMeta]:
+        """The index of every stored record, in arrival order."""
+        return [m for m in self.index if m is not None]
+
+    def get(self, meta: RecordMeta) -> RolloutChunk:
+        """The decoded record; raises `CorruptLogError` if it was damaged since opening."""
+        chunk = self.cache.get(meta.position)
+        if chunk is None:
+            payload = self.log.read(meta.position)
+            chunk = self.cache.put(meta.position,
+                                   decode_chunk(payload, max_bytes=self.config.max_record_bytes))
+        return chunk
+
+    def set_rewards(self, key: ChunkKey, name: str, version: str | int,
+                    rewards: np.ndarray) -> None:
+        """Label record `key`'s steps with reward model (name, version); observations untouched."""
+        if key not in self._keys:
+            raise KeyError(f"no record {key} in the buffer")
+        self.rewards.set(key, name, version, rewards)
+
+    def get_rewards(self, key: ChunkKey, name: str, version: str | int) -> np.ndarray | None:
+        return self.rewards.get(key, name, version)
+
+    def _enforce_retention(self) -> None:
+        """Delete the oldest sealed segments until the log fits `max_bytes`; segments holding
+        any operator-acted step (interventions, demonstrations) are pinned."""
+        cap = self.config.max_bytes
+        if not cap or self.read_only:
+            return
+        sizes = {n: self.log.segment_size(n) for n in self._segments}
+        total = sum(sizes.values())
+        for n in sorted(self._segments):
+            if total <= cap:
+                return
+            if n == self.log.active or any(m.intervened for m in self._segments[n]):
+                continue
+            self._drop(n)
+            total -= sizes[n]
+        if total > cap:
+            self.retention_notes = [f"retention: {total} bytes kept over the cap of {cap}: "
+                                    "pinned segments and the active one are never deleted"]
+
+    def _drop(self, n: int) -> None:
+        for j, meta in enumerate(self._segments.pop(n)):
+            self._keys.discard(meta.key)  # a resend of a deleted record is stored again
+            self.cache.discard(meta.position)
+            self.index[self._first[n] - self._base + j] = None
+        self.log.drop_segment(n)
+        index_path(self.root, n).unlink(missing_ok=True)
+        while self.index and self.index[0] is None:  # free the slots of deleted records
+            self.index.pop(0)
+            self._base += 1
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self._keys)
 
     @property
     def num_steps(self) -> int:
-        return sum(m.num_steps for m in self.index)
+        return sum(m.num_steps for m in self.records())
 
     def info(self) -> dict[str, Any]:
-        versions = [m.policy_version for m in self.index]
-        ends = [m.outcome for m in self.index if m.outcome is not None]
+        metas = self.records()
+        versions = [m.policy_version for m in metas]
+        ends = [m.outcome for m in metas if m.outcome is not None]
         return {
-            "records": len(self.index), "steps": self.num_steps,
-            "episodes": len({(m.key[0], m.key[1]) for m in self.index}),
+            "records": len(metas), "steps": self.num_steps,
+            "episodes": len({m.episode for m in metas}),
             "episodes_ended": len(ends), "successes": ends.count("success"),
-            "tasks": dict(collections.Counter(m.task for m in self.index)),
+            "tasks": dict(collections.Counter(m.task for m in metas)),
+            "episodes_per_task": dict(collections.Counter(
+                t for t, _ in {(m.task, m.episode) for m in metas})),
+            "intervened_records": sum(1 for m in metas if m.intervened),
             "policy_version_min": min(versions, default=None),
             "policy_version_max": max(versions, default=None),
-            "segments": self.log.segments, "bytes": self.log.bytes,
-            "corrupt_records": self.log.recovery.corrupt_records + self.unreadable,
-            "torn_bytes": self.log.recovery.torn_bytes, "notes": self.log.recovery.notes,
+            "segments": len(self._segments), "bytes": self.log.bytes,
+            "reward_labels": [f"{n}@{v}" for n, v in self.rewards.labels()],
+            "corrupt_records": sum(self._damaged.values()) + self.unreadable,
+            "torn_bytes": self.log.recovery.torn_bytes,
+            "notes": self.log.recovery.notes + self.retention_notes,
         }
 
     def close(self) -> None:
         self.log.close()
+        self.rewards.close()
 
     def __enter__(self) -> ReplayBuffer:
         return self

@@ -78,7 +78,7 @@ def _buffer(action: str, path: Path, out: str | None, console: Console) -> int:
         report = verify_log(path)
         print(json.dumps(report, indent=2))
         return 1 if report["corrupt_records"] or report["torn_bytes"] else 0
-    with ReplayBuffer(path) as buf:
+    with ReplayBuffer(path, read_only=True) as buf:  # never truncate beside a live writer
         if action == "info":
             print(json.dumps(buf.info(), indent=2, default=str))
         else:
