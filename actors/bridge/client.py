@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from .protocol import MAX_WIRE_BYTES, Message, ProtocolError, decode, encode
+from .protocol import GATEWAY_KINDS, MAX_WIRE_BYTES, Message, ProtocolError, decode, encode
 from .safety import Safety, SafetyConfig
 
 log = logging.getLogger("fleet.bridge.client")
@@ -225,7 +225,7 @@ class BridgeClient:
             if len(frames) != 1:
                 raise ProtocolError(f"{len(frames)} frames, expected 1")
             msg = decode(frames[0])
-            if msg.robot_id != self.config.robot_id or msg.kind == "register":
+            if msg.robot_id != self.config.robot_id or msg.kind not in GATEWAY_KINDS:
                 raise ProtocolError(f"{msg.kind} for robot {msg.robot_id!r} is not for us")
         except ProtocolError as e:
             self.stats.dropped += 1
@@ -237,7 +237,7 @@ class BridgeClient:
             self._on_action(sock, msg, now)
         elif msg.kind == "reset":
             self._on_reset(sock, msg)
-        elif msg.kind == "heartbeat" and msg.reply_to == self._register_seq:
+        elif msg.kind == "ack" and msg.reply_to == self._register_seq:
             self.stats.registered = True
         elif msg.kind == "error":
             log.warning("gateway error %s: %s", msg.body["code"], msg.body["message"])

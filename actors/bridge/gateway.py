@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import itertools
 import logging
 import queue
 import socket
@@ -32,7 +33,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from actors.robot import Feedback, Observation, RobotSpec
 
-from .protocol import MAX_WIRE_BYTES, ROBOT_KINDS, Message, ProtocolError, decode, encode
+from .protocol import MAX_WIRE_BYTES, ROBOT_KINDS, Message, ProtocolError, check_str, decode, encode
 
 log = logging.getLogger("fleet.bridge.gateway")
 
@@ -84,9 +85,8 @@ class _Link:
     inbox: queue.SimpleQueue[Message | None] = dataclasses.field(
         default_factory=queue.SimpleQueue)
     lost: bool = False
-    holding: bool = True
+    holding: bool = True  # as its last heartbeat said
     estop: bool = True
-    seq: int = 0
 
 
 class Gateway:
@@ -99,12 +99,15 @@ class Gateway:
         self.endpoint = ""
         self._public, self._secret = server_keys
         self._keys = dict(allowlist)
+        for robot_id in self._keys.values():
+            check_str("allowlist robot id", robot_id)
+        self._seq = itertools.count(1)  # one counter for everything the gateway sends
         self._ctx = context or zmq.Context()
         self._own_ctx = context is None
         self._links: dict[str, _Link] = {}
         self._by_identity: dict[bytes, str] = {}
         self._lock = threading.Lock()
-        self._outbox: queue.SimpleQueue[tuple[str, Message]] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[str, str, int, bytes]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._stop = threading.Event()
@@ -175,14 +178,14 @@ class Gateway:
         return link is None or link.lost
 
     def call(self, link: _Link, kind: str, body: dict[str, Any]) -> int:
-        """Queue a message for a robot; returns its seq (replies carry it as `reply_to`)."""
-        with self._lock:
-            if link.lost:
-                raise RobotLost(f"robot {link.robot_id!r} is lost")
-            link.seq += 1
-            seq = link.seq
+        """Queue a message for a robot; returns its seq (replies carry it as `reply_to`).
+        Encoded here, so a bad body (a NaN action) raises `ProtocolError` in the caller."""
+        if link.lost:
+            raise RobotLost(f"robot {link.robot_id!r} is lost")
+        seq = next(self._seq)
         deadline_ms = int(self.config.call_timeout_s * 1000)
-        self._outbox.put((link.robot_id, Message(kind, link.robot_id, seq, body, 0, deadline_ms)))
+        data = encode(Message(kind, link.robot_id, seq, body, 0, deadline_ms))
+        self._outbox.put((link.robot_id, kind, seq, data))
         self._wake()
         return seq
 
@@ -200,6 +203,9 @@ class Gateway:
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(int(self.config.heartbeat_s * 1000 / 2)))
+                if self._wake_r.fileno() in ready:
+                    with contextlib.suppress(OSError):  # drained: poll would spin otherwise
+                        self._wake_r.recv(1 << 16)
                 if sock in ready:
                     self._receive(sock)
                 self._flush_outbox(sock)
@@ -218,13 +224,23 @@ class Gateway:
             try:
                 self._dispatch(sock, frames)
             except ProtocolError as e:
-                self._drop(str(e), frames[0].bytes)
+                self._drop(sock, frames, str(e))
+            except Exception as e:  # a bug must not stop the other robots' service
+                log.exception("dropped a message that broke the gateway")
+                self._drop(sock, frames, f"internal: {type(e).__name__}")
 
-    def _drop(self, reason: str, identity: bytes) -> None:
-        key = reason.split(":")[0][:40]
-        self.stats[f"dropped:{key}"] += 1
-        who = self._by_identity.get(identity, identity.hex()[:10])
-        log.warning("dropped a message from %s: %s", who, reason)
+    def _drop(self, sock: zmq.Socket, frames: list[zmq.Frame], reason: str) -> None:
+        """Count and log the reason, and tell the sender (its key names it) what was wrong."""
+        identity = frames[0].bytes
+        self.stats[f"dropped:{reason.split(':')[0][:40]}"] += 1
+        owner = self._keys.get(str(frames[-1].get("User-Id")).encode())
+        log.warning("dropped a message from %s: %s", owner or identity.hex()[:10], reason)
+        if owner is not None:
+            code = "not_registered" if reason.startswith("unregistered") else "bad_message"
+            err = Message("error", owner, next(self._seq), {"code": code,
+                                                            "message": reason[:1024]})
+            with contextlib.suppress(zmq.ZMQError):
+                sock.send_multipart([identity, encode(err)], zmq.NOBLOCK)
 
     def _dispatch(self, sock: zmq.Socket, frames: list[zmq.Frame]) -> None:
         if len(frames) != 2:
@@ -243,7 +259,6 @@ class Gateway:
             return
         link = self._links.get(msg.robot_id)
         if link is None or link.identity != identity:
-            self._reply(sock, identity, msg, "not_registered", "register first")
             raise ProtocolError(f"unregistered: {msg.kind} before register")
         link.last_seen, link.lost = time.monotonic(), False
         if msg.kind == "observation":
@@ -268,36 +283,31 @@ class Gateway:
                 link.identity, link.spec, link.obs_spec = identity, spec, b["obs_spec"]
                 link.last_seen, link.lost = time.monotonic(), False
             self._by_identity[identity] = msg.robot_id
-            link.seq += 1
-            seq = link.seq
         self.stats["registered"] += 1
         log.info("robot %s registered (%s, %s)", msg.robot_id, spec.embodiment, spec.task)
-        self._send(sock, link, Message("heartbeat", msg.robot_id, seq,
-                                       {"holding": False, "estop": False}, msg.seq))
-
-    def _reply(self, sock: zmq.Socket, identity: bytes, msg: Message, code: str,
-               text: str) -> None:
-        err = Message("error", msg.robot_id, 1, {"code": code, "message": text}, msg.seq)
-        with contextlib.suppress(zmq.ZMQError):
-            sock.send_multipart([identity, encode(err)], zmq.NOBLOCK)
+        cfg = self.config
+        self._send(sock, link, "ack", encode(Message(
+            "ack", msg.robot_id, next(self._seq), {"heartbeat_ms": int(cfg.heartbeat_s * 1000),
+                                                   "lost_after_ms": int(cfg.lost_after_s * 1000)},
+            msg.seq)))
 
     def _flush_outbox(self, sock: zmq.Socket) -> None:
         while True:
             try:
-                robot_id, msg = self._outbox.get_nowait()
+                robot_id, kind, seq, data = self._outbox.get_nowait()
             except queue.Empty:
                 return
             link = self._links[robot_id]
-            if not self._send(sock, link, msg):
-                link.inbox.put(Message("error", robot_id, 1, {
-                    "code": "unreachable", "message": "the gateway could not send"}, msg.seq))
+            if not self._send(sock, link, kind, data):  # fail the call now, not at its deadline
+                link.inbox.put(Message("error", robot_id, seq, {
+                    "code": "unreachable", "message": "the gateway could not send"}, seq))
 
-    def _send(self, sock: zmq.Socket, link: _Link, msg: Message) -> bool:
+    def _send(self, sock: zmq.Socket, link: _Link, kind: str, data: bytes) -> bool:
         try:
-            sock.send_multipart([link.identity, encode(msg)], zmq.NOBLOCK)
+            sock.send_multipart([link.identity, data], zmq.NOBLOCK)
             return True
         except zmq.ZMQError as e:  # EHOSTUNREACH (gone) or EAGAIN (its queue is full)
-            log.warning("could not send %s to %s: %s", msg.kind, link.robot_id, e)
+            log.warning("could not send %s to %s: %s", kind, link.robot_id, e)
             return False
 
     def _beat(self, sock: zmq.Socket) -> None:
@@ -313,11 +323,8 @@ class Gateway:
                             now - link.last_seen)
                 link.inbox.put(None)  # wakes a waiting call
                 continue
-            with self._lock:
-                link.seq += 1
-                seq = link.seq
-            self._send(sock, link, Message("heartbeat", link.robot_id, seq,
-                                           {"holding": False, "estop": False}))
+            self._send(sock, link, "heartbeat", encode(Message(
+                "heartbeat", link.robot_id, next(self._seq), {"holding": False, "estop": False})))
 
 
 def _check_obs(msg: Message, obs_spec: dict[str, Any]) -> None:
@@ -378,9 +385,9 @@ class BridgeRobot:
                 msg = self._link.inbox.get(timeout=left)
             except queue.Empty:
                 break
-            if msg is None or self._link.lost:
+            if self._link.lost:
                 raise RobotLost(f"robot {self._link.robot_id!r} is lost")
-            if msg.reply_to != seq:
+            if msg is None or msg.reply_to != seq:  # a wake-up from an earlier loss, or
                 continue  # a late answer to an earlier call that timed out
             if msg.kind == "error":
                 raise BridgeError(f"robot {self._link.robot_id!r}: {msg.body['code']}: "

@@ -27,6 +27,7 @@ VERSION = 1
 MAX_WIRE_BYTES = 1 << 20  # one message as sent (lz4-compressed)
 MAX_BODY_BYTES = 8 << 20  # one message decompressed
 MAX_STRING = 128
+MAX_RATIO = 255  # lz4's best case: one length byte stands for at most 255 output bytes
 MAX_ARRAY_DIMS = 4
 MAX_OBS_KEYS = 16
 MAX_HORIZON = 1024
@@ -34,7 +35,7 @@ MAX_ACTION_DIM = 256
 MAX_DEADLINE_MS = 60_000
 DTYPES = frozenset({"float32", "float64", "uint8", "int32", "int64", "bool"})
 ROBOT_KINDS = frozenset({"register", "observation", "heartbeat", "error"})  # robot -> gateway
-GATEWAY_KINDS = frozenset({"reset", "action", "heartbeat", "error"})  # gateway -> robot
+GATEWAY_KINDS = frozenset({"ack", "reset", "action", "heartbeat", "error"})  # gateway -> robot
 KINDS = ROBOT_KINDS | GATEWAY_KINDS
 HEADER = frozenset({"v", "kind", "robot_id", "seq", "reply_to", "deadline_ms", "body"})
 
@@ -104,13 +105,23 @@ def decode(data: bytes, *, max_wire: int = MAX_WIRE_BYTES, max_body: int = MAX_B
 
 
 def _decompress(data: bytes, max_body: int) -> bytes:
+    # The frame header must state the content size; a claim past the limit is refused before
+    # anything is allocated, and decompression stops at the claim (headers lie, FACTS.md).
     try:
+        size = lz4.frame.get_frame_info(data)["content_size"]
+        if size == 0:
+            raise ProtocolError("lz4 frame does not state its content size (required)")
+        if size > max_body:
+            raise ProtocolError(f"lz4 frame claims {size} bytes, past the size limit of "
+                                f"{max_body}")
+        if size > MAX_RATIO * len(data) + 1024:  # lz4 cannot expand more: the claim is a lie
+            raise ProtocolError(f"lz4 frame of {len(data)} bytes claims {size} bytes")
         dec = lz4.frame.LZ4FrameDecompressor()
-        raw = dec.decompress(data, max_length=max_body)
+        raw = dec.decompress(data, max_length=size)
     except RuntimeError as e:
         raise ProtocolError(f"bad lz4 frame: {e}") from e
-    if not dec.eof:
-        raise ProtocolError("lz4 frame is truncated or decompresses past the size limit")
+    if not dec.eof or len(raw) != size:
+        raise ProtocolError(f"lz4 frame is truncated or its {size} bytes claimed are wrong")
     if dec.unused_data:
         raise ProtocolError(f"{len(dec.unused_data)} bytes follow the lz4 frame")
     return bytes(raw)
@@ -174,7 +185,7 @@ def unpack_array(where: str, spec: Any) -> np.ndarray:
     """`{"dtype", "shape", "data"}` -> a read-only array; floats must be finite."""
     check_fields(where, spec, {"dtype", "shape", "data"})
     dtype, shape, data = spec["dtype"], spec["shape"], spec["data"]
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise _fail(where, f"dtype {dtype!r} is not allowed ({', '.join(sorted(DTYPES))})")
     if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_ARRAY_DIMS
             or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31
@@ -195,7 +206,7 @@ def _obs_spec(where: str, v: Any) -> dict[str, dict[str, Any]]:
     for name, item in v.items():
         check_str(f"{where} key", name)
         check_fields(f"{where}.{name}", item, {"dtype", "shape"})
-        if item["dtype"] not in DTYPES:
+        if not isinstance(item["dtype"], str) or item["dtype"] not in DTYPES:
             raise _fail(f"{where}.{name}", f"dtype {item['dtype']!r} is not allowed")
         shape = item["shape"]
         if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_ARRAY_DIMS
@@ -263,6 +274,12 @@ def _heartbeat(b: dict[str, Any]) -> None:
     check_bool("heartbeat.estop", b["estop"])
 
 
+def _ack(b: dict[str, Any]) -> None:
+    check_fields("ack", b, {"heartbeat_ms", "lost_after_ms"})
+    check_int("ack.heartbeat_ms", b["heartbeat_ms"], 1, MAX_DEADLINE_MS)
+    check_int("ack.lost_after_ms", b["lost_after_ms"], 1, MAX_DEADLINE_MS)
+
+
 def _error(b: dict[str, Any]) -> None:
     check_fields("error", b, {"code", "message"})
     check_str("error.code", b["code"])
@@ -272,15 +289,15 @@ def _error(b: dict[str, Any]) -> None:
 
 BODIES: dict[str, Callable[[dict[str, Any]], None]] = {
     "register": _register, "observation": _observation, "action": _action, "reset": _reset,
-    "heartbeat": _heartbeat, "error": _error}
+    "heartbeat": _heartbeat, "error": _error, "ack": _ack}
 
 
 def _validate(raw: Any) -> None:
     check_fields("message", raw, set(HEADER))
-    if raw["v"] != VERSION:
+    if type(raw["v"]) is not int or raw["v"] != VERSION:  # true == 1 in Python; not here
         raise ProtocolError(f"unsupported protocol version {raw['v']!r} (this side speaks "
                             f"{VERSION})")
-    if raw["kind"] not in KINDS:
+    if not isinstance(raw["kind"], str) or raw["kind"] not in KINDS:
         raise ProtocolError(f"unknown kind {raw['kind']!r}")
     check_str("robot_id", raw["robot_id"])
     check_int("seq", raw["seq"], 1, 2**63 - 1)
