@@ -4,6 +4,8 @@
     fleet pretrain [hydra overrides]   only build (or load) the BC base and measure it
     fleet bench NAME [--quick]         a benchmark; prints one JSON line last
     fleet buffer info PATH             what a buffer directory holds
+    fleet robot run|gateway ...        the real-robot bridge (docs/protocol.md)
+    fleet keys ROBOT_ID...             CURVE keys for the gateway and each robot
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
                           "as .npz files")
     buf.add_argument("path")
     buf.add_argument("--out", help="export: the folder to write episodes to")
+    from fleet.robot_cli import add_keys_parser, add_robot_parser
+
+    add_robot_parser(sub)
+    add_keys_parser(sub)
     return p
 
 
@@ -58,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(run_bench(args.name, args.quick)))
         elif args.command == "buffer":
             return _buffer(args.action, Path(args.path), args.out, console)
+        elif args.command in ("robot", "keys"):
+            from fleet import robot_cli
+
+            return robot_cli.main(args)
     except ConfigError as e:
         console.print(f"[bold red]config error:[/] {e}", highlight=False)
         return 2
