@@ -207,6 +207,21 @@ class ReplayBuffer:
                 self.unreadable += 1
         return out, self._base + i
 
+    @property
+    def end(self) -> int:
+        """The cursor after the newest record: how many records were ever stored here."""
+        return self._cursor_end
+
+    def since(self, cursor: int) -> list[tuple[int, RecordMeta]]:
+        """(cursor, meta) of the stored records from `cursor` on, for samplers to catch up."""
+        i = max(cursor - self._base, 0)
+        return [(self._base + j, m) for j, m in enumerate(self.index[i:], i) if m is not None]
+
+    def at(self, cursor: int) -> RecordMeta | None:
+        """The record at `cursor`, or None if retention deleted it."""
+        i = cursor - self._base
+        return self.index[i] if 0 <= i < len(self.index) else None
+
     def records(self) -> list[RecordMeta]:
         """The index of every stored record, in arrival order."""
         return [m for m in self.index if m is not None]
