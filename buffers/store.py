@@ -88,6 +88,7 @@ class ReplayBuffer:
         self._first: dict[int, int] = {}  # segment -> cursor of its first record
         self._damaged: dict[int, int] = collections.Counter()
         self._unsealed: list[int] = []
+        self._sealed_sizes: dict[int, int] = {}
         self.unreadable = 0  # records found damaged after opening
         self.retention_notes: list[str] = []
         saved = self._saved_indices()
@@ -251,7 +252,7 @@ class ReplayBuffer:
         cap = self.config.max_bytes
         if not cap or self.read_only:
             return
-        sizes = {n: self.log.segment_size(n) for n in self._segments}
+        sizes = {n: self._segment_size(n) for n in self._segments}
         total = sum(sizes.values())
         for n in sorted(self._segments):
             if total <= cap:
@@ -263,6 +264,13 @@ class ReplayBuffer:
         if total > cap:
             self.retention_notes = [f"retention: {total} bytes kept over the cap of {cap}: "
                                     "pinned segments and the active one are never deleted"]
+
+    def _segment_size(self, n: int) -> int:
+        if n == self.log.active:
+            return self.log.segment_size(n)
+        if n not in self._sealed_sizes:  # a sealed segment never changes: stat it once
+            self._sealed_sizes[n] = self.log.segment_size(n)
+        return self._sealed_sizes[n]
 
     def _drop(self, n: int) -> None:
         for j, meta in enumerate(self._segments.pop(n)):
