@@ -128,19 +128,16 @@ def _decompress(data: bytes, max_body: int) -> bytes:
 
 
 def _unpack(raw: bytes, max_body: int) -> Any:
+    # unpackb, not an Unpacker: an Unpacker allocates a 1 MiB read buffer for every message.
     try:
-        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max_body, max_str_len=4096,
-                                    max_bin_len=max_body, max_array_len=MAX_HORIZON,
-                                    max_map_len=64, max_ext_len=0, strict_map_key=True)
-        unpacker.feed(raw)
-        body = unpacker.unpack()
-        rest = sum(1 for _ in unpacker)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.OutOfData, msgpack.FormatError,
+        return msgpack.unpackb(raw, raw=False, max_str_len=4096, max_bin_len=max_body,
+                               max_array_len=MAX_HORIZON, max_map_len=64, max_ext_len=0,
+                               strict_map_key=True)
+    except msgpack.ExtraData as e:
+        raise ProtocolError("more than one msgpack object in a message") from e
+    except (ValueError, TypeError, msgpack.OutOfData, msgpack.FormatError,
             msgpack.StackError) as e:
         raise ProtocolError(f"bad msgpack: {e}") from e
-    if rest:
-        raise ProtocolError("more than one msgpack object in a message")
-    return body
 
 
 # ---- schema ------------------------------------------------------------------------------------
