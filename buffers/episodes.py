@@ -79,29 +79,48 @@ def export_npz(buffer: ReplayBuffer, out: Path) -> int:
     return n
 
 
-def import_npz(folder: Path, horizon: int, embodiment: str = "imported") -> list[RolloutChunk]:
+def import_npz(folder: Path, horizon: int = 4, chunk_steps: int = 64,
+               embodiment: str = "imported") -> list[RolloutChunk]:
     """Episodes from `.npz` files (as `export_npz` writes them: `obs.<name>` [T + 1, ...],
-    `action` [T, A], optional `reward`, `success`, `meta.task`) as one chunk each, every step
-    flagged `intervened` (a demonstration). Never unpickles (`allow_pickle=False`)."""
-    chunks = []
-    for path in sorted(folder.glob("*.npz")):
+    `action` [T, A], optional `reward`, `success`, `meta.task`, `meta.robot_id`,
+    `meta.outcome`) as rollout chunks of at most `chunk_steps` steps, every step flagged
+    `intervened` (a demonstration: `demonstrations()` samples them, retention pins them).
+    Never unpickles (`allow_pickle=False`). Long camera episodes must be cut into chunks: one
+    record is at most 64 MiB."""
+    if chunk_steps < 1 or horizon < 1:
+        raise ValueError("horizon and chunk_steps must be >= 1")
+    chunk_steps = max(horizon, chunk_steps // horizon * horizon)  # whole policy calls per chunk
+    chunks: list[RolloutChunk] = []
+    for path in sorted(Path(folder).glob("*.npz")):
         with np.load(path, allow_pickle=False) as f:
-            action = f["action"].astype(np.float32)
-            steps, calls = len(action), -(-len(action) // horizon)
-            idx = np.minimum(np.arange(calls * horizon), steps - 1)
-            success = f["success"].astype(bool) if "success" in f else np.zeros(steps, bool)
-            outcome = str(f["meta.outcome"]) if "meta.outcome" in f else ""
-            chunks.append(RolloutChunk(
-                robot_id=str(f["meta.robot_id"]) if "meta.robot_id" in f else "import",
-                embodiment=embodiment, task=str(f["meta.task"]) if "meta.task" in f else "task",
-                episode_id=path.stem[-64:], chunk_seq=0, policy_version=0, wall_time=0.0,
-                horizon=horizon,
-                obs={k[4:]: f[k] for k in f.files if k.startswith("obs.")},
-                action=action, policy_action=action[idx].reshape(calls, horizon, -1),
-                logp=np.zeros(calls, np.float32), value=np.zeros(calls, np.float32),
-                reward=f["reward"].astype(np.float32) if "reward" in f
-                else np.zeros(steps, np.float32),
-                success=success, intervened=np.ones(steps, bool),
-                episode_end=EpisodeEnd(cast(Outcome, outcome))
-                if outcome in ("success", "failure", "truncated") else None))
+            chunks += _episode_chunks(dict(f.items()), path.stem[-64:], horizon, chunk_steps,
+                                      embodiment)
     return chunks
+
+
+def _episode_chunks(f: dict[str, np.ndarray], episode_id: str, horizon: int, chunk_steps: int,
+                    embodiment: str) -> list[RolloutChunk]:
+    action = f["action"].astype(np.float32)
+    steps = len(action)
+    cols = {"reward": f["reward"].astype(np.float32) if "reward" in f
+            else np.zeros(steps, np.float32),
+            "success": f["success"].astype(bool) if "success" in f else np.zeros(steps, bool)}
+    outcome = str(f["meta.outcome"]) if "meta.outcome" in f else ""
+    end = (EpisodeEnd(cast(Outcome, outcome)) if outcome in ("success", "failure", "truncated")
+           else None)
+    obs = {k[4:]: v for k, v in f.items() if k.startswith("obs.")}
+    out = []
+    for seq, a in enumerate(range(0, steps, chunk_steps)):
+        b = min(a + chunk_steps, steps)
+        n, calls = b - a, -(-(b - a) // horizon)
+        idx = a + np.minimum(np.arange(calls * horizon), n - 1)
+        out.append(RolloutChunk(
+            robot_id=str(f["meta.robot_id"]) if "meta.robot_id" in f else "import",
+            embodiment=embodiment, task=str(f["meta.task"]) if "meta.task" in f else "task",
+            episode_id=episode_id, chunk_seq=seq, policy_version=0, wall_time=0.0,
+            horizon=horizon, obs={k: v[a:b + 1] for k, v in obs.items()},
+            action=action[a:b], policy_action=action[idx].reshape(calls, horizon, -1),
+            logp=np.zeros(calls, np.float32), value=np.zeros(calls, np.float32),
+            reward=cols["reward"][a:b], success=cols["success"][a:b],
+            intervened=np.ones(n, bool), episode_end=end if b == steps else None))
+    return out
