@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 BENCHES = {"codec": "bench.codec", "ingest": "bench.ingest", "collect": "bench.collect",
+           "bridge_latency": "bench.bridge",
            "weight_sync": "fleet.bench_weight_sync",  # benches needing Ray or both the robot
            "ppo_vs_sb3": "fleet.bench_ppo_vs_sb3"}  # loop and the learner live in fleet/
 
