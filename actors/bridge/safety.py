@@ -11,9 +11,10 @@ Rules, each a lesson from robots that moved when they should not have (FACTS.md)
 
 - **E-stop latches** and starts engaged. Nothing runs until `arm()`; arming discards every queued
   action, so a trajectory queued before (or during) the stop never plays afterwards.
-- **Watchdog.** Action `i` of a chunk received at `t` must start by `t + (i + N) / control_hz`
-  (`N = watchdog_periods`). A late action discards the rest of the queue: the robot holds still
-  rather than replay a stale plan. With an empty queue the robot holds still too.
+- **Watchdog.** Action `i` of a chunk received at `t` behind `q` queued actions must start by
+  `t + (q + i + N) / control_hz` (`N = watchdog_periods`). A late action discards the rest of
+  the queue: the robot holds still rather than replay a stale plan. With an empty queue the
+  robot holds still too.
 - **Limits.** Actions are clipped to `[action_low, action_high]` and then moved at most
   `max_delta` from the previous command (the hold action after holding).
 - **NaN refused.** A chunk with any NaN or inf, or the wrong shape, is refused whole.
@@ -109,8 +110,9 @@ class Safety:
         period = 1.0 / self.config.control_hz
         grace = self.config.watchdog_periods * period
         grace = grace if grace_s is None else min(grace, grace_s)
+        ahead = len(self._queue)  # a chunk queued behind others starts after them, not now
         for i, action in enumerate(chunk.astype(np.float32)):
-            self._queue.append((action, now + i * period + grace, (tag, i)))
+            self._queue.append((action, now + (ahead + i) * period + grace, (tag, i)))
         return None
 
     def _check(self, chunk: np.ndarray) -> str | None:
