@@ -10,9 +10,11 @@ import importlib
 from typing import Any
 
 BENCHES = {"codec": "bench.codec", "ingest": "bench.ingest", "collect": "bench.collect",
+           "buffer_ingest": "bench.buffer_ingest", "buffer_sample": "bench.buffer_sample",
            "bridge_latency": "bench.bridge",
            "weight_sync": "fleet.bench_weight_sync",  # benches needing Ray or both the robot
-           "ppo_vs_sb3": "fleet.bench_ppo_vs_sb3"}  # loop and the learner live in fleet/
+           "ppo_vs_sb3": "fleet.bench_ppo_vs_sb3",  # loop and the learner live in fleet/
+           "chaos": "fleet.bench_chaos"}
 
 
 def run_bench(name: str, quick: bool) -> dict[str, Any]:

@@ -35,6 +35,8 @@ class BufferOutbox:
         self.in_flight: collections.deque[ray.ObjectRef] = collections.deque()
         self._spill: SegmentLog | None = None
         self._spill_next = 0  # index of the next spilled record to resend
+        if any(spill_dir.glob("segment-*.log")):  # left by a crashed predecessor: resend it all
+            self._spill = SegmentLog(spill_dir, fsync="never")
         self.sent = self.stored = self.duplicates = self.spilled = 0
         self.refusals: list[str] = []
 
