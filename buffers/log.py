@@ -219,7 +219,7 @@ class SegmentLog:
             if self._size > 0 and self._size + FRAME.size + len(payload) > self.segment_bytes:
                 self._rotate()
             frame = FRAME.pack(MAGIC, VERSION, 0, len(payload), zlib.crc32(payload))
-            os.write(self._fd, frame + payload)
+            os.writev(self._fd, [frame, payload])  # no copy of a large payload
             out.append(Position(self._segment, self._size, len(payload)))
             self._size += FRAME.size + len(payload)
         self.positions += out
