@@ -87,6 +87,7 @@ class _Link:
     lost: bool = False
     holding: bool = True  # as its last heartbeat said
     estop: bool = True
+    pending: int = 0  # the seq of the call being waited for; other answers are late
 
 
 class Gateway:
@@ -185,6 +186,7 @@ class Gateway:
         seq = next(self._seq)
         deadline_ms = int(self.config.call_timeout_s * 1000)
         data = encode(Message(kind, link.robot_id, seq, body, 0, deadline_ms))
+        link.pending = seq
         self._outbox.put((link.robot_id, kind, seq, data))
         self._wake()
         return seq
@@ -262,9 +264,15 @@ class Gateway:
             raise ProtocolError(f"unregistered: {msg.kind} before register")
         link.last_seen, link.lost = time.monotonic(), False
         if msg.kind == "observation":
-            _check_obs(msg, link.obs_spec)
+            _check_obs(msg, link.obs_spec, link.spec.action_dim)
         elif msg.kind == "heartbeat":
             link.holding, link.estop = msg.body["holding"], msg.body["estop"]
+            return
+        if msg.reply_to != link.pending:  # late, or unasked: never queued, so never piles up
+            self.stats[f"late:{msg.kind}"] += 1
+            if msg.kind == "error":
+                log.warning("robot %s: %s: %s", msg.robot_id, msg.body["code"],
+                            msg.body["message"])
             return
         link.inbox.put(msg)
         self.stats[f"received:{msg.kind}"] += 1
@@ -327,8 +335,10 @@ class Gateway:
                 "heartbeat", link.robot_id, next(self._seq), {"holding": False, "estop": False})))
 
 
-def _check_obs(msg: Message, obs_spec: dict[str, Any]) -> None:
-    obs = msg.body["obs"]
+def _check_obs(msg: Message, obs_spec: dict[str, Any], action_dim: int) -> None:
+    obs, executed = msg.body["obs"], msg.body["executed"]
+    if executed is not None and executed.shape != (action_dim,):
+        raise ProtocolError(f"schema: executed has shape {executed.shape}, not ({action_dim},)")
     if set(obs) != set(obs_spec):
         raise ProtocolError(f"schema: observation keys {sorted(obs)} differ from the registered "
                             f"{sorted(obs_spec)}")
