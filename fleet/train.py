@@ -96,72 +96,95 @@ def evaluate(robots: list[Any], state: dict[str, np.ndarray], seeds: list[int]) 
     return out
 
 
-def train(cfg: Config, console: Console) -> dict[str, Any]:
+@dataclasses.dataclass
+class Fleet:
+    """The actors of one run, as the driver holds them."""
+
+    buffer: Any
+    hub: Any
+    learner: Any
+    robots: list[Any]
+
+
+def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None,
+                base: dict[str, np.ndarray], console: Console) -> Fleet:
+    """Buffer, weight hub and learner, then robots acting with the learner's current weights."""
     import ray
 
     from fleet.remote import BufferServer, HubWeights, LearnerActor, RobotActor, WeightHub
 
+    pcfg = policy_config(cfg)
+    buffer = BufferServer.options(scheduling_strategy=on_this_node()).remote(
+        str(run_dir / "buffer"), cfg.buffer)
+    hub = WeightHub.remote()
+    learner = LearnerActor.options(num_gpus=0 if cfg.learner.device == "cpu" else 1).remote(
+        pcfg, base, cfg.algorithm, cfg.reward, cfg.learner, str(run_dir / "checkpoints"),
+        buffer, hub, cfg.run.seed)
+    version, state = 0, base
+    if checkpoint is not None:
+        ray.get(learner.restore.remote(str(checkpoint)))
+        version, state = ray.get(learner.policy_state.remote())
+        HubWeights(hub).publish(version, state)
+        console.print(f"resuming {run_dir} at policy_version {version}")
+    robots = [RobotActor.options(num_cpus=cfg.fleet.robot_cpus,
+                                 resources=robot_resources(cfg, i)).remote(
+        f"robot-{i}", cfg.robot, pcfg, state,
+        WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
+                     seed=cfg.run.seed * 1000 + i + 1 + 100 * version,
+                     group_size=cfg.algorithm.group_size), buffer, hub,
+        str(run_dir / "spill"), version) for i in range(cfg.fleet.num_robots)]
+    return Fleet(buffer, hub, learner, robots)
+
+
+def train(cfg: Config, console: Console) -> dict[str, Any]:
+    import ray
+
     t_start = time.monotonic()
     cfg, run_dir, checkpoint = open_run(cfg)
     base, pre_info = pretrained_base(cfg, log=console.print)
-    pcfg = policy_config(cfg)
     start_ray(cfg)
     try:
-        buffer = BufferServer.options(scheduling_strategy=on_this_node()).remote(
-            str(run_dir / "buffer"), cfg.buffer)
-        hub = WeightHub.remote()
-        gpus = 0 if cfg.learner.device == "cpu" else 1
-        learner = LearnerActor.options(num_gpus=gpus).remote(
-            pcfg, base.policy_state(), cfg.algorithm, cfg.reward, cfg.learner,
-            str(run_dir / "checkpoints"), buffer, hub, cfg.run.seed)
-        version, state = 0, base.policy_state()
-        if checkpoint is not None:
-            version = ray.get(learner.restore.remote(str(checkpoint)))
-            version, state = ray.get(learner.policy_state.remote())
-            HubWeights(hub).publish(version, state)
-            console.print(f"resuming {run_dir} at policy_version {version}")
-        robots = [RobotActor.options(num_cpus=cfg.fleet.robot_cpus,
-                                     resources=robot_resources(cfg, i)).remote(
-            f"robot-{i}", cfg.robot, pcfg, state,
-            WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
-                         seed=cfg.run.seed * 1000 + i + 1 + 100 * version,
-                         group_size=cfg.algorithm.group_size), buffer, hub,
-            str(run_dir / "spill"), version) for i in range(cfg.fleet.num_robots)]
+        fleet = start_fleet(cfg, run_dir, checkpoint, base.policy_state(), console)
         seeds = [cfg.eval.seed + i for i in range(cfg.eval.episodes)]
-        before = base_success(run_dir, robots, base.policy_state(), seeds)
+        before = base_success(run_dir, fleet.robots, base.policy_state(), seeds)
         console.print(f"base policy: {np.mean(before):.0%} success on {len(seeds)} held-out "
                       f"episodes of {cfg.robot.task}")
-        steps_done = int(ray.get(buffer.info.remote())["steps"])
+        steps_done = int(ray.get(fleet.buffer.info.remote())["steps"])
         with MetricsLogger(cfg, run_dir) as metrics:
             metrics.summary({"success_before": float(np.mean(before))})
-            train_s, robot_stats, last = post_train(cfg, console, robots, learner, metrics,
-                                                    steps_done)
-            ray.get(learner.checkpoint.remote({"wandb_id": (run_dir / "wandb_id").read_text()
-                                               if (run_dir / "wandb_id").exists() else None}))
-            version, state = ray.get(learner.policy_state.remote())
-            after = evaluate(robots, state, seeds)
-            stored = ray.get(buffer.info.remote())
+            train_s, robot_stats, last = post_train(cfg, console, fleet.robots, fleet.learner,
+                                                    metrics, steps_done)
+            wandb_id = run_dir / "wandb_id"
+            ray.get(fleet.learner.checkpoint.remote(
+                {"wandb_id": wandb_id.read_text() if wandb_id.exists() else None}))
+            version, state = ray.get(fleet.learner.policy_state.remote())
+            after = evaluate(fleet.robots, state, seeds)
             summary = {
                 "run": run_dir.name, "task": cfg.robot.task, "robots": cfg.fleet.num_robots,
                 "success_before": float(np.mean(before)), "success_after": float(np.mean(after)),
                 "eval_episodes": len(seeds), "eval_seeds": [seeds[0], seeds[-1]],
-                "env_steps": int(stored["steps"]), "env_steps_this_session":
-                int(sum(s["env_steps"] for s in robot_stats)),
-                "chunks_stored": int(sum(s["stored"] for s in robot_stats)),
                 "policy_version": int(version), "train_s": train_s, "resumed": bool(checkpoint),
                 "wall_s": time.monotonic() - t_start, "seed": cfg.run.seed,
-                "buffer": stored, "pretrain": pre_info,
-                "learner_last": last, "per_episode_before": before, "per_episode_after": after,
-                "per_robot": robot_stats,
+                "pretrain": pre_info, "learner_last": last,
+                **stream_counts(ray.get(fleet.buffer.info.remote()), robot_stats),
+                "per_episode_before": before, "per_episode_after": after,
             }
             metrics.summary({k: v for k, v in summary.items() if isinstance(v, int | float)})
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        ray.get(buffer.close.remote())
+        ray.get(fleet.buffer.close.remote())
     finally:
         ray.shutdown()
     console.print(result_table(summary))
     console.print(f"summary: {run_dir / 'summary.json'}")
     return summary
+
+
+def stream_counts(stored: dict[str, Any], robot_stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the robots streamed and what the buffer holds (over every session of the run)."""
+    return {"env_steps": int(stored["steps"]),
+            "env_steps_this_session": int(sum(s["env_steps"] for s in robot_stats)),
+            "chunks_stored": int(sum(s["stored"] for s in robot_stats)),
+            "buffer": stored, "per_robot": robot_stats}
 
 
 def base_success(run_dir: Path, robots: list[Any], state: dict[str, np.ndarray],
