@@ -78,16 +78,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _buffer(action: str, path: Path, out: str | None, console: Console) -> int:
     from buffers.episodes import export_npz
-    from buffers.log import verify_log
     from buffers.store import ReplayBuffer
+    from buffers.verify import verify_buffer
 
     if not path.is_dir():
         console.print(f"[bold red]no buffer at {path}[/]")
         return 2
     if action == "verify":  # reads only: a torn tail is reported, not truncated
-        report = verify_log(path)
+        report = verify_buffer(path)
         print(json.dumps(report, indent=2))
-        return 1 if report["corrupt_records"] or report["torn_bytes"] else 0
+        damage = ("corrupt_records", "unreadable_records", "torn_bytes")
+        return 1 if any(report[k] for k in damage) else 0
     with ReplayBuffer(path, read_only=True) as buf:  # never truncate beside a live writer
         if action == "info":
             print(json.dumps(buf.info(), indent=2, default=str))

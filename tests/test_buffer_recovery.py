@@ -10,8 +10,9 @@ import pytest
 
 from buffers.codec import encode_chunk
 from buffers.index import index_path
-from buffers.log import FRAME, CorruptLogError, verify_log
+from buffers.log import FRAME, CorruptLogError, SegmentLog, verify_log
 from buffers.store import BufferConfig, ReplayBuffer
+from buffers.verify import verify_buffer
 from tests.chunks import make_chunk
 
 SMALL = BufferConfig(fsync="always", segment_bytes=16384)
@@ -124,6 +125,28 @@ def test_verify_never_truncates(tmp_path):
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     report = verify_log(tmp_path)
     assert report["torn_bytes"] > 0 and report["records"] == 9
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_verify_counts_every_kind_of_damage_and_changes_nothing(tmp_path, capsys):
+    from fleet.cli import main
+
+    _filled(tmp_path, 60)
+    SegmentLog(tmp_path, fsync="never").append([b"checksum fine, schema not"])  # active segment
+    index_path(tmp_path, 1).unlink()
+    seg = tmp_path / "segment-000002.log"
+    data = bytearray(seg.read_bytes())
+    data[FRAME.size + 50] ^= 0x04  # inside the first record's payload
+    seg.write_bytes(bytes(data))
+    last = max(tmp_path.glob("segment-*.log"))
+    last.write_bytes(last.read_bytes() + b"FLTR\x01")  # a torn append after the junk record
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    report = verify_buffer(tmp_path)
+    assert report["corrupt_records"] == 1 and report["unreadable_records"] == 1
+    assert report["torn_bytes"] == 5 and report["records"] == 60
+    assert report["indexes_to_rebuild"] == ["segment-000001.idx", "segment-000002.idx"]
+    assert main(["buffer", "verify", str(tmp_path)]) == 1
+    assert json.loads(capsys.readouterr().out)["unreadable_records"] == 1
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 

@@ -1,0 +1,57 @@
+"""Check a buffer directory without changing it: frames, record schemas and index files.
+
+Example:
+
+    report = verify_buffer(Path("runs/x/buffer"))   # what `fleet buffer verify PATH` prints
+    report["corrupt_records"], report["torn_bytes"], report["unreadable_records"]
+
+Read-only by construction: files are only read, so it is safe beside a live writer (whose
+newest record may then show as a torn tail). Damage counts as in `SegmentLog` on open; an
+index file that is missing or disagrees with its segment is listed under `indexes_to_rebuild`
+(not damage: the next writable open rebuilds it from the segment).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from buffers.codec import RecordError, decode_chunk
+from buffers.index import RecordMeta, load_index
+from buffers.log import FRAME, Position, scan_segment
+
+
+def verify_buffer(root: Path) -> dict[str, Any]:
+    segments = sorted(Path(root).glob("segment-*.log"))
+    report: dict[str, Any] = {"segments": len(segments), "records": 0, "corrupt_records": 0,
+                              "unreadable_records": 0, "torn_bytes": 0,
+                              "indexes_to_rebuild": [], "notes": []}
+    for i, path in enumerate(segments):
+        _segment(path, int(path.stem.split("-")[1]), i == len(segments) - 1, report)
+    return report
+
+
+def _segment(path: Path, n: int, last: bool, report: dict[str, Any]) -> None:
+    data = path.read_bytes()
+    found = scan_segment(data)
+    report["records"] += len(found.records)
+    report["corrupt_records"] += len(found.damaged)
+    report["notes"] += [f"{path.name}: damaged record at byte {o}" for o in found.damaged]
+    if found.tail_at is not None and last:
+        report["torn_bytes"] = found.size - found.tail_at
+        report["notes"].append(f"{path.name}: torn tail of {report['torn_bytes']} bytes")
+    elif found.tail_at is not None:
+        report["corrupt_records"] += 1
+        report["notes"].append(f"{path.name}: damaged from byte {found.tail_at} on")
+    metas = []
+    for offset, length in found.records:
+        payload = data[offset + FRAME.size:offset + FRAME.size + length]
+        try:
+            metas.append(RecordMeta.of(decode_chunk(payload), Position(n, offset, length)))
+        except RecordError as e:  # the checksum holds but the content breaks the schema
+            report["unreadable_records"] += 1
+            report["notes"].append(f"{path.name}: record at byte {offset} unreadable: {e}")
+    if not last:
+        saved = load_index(path.parent, n, len(data))
+        if saved is None or saved.metas != metas:
+            report["indexes_to_rebuild"].append(path.with_suffix(".idx").name)
