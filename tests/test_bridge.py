@@ -80,7 +80,11 @@ def robot_client(gw: Gateway, driver: Driver, robot_id: str = "arm-1", key: str 
     public, secret = KEYS[key or robot_id]
     cfg = ClientConfig(robot_id, gw.endpoint, KEYS["server"][0], public, secret,
                        heartbeat_s=0.1, gateway_timeout_s=1.0)
-    client = BridgeClient(driver, cfg, safety)
+    # The watchdog's default 5 periods are 10-25 ms at these test rates: a loaded 2-core machine
+    # stalls a thread that long, so tests not about the watchdog give it about a second.
+    hz = driver.spec.control_hz
+    client = BridgeClient(driver, cfg, safety or SafetyConfig(control_hz=hz,
+                                                             watchdog_periods=max(5, int(hz))))
     if arm:
         client.arm()
     stop = threading.Event()
