@@ -124,13 +124,13 @@ trees = st.recursive(leaves, lambda c: st.lists(c, max_size=4) | st.dictionaries
     st.text(max_size=10), c, max_size=4), max_leaves=20)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=2000))
 def test_fuzz_random_bytes(data):
     check_decoder(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.sampled_from(VALID), st.data())
 def test_fuzz_mutated_valid_messages(valid, draw):
     data = bytearray(valid)
@@ -141,7 +141,7 @@ def test_fuzz_mutated_valid_messages(valid, draw):
     check_decoder(bytes(data[:cut]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.sampled_from(sorted(BODIES)), st.sampled_from(["v", "kind", "robot_id", "seq",
                                                          "reply_to", "deadline_ms", "body"]),
        trees)
@@ -151,7 +151,7 @@ def test_fuzz_wrong_typed_fields(kind, field, value):
     check_decoder(frame({**raw(kind), field: value}))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.sampled_from(sorted(BODIES)), st.data())
 def test_fuzz_wrong_typed_body_fields(kind, draw):
     body = dict(raw(kind)["body"])  # type: ignore[call-overload]
