@@ -19,12 +19,11 @@ from collections.abc import Hashable
 
 from buffers.records import RolloutChunk
 
-_COLUMNS = ("action", "policy_action", "logp", "value", "reward", "success", "intervened")
 
-
-def chunk_bytes(chunk: RolloutChunk) -> int:
-    return (sum(a.nbytes for a in chunk.obs.values())
-            + sum(getattr(chunk, c).nbytes for c in _COLUMNS))
+def chunk_bytes(c: RolloutChunk) -> int:
+    return (sum(a.nbytes for a in c.obs.values()) + c.action.nbytes + c.policy_action.nbytes
+            + c.logp.nbytes + c.value.nbytes + c.reward.nbytes + c.success.nbytes
+            + c.intervened.nbytes)
 
 
 class DecodedCache:

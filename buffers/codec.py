@@ -61,16 +61,19 @@ def encode_chunk(chunk: RolloutChunk) -> bytes:
                                     compression_level=0, store_size=True))
 
 
-def decode_chunk(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> RolloutChunk:
+def decode_chunk(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES,
+                 checked: bool = True) -> RolloutChunk:
     """Parse and check a record; raises `RecordError` saying which part is wrong.
 
     Example: `chunk = decode_chunk(payload, max_bytes=1 << 20)`. Sizes are checked before any
-    allocation they would drive: nothing bigger than `max_bytes` is ever inflated."""
+    allocation they would drive: nothing bigger than `max_bytes` is ever inflated.
+    `checked=False` skips only the schema check (`validate_chunk`), for records this process
+    already validated when they were stored and whose CRC still holds (the sampler's reads)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise RecordError(f"a record must be bytes, got {type(data).__name__}")
     if len(data) > max_bytes:
         raise RecordError(f"record of {len(data)} bytes exceeds the limit of {max_bytes}")
-    return _from_body(_unpack(_inflate(bytes(data), max_bytes), max_bytes))
+    return _from_body(_unpack(_inflate(bytes(data), max_bytes), max_bytes), checked)
 
 
 def _inflate(data: bytes, max_bytes: int) -> bytes:
@@ -117,7 +120,7 @@ def _array(field: str, spec: Any) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
-def _from_body(body: Any) -> RolloutChunk:
+def _from_body(body: Any, checked: bool = True) -> RolloutChunk:
     if not isinstance(body, dict):
         raise RecordError("a record body must be a map")
     if body.get("v") == 1:
@@ -145,7 +148,8 @@ def _from_body(body: Any) -> RolloutChunk:
         chunk = RolloutChunk(**fields, episode_end=end)
     except TypeError as e:
         raise RecordError(str(e)) from e
-    validate_chunk(chunk)
+    if checked:
+        validate_chunk(chunk)
     return chunk
 
 

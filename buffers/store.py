@@ -232,8 +232,9 @@ class ReplayBuffer:
         chunk = self.cache.get(meta.position)
         if chunk is None:
             payload = self.log.read(meta.position)
-            chunk = self.cache.put(meta.position,
-                                   decode_chunk(payload, max_bytes=self.config.max_record_bytes))
+            # validated when stored and its CRC checked just now: skip the schema check
+            chunk = self.cache.put(meta.position, decode_chunk(
+                payload, max_bytes=self.config.max_record_bytes, checked=False))
         return chunk
 
     def set_rewards(self, key: ChunkKey, name: str, version: str | int,

@@ -251,3 +251,15 @@ def test_mutated_fields_raise_only_record_error(field, sub, value):
         body[field] = value
     with contextlib.suppress(RecordError):
         decode_chunk(_encode_body(body))
+
+
+def test_unchecked_decode_skips_only_the_schema():
+    body = _body(make_chunk(np.random.default_rng(5)))
+    body["reward"]["data"] = np.full(16, np.nan, np.float32).tobytes()
+    data = _encode_body(body)
+    with pytest.raises(RecordError, match="finite"):
+        decode_chunk(data)
+    assert np.isnan(decode_chunk(data, checked=False).reward).all()
+    for bad in (b"garbage", data[:-3]):  # framing and sizes are still checked
+        with pytest.raises(RecordError):
+            decode_chunk(bad, checked=False)
