@@ -43,7 +43,7 @@ def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> bool:
 class CountingDriver(Driver):
     """A point on a line; counts what the client asked of it. `act_s` makes each act slow."""
 
-    def __init__(self, control_hz: float = 100.0, act_s: float = 0.0) -> None:
+    def __init__(self, control_hz: float = 50.0, act_s: float = 0.0) -> None:
         self.spec = DriverSpec("point", "reach", {"state": ("float32", (2,))}, 1, control_hz)
         self.act_s, self.acts, self.holds, self.x = act_s, 0, 0, np.zeros(2, np.float32)
 
@@ -99,7 +99,7 @@ def robot_client(gw: Gateway, driver: Driver, robot_id: str = "arm-1", key: str 
 
 
 def test_gym_robot_registers_observes_and_acts() -> None:
-    with gateway() as gw, robot_client(gw, GymDriver("InvertedPendulum-v5", 200.0)) as client:
+    with gateway() as gw, robot_client(gw, GymDriver("InvertedPendulum-v5", 50.0)) as client:
         robot = gw.robot("arm-1", timeout_s=5)
         assert (robot.spec.task, robot.spec.obs_dim, robot.spec.action_dim) == (
             "InvertedPendulum-v5", 4, 1)
@@ -114,7 +114,7 @@ def test_gym_robot_registers_observes_and_acts() -> None:
 
 
 def test_robot_worker_drives_a_bridge_robot_unchanged() -> None:
-    with gateway() as gw, robot_client(gw, GymDriver("InvertedPendulum-v5", 500.0)):
+    with gateway() as gw, robot_client(gw, GymDriver("InvertedPendulum-v5", 50.0)):
         robot = gw.robot("arm-1", timeout_s=5)
         outbox = ListOutbox()
         worker = RobotWorker(robot, ScriptedPolicy(horizon=4, action_dim=1), outbox,
@@ -180,8 +180,8 @@ def test_garbage_and_oversized_frames_are_dropped_and_serving_goes_on() -> None:
 
 
 def test_watchdog_holds_still_and_drops_stale_actions() -> None:
-    driver = CountingDriver(control_hz=50.0, act_s=0.1)  # each act takes five periods
-    safety = SafetyConfig(control_hz=50.0, watchdog_periods=2)
+    driver = CountingDriver(control_hz=50.0, act_s=0.2)  # each act takes ten periods
+    safety = SafetyConfig(control_hz=50.0, watchdog_periods=3)
     with gateway() as gw, robot_client(gw, driver, safety=safety) as client:
         robot = gw.robot("arm-1", timeout_s=5)
         robot.reset(seed=0)
