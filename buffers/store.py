@@ -179,6 +179,7 @@ class ReplayBuffer:
         positions = self.log.append([r for r, _ in fresh]) if fresh else []
         for (_, chunk), pos in zip(fresh, positions, strict=True):
             self._add(RecordMeta.of(chunk, pos))
+            self.cache.put(pos, chunk)  # decoded anyway; on-policy sampling wants it next
         self._save_unsealed()
         if fresh:
             self._enforce_retention()
