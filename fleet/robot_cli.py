@@ -9,7 +9,8 @@ Example (on the fleet's side, then on the robot's computer):
 
 `fleet robot run` imports only numpy, pyzmq, msgpack and lz4 (plus gymnasium for `--gym`); the
 `fleet` entry point itself loads more, so a robot with nothing else installed runs
-`python -m fleet.robot_cli run ...`. Without `--arm` the robot connects and stays e-stopped.
+`python -m fleet.robot_cli run ...`. Without `--arm` the robot connects and stays e-stopped
+until an operator types `arm` (`stop` latches the e-stop again, `quit` ends the run).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,6 +49,9 @@ def add_robot_parser(sub: Any) -> None:
     which.add_argument("--driver", metavar="MODULE:CLASS", help="your Driver subclass")
     run.add_argument("--hz", type=float, default=50.0, help="control rate for --gym")
     run.add_argument("--arm", action="store_true", help="release the e-stop at start")
+    run.add_argument("--console", action="store_true",
+                     help="read operator words on stdin: arm, stop (e-stop), quit (on by "
+                          "default when stdin is a terminal)")
     run.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: never)")
     gw = rsub.add_parser("gateway", help="serve robots with no policy; prints who is connected")
     gw.add_argument("--bind", default="tcp://127.0.0.1:5555")
@@ -107,7 +112,28 @@ def _until(seconds: float, stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     if seconds > 0:
-        threading.Timer(seconds, stop.set).start()
+        timer = threading.Timer(seconds, stop.set)
+        timer.daemon = True  # a run ended early (a signal, `quit`) must not wait for it
+        timer.start()
+
+
+def operator(client: Any, stop: threading.Event, lines: Iterable[str]) -> None:
+    """The operator's console: `arm` releases the e-stop (queued chunks are dropped), `stop`
+    latches it, `quit` ends the run holding still. Arming is only ever local, never remote.
+
+        operator(client, stop, sys.stdin)       # in a thread, until stdin closes
+    """
+    for line in lines:
+        word = line.strip().lower()
+        if word == "arm":
+            client.arm()
+        elif word in ("stop", "estop", "e"):
+            client.estop("operator console")
+        elif word in ("quit", "exit", "q"):
+            stop.set()
+            return
+        elif word:
+            print(f"unknown {word!r}: arm, stop or quit", file=sys.stderr, flush=True)
 
 
 def run_robot(args: argparse.Namespace) -> int:
@@ -121,6 +147,8 @@ def run_robot(args: argparse.Namespace) -> int:
         client.arm()
     stop = threading.Event()
     _until(args.seconds, stop)
+    if args.console or sys.stdin.isatty():
+        threading.Thread(target=operator, args=(client, stop, sys.stdin), daemon=True).start()
     try:
         client.run(stop)  # holds still on the way out
     finally:
