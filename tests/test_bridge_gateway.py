@@ -3,6 +3,7 @@ sleeps, a bad call fails in its caller, unasked answers never pile up."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import time
 from collections.abc import Iterator
@@ -99,3 +100,15 @@ def test_an_executed_action_of_the_wrong_size_is_dropped():
             "executed": np.zeros(5, np.float32)}))
         sock.send(bad)
         assert wait_for(lambda: gw.stats["dropped:schema"] == 1)
+
+
+def test_refusals_of_an_unlisted_key_are_counted_but_logged_sparsely(caplog):
+    from actors.bridge.gateway import _Allowlist
+
+    allow = _Allowlist({ROBOT[0]: "raw-1"}, collections.Counter())
+    with caplog.at_level("WARNING", logger="fleet.bridge.gateway"):
+        assert not any(allow.callback("", SERVER[0]) for _ in range(100))
+        assert allow.callback("", ROBOT[0])
+    assert allow.stats["denied"] == 100
+    assert [r.getMessage().split("(")[-1] for r in caplog.records] == [
+        "1 refusals so far)", "10 refusals so far)", "100 refusals so far)"]

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import math
 import queue
 import socket
 import threading
@@ -70,8 +71,11 @@ class _Allowlist:
     def callback(self, domain: str, key: bytes) -> bool:
         if key in self.keys:
             return True
-        self.stats["denied"] += 1
-        log.warning("refused a CURVE client with unlisted key %s", key.decode(errors="replace"))
+        n = self.stats["denied"] = self.stats["denied"] + 1
+        # An unlisted client retries every 100 ms forever: log 1st, 10th, 100th... not all.
+        if math.log10(n).is_integer():
+            log.warning("refused a CURVE client with unlisted key %s (%d refusals so far)",
+                        key.decode(errors="replace"), n)
         return False
 
 
