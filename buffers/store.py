@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from buffers.cache import DecodedCache
+from buffers.cache import DecodedCache, chunk_bytes
 from buffers.codec import MAX_RECORD_BYTES, RecordError, decode_chunk
 from buffers.index import RecordMeta, SegmentIndex, index_path, load_index, save_index
 from buffers.log import FSYNC_POLICIES, CorruptLogError, Position, SegmentLog
@@ -33,6 +33,10 @@ from buffers.records import ChunkKey, RolloutChunk
 from buffers.relabel import RewardColumns
 
 __all__ = ["BufferConfig", "InsertResult", "RecordMeta", "ReplayBuffer"]
+
+# Records decoded on insert are kept in the cache only when small: holding large camera chunks
+# there made ingest ~35% slower here (fresh pages for every decode instead of reused ones).
+CACHE_ON_INSERT_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +183,8 @@ class ReplayBuffer:
         positions = self.log.append([r for r, _ in fresh]) if fresh else []
         for (_, chunk), pos in zip(fresh, positions, strict=True):
             self._add(RecordMeta.of(chunk, pos))
-            self.cache.put(pos, chunk)  # decoded anyway; on-policy sampling wants it next
+            if chunk_bytes(chunk) <= CACHE_ON_INSERT_BYTES:  # on-policy sampling wants it next
+                self.cache.put(pos, chunk)
         self._save_unsealed()
         if fresh:
             self._enforce_retention()
@@ -281,9 +286,9 @@ class ReplayBuffer:
             self.index[self._first[n] - self._base + j] = None
         self.log.drop_segment(n)
         index_path(self.root, n).unlink(missing_ok=True)
-        while self.index and self.index[0] is None:  # free the slots of deleted records
-            self.index.pop(0)
-            self._base += 1
+        lead = next((i for i, m in enumerate(self.index) if m is not None), len(self.index))
+        del self.index[:lead]  # free the slots of deleted records at the front, in one go
+        self._base += lead
 
     def __len__(self) -> int:
         return len(self._keys)
