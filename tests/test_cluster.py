@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -53,13 +54,18 @@ def cluster(tmp_path):
 def test_ray_job_submit_runs_fleet_train_across_nodes(cluster, tmp_path):
     env, address = cluster
     runs = tmp_path / "runs"
-    done = subprocess.run(
-        [RAY, "job", "submit", "--address", address, "--working-dir", ".",
-         "--runtime-env-json", json.dumps({"excludes": EXCLUDES}), "--",
-         sys.executable, "-m", "fleet.cli", "train", "experiment=smoke", "run.name=job",
-         f"run.dir={runs}", f"pretrain.cache_dir={tmp_path / 'cache'}",
-         "fleet.robot_resources=true", "logger.wandb=disabled"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    submit = [RAY, "job", "submit", "--address", address, "--working-dir", ".",
+              "--runtime-env-json", json.dumps({"excludes": EXCLUDES}), "--",
+              sys.executable, "-m", "fleet.cli", "train", "experiment=smoke", "run.name=job",
+              f"run.dir={runs}", f"pretrain.cache_dir={tmp_path / 'cache'}",
+              "fleet.robot_resources=true", "logger.wandb=disabled"]
+    deadline = time.monotonic() + 90
+    while True:  # a fresh head's job agent can take a while to come up on a loaded machine
+        done = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=400)
+        if "No available agent" not in done.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout + done.stderr
     summary = json.loads((runs / "job" / "summary.json").read_text())
