@@ -31,6 +31,7 @@ from buffers.index import RecordMeta, SegmentIndex, index_path, load_index, save
 from buffers.log import FSYNC_POLICIES, CorruptLogError, Position, SegmentLog
 from buffers.records import ChunkKey, RolloutChunk
 from buffers.relabel import RewardColumns
+from buffers.stats import Counts
 
 __all__ = ["BufferConfig", "InsertResult", "RecordMeta", "ReplayBuffer"]
 
@@ -93,6 +94,7 @@ class ReplayBuffer:
         self._damaged: dict[int, int] = collections.Counter()
         self._unsealed: list[int] = []
         self._sealed_sizes: dict[int, int] = {}
+        self.counts = Counts()
         self.unreadable = 0  # records found damaged after opening
         self.retention_notes: list[str] = []
         saved = self._saved_indices()
@@ -153,6 +155,8 @@ class ReplayBuffer:
         self._segments[n] = list(metas)
         self.index += metas
         self._keys.update(m.key for m in metas)
+        for m in metas:
+            self.counts.update(m, +1)
 
     def _save_unsealed(self) -> None:
         if self.read_only:
@@ -197,6 +201,7 @@ class ReplayBuffer:
         self._segments[n].append(meta)
         self.index.append(meta)
         self._keys.add(meta.key)
+        self.counts.update(meta, +1)
 
     def read(self, cursor: int, limit: int, min_policy_version: int = 0) -> tuple[list[bytes], int]:
         """Up to `limit` records from `cursor` on, in arrival order, skipping those older than
@@ -282,6 +287,7 @@ class ReplayBuffer:
     def _drop(self, n: int) -> None:
         for j, meta in enumerate(self._segments.pop(n)):
             self._keys.discard(meta.key)  # a resend of a deleted record is stored again
+            self.counts.update(meta, -1)
             self.cache.discard(meta.position)
             self.index[self._first[n] - self._base + j] = None
         self.log.drop_segment(n)
@@ -295,23 +301,12 @@ class ReplayBuffer:
 
     @property
     def num_steps(self) -> int:
-        return sum(m.num_steps for m in self.records())
+        return self.counts.steps
 
     def info(self) -> dict[str, Any]:
-        metas = self.records()
-        versions = [m.policy_version for m in metas]
-        ends = [m.outcome for m in metas if m.outcome is not None]
+        """Counts (records, steps, episodes, per task, policy versions, ...) and damage found."""
         return {
-            "records": len(metas), "steps": self.num_steps,
-            "episodes": len({m.episode for m in metas}),
-            "episodes_ended": len(ends), "successes": ends.count("success"),
-            "tasks": dict(collections.Counter(m.task for m in metas)),
-            "episodes_per_task": dict(collections.Counter(
-                t for t, _ in {(m.task, m.episode) for m in metas})),
-            "intervened_records": sum(1 for m in metas if m.intervened),
-            "policy_version_min": min(versions, default=None),
-            "policy_version_max": max(versions, default=None),
-            "segments": len(self._segments), "bytes": self.log.bytes,
+            **self.counts.summary(), "segments": len(self._segments),
             "reward_labels": [f"{n}@{v}" for n, v in self.rewards.labels()],
             "corrupt_records": sum(self._damaged.values()) + self.unreadable,
             "torn_bytes": self.log.recovery.torn_bytes,

@@ -1,10 +1,13 @@
 """Retention under a byte cap, with pinned demonstrations; reward side columns."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
 from buffers.codec import encode_chunk
 from buffers.log import FRAME
+from buffers.records import EpisodeEnd
 from buffers.store import BufferConfig, ReplayBuffer
 from tests.chunks import make_chunk
 
@@ -91,3 +94,34 @@ def test_a_torn_reward_label_is_dropped_on_reopen(tmp_path):
     with ReplayBuffer(tmp_path) as buf:
         assert buf.get_rewards(keys[0], "judge", 1) is not None
         assert buf.get_rewards(keys[1], "judge", 1) is None
+
+
+def brute_counts(buf):
+    metas = buf.records()
+    episodes = {m.episode: m.task for m in metas}
+    versions = [m.policy_version for m in metas]
+    return {"records": len(metas), "steps": sum(m.num_steps for m in metas),
+            "episodes": len(episodes), "episodes_per_task": dict(Counter(episodes.values())),
+            "tasks": dict(Counter(m.task for m in metas)),
+            "episodes_ended": sum(m.outcome is not None for m in metas),
+            "intervened_records": sum(m.intervened > 0 for m in metas),
+            "policy_version_min": min(versions, default=None),
+            "policy_version_max": max(versions, default=None)}
+
+
+def test_info_counts_follow_inserts_deletions_and_reopen(tmp_path):
+    rng = np.random.default_rng(4)
+    recs = [encode_chunk(make_chunk(rng, episode_id=f"e{i // 3}", chunk_seq=i % 3,
+                                    task=f"t{i // 3 % 2}", policy_version=i // 10,
+                                    end=EpisodeEnd("success") if i % 3 == 2 else None,
+                                    intervened=i % 50 == 0))
+            for i in range(150)]
+    with ReplayBuffer(tmp_path, CAPPED) as buf:
+        for i in range(0, 150, 5):
+            buf.insert(recs[i:i + 5])
+            info = buf.info()
+            assert {k: info[k] for k in brute_counts(buf)} == brute_counts(buf)
+        assert info["records"] < 150  # retention did delete
+    with ReplayBuffer(tmp_path, CAPPED) as buf:
+        info = buf.info()
+        assert {k: info[k] for k in brute_counts(buf)} == brute_counts(buf)
