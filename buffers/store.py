@@ -46,7 +46,7 @@ class BufferConfig:
     fsync: str = "interval_ms"  # always | interval_ms | never: when an insert is durable
     fsync_interval_ms: int = 200
     max_record_bytes: int = MAX_RECORD_BYTES
-    strict: bool = False  # refuse to open a log with damage in the middle
+    strict: bool = False  # refuse to open a log with damage in the middle (rescans all)
     max_bytes: int = 0  # retention: cap on segment bytes on disk, oldest go first; 0 = no cap
     cache_bytes: int = 256 * 1024 * 1024  # LRU cache of decoded records
 
@@ -97,7 +97,7 @@ class ReplayBuffer:
         self.counts = Counts()
         self.unreadable = 0  # records found damaged after opening
         self.retention_notes: list[str] = []
-        saved = self._saved_indices()
+        saved = {} if config.strict else self._saved_indices()  # strict: rescan every byte
         trusted = {n: [m.position for m in ix.metas] for n, ix in saved.items()}
         self.log = SegmentLog(self.root, config.segment_bytes, config.fsync,
                               config.fsync_interval_ms, config.strict, trusted=trusted,
