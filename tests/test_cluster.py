@@ -5,6 +5,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -46,8 +47,21 @@ def cluster(tmp_path):
             '--resources={"robot:robot-1": 1}')
         yield env, f"http://127.0.0.1:{dash}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_cluster(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def stop_cluster(temp: str) -> None:
+    """Kill only this cluster's processes (they name its temp dir): `ray stop` would also kill
+    every other Ray on the machine, a training job included."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if temp.encode() in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), sig)
+            except (OSError, ValueError):
+                pass
+        time.sleep(2)
 
 
 @pytest.mark.slow
