@@ -23,7 +23,7 @@ from typing import Any
 
 import ray
 
-from buffers.log import SegmentLog
+from buffers.log import CorruptLogError, SegmentLog
 from buffers.store import InsertResult
 
 
@@ -67,7 +67,10 @@ class BufferOutbox:
                 shutil.rmtree(self.spill_dir, ignore_errors=True)
                 self._spill, self._spill_next = None, 0
                 return
-            self._send(spill.read(spill.positions[self._spill_next]))
+            try:
+                self._send(spill.read(spill.positions[self._spill_next]))
+            except CorruptLogError as e:  # damaged on this robot's disk: report, go on
+                self.refusals.append(f"spilled chunk lost to local disk damage: {e}")
             self._spill_next += 1
 
     def _reap(self) -> None:
