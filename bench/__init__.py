@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-BENCHES = {"codec": "bench.codec", "ingest": "bench.ingest", "collect": "bench.collect",
+BENCHES = {"codec": "bench.codec", "collect": "bench.collect",
            "buffer_ingest": "bench.buffer_ingest", "buffer_sample": "bench.buffer_sample",
            "bridge_latency": "bench.bridge",
            "weight_sync": "fleet.bench_weight_sync",  # benches needing Ray or both the robot

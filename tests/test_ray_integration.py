@@ -14,14 +14,6 @@ from buffers.store import BufferConfig  # noqa: E402
 from fleet.remote import BufferServer, HubWeights, RobotActor, WeightHub  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2,
-             logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
 def test_robots_stream_chunks_and_adopt_published_weights(local_ray, tmp_path):
     pcfg = PolicyConfig(obs_dim=39, action_dim=4, horizon=4, hidden=32)
     policy = ChunkPolicy(pcfg)

@@ -19,13 +19,6 @@ from fleet.remote import BufferServer, RobotActor, WeightHub  # noqa: E402
 pytestmark = pytest.mark.chaos
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2,
-             logging_level="ERROR")
-    yield
-    ray.shutdown()
-
 
 def fleet_of(tmp_path, n, calls_per_chunk=2):
     pcfg = PolicyConfig(obs_dim=39, action_dim=4, horizon=4, hidden=32)
