@@ -13,6 +13,7 @@ from actors.robot import MetaWorldConfig  # noqa: E402
 from actors.worker import WorkerConfig  # noqa: E402
 from algorithms.policy import ChunkPolicy, PolicyConfig  # noqa: E402
 from buffers.codec import decode_chunk  # noqa: E402
+from buffers.log import verify_log  # noqa: E402
 from buffers.store import BufferConfig  # noqa: E402
 from fleet.remote import BufferServer, RobotActor, WeightHub  # noqa: E402
 
@@ -75,3 +76,19 @@ def test_killed_robot_actor_is_restarted_and_resumes(local_ray, tmp_path):
     assert all(s["error"] is None for s in stats)
     # what the surviving robot produced is all there, exactly once
     assert sum(k[0] == "robot-1" for k in keys) == stats[1]["chunks_sent"]
+
+
+def test_corrupt_segment_of_a_live_run_is_detected_and_reported(local_ray, tmp_path):
+    buffer, robots = fleet_of(tmp_path, 2)
+    time.sleep(2.0)
+    stats = ray.get([r.stop.remote() for r in robots])
+    stored = sum(s["chunks_sent"] for s in stats)
+    ray.kill(buffer, no_restart=True)  # the server goes away; its files stay
+    segment = sorted((tmp_path / "buffer").glob("segment-*.log"))[0]
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the log
+    segment.write_bytes(bytes(data))
+    assert verify_log(tmp_path / "buffer")["corrupt_records"] == 1
+    reopened = BufferServer.remote(str(tmp_path / "buffer"), BufferConfig())
+    info = ray.get(reopened.info.remote())
+    assert info["corrupt_records"] == 1 and info["records"] == stored - 1
