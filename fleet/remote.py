@@ -191,7 +191,10 @@ class _LearnerActor:
         torch.manual_seed(seed)
         net = ChunkPolicy(policy)
         net.load_policy_state(state)
-        net.to(config.device)
+        device = config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        net.to(device)
         algo = GRPO(net, algorithm.grpo) if algorithm.name == "grpo" else PPO(net, algorithm.ppo)
         self.learner = Learner(net, algo, make_reward(reward), BufferSource(buffer),
                                HubWeights(hub, config.publish_dtype), config,

@@ -71,6 +71,16 @@ def start_ray(cfg: Config) -> None:
                  logging_level=logging.WARNING, object_store_memory=512 * 1024**2)
 
 
+def learner_gpus(cfg: Config) -> int:
+    """The learner asks for a GPU when told to, or (`auto`) when the cluster has one; robots
+    ask for CPUs only, so they stay off GPU nodes' GPUs."""
+    import ray
+
+    if cfg.learner.device == "auto":
+        return 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    return 0 if cfg.learner.device == "cpu" else 1
+
+
 def robot_resources(cfg: Config, i: int) -> dict[str, float]:
     """`robot:<id>` when robots are placed on the nodes wired to them (custom resources)."""
     return {f"robot:robot-{i}": 1.0} if cfg.fleet.robot_resources else {}
@@ -117,7 +127,7 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None,
     buffer = BufferServer.options(scheduling_strategy=on_this_node()).remote(
         str(run_dir / "buffer"), cfg.buffer)
     hub = WeightHub.remote()
-    learner = LearnerActor.options(num_gpus=0 if cfg.learner.device == "cpu" else 1).remote(
+    learner = LearnerActor.options(num_gpus=learner_gpus(cfg)).remote(
         pcfg, base, cfg.algorithm, cfg.reward, cfg.learner, str(run_dir / "checkpoints"),
         buffer, hub, cfg.run.seed)
     version, state = 0, base

@@ -58,15 +58,16 @@ class LearnerConfig:
     checkpoint_every_s: float = 60.0
     max_wait_s: float = 120.0  # no fresh data for this long is an error, not a hang
     publish_dtype: str = "float32"  # float32 | float16: what robots download per publication
-    device: str = "cpu"  # cpu | cuda: where updates run; robots always get numpy weights
+    device: str = "auto"  # auto | cpu | cuda[:N]: where updates run (auto: a GPU if the node
+    # has one); robots always get numpy weights
 
     def __post_init__(self) -> None:
         if self.batch_calls < 1 or self.publish_every < 1:
             raise ValueError("learner.batch_calls and learner.publish_every must be >= 1")
         if self.max_staleness < 0 or self.critic_warmup < 0:
             raise ValueError("learner.max_staleness and learner.critic_warmup must be >= 0")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"learner.device={self.device!r}: cpu, cuda or cuda:N")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"learner.device={self.device!r}: auto, cpu, cuda or cuda:N")
         if self.publish_dtype not in ("float32", "float16"):
             raise ValueError(f"learner.publish_dtype={self.publish_dtype!r}: float32 or float16")
 
