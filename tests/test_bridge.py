@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import lz4.frame
 import numpy as np
@@ -26,18 +26,10 @@ from actors.bridge.safety import SafetyConfig
 from actors.worker import RobotWorker, WorkerConfig
 from buffers.codec import decode_chunk
 from tests.fakes import ListOutbox, ListWeights, ScriptedPolicy
+from tests.util import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 KEYS = {name: zmq.curve_keypair() for name in ("server", "arm-1", "arm-2", "intruder", "probe")}
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 class CountingDriver(Driver):

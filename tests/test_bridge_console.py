@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +13,14 @@ import zmq.auth
 
 from actors.bridge.gateway import BridgeError, Gateway, GatewayConfig
 from fleet.robot_cli import load_allowlist, make_keys
+from tests.util import wait_for as wait_until
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def wait_for(cond, timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
+    return wait_until(cond, timeout_s, poll_s=0.02)
 
 
 def test_console_arms_stops_and_quits_a_robot_process(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import zmq
 
 from actors.bridge.gateway import Gateway, GatewayConfig
 from actors.bridge.protocol import Message, ProtocolError, decode, encode
+from tests.util import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 SERVER, ROBOT = zmq.curve_keypair(), zmq.curve_keypair()
@@ -47,15 +48,6 @@ def observation(seq: int, reply_to: int) -> bytes:
         "obs": {"state": np.zeros(3, np.float32)}, "reward": 0.0, "success": False,
         "failed": False, "truncated": False, "step": 0, "executed": np.zeros(2, np.float32)},
         reply_to=reply_to))
-
-
-def wait_for(cond, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_an_idle_gateway_does_not_spin_after_a_call():
