@@ -66,8 +66,9 @@ def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[st
     cache = Path(cfg.pretrain.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"base-{key}.pt"
-    policy = ChunkPolicy(policy_config(cfg))
+    shape = policy_config(cfg)  # builds a probe robot once: not free
     if path.exists():
+        policy = ChunkPolicy(shape)
         saved = torch.load(path, weights_only=False)
         policy.load_state_dict(saved["policy"])
         return policy, dict(saved["info"], cached=True, path=str(path))
@@ -77,7 +78,7 @@ def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[st
     targets = np.concatenate([chunk_targets(d.obs["state"], d.action, cfg.policy.horizon)
                               for d in demos])
     torch.manual_seed(cfg.pretrain.bc.seed)
-    policy = ChunkPolicy(policy_config(cfg))
+    policy = ChunkPolicy(shape)
     losses = train_bc(policy, obs, targets, cfg.pretrain.bc)
     info = {"demos": len(demos), "demo_steps": len(obs), "bc_loss": float(losses[-1]),
             "pretrain_s": time.monotonic() - t0, "key": key}

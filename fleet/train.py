@@ -25,9 +25,10 @@ from rich.console import Console
 from rich.table import Table
 
 from actors.worker import WorkerConfig
+from algorithms.policy import PolicyConfig
 from fleet.config import Config, ConfigError, from_mapping, to_dict
 from fleet.metrics import MetricsLogger
-from fleet.pretrain import policy_config, pretrained_base
+from fleet.pretrain import pretrained_base
 from fleet.view import LiveView, Throughput
 
 
@@ -116,14 +117,14 @@ class Fleet:
     robots: list[Any]
 
 
-def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None,
+def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config: PolicyConfig,
                 base: dict[str, np.ndarray], console: Console) -> Fleet:
     """Buffer, weight hub and learner, then robots acting with the learner's current weights."""
     import ray
 
     from fleet.remote import BufferServer, HubWeights, LearnerActor, RobotActor, WeightHub
 
-    pcfg = policy_config(cfg)
+    pcfg = base_config
     buffer = BufferServer.options(scheduling_strategy=on_this_node()).remote(
         str(run_dir / "buffer"), cfg.buffer)
     hub = WeightHub.remote()
@@ -154,7 +155,7 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
     base, pre_info = pretrained_base(cfg, log=console.print)
     start_ray(cfg)
     try:
-        fleet = start_fleet(cfg, run_dir, checkpoint, base.policy_state(), console)
+        fleet = start_fleet(cfg, run_dir, checkpoint, base.config, base.policy_state(), console)
         seeds = [cfg.eval.seed + i for i in range(cfg.eval.episodes)]
         before = base_success(run_dir, fleet.robots, base.policy_state(), seeds)
         console.print(f"base policy: {np.mean(before):.0%} success on {len(seeds)} held-out "
