@@ -9,8 +9,8 @@ import torch
 from algorithms.grpo import GRPO, GRPOConfig, group_advantages
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from buffers.groups import complete_groups
-from buffers.records import EpisodeEnd, RolloutChunk
-from tests.chunks import make_chunk
+from buffers.records import EpisodeEnd
+from tests.chunks import bandit_chunk, make_chunk
 
 
 def test_group_advantages_are_z_scores_and_uniform_groups_are_dropped():
@@ -43,24 +43,12 @@ def dataclasses_replace(chunk, group):
 def bandit_groups(policy, rng, groups=16, size=8):
     """Each group: one context (±1), `size` sampled chunks; return 1 when the chunk's sign
     matches the context."""
-    chunks, rewards = [], []
+    chunks = []
     for g in range(groups):
         ctx = rng.choice([-1.0, 1.0])
-        obs = np.array([ctx, 0, 0, 0], np.float32)
-        for e in range(size):
-            act, logp, value = policy.act(obs)
-            r = float(np.all(np.sign(act) == ctx))
-            chunks.append(RolloutChunk(
-                robot_id="b", embodiment="bandit", task="bandit", episode_id=f"{g}-{e}",
-                chunk_seq=0, policy_version=0, wall_time=0.0, horizon=2,
-                obs={"state": np.tile(obs, (3, 1))}, action=act, policy_action=act[None],
-                logp=np.array([logp], np.float32), value=np.array([value], np.float32),
-                reward=np.array([0.0, r], np.float32), success=np.array([False, r > 0]),
-                intervened=np.zeros(2, bool), episode_end=EpisodeEnd("success" if r else
-                                                                     "failure"),
-                group=f"b/{g}"))
-            rewards.append(chunks[-1].reward)
-    return chunks, rewards
+        chunks += [bandit_chunk(policy, ctx, f"{g}-{e}", 1.0, 0.0, group=f"b/{g}")
+                   for e in range(size)]
+    return chunks, [c.reward for c in chunks]
 
 
 def test_grpo_solves_a_contextual_bandit_and_stays_near_its_reference():

@@ -5,28 +5,15 @@ import torch
 
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from algorithms.ppo import PPO, PPOConfig
-from buffers.records import EpisodeEnd, RolloutChunk
+from tests.chunks import bandit_chunk
 
 
 def bandit_chunks(policy, rng, n=256):
     """One-call episodes: the context is ±1 in obs[0]; reward is +1 when every action of the
     chunk has the context's sign, -1 otherwise (a contextual bandit with chunk actions)."""
-    chunks, rewards = [], []
-    for i in range(n):
-        ctx = rng.choice([-1.0, 1.0])
-        obs = np.zeros(4, np.float32)
-        obs[0] = ctx
-        chunk, logp, value = policy.act(obs)
-        r = 1.0 if np.all(np.sign(chunk) == ctx) else -1.0
-        chunks.append(RolloutChunk(
-            robot_id="b", embodiment="bandit", task="bandit", episode_id=str(i), chunk_seq=0,
-            policy_version=0, wall_time=0.0, horizon=2, obs={"state": np.tile(obs, (3, 1))},
-            action=chunk, policy_action=chunk[None], logp=np.array([logp], np.float32),
-            value=np.array([value], np.float32), reward=np.array([0.0, r], np.float32),
-            success=np.array([False, r > 0]), intervened=np.zeros(2, bool),
-            episode_end=EpisodeEnd("success" if r > 0 else "failure")))
-        rewards.append(chunks[-1].reward)
-    return chunks, rewards
+    chunks = [bandit_chunk(policy, rng.choice([-1.0, 1.0]), str(i), 1.0, -1.0)
+              for i in range(n)]
+    return chunks, [c.reward for c in chunks]
 
 
 def test_ppo_solves_a_contextual_bandit():
