@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -66,9 +67,18 @@ class Robot(Protocol):
     def close(self) -> None: ...
 
 
+TASK_SETS = ("mt10", "mt50")
+SAWYER_ACTIONS = 4  # Meta-World's action: end-effector xyz delta and gripper
+
+
 @dataclasses.dataclass(frozen=True)
 class MetaWorldConfig:
-    """A simulated Sawyer arm on one Meta-World v3 task (metaworld 3.1.1, V2 reward)."""
+    """A simulated Sawyer arm on Meta-World v3 tasks (metaworld 3.1.1, V2 reward).
+
+    `task` is one task (`push-v3`) or a task set (`mt10`, `mt50`). With more than one task the
+    observation carries a one-hot of the task after Meta-World's 39 numbers, so one shared policy
+    knows what to do.
+    """
 
     task: str = "push-v3"
     max_episode_steps: int = 200
@@ -77,54 +87,108 @@ class MetaWorldConfig:
         import metaworld
 
         names = metaworld.env_dict.ALL_V3_ENVIRONMENTS
-        if self.task not in names:
-            raise ValueError(f"robot.task={self.task!r} is not a Meta-World v3 task; pick one of "
-                             f"{', '.join(sorted(names)[:6])}, ...")
+        if self.task not in names and self.task not in TASK_SETS:
+            raise ValueError(f"robot.task={self.task!r} is not a Meta-World v3 task or task set; "
+                             f"pick mt10, mt50 or one of {', '.join(sorted(names)[:6])}, ...")
         if not 1 <= self.max_episode_steps <= 500:
             raise ValueError(f"robot.max_episode_steps must be in [1, 500], got "
                              f"{self.max_episode_steps}")
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The task names, in the benchmark's order."""
+        import metaworld
+
+        sets = {"mt10": metaworld.env_dict.MT10_V3, "mt50": metaworld.env_dict.MT50_V3}
+        return tuple(sets[self.task]) if self.task in sets else (self.task,)
+
+    @property
+    def obs_dim(self) -> int:
+        n = len(self.tasks)
+        return 39 + (n if n > 1 else 0)
+
+
+def assign_tasks(tasks: Sequence[str], num_robots: int, i: int) -> tuple[str, ...]:
+    """Robot `i`'s tasks, dealt round robin: one each when robots outnumber tasks, else every
+    `num_robots`-th task (robot 1 of 4 on MT10 runs tasks 1, 5 and 9 in turn)."""
+    if num_robots >= len(tasks):
+        return (tasks[i % len(tasks)],)
+    return tuple(tasks[i::num_robots])
+
 
 class MetaWorldRobot:
-    """A Meta-World task as a robot. `reset(seed)` fixes object and goal positions by the seed.
+    """Meta-World tasks as one robot. `reset(seed)` fixes object and goal positions by the seed.
 
-    Meta-World's own wrappers ignore `reset(seed=...)`, so the env is reseeded here before every
-    reset: the same seed gives the same episode start on every process, which held-out evaluation
-    relies on.
+    A robot with several tasks runs them in turn, task `seed % len(tasks)` for episode `seed`
+    (a GRPO group, which repeats a seed, stays on one task); `pin_task` holds one task, for
+    per-task evaluation. Meta-World's own wrappers ignore `reset(seed=...)`, so the env is
+    reseeded here before every reset: the same seed gives the same episode start on every
+    process, which held-out evaluation relies on.
     """
 
-    def __init__(self, config: MetaWorldConfig, robot_id: str = "sim-0") -> None:
-        import metaworld  # registers the envs in this process (Ray workers have their own registry)
-
+    def __init__(self, config: MetaWorldConfig, robot_id: str = "sim-0",
+                 tasks: Sequence[str] | None = None) -> None:
         warnings.filterwarnings("ignore", module="gymnasium")
         self.config = config
-        self._env: Any = metaworld.env_dict.ALL_V3_ENVIRONMENTS[config.task]()
-        self._env._partially_observable = False  # the goal is part of the observation
-        del self._env.sawyer_observation_space  # cached with the goal hidden; step() clips to it
-        # Draw start states from the env's own generator, which reset() below reseeds; a frozen
-        # vector would loop forever in tasks that resample until object and goal are apart.
-        self._env._freeze_rand_vec = False
-        self._env.seeded_rand_vec = True
-        self._env._set_task_called = True
+        self._all = config.tasks
+        self.tasks = tuple(tasks) if tasks is not None else self._all
+        unknown = [t for t in self.tasks if t not in self._all]
+        if unknown or not self.tasks:
+            raise ValueError(f"robot {robot_id}: tasks {unknown or '[]'} not in {config.task}")
+        self._envs: dict[str, Any] = {}
+        self._experts: dict[str, Any] = {}
+        self._pinned: str | None = None
         self._rng = np.random.default_rng()
         self._steps = 0
+        self._task = self.tasks[0]
         self._obs = np.zeros(39, np.float32)
-        self.spec = RobotSpec(robot_id=robot_id, embodiment="sawyer", task=config.task,
-                              obs_dim=39, action_dim=4)
+        self.spec = RobotSpec(robot_id=robot_id, embodiment="sawyer", task=self._task,
+                              obs_dim=config.obs_dim, action_dim=SAWYER_ACTIONS)
+
+    def _env(self, task: str) -> Any:
+        if task not in self._envs:
+            import metaworld  # registers the envs in this process (Ray workers have their own)
+
+            env = metaworld.env_dict.ALL_V3_ENVIRONMENTS[task]()
+            env._partially_observable = False  # the goal is part of the observation
+            del env.sawyer_observation_space  # cached with the goal hidden; step() clips to it
+            # Draw start states from the env's own generator, which reset() below reseeds; a
+            # frozen vector would loop forever in tasks that resample until object and goal are
+            # apart.
+            env._freeze_rand_vec = False
+            env.seeded_rand_vec = True
+            env._set_task_called = True
+            self._envs[task] = env
+        return self._envs[task]
+
+    def pin_task(self, task: str | None) -> None:
+        """Run only `task` from now on (None: back to taking turns)."""
+        if task is not None and task not in self._all:
+            raise ValueError(f"unknown task {task!r} for robot.task={self.config.task}")
+        self._pinned = task
 
     def reset(self, seed: int | None = None) -> Observation:
-        self._env.seed(int(self._rng.integers(2**31)) if seed is None else seed)
-        obs, _ = self._env.reset()
+        seed = int(self._rng.integers(2**31)) if seed is None else seed
+        self._task = self._pinned or self.tasks[seed % len(self.tasks)]
+        if self._task != self.spec.task:
+            self.spec = dataclasses.replace(self.spec, task=self._task)
+        env = self._env(self._task)
+        env.seed(seed)
+        obs, _ = env.reset()
         self._steps = 0
         self._obs = np.asarray(obs, np.float32)
         return self.get_observation()
 
     def get_observation(self) -> Observation:
-        return {"state": self._obs.copy()}
+        if len(self._all) == 1:
+            return {"state": self._obs.copy()}
+        one_hot = np.zeros(len(self._all), np.float32)
+        one_hot[self._all.index(self._task)] = 1.0
+        return {"state": np.concatenate([self._obs, one_hot])}
 
     def send_action(self, action: np.ndarray) -> Feedback:
         act = np.clip(np.asarray(action, np.float64), self.spec.action_low, self.spec.action_high)
-        obs, reward, _, _, info = self._env.step(act)
+        obs, reward, _, _, info = self._env(self._task).step(act)
         self._steps += 1
         self._obs = np.asarray(obs, np.float32)
         return Feedback(float(reward), bool(info["success"]),
@@ -134,13 +198,15 @@ class MetaWorldRobot:
         """The task's scripted expert (Meta-World's hand-written policy) at the current state."""
         import metaworld.policies
 
-        if not hasattr(self, "_expert"):
+        if self._task not in self._experts:
             experts: Any = metaworld.policies.ENV_POLICY_MAP
-            self._expert = experts[self.config.task]()
-        return np.asarray(self._expert.get_action(self._obs.astype(np.float64)), np.float32)
+            self._experts[self._task] = experts[self._task]()
+        action = self._experts[self._task].get_action(self._obs.astype(np.float64))
+        return np.asarray(action, np.float32)
 
     def close(self) -> None:
-        self._env.close()
+        for env in self._envs.values():
+            env.close()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,19 +1,49 @@
-"""`fleet pretrain`: build (or load) the BC base and measure it on the held-out seeds, no Ray.
+"""Held-out evaluation: the same (task, seed) episodes before and after post-training.
 
 Example:
 
-    success = pretrain_and_measure(load_config([]), Console())
+    success = pretrain_and_measure(load_config([]), Console())          # `fleet pretrain`
+    per_task = by_task(episodes, run_episodes(worker, robot, episodes))
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from rich.console import Console
 
-from actors.robot import MetaWorldRobot
+from actors.robot import MetaWorldConfig, MetaWorldRobot
 from actors.worker import RobotWorker, WorkerConfig
 from fleet.config import Config
 from fleet.pretrain import pretrained_base
+
+Episode = tuple[str, int]  # (task, seed)
+
+
+def held_out(robot: MetaWorldConfig, episodes: int, first_seed: int) -> list[Episode]:
+    """`episodes` fresh seeds per task, task after task; training seeds never reach them."""
+    return [(task, first_seed + i) for task in robot.tasks for i in range(episodes)]
+
+
+def run_episodes(worker: RobotWorker, robot: MetaWorldRobot,
+                 episodes: Sequence[Episode]) -> list[bool]:
+    """Run held-out episodes with the worker's current weights; nothing is streamed."""
+    results = []
+    try:
+        for task, seed in episodes:
+            robot.pin_task(task)
+            results += worker.evaluate([seed])
+    finally:
+        robot.pin_task(None)
+    return results
+
+
+def by_task(episodes: Sequence[Episode], success: Sequence[bool]) -> dict[str, float]:
+    """Success rate per task, in the order tasks first appear."""
+    tasks = list(dict.fromkeys(task for task, _ in episodes))
+    return {t: float(np.mean([s for (task, _), s in zip(episodes, success, strict=True)
+                              if task == t])) for t in tasks}
 
 
 class _Nowhere:
@@ -30,9 +60,14 @@ def pretrain_and_measure(cfg: Config, console: Console) -> float:
     policy, info = pretrained_base(cfg, log=console.print)
     robot = MetaWorldRobot(cfg.robot, "eval-0")
     worker = RobotWorker(robot, policy, _Nowhere(), _Nowhere(), WorkerConfig(cfg.policy.horizon))
-    seeds = [cfg.eval.seed + i for i in range(cfg.eval.episodes)]
-    success = float(np.mean(worker.evaluate(seeds)))
+    episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)
+    results = run_episodes(worker, robot, episodes)
+    per_task = by_task(episodes, results)
+    if len(per_task) > 1:
+        for task, rate in per_task.items():
+            console.print(f"  {task:28s} {rate:.0%}")
+    success = float(np.mean(results))
     console.print(f"base policy {info['path']} ({'cached' if info['cached'] else 'new'}, "
-                  f"{info['demos']} demos): {success:.0%} success on {len(seeds)} held-out "
-                  f"episodes of {cfg.robot.task}")
+                  f"{info['demos']} demos): {success:.0%} success on {cfg.eval.episodes} held-out "
+                  f"episodes per task of {cfg.robot.task}")
     return success

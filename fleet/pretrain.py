@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from actors.demos import collect_demos
-from actors.robot import MetaWorldRobot
+from actors.robot import SAWYER_ACTIONS, MetaWorldRobot
 from algorithms.bc import chunk_targets, train_bc
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from buffers.codec import decode_chunk, encode_chunk
@@ -34,10 +34,7 @@ from fleet.config import Config
 
 def policy_config(cfg: Config) -> PolicyConfig:
     """The policy's shape: sizes from the robot, the rest from `policy.*`."""
-    robot = MetaWorldRobot(cfg.robot, "probe")
-    spec = robot.spec
-    robot.close()
-    return dataclasses.replace(cfg.policy, obs_dim=spec.obs_dim, action_dim=spec.action_dim)
+    return dataclasses.replace(cfg.policy, obs_dim=cfg.robot.obs_dim, action_dim=SAWYER_ACTIONS)
 
 
 def cache_key(cfg: Config) -> str:
@@ -48,13 +45,18 @@ def cache_key(cfg: Config) -> str:
 
 
 def load_or_collect_demos(cfg: Config, root: Path) -> list[RolloutChunk]:
+    """`pretrain.demos` successful noisy expert episodes per task, from the cache when there."""
+    tasks = cfg.robot.tasks
     with ReplayBuffer(root) as buf:
-        if len(buf) >= cfg.pretrain.demos:
+        if len(buf) >= cfg.pretrain.demos * len(tasks):
             records, _ = buf.read(0, len(buf))
             return [decode_chunk(r) for r in records]
         robot = MetaWorldRobot(cfg.robot, "expert-0")
-        demos = collect_demos(robot, cfg.pretrain.demos, cfg.pretrain.noise,
-                              cfg.policy.horizon, cfg.pretrain.bc.seed)
+        demos = []
+        for task in tasks:
+            robot.pin_task(task)
+            demos += collect_demos(robot, cfg.pretrain.demos, cfg.pretrain.noise,
+                                   cfg.policy.horizon, cfg.pretrain.bc.seed)
         robot.close()
         buf.insert([encode_chunk(d) for d in demos])
         return demos
@@ -66,7 +68,7 @@ def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[st
     cache = Path(cfg.pretrain.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"base-{key}.pt"
-    shape = policy_config(cfg)  # builds a probe robot once: not free
+    shape = policy_config(cfg)
     if path.exists():
         policy = ChunkPolicy(shape)
         saved = torch.load(path, weights_only=False)

@@ -22,6 +22,7 @@ from algorithms.grpo import GRPO
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from algorithms.ppo import PPO
 from buffers.store import BufferConfig, InsertResult, ReplayBuffer
+from fleet.evaluate import Episode, run_episodes
 from fleet.outbox import BufferOutbox
 from learner.loop import Interrupted, Learner, LearnerConfig
 from rewards.base import RewardConfig, make_reward
@@ -128,7 +129,8 @@ class _RobotActor:
 
     def __init__(self, robot_id: str, robot: MetaWorldConfig, policy: PolicyConfig,
                  state: dict[str, np.ndarray], worker: WorkerConfig, buffer: Any, hub: Any,
-                 spill_dir: str, policy_version: int = 0) -> None:
+                 spill_dir: str, policy_version: int = 0,
+                 tasks: tuple[str, ...] | None = None) -> None:
         import torch
 
         _one_thread()
@@ -137,8 +139,8 @@ class _RobotActor:
         net.load_policy_state(state)
         self.outbox = BufferOutbox(buffer, Path(spill_dir) / robot_id)
         self.weights = HubWeights(hub)
-        self.worker = RobotWorker(MetaWorldRobot(robot, robot_id), net, self.outbox,
-                                  self.weights, worker)
+        self.robot = MetaWorldRobot(robot, robot_id, tasks)
+        self.worker = RobotWorker(self.robot, net, self.outbox, self.weights, worker)
         self.worker.stats.policy_version = policy_version
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -173,10 +175,11 @@ class _RobotActor:
                     adopt_latency_s=self.weights.adopt_latency_s,
                     node_id=ray.get_runtime_context().get_node_id())
 
-    def evaluate(self, state: dict[str, np.ndarray], seeds: list[int]) -> list[bool]:
-        """Held-out episodes with the given weights (call while the loop is stopped)."""
+    def evaluate(self, state: dict[str, np.ndarray], episodes: list[Episode]) -> list[bool]:
+        """Held-out (task, seed) episodes with the given weights (call while the loop is
+        stopped)."""
         self.worker.policy.load_policy_state(state)
-        return self.worker.evaluate(seeds)
+        return run_episodes(self.worker, self.robot, episodes)
 
 
 class _LearnerActor:

@@ -24,9 +24,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from actors.robot import assign_tasks
 from actors.worker import WorkerConfig
 from algorithms.policy import PolicyConfig
 from fleet.config import Config, ConfigError, from_mapping, to_dict
+from fleet.evaluate import Episode, by_task, held_out
 from fleet.metrics import MetricsLogger
 from fleet.pretrain import pretrained_base
 from fleet.view import LiveView, Throughput
@@ -95,13 +97,15 @@ def on_this_node() -> Any:
     return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
-def evaluate(robots: list[Any], state: dict[str, np.ndarray], seeds: list[int]) -> list[bool]:
-    """The same held-out seeds, shared round robin across the robots, results in seed order."""
+def evaluate(robots: list[Any], state: dict[str, np.ndarray],
+             episodes: list[Episode]) -> list[bool]:
+    """The same held-out (task, seed) episodes, shared round robin across the robots, results
+    in the episodes' order."""
     import ray
 
     n = len(robots)
-    parts = ray.get([r.evaluate.remote(state, seeds[i::n]) for i, r in enumerate(robots)])
-    out = [False] * len(seeds)
+    parts = ray.get([r.evaluate.remote(state, episodes[i::n]) for i, r in enumerate(robots)])
+    out = [False] * len(episodes)
     for i, part in enumerate(parts):
         out[i::n] = part
     return out
@@ -143,7 +147,8 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
         WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
                      seed=cfg.run.seed * 1000 + i + 1 + 100 * version,
                      group_size=cfg.algorithm.group_size), buffer, hub,
-        str(run_dir / "spill"), version) for i in range(cfg.fleet.num_robots)]
+        str(run_dir / "spill"), version, assign_tasks(cfg.robot.tasks, cfg.fleet.num_robots, i))
+        for i in range(cfg.fleet.num_robots)]
     return Fleet(buffer, hub, learner, robots)
 
 
@@ -156,10 +161,10 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
     start_ray(cfg)
     try:
         fleet = start_fleet(cfg, run_dir, checkpoint, base.config, base.policy_state(), console)
-        seeds = [cfg.eval.seed + i for i in range(cfg.eval.episodes)]
-        before = base_success(run_dir, fleet.robots, base.policy_state(), seeds)
-        console.print(f"base policy: {np.mean(before):.0%} success on {len(seeds)} held-out "
-                      f"episodes of {cfg.robot.task}")
+        episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)
+        before = base_success(run_dir, fleet.robots, base.policy_state(), episodes)
+        console.print(f"base policy: {np.mean(before):.0%} success on {cfg.eval.episodes} "
+                      f"held-out episodes per task of {cfg.robot.task}")
         steps_done = int(ray.get(fleet.buffer.info.remote())["steps"])
         with MetricsLogger(cfg, run_dir) as metrics:
             metrics.summary({"success_before": float(np.mean(before))})
@@ -169,11 +174,14 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
             ray.get(fleet.learner.checkpoint.remote(
                 {"wandb_id": wandb_id.read_text() if wandb_id.exists() else None}))
             version, state = ray.get(fleet.learner.policy_state.remote())
-            after = evaluate(fleet.robots, state, seeds)
+            after = evaluate(fleet.robots, state, episodes)
             summary = {
                 "run": run_dir.name, "task": cfg.robot.task, "robots": cfg.fleet.num_robots,
                 "success_before": float(np.mean(before)), "success_after": float(np.mean(after)),
-                "eval_episodes": len(seeds), "eval_seeds": [seeds[0], seeds[-1]],
+                "eval_episodes": cfg.eval.episodes, "tasks": list(cfg.robot.tasks),
+                "eval_seeds": [cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes - 1],
+                "per_task_before": by_task(episodes, before),
+                "per_task_after": by_task(episodes, after),
                 "policy_version": int(version), "train_s": train_s, "resumed": bool(checkpoint),
                 "wall_s": time.monotonic() - t_start, "seed": cfg.run.seed,
                 "pretrain": pre_info, "learner_last": last,
@@ -199,15 +207,15 @@ def stream_counts(stored: dict[str, Any], robot_stats: list[dict[str, Any]]) -> 
 
 
 def base_success(run_dir: Path, robots: list[Any], state: dict[str, np.ndarray],
-                 seeds: list[int]) -> list[bool]:
+                 episodes: list[Episode]) -> list[bool]:
     """The base policy's held-out results: measured once per run, kept for resumes."""
     path = run_dir / "base_eval.json"
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved["seeds"] == seeds:
+        if saved.get("episodes") == [list(e) for e in episodes]:
             return [bool(x) for x in saved["success"]]
-    results = evaluate(robots, state, seeds)
-    path.write_text(json.dumps({"seeds": seeds, "success": results}))
+    results = evaluate(robots, state, episodes)
+    path.write_text(json.dumps({"episodes": episodes, "success": results}))
     return results
 
 
@@ -263,10 +271,14 @@ def fleet_snapshot(cfg: Config, stats: list[dict[str, Any]], last: dict[str, flo
 
 def result_table(summary: dict[str, Any]) -> Table:
     t = Table(title=f"{summary['task']}: success on {summary['eval_episodes']} held-out episodes "
-                    f"(seeds {summary['eval_seeds'][0]}–{summary['eval_seeds'][1]})")
+                    f"per task (seeds {summary['eval_seeds'][0]}–{summary['eval_seeds'][1]})")
     for col in ("policy", "success", "env steps", "policy version"):
         t.add_column(col)
     t.add_row("base (BC)", f"{summary['success_before']:.0%}", "0", "0")
     t.add_row("post-trained", f"{summary['success_after']:.0%}", f"{summary['env_steps']:,}",
               str(summary["policy_version"]))
+    if len(summary["tasks"]) > 1:
+        for task in summary["tasks"]:
+            t.add_row(f"  {task}", f"{summary['per_task_before'][task]:.0%} → "
+                                   f"{summary['per_task_after'][task]:.0%}", "", "")
     return t

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from actors.demos import collect_demos
-from actors.robot import MetaWorldConfig, MetaWorldRobot
+from actors.robot import MetaWorldConfig, MetaWorldRobot, assign_tasks
 
 
 def test_same_seed_same_start_on_separate_robots():
@@ -38,3 +38,41 @@ def test_noisy_demos_are_successful_expert_episodes():
 def test_unknown_task_is_refused_with_the_names():
     with pytest.raises(ValueError, match="not a Meta-World v3 task"):
         MetaWorldConfig(task="fly-v3")
+
+
+def test_multi_task_robot_takes_turns_and_marks_the_task():
+    cfg = MetaWorldConfig(task="mt10")
+    robot = MetaWorldRobot(cfg, "mt", tasks=assign_tasks(cfg.tasks, 4, 1))
+    assert robot.tasks == ("push-v3", "drawer-close-v3", "window-close-v3")
+    seen = []
+    for seed in range(6):
+        obs = robot.reset(seed)
+        assert obs["state"].shape == (39 + 10,) and robot.spec.obs_dim == 49
+        hot = obs["state"][39:]
+        assert hot.sum() == 1.0 and cfg.tasks[int(hot.argmax())] == robot.spec.task
+        seen.append(robot.spec.task)
+    assert seen == list(robot.tasks) * 2
+    robot.pin_task("reach-v3")
+    assert robot.reset(5)["state"][39] == 1.0 and robot.spec.task == "reach-v3"
+    robot.close()
+
+
+def test_task_assignment_covers_every_task_once():
+    tasks = MetaWorldConfig(task="mt10").tasks
+    for robots in (1, 3, 4, 10):
+        dealt = [t for i in range(robots) for t in assign_tasks(tasks, robots, i)]
+        assert sorted(dealt) == sorted(tasks)
+    assert assign_tasks(tasks, 20, 13) == (tasks[3],)
+
+
+def test_a_multi_task_expert_solves_each_task_it_is_pinned_to():
+    robot = MetaWorldRobot(MetaWorldConfig(task="mt10"), "expert")
+    for task in ("reach-v3", "drawer-close-v3"):
+        robot.pin_task(task)
+        robot.reset(3)
+        for _ in range(200):
+            fb = robot.send_action(robot.expert_action())
+            if fb.success:
+                break
+        assert fb.success, task
+    robot.close()
