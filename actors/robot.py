@@ -75,7 +75,8 @@ SAWYER_ACTIONS = 4  # Meta-World's action: end-effector xyz delta and gripper
 class MetaWorldConfig:
     """A simulated Sawyer arm on Meta-World v3 tasks (metaworld 3.1.1, V2 reward).
 
-    `task` is one task (`push-v3`) or a task set (`mt10`, `mt50`). With more than one task the
+    `task` is one task (`push-v3`), a task set (`mt10`, `mt50`) or a comma-separated list
+    (`reach-v3,push-v3`). With more than one task the
     observation carries a one-hot of the task after Meta-World's 39 numbers, so one shared policy
     knows what to do.
     """
@@ -87,9 +88,11 @@ class MetaWorldConfig:
         import metaworld
 
         names = metaworld.env_dict.ALL_V3_ENVIRONMENTS
-        if self.task not in names and self.task not in TASK_SETS:
-            raise ValueError(f"robot.task={self.task!r} is not a Meta-World v3 task or task set; "
-                             f"pick mt10, mt50 or one of {', '.join(sorted(names)[:6])}, ...")
+        wrong = [t for t in self.task.split(",") if t not in names]
+        if self.task not in TASK_SETS and wrong:
+            raise ValueError(f"robot.task={self.task!r}: {wrong[0]!r} is not a Meta-World v3 "
+                             f"task; pick mt10, mt50 or tasks such as "
+                             f"{', '.join(sorted(names)[:6])}, ...")
         if not 1 <= self.max_episode_steps <= 500:
             raise ValueError(f"robot.max_episode_steps must be in [1, 500], got "
                              f"{self.max_episode_steps}")
@@ -100,7 +103,7 @@ class MetaWorldConfig:
         import metaworld
 
         sets = {"mt10": metaworld.env_dict.MT10_V3, "mt50": metaworld.env_dict.MT50_V3}
-        return tuple(sets[self.task]) if self.task in sets else (self.task,)
+        return tuple(sets[self.task]) if self.task in sets else tuple(self.task.split(","))
 
     @property
     def obs_dim(self) -> int:

@@ -1,4 +1,5 @@
-"""Metrics to wandb: offline by default, under `runs/<name>/wandb/`, run id kept for resume.
+"""Metrics to wandb (offline by default, under `runs/<name>/wandb/`, run id kept for resume) and
+to `runs/<name>/metrics.jsonl`, one line per log call, which the results page plots from.
 
 Example:
 
@@ -8,7 +9,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import typing
 import uuid
 from pathlib import Path
@@ -20,6 +23,7 @@ from fleet.config import Config, to_dict
 class MetricsLogger:
     def __init__(self, cfg: Config, run_dir: Path) -> None:
         self._run: Any = None
+        self._lines = (run_dir / "metrics.jsonl").open("a")
         if cfg.logger.wandb == "disabled":
             return
         import wandb
@@ -36,15 +40,19 @@ class MetricsLogger:
         )
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        numbers = {k: v for k, v in metrics.items()
+                   if isinstance(v, int | float) and not isinstance(v, bool)}
+        self._lines.write(json.dumps({"step": step, "time": time.time(), **numbers}) + "\n")
+        self._lines.flush()
         if self._run is not None:
-            self._run.log({k: v for k, v in metrics.items() if isinstance(v, int | float)},
-                          step=step)
+            self._run.log(numbers, step=step)
 
     def summary(self, values: dict[str, Any]) -> None:
         if self._run is not None:
             self._run.summary.update(values)
 
     def close(self) -> None:
+        self._lines.close()
         if self._run is not None:
             self._run.finish()
             self._run = None
