@@ -110,6 +110,7 @@ class RobotWorker:
     def run_episode(self, seed: int, group: str = "") -> bool:
         """One training episode, streamed chunk by chunk. Returns whether it succeeded."""
         obs = self.robot.reset(seed)
+        self._builder.spec = self.robot.spec  # a multi-task robot changes task between episodes
         self._builder.begin_episode(uuid.uuid4().hex[:16], obs, group)
         chunk = np.zeros((0, 0), np.float32)
         while True:

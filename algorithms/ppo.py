@@ -42,6 +42,8 @@ class PPOConfig:
     is_clip: float = 2.0  # truncation of the behaviour→proximal importance weight
     target_kl: float = 0.2  # loose on purpose: a tight one freezes 16-d chunk policies (FACTS)
     max_grad_norm: float = 1.0
+    per_task_advantage: bool = True  # normalise advantages within each task of a batch, so a
+    # task with large rewards does not drown the others (no change with one task)
 
     def __post_init__(self) -> None:
         if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
@@ -62,6 +64,7 @@ class PPOBatch:
     prox_logp: torch.Tensor
     advantage: torch.Tensor
     value_target: torch.Tensor
+    task: torch.Tensor | None = None  # [N] task index per row, for per-task normalisation
 
     def __len__(self) -> int:
         return len(self.obs)
@@ -74,6 +77,18 @@ def clipped_policy_loss(logp: torch.Tensor, prox_logp: torch.Tensor, behaviour_l
     weight = (prox_logp - behaviour_logp).exp().clamp(max=is_clip)
     surrogate = torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
     return -(weight * surrogate).mean()
+
+
+def normalized(adv: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Advantages with zero mean and unit std, over the batch or within each group."""
+    if groups is None or len(groups.unique()) == 1:
+        return (adv - adv.mean()) / (adv.std() + 1e-8)
+    out = torch.empty_like(adv)
+    for g in groups.unique():
+        rows = groups == g
+        part = adv[rows]
+        out[rows] = (part - part.mean()) / (part.std(unbiased=False) + 1e-8)
+    return out
 
 
 class PPO:
@@ -92,6 +107,8 @@ class PPO:
         """Advantages from the current critic; each chunk is bootstrapped from its last obs."""
         cfg, obs_rows, chunk_rows, blogp, advs, targets = self.config, [], [], [], [], []
         device = self.policy.obs_mean.device
+        task_ids: dict[str, int] = {}
+        tasks = []
         for chunk, reward in zip(chunks, rewards, strict=True):
             horizon = chunk.horizon
             state = torch.tensor(chunk.obs["state"], dtype=torch.float32, device=device)
@@ -105,15 +122,18 @@ class PPO:
             blogp.append(torch.tensor(chunk.logp))
             advs.append(torch.as_tensor(adv, dtype=torch.float32))
             targets.append(torch.as_tensor(target, dtype=torch.float32))
+            tasks.append(torch.full((len(call_obs),), task_ids.setdefault(chunk.task,
+                                                                            len(task_ids))))
         obs, acts = torch.cat(obs_rows), torch.cat(chunk_rows).to(device)
         return PPOBatch(obs=obs, chunk=acts, behaviour_logp=torch.cat(blogp).to(device),
                         prox_logp=self.policy.log_prob(obs, acts),
                         advantage=torch.cat(advs).to(device),
-                        value_target=torch.cat(targets).to(device))
+                        value_target=torch.cat(targets).to(device),
+                        task=torch.cat(tasks).to(device))
 
     def update(self, batch: PPOBatch, train_actor: bool = True) -> dict[str, float]:
         cfg = self.config
-        adv = (batch.advantage - batch.advantage.mean()) / (batch.advantage.std() + 1e-8)
+        adv = normalized(batch.advantage, batch.task if cfg.per_task_advantage else None)
         gen = torch.Generator().manual_seed(len(batch))  # CPU: only permutes indices
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "kl": [],
                                          "clip_frac": []}

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from algorithms.policy import ChunkPolicy, PolicyConfig
-from algorithms.ppo import PPO, PPOConfig
+from algorithms.ppo import PPO, PPOConfig, normalized
 from tests.chunks import bandit_chunk
 
 
@@ -38,3 +38,13 @@ def test_ppo_solves_a_contextual_bandit():
     final = float(np.mean([r[-1] for r in rewards]))
     assert accuracy() == 1.0
     assert final > 0.9 > first
+
+
+def test_advantages_are_normalised_within_each_task():
+    adv = torch.tensor([1.0, 2.0, 3.0, 100.0, 300.0])
+    task = torch.tensor([0, 0, 0, 1, 1])
+    out = normalized(adv, task)
+    for t in (0, 1):
+        part = out[task == t]
+        assert abs(float(part.mean())) < 1e-6 and abs(float(part.std(unbiased=False)) - 1) < 1e-4
+    assert torch.allclose(normalized(adv, torch.zeros(5, dtype=torch.long)), normalized(adv))
