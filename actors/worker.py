@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from actors.chunker import ChunkBuilder
+from actors.operator import SimulatedOperator
 from actors.robot import Robot
 from buffers.codec import encode_chunk
 from buffers.records import EpisodeEnd
@@ -71,6 +72,7 @@ class WorkerStats:
     episodes: int = 0
     policy_version: int = 0
     chunks_sent: int = 0
+    intervened_steps: int = 0  # steps an operator chose
     recent: collections.deque[bool] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=20))
 
@@ -78,15 +80,16 @@ class WorkerStats:
         rate = float(np.mean(self.recent)) if self.recent else float("nan")
         return {"env_steps": self.env_steps, "episodes": self.episodes,
                 "policy_version": self.policy_version, "chunks_sent": self.chunks_sent,
-                "success_rate": rate}
+                "intervened_steps": self.intervened_steps, "success_rate": rate}
 
 
 class RobotWorker:
     """Runs one robot with a local copy of the policy (`inference=local`)."""
 
     def __init__(self, robot: Robot, policy: Policy, outbox: Outbox, weights: WeightSource,
-                 config: WorkerConfig) -> None:
+                 config: WorkerConfig, operator: SimulatedOperator | None = None) -> None:
         self.robot = robot
+        self.operator = operator
         self.policy = policy
         self.outbox = outbox
         self.weights = weights
@@ -112,6 +115,8 @@ class RobotWorker:
         obs = self.robot.reset(seed)
         self._builder.spec = self.robot.spec  # a multi-task robot changes task between episodes
         self._builder.begin_episode(uuid.uuid4().hex[:16], obs, group)
+        if self.operator is not None:
+            self.operator.begin_episode()
         chunk = np.zeros((0, 0), np.float32)
         while True:
             if self._builder.call_done:
@@ -120,10 +125,16 @@ class RobotWorker:
                 chunk, logp, value = self.policy.act(obs["state"])
                 self._builder.add_call(chunk, logp, value)
             action = np.clip(chunk[self._builder.num_steps % self.config.horizon], -1.0, 1.0)
+            taken = self.operator is not None and self.operator.active
+            if taken and self.operator is not None:
+                action = self.operator.action()
             fb = self.robot.send_action(action)
             obs = self.robot.get_observation()
-            self._builder.add_step(action, fb, obs)
+            self._builder.add_step(action, fb, obs, intervened=taken)
+            if self.operator is not None:
+                self.operator.observe(fb.reward)
             self.stats.env_steps += 1
+            self.stats.intervened_steps += taken
             if fb.done:
                 self._send(EpisodeEnd(fb.outcome))
                 self.stats.episodes += 1

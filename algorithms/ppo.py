@@ -42,6 +42,7 @@ class PPOConfig:
     is_clip: float = 2.0  # truncation of the behaviour→proximal importance weight
     target_kl: float = 0.2  # loose on purpose: a tight one freezes 16-d chunk policies (FACTS)
     max_grad_norm: float = 1.0
+    bc_coef: float = 1.0  # weight of behaviour cloning on operator-chosen calls (0: ignore them)
     per_task_advantage: bool = True  # normalise advantages within each task of a batch, so a
     # task with large rewards does not drown the others (no change with one task)
 
@@ -65,6 +66,9 @@ class PPOBatch:
     advantage: torch.Tensor
     value_target: torch.Tensor
     task: torch.Tensor | None = None  # [N] task index per row, for per-task normalisation
+    own: torch.Tensor | None = None  # [N] bool: the policy chose every step of the call
+    expert: torch.Tensor | None = None  # [N] bool: an operator chose every step; `chunk` then
+    # holds the executed actions, learned by behaviour cloning (HG-DAgger)
 
     def __len__(self) -> int:
         return len(self.obs)
@@ -77,6 +81,17 @@ def clipped_policy_loss(logp: torch.Tensor, prox_logp: torch.Tensor, behaviour_l
     weight = (prox_logp - behaviour_logp).exp().clamp(max=is_clip)
     surrogate = torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
     return -(weight * surrogate).mean()
+
+
+def operator_calls(chunk: RolloutChunk) -> tuple[np.ndarray, np.ndarray]:
+    """Which steps of each policy call an operator chose, [K, H] bool (steps past the episode's
+    end count as not chosen), and the executed actions [K, H, A] (zeros past the end)."""
+    calls, horizon = chunk.num_calls, chunk.horizon
+    taken = np.zeros(calls * horizon, bool)
+    taken[: chunk.num_steps] = chunk.intervened
+    executed = np.zeros((calls * horizon, chunk.action.shape[1]), np.float32)
+    executed[: chunk.num_steps] = chunk.action
+    return taken.reshape(calls, horizon), executed.reshape(calls, horizon, -1)
 
 
 def normalized(adv: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
@@ -108,7 +123,7 @@ class PPO:
         cfg, obs_rows, chunk_rows, blogp, advs, targets = self.config, [], [], [], [], []
         device = self.policy.obs_mean.device
         task_ids: dict[str, int] = {}
-        tasks = []
+        tasks, own, expert = [], [], []
         for chunk, reward in zip(chunks, rewards, strict=True):
             horizon = chunk.horizon
             state = torch.tensor(chunk.obs["state"], dtype=torch.float32, device=device)
@@ -118,7 +133,12 @@ class PPO:
             terminal = chunk.episode_end is not None and chunk.episode_end.terminal
             adv, target = gae(r, values[:-1], float(values[-1]), disc, terminal, cfg.lam)
             obs_rows.append(call_obs)
-            chunk_rows.append(torch.tensor(chunk.policy_action))
+            taken, executed = operator_calls(chunk)
+            by_operator = np.all(taken, axis=1)
+            own.append(torch.as_tensor(~np.any(taken, axis=1)))
+            expert.append(torch.as_tensor(by_operator))
+            chosen = np.where(by_operator[:, None, None], executed, chunk.policy_action)
+            chunk_rows.append(torch.as_tensor(chosen, dtype=torch.float32))
             blogp.append(torch.tensor(chunk.logp))
             advs.append(torch.as_tensor(adv, dtype=torch.float32))
             targets.append(torch.as_tensor(target, dtype=torch.float32))
@@ -129,7 +149,8 @@ class PPO:
                         prox_logp=self.policy.log_prob(obs, acts),
                         advantage=torch.cat(advs).to(device),
                         value_target=torch.cat(targets).to(device),
-                        task=torch.cat(tasks).to(device))
+                        task=torch.cat(tasks).to(device), own=torch.cat(own).to(device),
+                        expert=torch.cat(expert).to(device))
 
     def update(self, batch: PPOBatch, train_actor: bool = True) -> dict[str, float]:
         cfg = self.config
@@ -146,12 +167,21 @@ class PPO:
                 stats["value_loss"].append(value_loss.mean().item())
                 if not train_actor or stopped:
                     continue
-                logp = self.policy.log_prob(batch.obs[idx], batch.chunk[idx])
-                loss = clipped_policy_loss(logp, batch.prox_logp[idx], batch.behaviour_logp[idx],
-                                           adv[idx], cfg.clip, cfg.is_clip)
+                own = idx if batch.own is None else idx[batch.own[idx]]
+                expert = idx[:0] if batch.expert is None else idx[batch.expert[idx]]
+                logp = self.policy.log_prob(batch.obs[own], batch.chunk[own])
+                loss = clipped_policy_loss(logp, batch.prox_logp[own], batch.behaviour_logp[own],
+                                           adv[own], cfg.clip, cfg.is_clip) if len(own) else 0.0
+                if cfg.bc_coef > 0 and len(expert):  # as demonstrations, mixed into the batch
+                    expert_logp = self.policy.log_prob(batch.obs[expert], batch.chunk[expert])
+                    loss = loss - cfg.bc_coef * expert_logp.mean() / batch.chunk[0].numel()
+                if not isinstance(loss, torch.Tensor):
+                    continue
                 self._step(self.actor_opt, loss, self.policy.actor)
+                if not len(own):
+                    continue
                 with torch.no_grad():
-                    log_ratio = logp - batch.prox_logp[idx]
+                    log_ratio = logp - batch.prox_logp[own]
                     kl = float(((log_ratio.exp() - 1) - log_ratio).mean())
                 stats["policy_loss"].append(loss.item())
                 stats["kl"].append(kl)

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from actors.operator import OperatorConfig
 from actors.robot import MetaWorldConfig
 from algorithms.bc import BCConfig
 from algorithms.grpo import GRPOConfig
@@ -121,6 +122,7 @@ class Config:
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     logger: LoggerConfig = LoggerConfig()
+    operator: OperatorConfig = OperatorConfig()
     resume: str | None = None  # the name of a run under run.dir to continue
 
 

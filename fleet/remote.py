@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from actors.operator import OperatorConfig, SimulatedOperator
 from actors.robot import MetaWorldConfig, MetaWorldRobot
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.grpo import GRPO
@@ -130,7 +131,8 @@ class _RobotActor:
     def __init__(self, robot_id: str, robot: MetaWorldConfig, policy: PolicyConfig,
                  state: dict[str, np.ndarray], worker: WorkerConfig, buffer: Any, hub: Any,
                  spill_dir: str, policy_version: int = 0,
-                 tasks: tuple[str, ...] | None = None) -> None:
+                 tasks: tuple[str, ...] | None = None,
+                 operator: OperatorConfig | None = None) -> None:
         import torch
 
         _one_thread()
@@ -140,7 +142,9 @@ class _RobotActor:
         self.outbox = BufferOutbox(buffer, Path(spill_dir) / robot_id)
         self.weights = HubWeights(hub)
         self.robot = MetaWorldRobot(robot, robot_id, tasks)
-        self.worker = RobotWorker(self.robot, net, self.outbox, self.weights, worker)
+        helper = (SimulatedOperator(operator, self.robot.expert_action)
+                  if operator is not None and operator.simulated else None)
+        self.worker = RobotWorker(self.robot, net, self.outbox, self.weights, worker, helper)
         self.worker.stats.policy_version = policy_version
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

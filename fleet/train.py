@@ -147,8 +147,8 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
         WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
                      seed=cfg.run.seed * 1000 + i + 1 + 100 * version,
                      group_size=cfg.algorithm.group_size), buffer, hub,
-        str(run_dir / "spill"), version, assign_tasks(cfg.robot.tasks, cfg.fleet.num_robots, i))
-        for i in range(cfg.fleet.num_robots)]
+        str(run_dir / "spill"), version, assign_tasks(cfg.robot.tasks, cfg.fleet.num_robots, i),
+        cfg.operator) for i in range(cfg.fleet.num_robots)]
     return Fleet(buffer, hub, learner, robots)
 
 
@@ -203,6 +203,7 @@ def stream_counts(stored: dict[str, Any], robot_stats: list[dict[str, Any]]) -> 
     return {"env_steps": int(stored["steps"]),
             "env_steps_this_session": int(sum(s["env_steps"] for s in robot_stats)),
             "chunks_stored": int(sum(s["stored"] for s in robot_stats)),
+            "intervened_steps_this_session": int(sum(s["intervened_steps"] for s in robot_stats)),
             "buffer": stored, "per_robot": robot_stats}
 
 
@@ -264,6 +265,8 @@ def fleet_snapshot(cfg: Config, stats: list[dict[str, Any]], last: dict[str, flo
             "adopt_latency_s": float(np.median(latency)) if latency else float("nan"),
             "steps_per_s": steps_per_s,
             "success_rate": float(np.mean(rates)) if rates else float("nan"),
+            "intervention_rate": (sum(s["intervened_steps"] for s in stats)
+                                  / max(1, sum(s["env_steps"] for s in stats))),
             "policy_version": int(last.get("policy_version", 0)),
             "staleness_mean": float(last.get("staleness_mean", float("nan"))),
             "updates": int(last.get("updates", 0)), "robots": stats}

@@ -43,7 +43,8 @@ def _fmt(v: Any) -> str:
 FLEET_ROWS = [("elapsed_s", "elapsed s"), ("env_steps", "env steps"), ("steps_per_s", "steps/s"),
               ("success_rate", "success (last 20 eps/robot)"), ("policy_version", "policy version"),
               ("staleness_mean", "staleness (versions)"),
-              ("adopt_latency_s", "publish→adopted s"), ("updates", "learner updates")]
+              ("adopt_latency_s", "publish→adopted s"), ("updates", "learner updates"),
+              ("intervention_rate", "intervened steps")]
 
 
 def render(snapshot: dict[str, Any]) -> Group:
