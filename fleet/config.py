@@ -50,10 +50,13 @@ class FleetConfig:
     robot_cpus: float = 0.25  # Ray CPU reservation per robot actor
     address: str | None = None  # a Ray cluster to join; None starts an embedded local Ray
     robot_resources: bool = False  # place robot <id>'s actor on the node advertising robot:<id>
+    pace_hz: float = 0.0  # > 0: simulated robots step at this control rate, as hardware does
 
     def __post_init__(self) -> None:
         if self.num_robots < 1 or self.calls_per_chunk < 1:
             raise ValueError("fleet.num_robots and fleet.calls_per_chunk must be >= 1")
+        if self.pace_hz < 0:
+            raise ValueError(f"fleet.pace_hz must be >= 0 (0: unpaced), got {self.pace_hz}")
 
 
 @dataclasses.dataclass(frozen=True)

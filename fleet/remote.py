@@ -8,6 +8,7 @@ publication.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import ray
 
 from actors.operator import OperatorConfig, SimulatedOperator
+from actors.pacing import Paced
 from actors.robot import MetaWorldConfig, MetaWorldRobot
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.grpo import GRPO
@@ -132,7 +134,7 @@ class _RobotActor:
                  state: dict[str, np.ndarray], worker: WorkerConfig, buffer: Any, hub: Any,
                  spill_dir: str, policy_version: int = 0,
                  tasks: tuple[str, ...] | None = None,
-                 operator: OperatorConfig | None = None) -> None:
+                 operator: OperatorConfig | None = None, pace_hz: float = 0.0) -> None:
         import torch
 
         _one_thread()
@@ -144,7 +146,9 @@ class _RobotActor:
         self.robot = MetaWorldRobot(robot, robot_id, tasks)
         helper = (SimulatedOperator(operator, self.robot.expert_action)
                   if operator is not None and operator.simulated else None)
-        self.worker = RobotWorker(self.robot, net, self.outbox, self.weights, worker, helper)
+        self.paced = Paced(self.robot, pace_hz) if pace_hz > 0 else None
+        self.worker = RobotWorker(self.paced or self.robot, net, self.outbox, self.weights, worker,
+                                  helper)
         self.worker.stats.policy_version = policy_version
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -177,13 +181,15 @@ class _RobotActor:
                     spilled=self.outbox.spilled, duplicates=self.outbox.duplicates,
                     refused=len(self.outbox.refusals), error=self.error,
                     adopt_latency_s=self.weights.adopt_latency_s,
+                    missed_deadlines=self.paced.missed if self.paced else 0,
                     node_id=ray.get_runtime_context().get_node_id())
 
     def evaluate(self, state: dict[str, np.ndarray], episodes: list[Episode]) -> list[bool]:
         """Held-out (task, seed) episodes with the given weights (call while the loop is
         stopped)."""
         self.worker.policy.load_policy_state(state)
-        return run_episodes(self.worker, self.robot, episodes)
+        with self.paced.unpaced() if self.paced else contextlib.nullcontext():
+            return run_episodes(self.worker, self.robot, episodes)
 
 
 class _LearnerActor:

@@ -148,7 +148,7 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
                      seed=cfg.run.seed * 1000 + i + 1 + 100 * version,
                      group_size=cfg.algorithm.group_size), buffer, hub,
         str(run_dir / "spill"), version, assign_tasks(cfg.robot.tasks, cfg.fleet.num_robots, i),
-        cfg.operator) for i in range(cfg.fleet.num_robots)]
+        cfg.operator, cfg.fleet.pace_hz) for i in range(cfg.fleet.num_robots)]
     return Fleet(buffer, hub, learner, robots)
 
 
