@@ -14,7 +14,8 @@ BENCHES = {"codec": "bench.codec", "collect": "bench.collect",
            "bridge_latency": "bench.bridge",
            "weight_sync": "fleet.bench_weight_sync",  # benches needing Ray or both the robot
            "ppo_vs_sb3": "fleet.bench_ppo_vs_sb3",  # loop and the learner live in fleet/
-           "chaos": "fleet.bench_chaos", "mt10": "fleet.bench_mt10"}
+           "chaos": "fleet.bench_chaos", "mt10": "fleet.bench_mt10",
+           "scaling": "fleet.bench_scaling"}
 
 
 def run_bench(name: str, quick: bool) -> dict[str, Any]:
