@@ -164,3 +164,49 @@ def test_fsync_policies(tmp_path, monkeypatch, policy, interval_ms, on_append, o
 def test_refuses_unknown_fsync_policy(tmp_path):
     with pytest.raises(ValueError, match="always, interval_ms, never"):
         SegmentLog(tmp_path, fsync="sometimes")
+
+
+def test_frames_carry_crc32c_of_the_payload(tmp_path):
+    from crc32c import crc32c
+
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value (RFC 3720)
+    log = SegmentLog(tmp_path)
+    log.append([b"123456789"])
+    log.close()
+    magic, version, _flags, length, crc = FRAME.unpack_from(segment_files(tmp_path)[0].read_bytes())
+    assert (magic, version, length, crc) == (b"FLTR", 2, 9, 0xE3069283)
+
+
+def test_version_1_frames_with_zlib_crc32_still_read_beside_new_ones(tmp_path):
+    import zlib
+
+    old, new = payloads(5), payloads(4, seed=1)
+    log = SegmentLog(tmp_path, version=1)  # a log written before CRC-32C
+    log.append(old)
+    log.close()
+    first = segment_files(tmp_path)[0].read_bytes()
+    _magic, version, _flags, length, crc = FRAME.unpack_from(first)
+    assert version == 1 and crc == zlib.crc32(old[0]) and length == len(old[0])
+    log = SegmentLog(tmp_path, strict=True)  # reopened by this build: appends CRC-32C frames
+    assert contents(log) == old
+    log.append(new)
+    log.close()
+    log = SegmentLog(tmp_path, strict=True)
+    assert contents(log) == old + new and log.recovery.corrupt_records == 0
+    log.close()
+    assert log_module.verify_log(tmp_path)["corrupt_records"] == 0
+
+
+def test_a_checksum_of_the_wrong_kind_for_its_version_is_damage(tmp_path):
+    log = SegmentLog(tmp_path)
+    log.append(payloads(3))
+    log.close()
+    path = segment_files(tmp_path)[0]
+    data = bytearray(path.read_bytes())
+    data[4] = 1  # claim version 1 (zlib CRC-32) for a frame checksummed with CRC-32C
+    path.write_bytes(bytes(data))
+    log = SegmentLog(tmp_path)
+    assert len(log) == 2 and log.recovery.corrupt_records == 1
+    log.close()
+    with pytest.raises(ValueError, match="frame version"):
+        SegmentLog(tmp_path, version=3)
