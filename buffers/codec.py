@@ -27,13 +27,14 @@ MAX_RECORD_BYTES = 64 * 1024 * 1024  # decompressed, and so also compressed
 MAX_STRING = 256
 DTYPES = frozenset({"float32", "float64", "uint8", "bool", "int32", "int64"})
 _NAME = {np.dtype(n): n for n in DTYPES}  # dtype.name is slow; these lookups are the hot path
-_ITEMSIZE = {n: np.dtype(n).itemsize for n in DTYPES}
+_DTYPE = {n: np.dtype(n) for n in DTYPES}
 _FLOATS = (np.dtype("float32"), np.dtype("float64"))
 _BOOL = np.dtype("bool")
 HEADER = ("robot_id", "embodiment", "task", "episode_id", "chunk_seq", "policy_version",
           "wall_time", "horizon", "instruction", "group", "episode_end")
 COLUMNS = ("action", "policy_action", "logp", "value", "reward", "success", "intervened")
 FINITE = ("action", "policy_action", "logp", "value", "reward")
+_FIELDS = frozenset({"v", "obs", *HEADER, *COLUMNS})
 
 
 class RecordError(ValueError):
@@ -82,10 +83,20 @@ def _inflate(data: bytes, max_bytes: int) -> bytes:
         if claimed > max_bytes:
             raise RecordError(f"lz4 frame claims {claimed} bytes, over the record limit of "
                               f"{max_bytes}")
-        # The decompressor allocates max_length up front (64 MiB costs ~25 µs per record), so
-        # ask for what the header claims: a header that lies low fails the eof check below.
-        dec = lz4.frame.LZ4FrameDecompressor()
-        raw = dec.decompress(data, max_length=claimed or max_bytes)
+        if claimed and _inflated_bound(data) <= max_bytes:
+            # One shot (2.5x faster than the streaming decompressor on camera records). Safe
+            # only because the frame's blocks cannot inflate past the bound just checked, even
+            # where the header lies; lz4 refuses content that differs from the claim.
+            try:
+                raw, used = lz4.frame.decompress(data, return_bytes_read=True)
+            except RuntimeError as e:
+                raise RecordError("lz4 frame is truncated, or larger than its header or the "
+                                  f"record limit ({e})") from e
+            if used != len(data):  # bytes smuggled after the frame would pass every other check
+                raise RecordError(f"{len(data) - used} bytes follow the lz4 frame")
+            return bytes(raw)
+        dec = lz4.frame.LZ4FrameDecompressor()  # no claim: stream, capped at the record limit
+        raw = dec.decompress(data, max_length=max_bytes)
     except RuntimeError as e:
         raise RecordError(f"bad lz4 frame: {e}") from e
     if not dec.eof:
@@ -93,6 +104,32 @@ def _inflate(data: bytes, max_bytes: int) -> bytes:
     if dec.unused_data:  # bytes smuggled after the frame would pass every other check
         raise RecordError(f"{len(dec.unused_data)} bytes follow the lz4 frame")
     return raw
+
+
+_BLOCK_MAX = {4: 64 << 10, 5: 256 << 10, 6: 1 << 20, 7: 4 << 20}  # lz4 frame BD ids
+
+
+def _inflated_bound(data: bytes) -> int:
+    """The most bytes an lz4 frame's blocks can inflate to (block count times the block size
+    its descriptor declares), by walking the block headers without inflating anything; a huge
+    number for a frame this walk does not understand, so the caller takes the careful path."""
+    unknown = 1 << 62
+    if len(data) < 7:
+        return unknown
+    flg, bd = data[4], data[5]
+    block_max = _BLOCK_MAX.get(bd >> 4 & 7)
+    if block_max is None or flg >> 6 != 1:
+        return unknown
+    at = 7 + (8 if flg & 0x08 else 0) + (4 if flg & 0x01 else 0)
+    extra = 4 if flg & 0x10 else 0  # a block checksum after each block
+    blocks = 0
+    while at + 4 <= len(data):
+        size = int.from_bytes(data[at:at + 4], "little") & 0x7FFFFFFF
+        if size == 0:
+            return blocks * block_max
+        blocks += 1
+        at += 4 + size + extra
+    return unknown
 
 
 def _unpack(raw: bytes, max_bytes: int) -> Any:
@@ -106,18 +143,24 @@ def _unpack(raw: bytes, max_bytes: int) -> Any:
 
 
 def _array(field: str, spec: Any) -> np.ndarray:
-    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data"}:
+    # The ingest hot path (8 arrays a record): exact-type checks and one loop, no generators.
+    if type(spec) is not dict or len(spec) != 3 or not {"dtype", "shape", "data"} <= spec.keys():
         raise RecordError(f"{field}: an array needs exactly dtype, shape and data")
     dtype, shape, data = spec["dtype"], spec["shape"], spec["data"]
-    if dtype not in DTYPES:
+    np_dtype = _DTYPE.get(dtype) if type(dtype) is str else None
+    if np_dtype is None:
         raise RecordError(f"{field}: dtype {dtype!r} is not allowed ({', '.join(sorted(DTYPES))})")
-    if (not isinstance(shape, list) or len(shape) > 6
-            or not all(isinstance(d, int) and 0 <= d < 2**31 for d in shape)):
+    if type(shape) is not list or len(shape) > 6:
         raise RecordError(f"{field}: bad shape {shape!r}")
-    if not isinstance(data, bytes) or len(data) != math.prod(shape) * _ITEMSIZE[dtype]:
+    count = 1
+    for d in shape:
+        if type(d) is not int or not 0 <= d < 2**31:
+            raise RecordError(f"{field}: bad shape {shape!r}")
+        count *= d
+    if type(data) is not bytes or len(data) != count * np_dtype.itemsize:
         raise RecordError(f"{field}: {len(data) if isinstance(data, bytes) else 'no'} bytes do "
                           f"not fill shape {shape} of {dtype}")
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
+    return np.frombuffer(data, dtype=np_dtype).reshape(shape)
 
 
 def _from_body(body: Any, checked: bool = True) -> RolloutChunk:
@@ -127,9 +170,8 @@ def _from_body(body: Any, checked: bool = True) -> RolloutChunk:
         body = {**body, "v": FORMAT_VERSION, "group": ""}
     if body.get("v") != FORMAT_VERSION:
         raise RecordError(f"unsupported record format version {body.get('v')!r}")
-    expected = {"v", "obs", *HEADER, *COLUMNS}
-    if set(body) != expected:
-        missing, extra = sorted(expected - set(body)), sorted(set(body) - expected)
+    if body.keys() != _FIELDS:
+        missing, extra = sorted(_FIELDS - set(body)), sorted(set(body) - _FIELDS)
         raise RecordError(f"record fields differ: missing {missing}, unknown {extra}")
     obs = body["obs"]
     if not isinstance(obs, dict) or not obs:

@@ -263,3 +263,17 @@ def test_unchecked_decode_skips_only_the_schema():
     for bad in (b"garbage", data[:-3]):  # framing and sizes are still checked
         with pytest.raises(RecordError):
             decode_chunk(bad, checked=False)
+
+
+def test_inflated_bound_walks_lz4_blocks_and_gives_up_on_strange_frames():
+    from buffers.codec import _inflated_bound
+
+    raw = np.random.default_rng(0).integers(0, 4, 300_000, dtype=np.uint8).tobytes()
+    frame = lz4.frame.compress(raw, store_size=True)  # 64 KiB blocks: 5 of them
+    assert len(raw) <= _inflated_bound(frame) == 5 * (64 << 10)
+    assert _inflated_bound(frame[:-4]) > 1 << 60  # no end mark: unknown, take the careful path
+    assert _inflated_bound(b"\x04\x22\x4d\x18") > 1 << 60
+    record = encode_chunk(make_chunk())
+    assert _inflated_bound(record) < 1 << 20  # what the one-shot path takes
+    with pytest.raises(RecordError, match="follow the lz4 frame"):
+        decode_chunk(record + b"\x00")
