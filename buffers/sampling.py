@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Literal, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 Kind = Literal["uniform", "prioritized", "task_balanced", "groups", "pairs", "demonstrations",
                "mixture"]
@@ -198,3 +198,37 @@ def mixture(parts: Sequence[tuple[Sampling, float]], **kw: Unpack[Common]) -> Sa
     """Each batch split between `parts` by weight, e.g. 50/50 online and demonstrations as in
     RLPD (arXiv:2302.02948) and HIL-SERL."""
     return Sampling("mixture", parts=tuple(parts), **kw)
+
+
+PRESETS = {"on_policy": on_policy, "replay": replay, "prioritized": prioritized,
+           "task_balanced": task_balanced, "groups": groups, "pairs": pairs,
+           "demonstrations": demonstrations}
+
+
+def spec_from_dict(d: dict[str, Any]) -> Sampling:
+    """A spec from plain data (a config file, or a call across processes), checked as any spec.
+
+    Example: `spec_from_dict({"preset": "on_policy", "max_staleness": 2, "max_uses": 4,
+    "batch_size": 256, "horizon": 8, "rate": {"min_size": 512}})`; a mixture is
+    `{"preset": "mixture", "parts": [[{"preset": "on_policy"}, 0.5], [{"preset":
+    "demonstrations"}, 0.5]], "batch_size": 256}`. Without "preset", the keys are `Sampling`'s
+    fields."""
+    kw = dict(d)
+    if "rate" in kw:
+        kw["rate"] = RateLimit(**kw["rate"]) if isinstance(kw["rate"], dict) else kw["rate"]
+    if "reward" in kw and kw["reward"] is not None:
+        kw["reward"] = tuple(kw["reward"])
+    if "parts" in kw:
+        kw["parts"] = tuple((spec_from_dict(p) if isinstance(p, dict) else p, float(w))
+                            for p, w in kw["parts"])
+    preset = kw.pop("preset", None)
+    if preset is None:
+        return Sampling(**kw)
+    if preset == "mixture":
+        parts = kw.pop("parts")
+        return mixture(parts, **kw)
+    if preset not in PRESETS:
+        raise ValueError(f"sampling preset {preset!r}: use one of "
+                         f"{', '.join([*PRESETS, 'mixture'])}")
+    maker: Any = PRESETS[preset]
+    return maker(**kw)

@@ -24,6 +24,8 @@ from actors.worker import RobotWorker, WorkerConfig
 from algorithms.grpo import GRPO
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from algorithms.ppo import PPO
+from buffers.sampler import Batch, Sampler
+from buffers.sampling import spec_from_dict
 from buffers.store import BufferConfig, InsertResult, ReplayBuffer
 from fleet.evaluate import Episode, run_episodes
 from fleet.outbox import BufferOutbox
@@ -48,12 +50,28 @@ class _BufferServer:
 
     def __init__(self, root: str, config: BufferConfig) -> None:
         self.buffer = ReplayBuffer(Path(root), config)
+        self.samplers: dict[str, tuple[dict[str, Any], Sampler]] = {}
 
     def insert(self, records: list[bytes]) -> InsertResult:
         return self.buffer.insert(records)
 
     def read(self, cursor: int, limit: int, min_policy_version: int = 0) -> tuple[list[bytes], int]:
         return self.buffer.read(cursor, limit, min_policy_version)
+
+    def sample(self, spec: dict[str, Any], policy_version: int | None = None,
+               name: str = "default", seed: int = 0) -> Batch | None:
+        """A batch drawn as `spec` declares (`buffers.sampling.spec_from_dict`), or None to
+        wait (rate limit, min_size, too few eligible records). The sampler named `name` keeps
+        its state (uses per record, rate-limit counts) between calls; a new spec for the same
+        name starts it afresh. The learner's hook: `BufferSource.sample`."""
+        held = self.samplers.get(name)
+        if held is None or held[0] != spec:
+            held = self.samplers[name] = (spec, Sampler(self.buffer, spec_from_dict(spec), seed))
+        return held[1].sample(policy_version)
+
+    def update_priorities(self, cursors: np.ndarray, priorities: np.ndarray,
+                          name: str = "default") -> None:
+        self.samplers[name][1].update_priorities(cursors, priorities)
 
     def info(self) -> dict[str, Any]:
         return self.buffer.info()
@@ -125,6 +143,13 @@ class BufferSource:
 
     def read(self, cursor: int, limit: int, min_policy_version: int = 0) -> tuple[list[bytes], int]:
         return ray.get(self.buffer.read.remote(cursor, limit, min_policy_version))
+
+    def sample(self, spec: dict[str, Any], policy_version: int | None = None,
+               name: str = "default") -> Batch | None:
+        """A `buffers.sampler.Batch` of numpy arrays (`torch.from_numpy` them), or None to wait.
+        Example: `source.sample({"preset": "on_policy", "max_staleness": 1, "max_uses": 4,
+        "batch_size": 256, "horizon": 8}, policy_version=v)`."""
+        return ray.get(self.buffer.sample.remote(spec, policy_version, name))
 
 
 class _RobotActor:
