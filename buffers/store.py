@@ -49,6 +49,7 @@ class BufferConfig:
     strict: bool = False  # refuse to open a log with damage in the middle (rescans all)
     max_bytes: int = 0  # retention: cap on segment bytes on disk, oldest go first; 0 = no cap
     cache_bytes: int = 256 * 1024 * 1024  # LRU cache of decoded records
+    shards: int = 1  # >1: that many logs under shard-NN/, records keyed by robot (buffers.shards)
 
     def __post_init__(self) -> None:
         if self.fsync not in FSYNC_POLICIES:
@@ -65,6 +66,8 @@ class BufferConfig:
                              "deleted")
         if self.cache_bytes < 0:
             raise ValueError("buffer.cache_bytes must be >= 0")
+        if not 1 <= self.shards <= 64:
+            raise ValueError("buffer.shards must be in [1, 64]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,21 +172,32 @@ class ReplayBuffer:
 
     def insert(self, records: Sequence[bytes]) -> InsertResult:
         """Validate, drop duplicates, append; returns once durable per `config.fsync`."""
-        fresh: list[tuple[bytes, RolloutChunk]] = []
+        decoded: list[tuple[bytes, RolloutChunk]] = []
         refused: list[tuple[int, str]] = []
-        seen: set[ChunkKey] = set()
-        duplicates = 0
         for i, record in enumerate(records):
             try:
                 chunk = decode_chunk(record, max_bytes=self.config.max_record_bytes)
             except RecordError as e:
                 refused.append((i, str(e)))
                 continue
-            if chunk.key in self._keys or chunk.key in seen:
+            decoded.append((bytes(record), chunk))
+        stored, duplicates = self.insert_decoded(decoded)
+        return InsertResult(stored, duplicates, tuple(refused))
+
+    def insert_decoded(self, decoded: Sequence[tuple[bytes, RolloutChunk]]) -> tuple[int, int]:
+        """Store records that `decode_chunk` (with checks) just returned `chunk` for: what
+        `insert` does after decoding, for callers that decoded already (`ShardedBuffer`).
+        Returns (stored, duplicates)."""
+        fresh: list[tuple[bytes, RolloutChunk]] = []
+        seen: set[ChunkKey] = set()
+        duplicates = 0
+        for record, chunk in decoded:
+            key = chunk.key
+            if key in self._keys or key in seen:
                 duplicates += 1
                 continue
-            seen.add(chunk.key)
-            fresh.append((bytes(record), chunk))
+            seen.add(key)
+            fresh.append((record, chunk))
         positions = self.log.append([r for r, _ in fresh]) if fresh else []
         for (_, chunk), pos in zip(fresh, positions, strict=True):
             self._add(RecordMeta.of(chunk, pos))
@@ -192,7 +206,7 @@ class ReplayBuffer:
         self._save_unsealed()
         if fresh:
             self._enforce_retention()
-        return InsertResult(len(fresh), duplicates, tuple(refused))
+        return len(fresh), duplicates
 
     def _add(self, meta: RecordMeta) -> None:
         n = meta.position.segment

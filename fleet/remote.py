@@ -26,6 +26,7 @@ from algorithms.policy import ChunkPolicy, PolicyConfig
 from algorithms.ppo import PPO
 from buffers.sampler import Batch, Sampler
 from buffers.sampling import spec_from_dict
+from buffers.shards import open_buffer
 from buffers.store import BufferConfig, InsertResult, ReplayBuffer
 from fleet.evaluate import Episode, run_episodes
 from fleet.outbox import BufferOutbox
@@ -49,7 +50,7 @@ class _BufferServer:
     """The persistent replay buffer as an actor: robots insert, the learner reads."""
 
     def __init__(self, root: str, config: BufferConfig) -> None:
-        self.buffer = ReplayBuffer(Path(root), config)
+        self.buffer = open_buffer(Path(root), config)  # several shards if config.shards > 1
         self.samplers: dict[str, tuple[dict[str, Any], Sampler]] = {}
 
     def insert(self, records: list[bytes]) -> InsertResult:
@@ -64,6 +65,8 @@ class _BufferServer:
         wait (rate limit, min_size, too few eligible records). The sampler named `name` keeps
         its state (uses per record, rate-limit counts) between calls; a new spec for the same
         name starts it afresh. The learner's hook: `BufferSource.sample`."""
+        if not isinstance(self.buffer, ReplayBuffer):
+            raise NotImplementedError("sampling a sharded buffer: use read(), or shards=1")
         held = self.samplers.get(name)
         if held is None or held[0] != spec:
             held = self.samplers[name] = (spec, Sampler(self.buffer, spec_from_dict(spec), seed))
