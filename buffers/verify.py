@@ -19,19 +19,49 @@ from typing import Any
 from buffers.codec import RecordError, decode_chunk
 from buffers.index import RecordMeta, load_index
 from buffers.log import FRAME, Position, scan_segment
+from buffers.stats import Counts
 
 
 def verify_buffer(root: Path) -> dict[str, Any]:
+    """The report of one buffer, or of every shard of a sharded one (`shard-NN/`) summed, with
+    each shard's own report under `per_shard`."""
+    shards = sorted(p for p in Path(root).glob("shard-*") if p.is_dir())
+    if not shards:
+        return _verify_one(Path(root))
+    parts = [_verify_one(p) for p in shards]
+    report: dict[str, Any] = {"shards": len(parts)}
+    for key in ("segments", "records", "corrupt_records", "unreadable_records", "torn_bytes"):
+        report[key] = sum(p[key] for p in parts)
+    report["episodes_per_task"] = {}
+    for part in parts:
+        for task, n in part["episodes_per_task"].items():
+            report["episodes_per_task"][task] = report["episodes_per_task"].get(task, 0) + n
+    report["episodes"] = sum(p["episodes"] for p in parts)
+    report["indexes_to_rebuild"] = [f"{s.name}/{i}" for s, p in zip(shards, parts, strict=True)
+                                    for i in p["indexes_to_rebuild"]]
+    report["notes"] = [f"{s.name}/{n}" for s, p in zip(shards, parts, strict=True)
+                       for n in p["notes"]]
+    report["per_shard"] = [{k: v for k, v in p.items() if k != "notes"} for p in parts]
+    return report
+
+
+def _verify_one(root: Path) -> dict[str, Any]:
     segments = sorted(Path(root).glob("segment-*.log"))
     report: dict[str, Any] = {"segments": len(segments), "records": 0, "corrupt_records": 0,
                               "unreadable_records": 0, "torn_bytes": 0,
                               "indexes_to_rebuild": [], "notes": []}
+    counts = Counts()
     for i, path in enumerate(segments):
-        _segment(path, int(path.stem.split("-")[1]), i == len(segments) - 1, report)
+        for meta in _segment(path, int(path.stem.split("-")[1]), i == len(segments) - 1,
+                             report):
+            counts.update(meta, +1)
+    summary = counts.summary()
+    report["episodes"] = summary["episodes"]
+    report["episodes_per_task"] = summary["episodes_per_task"]
     return report
 
 
-def _segment(path: Path, n: int, last: bool, report: dict[str, Any]) -> None:
+def _segment(path: Path, n: int, last: bool, report: dict[str, Any]) -> list[RecordMeta]:
     data = path.read_bytes()
     found = scan_segment(data)
     report["records"] += len(found.records)
@@ -55,3 +85,4 @@ def _segment(path: Path, n: int, last: bool, report: dict[str, Any]) -> None:
         saved = load_index(path.parent, n, len(data))
         if saved is None or saved.metas != metas:
             report["indexes_to_rebuild"].append(path.with_suffix(".idx").name)
+    return metas

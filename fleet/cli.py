@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _buffer(action: str, path: Path, out: str | None, console: Console) -> int:
     from buffers.episodes import export_npz
-    from buffers.store import ReplayBuffer
+    from buffers.shards import ShardedBuffer, open_buffer
     from buffers.verify import verify_buffer
 
     if not path.is_dir():
@@ -89,14 +89,19 @@ def _buffer(action: str, path: Path, out: str | None, console: Console) -> int:
         print(json.dumps(report, indent=2))
         damage = ("corrupt_records", "unreadable_records", "torn_bytes")
         return 1 if any(report[k] for k in damage) else 0
-    with ReplayBuffer(path, read_only=True) as buf:  # never truncate beside a live writer
+    buf = open_buffer(path, read_only=True)  # never truncate beside a live writer
+    try:
         if action == "info":
             print(json.dumps(buf.info(), indent=2, default=str))
         else:
             if out is None:
                 console.print("[bold red]export needs --out FOLDER[/]")
                 return 2
-            console.print(f"wrote {export_npz(buf, Path(out))} episodes to {out}")
+            shards = buf.shards if isinstance(buf, ShardedBuffer) else [buf]
+            n = sum(export_npz(shard, Path(out)) for shard in shards)  # robots never share one
+            console.print(f"wrote {n} episodes to {out}")
+    finally:
+        buf.close()
     return 0
 
 

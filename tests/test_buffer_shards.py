@@ -91,3 +91,27 @@ def test_recovery_works_per_shard(tmp_path):
         got, _ = read_all(buf)
         assert len(got) == 29 and set(got) <= set(recs)
         assert buf.insert(recs).stored == 1  # the robot resends: the lost record comes back
+
+
+def test_cli_info_verify_export_cover_every_shard(tmp_path, capsys):
+    import json
+
+    from fleet.cli import main
+
+    recs = records()
+    with ShardedBuffer(tmp_path / "buf", CONFIG) as buf:
+        buf.insert(recs)
+    victim = shard_of("r0", 3)
+    segment = sorted(shard_dir(tmp_path / "buf", victim).glob("segment-*.log"))[-1]
+    segment.write_bytes(segment.read_bytes()[:-3])  # a torn tail in r0's shard
+    before = segment.read_bytes()
+    assert main(["buffer", "verify", str(tmp_path / "buf")]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["shards"] == 3 and report["records"] == 29 and report["torn_bytes"] > 0
+    assert report["episodes_per_task"] == {"push-v3": 6} and report["corrupt_records"] == 0
+    assert main(["buffer", "info", str(tmp_path / "buf")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["records"] == 29 and info["episodes_per_task"] == {"push-v3": 6}
+    assert main(["buffer", "export", str(tmp_path / "buf"), "--out", str(tmp_path / "npz")]) == 0
+    assert len(list((tmp_path / "npz").glob("*.npz"))) == 6  # one episode per robot
+    assert segment.read_bytes() == before  # inspecting never truncates
