@@ -38,6 +38,7 @@ FRAME = struct.Struct("<4sHHII")  # magic, version, flags, length, checksum
 VERSION = 2  # the frame version written: 2 = CRC-32C
 CHECKSUMS: dict[int, Callable[[Any], int]] = {1: zlib.crc32, 2: crc32c}  # readable versions
 FSYNC_POLICIES = ("always", "interval_ms", "never")
+_IOV_MAX = 1024  # buffers per writev (Linux's IOV_MAX)
 
 
 class CorruptLogError(IOError):
@@ -227,14 +228,16 @@ class SegmentLog:
         if self.read_only:
             raise PermissionError("this log was opened read-only")
         out = []
+        iov: list[bytes] = []  # frames and payloads, written with one writev per batch
         for payload in payloads:
             if self._size > 0 and self._size + FRAME.size + len(payload) > self.segment_bytes:
+                self._write(iov)
                 self._rotate()
-            frame = FRAME.pack(MAGIC, self.version, 0, len(payload),
-                               CHECKSUMS[self.version](payload))
-            os.writev(self._fd, [frame, payload])  # no copy of a large payload
+            iov += [FRAME.pack(MAGIC, self.version, 0, len(payload),
+                               CHECKSUMS[self.version](payload)), payload]
             out.append(Position(self._segment, self._size, len(payload)))
             self._size += FRAME.size + len(payload)
+        self._write(iov)
         self.positions += out
         self._dirty = True
         if self.fsync == "always" or (self.fsync == "interval_ms"
@@ -242,6 +245,24 @@ class SegmentLog:
                                       >= self.fsync_interval_s):
             self.sync()
         return out
+
+    def _write(self, iov: list[bytes]) -> None:
+        """Write `iov` in order, in as few syscalls as the kernel allows (no copies of large
+        payloads); a short write (a full disk, a signal) goes on where it stopped."""
+        at = 0
+        while at < len(iov):
+            batch = iov[at:at + _IOV_MAX]
+            done = os.writev(self._fd, batch)
+            for i, part in enumerate(batch):
+                if done < len(part):
+                    if done:  # resume inside this part
+                        iov[at + i] = part[done:]
+                    at += i
+                    break
+                done -= len(part)
+            else:
+                at += len(batch)
+        iov.clear()
 
     def sync(self) -> None:
         if self._dirty:

@@ -210,3 +210,23 @@ def test_a_checksum_of_the_wrong_kind_for_its_version_is_damage(tmp_path):
     log.close()
     with pytest.raises(ValueError, match="frame version"):
         SegmentLog(tmp_path, version=3)
+
+
+def test_short_writes_go_on_where_they_stopped(tmp_path, monkeypatch):
+    import os
+
+    real = os.writev
+
+    def stingy(fd, buffers):  # the kernel may write less than asked (a signal, a full disk)
+        first = bytes(buffers[0])
+        return real(fd, [first[:max(1, len(first) // 3)]])
+
+    recs = payloads(6)
+    log = SegmentLog(tmp_path, fsync="never")
+    monkeypatch.setattr(log_module.os, "writev", stingy)
+    log.append(recs)
+    monkeypatch.setattr(log_module.os, "writev", real)
+    log.close()
+    log = SegmentLog(tmp_path, strict=True)
+    assert contents(log) == recs and log.recovery.torn_bytes == 0
+    log.close()
