@@ -48,11 +48,48 @@ def _env(params: Mapping[str, Any]) -> RewardModel:
     return EnvReward(**params)
 
 
-BUILTIN: dict[str, Callable[[Mapping[str, Any]], RewardModel]] = {"env": _env}
+def _sparse(params: Mapping[str, Any]) -> RewardModel:
+    from rewards.sparse import SparseSuccess
+
+    return SparseSuccess(**params)
 
 
-def make_reward(config: RewardConfig) -> RewardModel:
-    """A built-in model by name, else one from the `fleet.rewards` entry-point group."""
+def _term(spec: Mapping[str, Any]) -> RewardModel:
+    return _make(RewardConfig(spec["name"], spec.get("params", {})))
+
+
+def _sum(params: Mapping[str, Any]) -> RewardModel:
+    from rewards.compose import WeightedSum
+
+    terms = list(params["terms"])
+    return WeightedSum([_term(t) for t in terms], [t.get("weight", 1.0) for t in terms])
+
+
+def _shaped(params: Mapping[str, Any]) -> RewardModel:
+    from rewards.compose import Shaped, state_potential
+
+    potential = state_potential(int(params.get("index", 0)), float(params.get("scale", 1.0)),
+                                str(params.get("key", "state")))
+    return Shaped(_term(params["base"]), potential, float(params.get("gamma", 0.99)))
+
+
+BUILTIN: dict[str, Callable[[Mapping[str, Any]], RewardModel]] = {
+    "env": _env, "sparse_success": _sparse, "sum": _sum, "shaped": _shaped}
+
+
+def make_reward(config: RewardConfig, guard: bool = True) -> RewardModel:
+    """A built-in model by name, else one from the `fleet.rewards` entry-point group, wrapped in
+    `rewards.guard.Guarded` (a raising, NaN or wrong-shaped score is contained) unless
+    `guard=False`."""
+    model = _make(config)
+    if not guard:
+        return model
+    from rewards.guard import Guarded
+
+    return Guarded(model)
+
+
+def _make(config: RewardConfig) -> RewardModel:
     if config.name in BUILTIN:
         return BUILTIN[config.name](config.params)
     for ep in metadata.entry_points(group="fleet.rewards"):
