@@ -59,3 +59,18 @@ def test_mixture_with_demonstrations_through_the_server(server):
     batch = server.sample(spec)
     assert batch is not None and len(batch.cursor) == 64
     assert (batch.cursor[32:] < 3).all() and not (batch.cursor[:32] < 3).all()
+
+
+def test_a_sharded_server_inserts_reads_and_reports_every_shard(tmp_path):
+    s = _BufferServer(str(tmp_path), BufferConfig(fsync="never", shards=2))
+    rng = np.random.default_rng(0)
+    recs = [encode_chunk(make_chunk(rng, robot_id=f"r{r}", chunk_seq=i))
+            for i in range(3) for r in range(4)]
+    assert s.insert(recs).stored == 12 and s.insert(recs).duplicates == 12
+    got, cursor = s.read(0, 100)
+    assert sorted(got) == sorted(recs) and s.read(cursor, 100)[0] == []
+    assert s.info()["records"] == 12 and s.info()["shards"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-00", "shard-01"]
+    with pytest.raises(NotImplementedError, match="sharded"):
+        s.sample({"preset": "replay", "batch_size": 4})
+    s.close()
