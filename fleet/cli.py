@@ -4,6 +4,7 @@
     fleet pretrain [hydra overrides]   only build (or load) the BC base and measure it
     fleet bench NAME [--quick]         a benchmark; prints one JSON line last
     fleet buffer info PATH             what a buffer directory holds
+    fleet reward-eval reward=NAME buffer=PATH   a reward model against labelled episodes
     fleet robot run|gateway ...        the real-robot bridge (docs/protocol.md)
     fleet keys ROBOT_ID...             CURVE keys for the gateway and each robot
 """
@@ -38,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                           "as .npz files")
     buf.add_argument("path")
     buf.add_argument("--out", help="export: the folder to write episodes to")
+    re_ = sub.add_parser("reward-eval", help="score a reward model on a buffer's labelled episodes")
+    re_.add_argument("overrides", nargs="*", help="reward=NAME buffer=PATH [out=FILE]")
     from fleet.robot_cli import add_keys_parser, add_robot_parser
 
     add_robot_parser(sub)
@@ -64,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(run_bench(args.name, args.quick)))
         elif args.command == "buffer":
             return _buffer(args.action, Path(args.path), args.out, console)
+        elif args.command == "reward-eval":
+            from fleet.reward_eval import main as reward_eval
+
+            return reward_eval(args.overrides)
         elif args.command in ("robot", "keys"):
             from fleet import robot_cli
 

@@ -1,0 +1,148 @@
+"""`fleet reward-eval reward=NAME buffer=PATH [out=FILE] [threshold=X]`: how well a reward model
+detects success and tracks progress on a buffer's labelled episodes.
+
+Example:
+
+    fleet reward-eval reward=sparse_success buffer=runs/x/buffer out=reward_eval.json
+
+Episodes whose last chunk carries an `episode_end` are labelled: success if its outcome is
+"success" (env or human), else not. Per episode the model scores every chunk; then
+- roc_auc: success detection, the episode's score being its largest per-step reward;
+- spearman_progress: on successful episodes, Spearman of predicted progress (cumulative reward)
+  against −(steps left to success), averaged over episodes (1 = perfect progress tracking);
+- false_success_rate: failed episodes whose score exceeds `threshold`;
+- latency_ms_per_chunk: mean wall time of one `score` call.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from buffers.codec import decode_chunk
+from buffers.records import RolloutChunk
+from rewards.base import RewardConfig, RewardModel, make_reward
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), 1-based."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), np.float64)
+    sx = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    r = _ranks(scores.astype(np.float64))
+    return float((r[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = _ranks(a.astype(np.float64)), _ranks(b.astype(np.float64))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def episodes_of(path: Path) -> list[list[RolloutChunk]]:
+    """The buffer's finished episodes, each its chunks in order."""
+    from buffers.shards import ShardedBuffer, open_buffer
+
+    buf = open_buffer(path, read_only=True)
+    try:
+        shards = buf.shards if isinstance(buf, ShardedBuffer) else [buf]
+        groups: dict[tuple[str, str], list[RolloutChunk]] = collections.OrderedDict()
+        for shard in shards:
+            records, _ = shard.read(0, len(shard))
+            for record in records:
+                c = decode_chunk(record)
+                groups.setdefault((c.robot_id, c.episode_id), []).append(c)
+    finally:
+        buf.close()
+    out = []
+    for chunks in groups.values():
+        chunks.sort(key=lambda c: c.chunk_seq)
+        if chunks[-1].episode_end is not None:
+            out.append(chunks)
+    return out
+
+
+def evaluate(model: RewardModel, episodes: Sequence[list[RolloutChunk]],
+             threshold: float = 0.5) -> dict[str, Any]:
+    scores, labels, rhos, latencies = [], [], [], []
+    for chunks in episodes:
+        per_step = []
+        for c in chunks:
+            t0 = time.perf_counter()
+            per_step.append(np.asarray(model.score(c), np.float64))
+            latencies.append(time.perf_counter() - t0)
+        r = np.concatenate(per_step)
+        end = chunks[-1].episode_end
+        success = end is not None and end.outcome == "success"
+        scores.append(float(r.max()) if len(r) else 0.0)
+        labels.append(success)
+        if success and len(r) > 2:
+            env_hits = np.flatnonzero(np.concatenate([c.success for c in chunks]))
+            t_success = int(env_hits[0]) if env_hits.size else len(r) - 1
+            t = np.arange(t_success + 1)
+            rho = spearman(np.cumsum(r)[: t_success + 1], -(t_success - t))
+            if np.isfinite(rho):
+                rhos.append(rho)
+    s, y = np.array(scores), np.array(labels, bool)
+    failed = s[~y]
+    return {
+        "reward": getattr(model, "name", "?"), "version": getattr(model, "version", "?"),
+        "episodes": len(y), "successes": int(y.sum()),
+        "roc_auc": roc_auc(s, y),
+        "spearman_progress": float(np.mean(rhos)) if rhos else float("nan"),
+        "false_success_rate": float((failed > threshold).mean()) if failed.size else float("nan"),
+        "latency_ms_per_chunk": 1e3 * float(np.mean(latencies)) if latencies else float("nan"),
+        "faults": int(getattr(model, "n_faults", 0)),
+    }
+
+
+def _reward_config(name: str) -> RewardConfig:
+    from fleet.config import ConfigError, load_config
+
+    try:
+        return load_config([f"reward={name}"]).reward
+    except ConfigError:
+        return RewardConfig(name)  # a plug-in with no config file: default params
+
+
+def main(args: Sequence[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    kv = dict(a.split("=", 1) for a in args)
+    if "reward" not in kv or "buffer" not in kv:
+        raise SystemExit("usage: fleet reward-eval reward=NAME buffer=PATH [out=FILE] "
+                         "[threshold=X]")
+    model = make_reward(_reward_config(kv["reward"]))
+    report = evaluate(model, episodes_of(Path(kv["buffer"])), float(kv.get("threshold", 0.5)))
+    table = Table(title=f"reward-eval {report['reward']} on {kv['buffer']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in report.items():
+        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    Console().print(table)
+    out = Path(kv.get("out", "reward_eval.json"))
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report))
+    return 0
