@@ -22,9 +22,11 @@ from typing import Any
 from actors.operator import OperatorConfig
 from actors.robot import MetaWorldConfig
 from algorithms.bc import BCConfig
+from algorithms.dpo import DPOConfig
 from algorithms.grpo import GRPOConfig
 from algorithms.policy import PolicyConfig
 from algorithms.ppo import PPOConfig
+from algorithms.td import TDConfig
 from buffers.store import BufferConfig
 from learner.loop import LearnerConfig
 from rewards.base import RewardConfig
@@ -69,18 +71,20 @@ class PretrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AlgorithmConfig:
-    name: str = "ppo"  # ppo | grpo
+    name: str = "ppo"  # ppo | grpo | td | dpo
     ppo: PPOConfig = PPOConfig()
     grpo: GRPOConfig = GRPOConfig()
+    td: TDConfig = TDConfig()
+    dpo: DPOConfig = DPOConfig()
 
     def __post_init__(self) -> None:
-        if self.name not in ("ppo", "grpo"):
-            raise ValueError(f"algorithm.name={self.name!r}: use ppo or grpo")
+        if self.name not in ("ppo", "grpo", "td", "dpo"):
+            raise ValueError(f"algorithm.name={self.name!r}: use ppo, grpo, td or dpo")
 
     @property
     def group_size(self) -> int:
-        """Episodes per start state that robots must run in a row (1 unless GRPO)."""
-        return self.grpo.group_size if self.name == "grpo" else 1
+        """Episodes per start state that robots must run in a row (1 unless GRPO or DPO)."""
+        return {"grpo": self.grpo.group_size, "dpo": self.dpo.group_size}.get(self.name, 1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,8 @@ from actors.worker import RobotWorker, WorkerConfig
 from algorithms.grpo import GRPO
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from algorithms.ppo import PPO
+from buffers.codec import decode_chunk
+from buffers.records import RolloutChunk
 from buffers.sampler import Batch, Sampler
 from buffers.sampling import spec_from_dict
 from buffers.shards import open_buffer
@@ -220,12 +222,29 @@ class _RobotActor:
             return run_episodes(self.worker, self.robot, episodes)
 
 
+def _algorithm(net: ChunkPolicy, config: Any) -> Any:
+    """The update rule `config.name` names (an `AlgorithmConfig`), around `net`."""
+    if config.name == "grpo":
+        return GRPO(net, config.grpo)
+    if config.name == "td":
+        from algorithms.td import TD
+
+        return TD(net, config.td)
+    if config.name == "dpo":
+        from algorithms.dpo import DPO
+
+        return DPO(net, config.dpo)
+    return PPO(net, config.ppo)
+
+
 class _LearnerActor:
     """The learner in its own process (on a GPU node, when a cluster has one)."""
 
     def __init__(self, policy: PolicyConfig, state: dict[str, np.ndarray], algorithm: Any,
                  reward: RewardConfig, config: LearnerConfig, checkpoint_dir: str,
-                 buffer: Any, hub: Any, seed: int) -> None:
+                 buffer: Any, hub: Any, seed: int, demos: str | None = None) -> None:
+        """`demos`: a buffer directory of demonstrations (the base's, from `fleet.pretrain`)
+        for an algorithm with an offline phase (TD)."""
         import torch
 
         _one_thread()
@@ -236,10 +255,14 @@ class _LearnerActor:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         net.to(device)
-        algo = GRPO(net, algorithm.grpo) if algorithm.name == "grpo" else PPO(net, algorithm.ppo)
+        algo = _algorithm(net, algorithm)
+        offline_demos: list[RolloutChunk] = []
+        if hasattr(algo, "offline") and demos is not None and Path(demos).is_dir():
+            with ReplayBuffer(Path(demos), read_only=True) as buf:
+                offline_demos = [decode_chunk(r) for r in buf.read(0, len(buf))[0]]
         self.learner = Learner(net, algo, make_reward(reward), BufferSource(buffer),
                                HubWeights(hub, config.publish_dtype), config,
-                               Path(checkpoint_dir))
+                               Path(checkpoint_dir), offline_demos)
 
     def step(self) -> dict[str, float]:
         """One update; {} if `interrupt` stopped it while it waited for data."""

@@ -30,7 +30,7 @@ from algorithms.policy import PolicyConfig
 from fleet.config import Config, ConfigError, from_mapping, to_dict
 from fleet.evaluate import Episode, by_task, held_out
 from fleet.metrics import MetricsLogger
-from fleet.pretrain import pretrained_base
+from fleet.pretrain import cache_key, pretrained_base
 from fleet.view import LiveView, Throughput
 
 
@@ -134,7 +134,8 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
     hub = WeightHub.remote()
     learner = LearnerActor.options(num_gpus=learner_gpus(cfg)).remote(
         pcfg, base, cfg.algorithm, cfg.reward, cfg.learner, str(run_dir / "checkpoints"),
-        buffer, hub, cfg.run.seed)
+        buffer, hub, cfg.run.seed,
+        demos=str(Path(cfg.pretrain.cache_dir) / f"demos-{cache_key(cfg)}"))  # TD's offline phase
     version, state = 0, base
     if checkpoint is not None:
         ray.get(learner.restore.remote(str(checkpoint)))

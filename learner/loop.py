@@ -73,8 +73,10 @@ class LearnerConfig:
 
 
 class Algorithm(Protocol):
-    """An update rule over rollout chunks (PPO, GRPO, ...). `group_size` > 1, when present,
-    asks the learner for complete groups of episodes.
+    """An update rule over rollout chunks (PPO, GRPO, TD, DPO). Optional attributes change how
+    the learner feeds it: `group_size` > 1 asks for complete groups of episodes;
+    `off_policy = True` keeps every chunk however stale (the algorithm replays them itself);
+    an `offline(chunks, rewards)` method gets the demonstrations before the first update.
 
         batch = algorithm.prepare(chunks, rewards)
         metrics = algorithm.update(batch, train_actor=True)
@@ -96,8 +98,10 @@ class Interrupted(Exception):
 class Learner:
     def __init__(self, policy: ChunkPolicy, algorithm: Algorithm, reward: RewardModel,
                  source: ChunkSource, sink: WeightSink, config: LearnerConfig,
-                 checkpoint_dir: Path) -> None:
+                 checkpoint_dir: Path, demos: Sequence[RolloutChunk] = ()) -> None:
+        """`demos`: demonstrations for an algorithm's offline phase (ignored by the others)."""
         self.policy, self.algorithm, self.reward = policy, algorithm, reward
+        self._demos = list(demos)
         self.source, self.sink, self.config = source, sink, config
         self.checkpoint_dir = checkpoint_dir
         self.policy_version = 0
@@ -120,6 +124,8 @@ class Learner:
         episodes count; the rest waits for its missing chunks.
         """
         oldest_ok = self.policy_version - self.config.max_staleness
+        if getattr(self.algorithm, "off_policy", False):
+            oldest_ok = 0  # it replays old data itself and corrects for it in its targets
         fresh = [c for c in self._pending if c.policy_version >= oldest_ok]
         dropped = len(self._pending) - len(fresh)
         self.calls_consumed += sum(c.num_calls for c in self._pending) - sum(
@@ -155,6 +161,7 @@ class Learner:
 
     def step(self) -> dict[str, float]:
         """One update. Publishes every `publish_every` updates and checkpoints on a timer."""
+        offline = self._offline() if self.updates == 0 else {}
         t0 = time.monotonic()
         chunks, dropped = self._gather()
         t_data = time.monotonic() - t0
@@ -171,6 +178,7 @@ class Learner:
         if time.monotonic() - self._last_checkpoint > self.config.checkpoint_every_s:
             self.save_checkpoint()
         ends = [c.episode_end for c in chunks if c.episode_end is not None]
+        metrics.update(offline)
         metrics.update({
             "policy_version": self.policy_version, "updates": self.updates,
             "learner_env_steps": self.env_steps, "batch_calls": len(batch),
@@ -181,6 +189,18 @@ class Learner:
             "reward_mean": float(np.mean([r.mean() for r in rewards])),
         })
         return metrics
+
+    def _offline(self) -> dict[str, float]:
+        """The algorithm's offline phase on the demos (scored by the reward model), if it has
+        one; runs once, before the first update (not again after a resume)."""
+        offline = getattr(self.algorithm, "offline", None)
+        if offline is None or not self._demos:
+            return {}
+        t0 = time.monotonic()
+        stats = offline(self._demos, [self.reward.score(c) for c in self._demos])
+        self._demos = []
+        return {f"offline_{k}": v for k, v in stats.items()} | {
+            "offline_s": time.monotonic() - t0}
 
     def save_checkpoint(self, extra: dict[str, Any] | None = None) -> Path:
         """Atomically write `ckpt-<version>.pt` and point `latest.pt` at it."""
