@@ -277,3 +277,19 @@ def test_inflated_bound_walks_lz4_blocks_and_gives_up_on_strange_frames():
     assert _inflated_bound(record) < 1 << 20  # what the one-shot path takes
     with pytest.raises(RecordError, match="follow the lz4 frame"):
         decode_chunk(record + b"\x00")
+
+
+@pytest.mark.parametrize(("values", "ok"), [
+    ([3e38, 3e38, 3e38, 3e38], True),  # finite, though their float32 sum overflows
+    ([np.inf, -np.inf, 0.0, 0.0], False),  # a sum of NaN
+    ([1.0, np.nan, 2.0, 3.0], False),
+    ([-np.inf, 1.0, 2.0, 3.0], False),
+])
+def test_finiteness_check_is_exact_where_sums_overflow_or_cancel(values, ok):
+    chunk = make_chunk(np.random.default_rng(0), T=4, H=4, A=4)
+    bad = dataclasses.replace(chunk, action=np.array([values] * 4, np.float32))
+    if ok:
+        assert decode_chunk(encode_chunk(bad)).action[0, 0] == np.float32(3e38)
+    else:
+        with pytest.raises(RecordError, match="action must be finite"):
+            encode_chunk(bad)
