@@ -40,6 +40,8 @@ class Guarded:
         return str(self.model.version)
 
     def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or "model" not in self.__dict__:
+            raise AttributeError(attr)  # keeps pickling and copying working
         return getattr(self.__dict__["model"], attr)
 
     def failed(self, chunk: RolloutChunk) -> bool:
