@@ -88,3 +88,10 @@ def test_make_reward_guards_by_default():
     m = make_reward(RewardConfig("env"))
     assert isinstance(m, Guarded) and m.name == "env"
     assert not isinstance(make_reward(RewardConfig("env"), guard=False), Guarded)
+
+
+def test_guarded_model_pickles_with_its_params():
+    import pickle
+
+    g = pickle.loads(pickle.dumps(make_reward(RewardConfig("env", {"scale": 0.5}))))
+    assert isinstance(g, Guarded) and g.scale == 0.5 and g.n_faults == 0
