@@ -34,3 +34,14 @@ def test_dpo_smoke_run(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "dpo" / "summary.json").read_text())
     assert summary["policy_version"] >= 1
+
+
+def test_algorithm_config_groups_compose():
+    from fleet.config import ConfigError, load_config
+
+    td = load_config(["algorithm=td", "algorithm.td.utd=3"]).algorithm
+    assert td.name == "td" and td.td.utd == 3 and td.group_size == 1
+    dpo = load_config(["algorithm=dpo", "algorithm.dpo.group_size=6"]).algorithm
+    assert dpo.name == "dpo" and dpo.group_size == 6  # robots run groups for DPO's pairs
+    with pytest.raises(ConfigError, match="target"):
+        load_config(["algorithm=td", "algorithm.td.target=max"])
