@@ -1,0 +1,151 @@
+"""Policies beyond the MLP ChunkPolicy: the token policy, its bins, PPO and GRPO on it."""
+
+import numpy as np
+import pytest
+import torch
+
+from algorithms.grpo import GRPO, GRPOConfig
+from algorithms.ppo import PPO, PPOConfig
+from algorithms.token_policy import TokenPolicy, TokenPolicyConfig, from_bins, hashed_words, to_bins
+from tests.chunks import bandit_chunk
+
+
+def small_token_policy(decode: str = "parallel", **kw) -> TokenPolicy:
+    cfg = dict(obs_dim=4, action_dim=1, horizon=2, hidden=32, d_model=32, heads=4, layers=1,
+               vocab=64, decode=decode)
+    cfg.update(kw)
+    policy = TokenPolicy(TokenPolicyConfig(**cfg))
+    policy.set_instruction("match the sign of the context")
+    return policy
+
+
+class Batched:
+    """Acts like the policy for `bandit_chunk`, from one batched decode of all contexts
+    (one call per episode is too slow for a test on a loaded machine)."""
+
+    def __init__(self, policy: TokenPolicy, contexts: np.ndarray) -> None:
+        obs = torch.zeros(len(contexts), 4)
+        obs[:, 0] = torch.as_tensor(contexts)
+        index, logp = policy.decode(obs)
+        with torch.no_grad():
+            value = policy.value(obs)
+        cfg = policy.config
+        self.rows = list(zip(from_bins(index, cfg.bins).reshape(-1, cfg.horizon,
+                                                                 cfg.action_dim).numpy(),
+                             logp.tolist(), value.tolist(), strict=True))
+
+    def act(self, obs):
+        return self.rows.pop(0)
+
+
+def bandit_batch(policy, rng, n=256, group_size=0):
+    if group_size:
+        contexts = np.repeat(rng.choice([-1.0, 1.0], n // group_size), group_size)
+    else:
+        contexts = rng.choice([-1.0, 1.0], n)
+    acting = Batched(policy, contexts)
+    chunks = [bandit_chunk(acting, float(c), str(i), 1.0, -1.0,
+                           group=f"g{i // group_size}" if group_size else "")
+              for i, c in enumerate(contexts)]
+    return chunks, [c.reward for c in chunks]
+
+
+def test_bins_round_trip():
+    bins = 256
+    index = torch.arange(bins)
+    assert torch.equal(to_bins(from_bins(index, bins), bins), index)
+    x = torch.tensor([-1.0, -0.999, 0.0, 0.5, 0.999, 1.0, 3.0, -3.0])
+    centre = from_bins(to_bins(x, bins), bins)
+    assert torch.all((centre - x.clamp(-1, 1)).abs() <= 1.0 / bins + 1e-6)
+    assert to_bins(torch.tensor([1.0]), bins).item() == bins - 1
+    assert to_bins(torch.tensor([-1.0]), bins).item() == 0
+
+
+def test_hashed_instruction_is_stable_and_distinguishes_words():
+    a, b = hashed_words("Push the puck", 64), hashed_words("open the drawer", 64)
+    assert np.array_equal(a, hashed_words("push THE puck!", 64))
+    assert a.sum() == 3 and not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("decode", ["parallel", "autoregressive"])
+def test_token_policy_shapes_and_log_prob_of_executed_chunk(decode):
+    torch.manual_seed(0)
+    policy = small_token_policy(decode, action_dim=3, horizon=2)
+    obs = np.array([1.0, 0.5, -0.5, 0.0], np.float32)
+    chunk, logp, value = policy.act(obs, generator=torch.Generator().manual_seed(1))
+    assert chunk.shape == (2, 3) and chunk.dtype == np.float32
+    assert np.all(np.abs(chunk) < 1)
+    assert isinstance(logp, float) and isinstance(value, float)
+    x = torch.as_tensor(obs)[None]
+    # re-evaluated log-prob of the executed chunk equals the one reported when acting
+    assert abs(float(policy.log_prob(x, torch.as_tensor(chunk)[None])) - logp) < 1e-4
+    # ... and equals the manual sum of each executed action's bin log-probability
+    index = to_bins(torch.as_tensor(chunk).reshape(1, -1), 256)
+    with torch.no_grad():
+        logits = policy.logits(x, index)
+        manual = sum(float(torch.log_softmax(logits[0, t], -1)[index[0, t]]) for t in range(6))
+    assert abs(manual - logp) < 1e-4
+    # any action inside a bin has that bin's log-probability
+    nudged = torch.as_tensor(chunk)[None] + 0.2 / 256
+    assert abs(float(policy.log_prob(x, nudged)) - logp) < 1e-4
+    # deterministic acting repeats; the instruction changes the distribution
+    first = policy.act(obs, deterministic=True)
+    assert np.array_equal(first[0], policy.act(obs, deterministic=True)[0])
+    before = policy.log_prob(x, torch.as_tensor(chunk)[None])
+    policy.set_instruction("something else entirely")
+    assert abs(float(policy.log_prob(x, torch.as_tensor(chunk)[None]) - before)) > 1e-6
+
+
+def test_autoregressive_token_sees_only_earlier_tokens():
+    torch.manual_seed(0)
+    policy = small_token_policy("autoregressive", action_dim=2, horizon=2)
+    x = torch.zeros(1, 4)
+    a = torch.tensor([[3, 100, 7, 200]])
+    b = torch.tensor([[3, 100, 9, 10]])
+    with torch.no_grad():
+        la, lb = policy.logits(x, a), policy.logits(x, b)
+    assert torch.allclose(la[:, :3], lb[:, :3], atol=1e-5)
+    assert not torch.allclose(la[:, 3], lb[:, 3])
+
+
+def test_token_policy_state_round_trip():
+    torch.manual_seed(0)
+    policy = small_token_policy("autoregressive")
+    twin = small_token_policy("autoregressive")
+    policy.set_instruction("a different task")
+    twin.load_policy_state(policy.policy_state())
+    obs = np.array([1.0, 0, 0, 0], np.float32)
+    assert np.array_equal(policy.act(obs, deterministic=True)[0],
+                          twin.act(obs, deterministic=True)[0])
+    assert all(isinstance(v, np.ndarray) for v in policy.policy_state().values())
+
+
+def test_ppo_with_the_token_policy_solves_the_contextual_bandit():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    policy = small_token_policy("parallel")
+    ppo = PPO(policy, PPOConfig(actor_lr=3e-3, critic_lr=3e-3, minibatch=64, epochs=4))
+    first = float(np.mean([r[-1] for r in bandit_batch(policy, rng)[1]]))
+    for _ in range(25):
+        chunks, rewards = bandit_batch(policy, rng)
+        ppo.update(ppo.prepare(chunks, rewards))
+    final = float(np.mean([r[-1] for r in bandit_batch(policy, rng)[1]]))
+    for ctx in (-1.0, 1.0):
+        act = policy.act(np.array([ctx, 0, 0, 0], np.float32), deterministic=True)[0]
+        assert np.all(np.sign(act) == ctx)
+    assert final > 0.9 > first
+
+
+def test_grpo_runs_on_the_autoregressive_token_policy():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    policy = small_token_policy("autoregressive")
+    grpo = GRPO(policy, GRPOConfig(group_size=8, lr=3e-3, epochs=2, minibatch=64))
+    before = {k: v.copy() for k, v in policy.policy_state().items()}
+    for _ in range(2):
+        chunks, rewards = bandit_batch(policy, rng, 64, 8)
+        metrics = grpo.update(grpo.prepare(chunks, rewards))
+        assert np.isfinite(metrics["policy_loss"])
+    after = policy.policy_state()
+    assert any(not np.array_equal(before[k], after[k]) for k in before if k.startswith("actor"))
+    assert all(np.array_equal(before[k], after[k]) for k in before if k.startswith("critic"))
