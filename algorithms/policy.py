@@ -33,6 +33,14 @@ class PolicyConfig:
     init_std: float = 0.2  # std of the Gaussian head, per action number
     learn_std: bool = False
     init: str = "default"  # default (torch's) | orthogonal (as SB3 / CleanRL, for RL from scratch)
+    kind: str = "chunk"  # chunk (this class) | token (algorithms.token_policy) | hf (hf_adapter)
+    backbone: str = "mlp"  # mlp | transformer (algorithms.backbones.ChunkTransformer)
+    d_model: int = 64  # transformer width (backbone=transformer, kind=token)
+    heads: int = 4
+    bins: int = 256  # kind=token|hf: bins per action number over [-1, 1]
+    decode: str = "autoregressive"  # kind=token: autoregressive | parallel
+    instruction: str = ""  # kind=token|hf: language instruction the policy is conditioned on
+    path: str = ""  # kind=hf: local Hugging Face checkpoint directory
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "horizon", "hidden", "layers"):
@@ -42,6 +50,20 @@ class PolicyConfig:
             raise ValueError(f"policy.init_std must be > 0, got {self.init_std}")
         if self.init not in ("default", "orthogonal"):
             raise ValueError(f"policy.init={self.init!r}: default or orthogonal")
+        if self.kind not in ("chunk", "token", "hf") or self.backbone not in ("mlp", "transformer"):
+            raise ValueError(f"policy.kind={self.kind!r} (chunk|token|hf), "
+                             f"policy.backbone={self.backbone!r} (mlp|transformer)")
+
+
+_ADDED = ("kind", "backbone", "d_model", "heads", "bins", "decode", "instruction", "path")
+
+
+def config_key_fields(config: PolicyConfig) -> dict[str, object]:
+    """The config as a dict for cache keys, leaving out fields added after the MLP policy while
+    they hold their defaults, so keys (and cached bases) of MLP policies stay as they were."""
+    default = PolicyConfig()
+    return {k: v for k, v in dataclasses.asdict(config).items()
+            if k not in _ADDED or v != getattr(default, k)}
 
 
 def mlp(inp: int, hidden: int, layers: int, out: int) -> nn.Sequential:
@@ -72,7 +94,12 @@ class ChunkPolicy(nn.Module):
         super().__init__()
         self.config = config
         chunk = config.horizon * config.action_dim
-        self.actor = mlp(config.obs_dim, config.hidden, config.layers, chunk)
+        self.actor: nn.Module = mlp(config.obs_dim, config.hidden, config.layers, chunk)
+        if config.backbone == "transformer":
+            from algorithms.backbones import ChunkTransformer
+
+            self.actor = ChunkTransformer(config.obs_dim, config.action_dim, config.horizon,
+                                          config.d_model, config.heads, config.layers)
         self.critic = mlp(config.obs_dim, config.hidden, config.layers, 1)
         self.log_std = nn.Parameter(
             torch.full((chunk,), math.log(config.init_std)), requires_grad=config.learn_std
@@ -82,7 +109,8 @@ class ChunkPolicy(nn.Module):
         self.register_buffer("obs_mean", torch.zeros(config.obs_dim))
         self.register_buffer("obs_std", torch.ones(config.obs_dim))
         if config.init == "orthogonal":
-            _orthogonal(self.actor, last_gain=0.01)  # near-zero first actions
+            if isinstance(self.actor, nn.Sequential):
+                _orthogonal(self.actor, last_gain=0.01)  # near-zero first actions
             _orthogonal(self.critic, last_gain=1.0)
 
     def set_obs_stats(self, mean: np.ndarray, std: np.ndarray) -> None:

@@ -184,3 +184,52 @@ def test_hf_adapter_on_a_tiny_local_checkpoint(tmp_path, monkeypatch):
     twin.load_policy_state(after)
     assert np.array_equal(twin.act(obs, deterministic=True)[0],
                           policy.act(obs, deterministic=True)[0])
+
+
+def test_mlp_path_is_unchanged_and_cache_keys_stay():
+    from algorithms.policy import ChunkPolicy, PolicyConfig, config_key_fields, mlp
+
+    cfg = PolicyConfig(obs_dim=5, action_dim=2, horizon=3, hidden=16)
+    torch.manual_seed(3)
+    policy = ChunkPolicy(cfg)
+    torch.manual_seed(3)
+    actor, critic = mlp(5, 16, 2, 6), mlp(5, 16, 2, 1)  # what the MLP policy always built
+    expected = {f"actor.{k}": v for k, v in actor.state_dict().items()}
+    expected |= {f"critic.{k}": v for k, v in critic.state_dict().items()}
+    state = policy.state_dict()
+    assert set(state) == set(expected) | {"log_std", "obs_mean", "obs_std"}
+    assert all(torch.equal(state[k], v) for k, v in expected.items())
+    assert set(config_key_fields(cfg)) == {"obs_dim", "action_dim", "horizon", "hidden", "layers",
+                                           "init_std", "learn_std", "init"}
+    assert "backbone" in config_key_fields(PolicyConfig(backbone="transformer"))
+
+
+def test_transformer_backbone_and_image_encoder_shapes():
+    from algorithms.backbones import ImageEncoder
+    from algorithms.factory import make_policy
+    from algorithms.policy import ChunkPolicy, PolicyConfig
+
+    torch.manual_seed(0)
+    policy = make_policy(PolicyConfig(obs_dim=6, action_dim=2, horizon=3, backbone="transformer",
+                                      d_model=16, heads=2, layers=1, hidden=16))
+    assert isinstance(policy, ChunkPolicy)
+    chunk, logp, value = policy.act(np.ones(6, np.float32))
+    assert chunk.shape == (3, 2) and np.isfinite(logp) and np.isfinite(value)
+    obs = torch.randn(5, 6)
+    assert policy.log_prob(obs, torch.zeros(5, 3, 2)).shape == (5,)
+    # chunk queries attend to the state tokens: the mean depends on the observation
+    assert not torch.allclose(policy.mean_chunk(obs[:1]), policy.mean_chunk(obs[1:2]))
+    image = torch.randint(0, 255, (4, 8, 8, 3), dtype=torch.uint8)
+    assert ImageEncoder(features=12)(image).shape == (4, 12)
+
+
+def test_make_policy_builds_each_kind():
+    from algorithms.factory import make_policy
+    from algorithms.policy import PolicyConfig
+
+    token = make_policy(PolicyConfig(kind="token", obs_dim=4, action_dim=1, horizon=2, hidden=16,
+                                     d_model=16, heads=2, layers=1, decode="parallel",
+                                     instruction="push"))
+    assert isinstance(token, TokenPolicy) and token.instruction_bow.sum() == 1
+    with pytest.raises(ValueError):
+        PolicyConfig(kind="nope")
