@@ -14,6 +14,7 @@ version here.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,5 @@ class SerialRun:
 
 
 def _copy(policy: ChunkPolicy) -> ChunkPolicy:
-    twin = ChunkPolicy(policy.config)
-    twin.load_policy_state(policy.policy_state())
-    return twin
+    """The acting twin; a deep copy works for every policy kind (`algorithms.factory`)."""
+    return copy.deepcopy(policy).cpu()  # robots act on the CPU

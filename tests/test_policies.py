@@ -233,3 +233,13 @@ def test_make_policy_builds_each_kind():
     assert isinstance(token, TokenPolicy) and token.instruction_bow.sum() == 1
     with pytest.raises(ValueError):
         PolicyConfig(kind="nope")
+
+
+@pytest.mark.parametrize("name,kind,backbone", [("chunk_mlp", "chunk", "mlp"),
+                                                ("chunk_transformer", "chunk", "transformer"),
+                                                ("token", "token", "mlp")])
+def test_policy_configs_load(name, kind, backbone):
+    from fleet.config import load_config
+
+    cfg = load_config([f"policy={name}"])
+    assert (cfg.policy.kind, cfg.policy.backbone) == (kind, backbone)
