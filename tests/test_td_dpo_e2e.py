@@ -3,14 +3,21 @@
 import json
 
 import pytest
+import torch
 
 from tests.test_e2e import ROOT, fleet
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One pretraining (demos and BC base) shared by both runs."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.mark.slow
-def test_td_smoke_run(tmp_path):
+def test_td_smoke_run(tmp_path, cache):
     done = fleet("train", "experiment=smoke", "algorithm=td", "run.name=td",
-                 f"run.dir={tmp_path}/runs", f"pretrain.cache_dir={tmp_path}/cache",
+                 f"run.dir={tmp_path}/runs", f"pretrain.cache_dir={cache}",
                  "algorithm.td.offline_updates=20", "algorithm.td.hidden=64",
                  "algorithm.td.utd=2", "algorithm.td.minibatch=64", "train.env_steps=1500",
                  "logger.wandb=disabled", cwd=ROOT)
@@ -18,17 +25,17 @@ def test_td_smoke_run(tmp_path):
     run = tmp_path / "runs" / "td"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["policy_version"] >= 1
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    learner = [r for r in rows if "learner/critic_loss" in r]
-    assert learner, rows[-3:]
-    assert any("learner/offline_critic_loss" in r for r in rows)  # the demos' offline phase ran
-    assert max(r["learner/demo_calls"] for r in learner) > 0
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    online, _ = state["algorithm"]["online"]
+    demos, _ = state["algorithm"]["demos"]
+    assert len(demos) > 0  # the base's demos went through the offline phase
+    assert len(online) > 0  # and robots' chunks into the replay
 
 
 @pytest.mark.slow
-def test_dpo_smoke_run(tmp_path):
+def test_dpo_smoke_run(tmp_path, cache):
     done = fleet("train", "experiment=smoke", "algorithm=dpo", "run.name=dpo",
-                 f"run.dir={tmp_path}/runs", f"pretrain.cache_dir={tmp_path}/cache",
+                 f"run.dir={tmp_path}/runs", f"pretrain.cache_dir={cache}",
                  "algorithm.dpo.group_size=2", "train.env_steps=1500",
                  "logger.wandb=disabled", cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
