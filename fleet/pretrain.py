@@ -25,7 +25,7 @@ import torch
 from actors.demos import collect_demos
 from actors.robot import SAWYER_ACTIONS, MetaWorldRobot
 from algorithms.bc import chunk_targets, train_bc
-from algorithms.policy import ChunkPolicy, PolicyConfig
+from algorithms.policy import ChunkPolicy, PolicyConfig, config_key_fields
 from buffers.codec import decode_chunk, encode_chunk
 from buffers.records import RolloutChunk
 from buffers.store import ReplayBuffer
@@ -38,7 +38,7 @@ def policy_config(cfg: Config) -> PolicyConfig:
 
 
 def cache_key(cfg: Config) -> str:
-    parts = {"robot": dataclasses.asdict(cfg.robot), "policy": dataclasses.asdict(cfg.policy),
+    parts = {"robot": dataclasses.asdict(cfg.robot), "policy": config_key_fields(cfg.policy),
              "pretrain": {k: v for k, v in dataclasses.asdict(cfg.pretrain).items()
                           if k != "cache_dir"}, "format": 1}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
