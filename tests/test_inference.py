@@ -35,3 +35,22 @@ def test_batched_sample_logp_matches_policy_log_prob():
 def test_batched_rejects_single_obs():
     with pytest.raises(ValueError):
         batched_act(_policy(), np.zeros(7, np.float32))
+
+
+def test_server_batches_concurrent_requests_and_matches_local(local_ray):
+    from fleet.inference import RemotePolicy, inference_server
+
+    cfg = PolicyConfig(obs_dim=7, action_dim=3, horizon=8)
+    p = _policy()
+    server = inference_server(cfg, max_batch=8, max_wait_s=0.05)
+    local_ray.get(server.load_policy_state.remote(p.policy_state()))
+    obs = np.random.default_rng(2).standard_normal((8, 7)).astype(np.float32)
+    refs = [server.act.remote(o, True) for o in obs]
+    out = local_ray.get(refs)
+    for i in range(8):
+        np.testing.assert_allclose(out[i][0], p.act(obs[i], deterministic=True)[0],
+                                   rtol=1e-5, atol=1e-5)
+    stats = local_ray.get(server.stats.remote())
+    assert stats["requests"] == 8 and stats["batches"] < 8
+    chunk, logp, value = RemotePolicy(server).act(obs[0], deterministic=True)
+    assert chunk.shape == (8, 3) and np.isfinite(logp) and np.isfinite(value)
