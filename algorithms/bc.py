@@ -43,16 +43,22 @@ def chunk_targets(obs: np.ndarray, actions: np.ndarray, horizon: int) -> np.ndar
 
 def train_bc(policy: ChunkPolicy, obs: np.ndarray, targets: np.ndarray,
              config: BCConfig) -> list[float]:
-    """Fit the policy's mean chunk to `targets` [N, H, A] from `obs` [N, D]. Returns losses."""
+    """Fit the policy's mean chunk to `targets` [N, H, A] from `obs` [N, D] (L2), or, for a
+    policy without a mean chunk (the token policy), maximise their log-probability. Returns
+    losses."""
     gen = torch.Generator().manual_seed(config.seed)
     policy.set_obs_stats(obs.mean(0), obs.std(0))
     x = torch.as_tensor(obs, dtype=torch.float32)
-    y = torch.as_tensor(targets, dtype=torch.float32).reshape(len(targets), -1)
+    chunks = torch.as_tensor(targets, dtype=torch.float32)
+    y = chunks.reshape(len(targets), -1)
     opt = torch.optim.Adam(policy.actor.parameters(), lr=config.lr)
     losses = []
     for _ in range(config.steps):
         idx = torch.randint(0, len(x), (config.batch,), generator=gen)
-        loss = ((policy.mean_chunk(x[idx]) - y[idx]) ** 2).mean()
+        if hasattr(policy, "mean_chunk"):
+            loss = ((policy.mean_chunk(x[idx]) - y[idx]) ** 2).mean()
+        else:
+            loss = -policy.log_prob(x[idx], chunks[idx]).mean() / y.shape[1]
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -25,6 +25,7 @@ import torch
 from actors.demos import collect_demos
 from actors.robot import SAWYER_ACTIONS, MetaWorldRobot
 from algorithms.bc import chunk_targets, train_bc
+from algorithms.factory import make_policy
 from algorithms.policy import ChunkPolicy, PolicyConfig, config_key_fields
 from buffers.codec import decode_chunk, encode_chunk
 from buffers.records import RolloutChunk
@@ -70,7 +71,7 @@ def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[st
     path = cache / f"base-{key}.pt"
     shape = policy_config(cfg)
     if path.exists():
-        policy = ChunkPolicy(shape)
+        policy = make_policy(shape)
         saved = torch.load(path, weights_only=False)
         policy.load_state_dict(saved["policy"])
         return policy, dict(saved["info"], cached=True, path=str(path))
@@ -80,7 +81,7 @@ def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[st
     targets = np.concatenate([chunk_targets(d.obs["state"], d.action, cfg.policy.horizon)
                               for d in demos])
     torch.manual_seed(cfg.pretrain.bc.seed)
-    policy = ChunkPolicy(shape)
+    policy = make_policy(shape)
     losses = train_bc(policy, obs, targets, cfg.pretrain.bc)
     info = {"demos": len(demos), "demo_steps": len(obs), "bc_loss": float(losses[-1]),
             "pretrain_s": time.monotonic() - t0, "key": key}

@@ -21,6 +21,7 @@ from actors.operator import OperatorConfig, SimulatedOperator
 from actors.pacing import Paced
 from actors.robot import MetaWorldConfig, MetaWorldRobot
 from actors.worker import RobotWorker, WorkerConfig
+from algorithms.factory import make_policy
 from algorithms.grpo import GRPO
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from algorithms.ppo import PPO
@@ -169,7 +170,7 @@ class _RobotActor:
 
         _one_thread()
         torch.manual_seed(worker.seed)  # exploration noise is reproducible per robot
-        net = ChunkPolicy(policy)
+        net = make_policy(policy)
         net.load_policy_state(state)
         self.outbox = BufferOutbox(buffer, Path(spill_dir) / robot_id)
         self.weights = HubWeights(hub)
@@ -249,7 +250,7 @@ class _LearnerActor:
 
         _one_thread()
         torch.manual_seed(seed)
-        net = ChunkPolicy(policy)
+        net = make_policy(policy)
         net.load_policy_state(state)
         device = config.device
         if device == "auto":

@@ -30,7 +30,7 @@ from algorithms.policy import PolicyConfig
 from fleet.config import Config, ConfigError, from_mapping, to_dict
 from fleet.evaluate import Episode, by_task, held_out
 from fleet.metrics import MetricsLogger
-from fleet.pretrain import cache_key, pretrained_base
+from fleet.pretrain import cache_key, policy_config, pretrained_base
 from fleet.view import LiveView, Throughput
 
 
@@ -161,7 +161,8 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
     base, pre_info = pretrained_base(cfg, log=console.print)
     start_ray(cfg)
     try:
-        fleet = start_fleet(cfg, run_dir, checkpoint, base.config, base.policy_state(), console)
+        fleet = start_fleet(cfg, run_dir, checkpoint, policy_config(cfg), base.policy_state(),
+                            console)
         episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)
         before = base_success(run_dir, fleet.robots, base.policy_state(), episodes)
         console.print(f"base policy: {np.mean(before):.0%} success on {cfg.eval.episodes} "
