@@ -40,7 +40,7 @@ def fleet_line(robots: int, summary: dict[str, Any]) -> dict[str, Any]:
 def run(quick: bool, sizes: tuple[int, ...] | None = None, wall_s: float | None = None,
         ) -> dict[str, object]:
     sizes = sizes or ((1, 4) if quick else (1, 2, 4, 8))
-    wall_s = wall_s or (15.0 if quick else 180.0)
+    wall_s = wall_s or (15.0 if quick else 120.0)
     root = Path("runs") / f"bench-scaling-{time.strftime('%Y%m%d-%H%M%S')}"
     lines = []
     for n in sizes:
