@@ -42,4 +42,5 @@ def state_chunk(seed: int = 0, steps: int = 64, horizon: int = 4, chunk_seq: int
 def result(bench: str, metric: str, value: float, unit: str, baseline: float,
            **extra: object) -> dict[str, object]:
     return {"bench": bench, "metric": metric, "value": round(value, 1), "unit": unit,
-            "baseline": round(baseline, 1), "ratio": round(value / baseline, 3), **extra}
+            "baseline": round(baseline, 1),
+            "ratio": round(value / baseline, 3) if baseline else None, **extra}

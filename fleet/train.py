@@ -70,7 +70,7 @@ def start_ray(cfg: Config) -> None:
     elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`
         ray.init(logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, 2), include_dashboard=False,
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, 2), include_dashboard=False,
                  logging_level=logging.WARNING, object_store_memory=512 * 1024**2)
 
 
