@@ -213,7 +213,8 @@ class _RobotActor:
                     refused=len(self.outbox.refusals), error=self.error,
                     adopt_latency_s=self.weights.adopt_latency_s,
                     missed_deadlines=self.paced.missed if self.paced else 0,
-                    node_id=ray.get_runtime_context().get_node_id())
+                    node_id=ray.get_runtime_context().get_node_id(),
+                    restarted=ray.get_runtime_context().was_current_actor_reconstructed)
 
     def evaluate(self, state: dict[str, np.ndarray], episodes: list[Episode]) -> list[bool]:
         """Held-out (task, seed) episodes with the given weights (call while the loop is

@@ -62,8 +62,9 @@ def test_killed_robot_actor_is_restarted_and_resumes(local_ray, tmp_path):
     ray.kill(robots[0], no_restart=False)
     deadline = time.monotonic() + 60
     while True:  # the restarted actor starts from zero and works again on its own
-        try:
-            if ray.get(robots[0].stats.remote())["env_steps"] > 100:
+        try:  # (the old incarnation may answer before the kill lands: wait for the new one)
+            now = ray.get(robots[0].stats.remote())
+            if now["restarted"] and now["env_steps"] > 100:
                 break
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
             pass  # still restarting
