@@ -141,6 +141,11 @@ class RobotWorker:
                 self.stats.recent.append(fb.success)
                 return fb.success
 
+    def abort_episode(self) -> None:
+        """Close the episode in progress as truncated (its robot was lost mid-episode)."""
+        if self._builder.num_steps:
+            self._send(EpisodeEnd("truncated"))
+
     def run(self, stop: threading.Event) -> None:
         """Train-time loop: episodes back to back until `stop` is set (checked between them)."""
         n, size = 0, self.config.group_size

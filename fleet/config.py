@@ -53,12 +53,20 @@ class FleetConfig:
     address: str | None = None  # a Ray cluster to join; None starts an embedded local Ray
     robot_resources: bool = False  # place robot <id>'s actor on the node advertising robot:<id>
     pace_hz: float = 0.0  # > 0: simulated robots step at this control rate, as hardware does
+    bridge_robots: tuple[str, ...] = ()  # real robots joining over the bridge, beside num_robots
+    bridge_endpoint: str = "tcp://127.0.0.1:5555"  # bridged robot i's gateway binds port + i
+    bridge_keys: str = "keys"  # the folder `fleet keys` wrote (server + allowlisted robot keys)
 
     def __post_init__(self) -> None:
         if self.num_robots < 1 or self.calls_per_chunk < 1:
             raise ValueError("fleet.num_robots and fleet.calls_per_chunk must be >= 1")
         if self.pace_hz < 0:
             raise ValueError(f"fleet.pace_hz must be >= 0 (0: unpaced), got {self.pace_hz}")
+        object.__setattr__(self, "bridge_robots", tuple(self.bridge_robots))
+        if not all(isinstance(r, str) and r for r in self.bridge_robots) or len(
+                set(self.bridge_robots)) != len(self.bridge_robots):
+            raise ValueError(f"fleet.bridge_robots must be distinct robot ids, got "
+                             f"{list(self.bridge_robots)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,7 +47,10 @@ def add_robot_parser(sub: Any) -> None:
     which = run.add_mutually_exclusive_group(required=True)
     which.add_argument("--gym", metavar="ENV_ID", help="drive a gymnasium env (GymDriver)")
     which.add_argument("--driver", metavar="MODULE:CLASS", help="your Driver subclass")
-    run.add_argument("--hz", type=float, default=50.0, help="control rate for --gym")
+    which.add_argument("--metaworld", metavar="TASK",
+                       help="drive a simulated Meta-World robot (e.g. push-v3; needs metaworld)")
+    run.add_argument("--hz", type=float, default=50.0,
+                     help="control rate for --gym and --metaworld")
     run.add_argument("--arm", action="store_true", help="release the e-stop at start")
     run.add_argument("--console", action="store_true",
                      help="read operator words on stdin: arm, stop (e-stop), quit (on by "
@@ -101,6 +104,10 @@ def _driver(args: argparse.Namespace) -> Any:
 
     if args.gym:
         return GymDriver(args.gym, control_hz=args.hz)
+    if args.metaworld:
+        from actors.bridge.sim_driver import metaworld_driver
+
+        return metaworld_driver(args.metaworld, args.hz)
     module, _, name = args.driver.partition(":")
     return getattr(importlib.import_module(module), name)()
 

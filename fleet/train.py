@@ -118,7 +118,8 @@ class Fleet:
     buffer: Any
     hub: Any
     learner: Any
-    robots: list[Any]
+    robots: list[Any]  # simulated: they train and evaluate
+    bridged: list[Any] = dataclasses.field(default_factory=list)  # real: they train
 
 
 def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config: PolicyConfig,
@@ -150,7 +151,24 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
                      group_size=cfg.algorithm.group_size), buffer, hub,
         str(run_dir / "spill"), version, assign_tasks(cfg.robot.tasks, cfg.fleet.num_robots, i),
         cfg.operator, cfg.fleet.pace_hz) for i in range(cfg.fleet.num_robots)]
-    return Fleet(buffer, hub, learner, robots)
+    return Fleet(buffer, hub, learner, robots, start_bridged(cfg, run_dir, pcfg, state, version,
+                                                             buffer, hub))
+
+
+def start_bridged(cfg: Config, run_dir: Path, pcfg: PolicyConfig, state: dict[str, np.ndarray],
+                  version: int, buffer: Any, hub: Any) -> list[Any]:
+    """An actor per real robot of `fleet.bridge_robots`, each serving its robot's gateway."""
+    from fleet.bridged import BridgedRobotActor, endpoint_for
+
+    n = cfg.fleet.num_robots
+    return [BridgedRobotActor.options(
+        num_cpus=cfg.fleet.robot_cpus,
+        resources={f"robot:{rid}": 1.0} if cfg.fleet.robot_resources else {}).remote(
+        rid, endpoint_for(cfg.fleet.bridge_endpoint, j), cfg.fleet.bridge_keys, pcfg, state,
+        WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
+                     seed=cfg.run.seed * 1000 + n + j + 1 + 100 * version,
+                     group_size=cfg.algorithm.group_size), buffer, hub,
+        str(run_dir / "spill"), version) for j, rid in enumerate(cfg.fleet.bridge_robots)]
 
 
 def train(cfg: Config, console: Console) -> dict[str, Any]:
@@ -170,8 +188,8 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
         steps_done = int(ray.get(fleet.buffer.info.remote())["steps"])
         with MetricsLogger(cfg, run_dir) as metrics:
             metrics.summary({"success_before": float(np.mean(before))})
-            train_s, robot_stats, last = post_train(cfg, console, fleet.robots, fleet.learner,
-                                                    metrics, steps_done)
+            train_s, robot_stats, last = post_train(cfg, console, fleet.robots + fleet.bridged,
+                                                    fleet.learner, metrics, steps_done)
             wandb_id = run_dir / "wandb_id"
             ray.get(fleet.learner.checkpoint.remote(
                 {"wandb_id": wandb_id.read_text() if wandb_id.exists() else None}))
