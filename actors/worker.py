@@ -17,7 +17,7 @@ import dataclasses
 import threading
 import uuid
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -75,12 +75,19 @@ class WorkerStats:
     intervened_steps: int = 0  # steps an operator chose
     recent: collections.deque[bool] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=20))
+    by_task: dict[str, collections.deque[bool]] = dataclasses.field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, float]:
+    def episode_done(self, task: str, success: bool) -> None:
+        self.episodes += 1
+        self.recent.append(success)
+        self.by_task.setdefault(task, collections.deque(maxlen=20)).append(success)
+
+    def as_dict(self) -> dict[str, Any]:
         rate = float(np.mean(self.recent)) if self.recent else float("nan")
         return {"env_steps": self.env_steps, "episodes": self.episodes,
                 "policy_version": self.policy_version, "chunks_sent": self.chunks_sent,
-                "intervened_steps": self.intervened_steps, "success_rate": rate}
+                "intervened_steps": self.intervened_steps, "success_rate": rate,
+                "success_by_task": {t: float(np.mean(d)) for t, d in self.by_task.items()}}
 
 
 class RobotWorker:
@@ -137,8 +144,7 @@ class RobotWorker:
             self.stats.intervened_steps += taken
             if fb.done:
                 self._send(EpisodeEnd(fb.outcome))
-                self.stats.episodes += 1
-                self.stats.recent.append(fb.success)
+                self.stats.episode_done(self.robot.spec.task, fb.success)
                 return fb.success
 
     def abort_episode(self) -> None:

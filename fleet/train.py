@@ -267,7 +267,8 @@ def post_train(cfg: Config, console: Console, robots: list[Any], learner: Any,
                 view.show(snap)
                 if ready:
                     metrics.log({**{f"learner/{k}": v for k, v in last.items()},
-                                 **{f"fleet/{k}": v for k, v in snap.items()}}, step=steps)
+                                 **{f"fleet/{k}": v for k, v in snap.items()},
+                                 **robot_and_task_metrics(stats)}, step=steps)
                 snapshot_at = time.monotonic()
                 if steps >= cfg.train.env_steps or time.monotonic() - t0 > cfg.train.max_wall_s:
                     break
@@ -290,6 +291,24 @@ def fleet_snapshot(cfg: Config, stats: list[dict[str, Any]], last: dict[str, flo
             "policy_version": int(last.get("policy_version", 0)),
             "staleness_mean": float(last.get("staleness_mean", float("nan"))),
             "updates": int(last.get("updates", 0)), "robots": stats}
+
+
+def robot_and_task_metrics(stats: list[dict[str, Any]]) -> dict[str, float]:
+    """Per-robot and per-task curves for wandb: recent success, steps, interventions, staleness
+    in policy versions behind the newest robot, missed control deadlines."""
+    out: dict[str, float] = {}
+    newest = max((s["policy_version"] for s in stats), default=0)
+    by_task: dict[str, list[float]] = {}
+    for s in stats:
+        r = f"robot/{s['robot_id']}"
+        out.update({f"{r}/success_rate": s["success_rate"], f"{r}/env_steps": s["env_steps"],
+                    f"{r}/intervened_steps": s["intervened_steps"],
+                    f"{r}/versions_behind": newest - s["policy_version"],
+                    f"{r}/missed_deadlines": s.get("missed_deadlines", 0)})
+        for task, rate in s.get("success_by_task", {}).items():
+            by_task.setdefault(task, []).append(rate)
+    out.update({f"task/{t}/success_rate": float(np.mean(v)) for t, v in by_task.items()})
+    return out
 
 
 def result_table(summary: dict[str, Any]) -> Table:
