@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import threading
 import uuid
 from collections.abc import Iterable
@@ -22,8 +23,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from actors.chunker import ChunkBuilder
+from actors.execution import ChunkExecution
 from actors.operator import SimulatedOperator
-from actors.robot import Robot
+from actors.robot import Observation, Robot
 from buffers.codec import encode_chunk
 from buffers.records import EpisodeEnd
 
@@ -60,10 +62,15 @@ class WorkerConfig:
     calls_per_chunk: int = 16  # K: policy calls per rollout chunk
     seed: int = 0  # training episodes start from seeds seed*1e6 + n
     group_size: int = 1  # G > 1: each start state is run G times in a row, as one group (GRPO)
+    # held-out evaluation (and deployment) only; training runs whole chunks open loop
+    execution: str = "open_loop"  # or receding, ensemble (see actors.execution)
+    replan_every: int = 0  # receding: a policy call every this many steps (< horizon)
+    ensemble_decay: float = 0.01  # ensemble: chunk i of those covering a step weighs exp(-d*i)
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or self.calls_per_chunk < 1 or self.group_size < 1:
             raise ValueError("horizon, calls_per_chunk and group_size must be >= 1")
+        ChunkExecution(self.execution, self.horizon, self.replan_every, self.ensemble_decay)
 
 
 @dataclasses.dataclass
@@ -162,19 +169,23 @@ class RobotWorker:
             n += 1
 
     def evaluate(self, seeds: Iterable[int], deterministic: bool = True) -> list[bool]:
-        """Held-out episodes with the current weights; nothing is streamed."""
+        """Held-out episodes with the current weights, chunks run as `config.execution` says;
+        nothing is streamed."""
+        c = self.config
+        run = ChunkExecution(c.execution, c.horizon, c.replan_every, c.ensemble_decay)
         results = []
         for seed in seeds:
             obs = self.robot.reset(seed)
+            run.reset()
             done = success = False
             while not done:
-                chunk, _, _ = self.policy.act(obs["state"], deterministic=deterministic)
-                for action in chunk:
-                    fb = self.robot.send_action(np.clip(action, -1.0, 1.0))
-                    obs = self.robot.get_observation()
-                    success, done = fb.success, fb.done
-                    if done:
-                        break
+                action = run.next(functools.partial(self._plan, obs, deterministic))
+                fb = self.robot.send_action(np.clip(action, -1.0, 1.0))
+                obs = self.robot.get_observation()
+                success, done = fb.success, fb.done
             results.append(success)
         return results
+
+    def _plan(self, obs: Observation, deterministic: bool) -> np.ndarray:
+        return self.policy.act(obs["state"], deterministic=deterministic)[0]
 

@@ -105,6 +105,9 @@ class TrainConfig:
 class EvalConfig:
     episodes: int = 50  # the same held-out seeds before and after
     seed: int = 900_000  # first held-out seed; training seeds never reach it
+    execution: str = "open_loop"  # how chunks run when evaluating: receding, ensemble too
+    replan_every: int = 0  # receding: a policy call every this many steps (< policy.horizon)
+    ensemble_decay: float = 0.01  # ensemble: ACT's exp(-decay * i) weights, oldest chunk first
 
     def __post_init__(self) -> None:
         if self.episodes < 1:

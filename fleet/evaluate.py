@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -39,6 +40,12 @@ def run_episodes(worker: RobotWorker, robot: MetaWorldRobot,
     return results
 
 
+def eval_execution(cfg: Config) -> dict[str, Any]:
+    """`WorkerConfig` fields for how held-out episodes run their chunks (`eval.execution`)."""
+    return {"execution": cfg.eval.execution, "replan_every": cfg.eval.replan_every,
+            "ensemble_decay": cfg.eval.ensemble_decay}
+
+
 def by_task(episodes: Sequence[Episode], success: Sequence[bool]) -> dict[str, float]:
     """Success rate per task, in the order tasks first appear."""
     tasks = list(dict.fromkeys(task for task, _ in episodes))
@@ -59,7 +66,8 @@ class _Nowhere:
 def pretrain_and_measure(cfg: Config, console: Console) -> float:
     policy, info = pretrained_base(cfg, log=console.print)
     robot = MetaWorldRobot(cfg.robot, "eval-0")
-    worker = RobotWorker(robot, policy, _Nowhere(), _Nowhere(), WorkerConfig(cfg.policy.horizon))
+    worker = RobotWorker(robot, policy, _Nowhere(), _Nowhere(),
+                         WorkerConfig(cfg.policy.horizon, **eval_execution(cfg)))
     episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)
     results = run_episodes(worker, robot, episodes)
     per_task = by_task(episodes, results)

@@ -28,7 +28,7 @@ from actors.robot import assign_tasks
 from actors.worker import WorkerConfig
 from algorithms.policy import PolicyConfig
 from fleet.config import Config, ConfigError, from_mapping, to_dict
-from fleet.evaluate import Episode, by_task, held_out
+from fleet.evaluate import Episode, by_task, eval_execution, held_out
 from fleet.metrics import MetricsLogger
 from fleet.pretrain import cache_key, policy_config, pretrained_base
 from fleet.view import LiveView, Throughput
@@ -148,7 +148,7 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
         f"robot-{i}", cfg.robot, pcfg, state,
         WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
                      seed=cfg.run.seed * 1000 + i + 1 + 100 * version,
-                     group_size=cfg.algorithm.group_size), buffer, hub,
+                     group_size=cfg.algorithm.group_size, **eval_execution(cfg)), buffer, hub,
         str(run_dir / "spill"), version, assign_tasks(cfg.robot.tasks, cfg.fleet.num_robots, i),
         cfg.operator, cfg.fleet.pace_hz) for i in range(cfg.fleet.num_robots)]
     return Fleet(buffer, hub, learner, robots, start_bridged(cfg, run_dir, pcfg, state, version,
