@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from actors.chunker import ChunkBuilder
+from actors.control import RobotControl
 from actors.execution import ChunkExecution
 from actors.operator import SimulatedOperator
 from actors.robot import Observation, Robot
@@ -101,9 +102,12 @@ class RobotWorker:
     """Runs one robot with a local copy of the policy (`inference=local`)."""
 
     def __init__(self, robot: Robot, policy: Policy, outbox: Outbox, weights: WeightSource,
-                 config: WorkerConfig, operator: SimulatedOperator | None = None) -> None:
+                 config: WorkerConfig, operator: SimulatedOperator | None = None,
+                 control: RobotControl | None = None) -> None:
         self.robot = robot
         self.operator = operator
+        self.control = control  # a person at the console: pause, e-stop, take over, label
+        self._stop = threading.Event()  # run()'s; lets a held robot give up its episode
         self.policy = policy
         self.outbox = outbox
         self.weights = weights
@@ -120,6 +124,8 @@ class RobotWorker:
 
     def _send(self, end: EpisodeEnd | None = None) -> None:
         chunk = self._builder.flush(self.stats.policy_version, end)
+        if self.control is not None and self.control.correction:  # stored with the episode
+            chunk = dataclasses.replace(chunk, instruction=self.control.correction)
         self.outbox.put(encode_chunk(chunk))
         self.stats.chunks_sent += 1
         self._adopt_weights()
@@ -131,8 +137,14 @@ class RobotWorker:
         self._builder.begin_episode(uuid.uuid4().hex[:16], obs, group)
         if self.operator is not None:
             self.operator.begin_episode()
+        if self.control is not None:
+            self.control.begin_episode()
         chunk = np.zeros((0, 0), np.float32)
         while True:
+            if self.control is not None:  # held here while paused or e-stopped
+                verdict = self.control.before_step(self._stop)
+                if verdict != "step":
+                    return self._end_by_operator(verdict)
             if self._builder.call_done:
                 if self._builder.full:
                     self._send()
@@ -140,7 +152,9 @@ class RobotWorker:
                 self._builder.add_call(chunk, logp, value)
             action = np.clip(chunk[self._builder.num_steps % self.config.horizon], -1.0, 1.0)
             taken = self.operator is not None and self.operator.active
-            if taken and self.operator is not None:
+            if self.control is not None and self.control.taken_over:
+                action, taken = self.control.teleop_action(), True
+            elif taken and self.operator is not None:
                 action = self.operator.action()
             fb = self.robot.send_action(action)
             obs = self.robot.get_observation()
@@ -149,10 +163,22 @@ class RobotWorker:
                 self.operator.observe(fb.reward)
             self.stats.env_steps += 1
             self.stats.intervened_steps += taken
+            if self.control is not None:
+                self.control.stepped()
             if fb.done:
                 self._send(EpisodeEnd(fb.outcome))
                 self.stats.episode_done(self.robot.spec.task, fb.success)
                 return fb.success
+
+    def _end_by_operator(self, verdict: str) -> bool:
+        """A label ends the episode with the operator's outcome; a reset, or a stop while held,
+        cuts it off (truncated)."""
+        if verdict in ("success", "failure") and self._builder.num_steps:
+            self._send(EpisodeEnd("success" if verdict == "success" else "failure", "human"))
+            self.stats.episode_done(self.robot.spec.task, verdict == "success")
+            return verdict == "success"
+        self.abort_episode()
+        return False
 
     def abort_episode(self) -> None:
         """Close the episode in progress as truncated (its robot was lost mid-episode)."""
@@ -162,6 +188,7 @@ class RobotWorker:
     def run(self, stop: threading.Event) -> None:
         """Train-time loop: episodes back to back until `stop` is set (checked between them)."""
         n, size = 0, self.config.group_size
+        self._stop = stop
         while not stop.is_set():
             seed = self.config.seed * 1_000_000 + n // size
             group = f"{self.robot.spec.robot_id}/{seed}" if size > 1 else ""
