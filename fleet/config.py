@@ -56,8 +56,18 @@ class FleetConfig:
     bridge_robots: tuple[str, ...] = ()  # real robots joining over the bridge, beside num_robots
     bridge_endpoint: str = "tcp://127.0.0.1:5555"  # bridged robot i's gateway binds port + i
     bridge_keys: str = "keys"  # the folder `fleet keys` wrote (server + allowlisted robot keys)
+    inference: str = "local"  # local: a policy copy per robot; server: one batching server
+    inference_max_batch: int = 64  # server: answer at most this many robots' calls at once
+    inference_max_wait_s: float = 0.002  # server: wait this long for a batch to fill
+    inference_gpus: float = 0.0  # server: GPUs it asks Ray for (> 0: its policy runs on CUDA)
 
     def __post_init__(self) -> None:
+        if self.inference not in ("local", "server"):
+            raise ValueError(f"fleet.inference={self.inference!r}: use local or server")
+        if self.inference_max_batch < 1 or self.inference_max_wait_s < 0 or (
+                self.inference_gpus < 0):
+            raise ValueError("fleet.inference_max_batch must be >= 1, fleet.inference_max_wait_s"
+                             " and fleet.inference_gpus >= 0")
         if self.num_robots < 1 or self.calls_per_chunk < 1:
             raise ValueError("fleet.num_robots and fleet.calls_per_chunk must be >= 1")
         if self.pace_hz < 0:

@@ -1,4 +1,4 @@
-"""Shared inference (`fleet.inference=server`), first part: one batched forward for many robots.
+"""Shared inference (`fleet.inference=server`): one batched forward for many robots.
 
 Example:
 
@@ -8,12 +8,22 @@ Example:
 row equals what `policy.act(obs_row)` returns (same mean, same log-prob of the sampled chunk).
 `InferenceServer` (a Ray actor) gathers robots' requests for up to `max_wait_s` or until
 `max_batch`, answers them with one `batched_act`; `RemotePolicy` is the worker's `Policy` over
-it. Still to come (issue 4): adopting weights from the weight hub, `fleet.inference` wiring.
+it, and its `WeightSource` too.
+
+Weights: the server, not the robots, adopts the learner's publications. A background task asks
+the `WeightHub` every `poll_s` (the asyncio loop runs it between batches, so every batch is
+answered by one `policy_version`), and each answer carries that version. A robot stamps each
+rollout chunk with the server's version as of the end of its previous chunk: every call in the
+chunk was answered by that version or a newer one, so the stamp is a lower bound and staleness
+is never under-counted (the behaviour log-prob of each call is exact either way).
+
+The hot path is one Ray call per policy call (a chunk of H actions); robots load no weights.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -25,44 +35,87 @@ def batched_act(policy: Any, obs: np.ndarray, deterministic: bool = False,
                 generator: torch.Generator | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """obs [B, D] -> (chunks [B, H, A], log-probs [B], values [B]) in one forward pass."""
+    device = policy.log_std.device  # a GPU server keeps its policy there
     x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
     if x.ndim != 2:
         raise ValueError(f"batched_act needs obs [B, D], got shape {tuple(x.shape)}")
+    x = x.to(device)
     mean = policy.mean_chunk(x)
     std = policy.log_std.exp()
-    sample = mean if deterministic else mean + std * torch.randn(mean.shape, generator=generator)
+    if deterministic:
+        sample = mean
+    else:
+        sample = mean + std * torch.randn(mean.shape, generator=generator).to(device)
     logp = torch.distributions.Normal(mean, std).log_prob(sample).sum(-1)
     chunks = sample.reshape(x.shape[0], policy.config.horizon, policy.config.action_dim)
-    return (chunks.numpy().astype(np.float32), logp.numpy().astype(np.float32),
-            policy.value(x).numpy().astype(np.float32))
+    return (chunks.cpu().numpy().astype(np.float32), logp.cpu().numpy().astype(np.float32),
+            policy.value(x).cpu().numpy().astype(np.float32))
 
 
 class InferenceServerImpl:
-    """Batches concurrent `act` calls (run as an async Ray actor: `InferenceServer`)."""
+    """Batches concurrent `act` calls (run as an async Ray actor: `InferenceServer`).
 
-    def __init__(self, policy_config: Any, max_batch: int = 64, max_wait_s: float = 0.002) -> None:
+    `hub`: a `WeightHub` actor to adopt weights from (None: only `load_policy_state`);
+    `state`/`policy_version`: the weights to start with.
+    """
+
+    def __init__(self, policy_config: Any, max_batch: int = 64, max_wait_s: float = 0.002,
+                 hub: Any = None, state: dict[str, np.ndarray] | None = None,
+                 policy_version: int = 0, device: str = "cpu", poll_s: float = 0.05) -> None:
         from algorithms.factory import make_policy
 
+        if max_batch < 1 or max_wait_s < 0:
+            raise ValueError("inference server: max_batch must be >= 1 and max_wait_s >= 0")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            torch.set_num_threads(1)  # it shares the machine with robots and the learner
         self.policy = make_policy(policy_config)
+        if state is not None:
+            self.policy.load_policy_state(state)
+        self.policy.to(device)
+        self.policy_version = policy_version
+        self.hub, self.poll_s = hub, poll_s
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self._pending: list[tuple[np.ndarray, bool, asyncio.Future[Any]]] = []
         self._flush: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self.batches = 0
         self.requests = 0
+        self.adopted = 0
+        self.adopt_latency_s = float("nan")
 
-    def load_policy_state(self, state: dict[str, np.ndarray]) -> None:
+    def load_policy_state(self, state: dict[str, np.ndarray],
+                          policy_version: int | None = None) -> None:
         self.policy.load_policy_state(state)
+        if policy_version is not None:
+            self.policy_version = policy_version
 
     async def act(self, obs: np.ndarray, deterministic: bool = False
-                  ) -> tuple[np.ndarray, float, float]:
+                  ) -> tuple[np.ndarray, float, float, int]:
+        """obs [D] -> (chunk [H, A], log-prob, value, policy_version that answered)."""
+        if self.hub is not None and self._watch is None:
+            self._watch = asyncio.ensure_future(self._adopt_weights())
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((np.asarray(obs, np.float32), deterministic, fut))
         if len(self._pending) >= self.max_batch:
             self._run()
         elif self._flush is None:
             self._flush = asyncio.ensure_future(self._later())
-        result: tuple[np.ndarray, float, float] = await fut
+        result: tuple[np.ndarray, float, float, int] = await fut
         return result
+
+    async def _adopt_weights(self) -> None:
+        """Ask the hub for newer weights every `poll_s`, forever (between batches: one thread)."""
+        while True:
+            reply = await self.hub.poll.remote(self.policy_version)
+            if reply is not None and reply[0] > self.policy_version:
+                version, (ref,), published_at = reply
+                self.policy.load_policy_state(await ref)
+                self.policy_version = version
+                self.adopted += 1
+                self.adopt_latency_s = time.time() - published_at
+            await asyncio.sleep(self.poll_s)
 
     async def _later(self) -> None:
         await asyncio.sleep(self.max_wait_s)
@@ -82,34 +135,49 @@ class InferenceServerImpl:
             chunks, logp, value = batched_act(self.policy, np.stack([r[0] for r in rows]), det)
             for i, (_, _, fut) in enumerate(rows):
                 if not fut.done():
-                    fut.set_result((chunks[i], float(logp[i]), float(value[i])))
+                    fut.set_result((chunks[i], float(logp[i]), float(value[i]),
+                                    self.policy_version))
 
     def stats(self) -> dict[str, float]:
         return {"batches": self.batches, "requests": self.requests,
-                "mean_batch": self.requests / max(self.batches, 1)}
+                "mean_batch": self.requests / max(self.batches, 1),
+                "policy_version": self.policy_version, "adopted": self.adopted,
+                "adopt_latency_s": self.adopt_latency_s}
 
 
 def inference_server(policy_config: Any, num_gpus: float = 0.0, **kw: Any) -> Any:
-    """Start an `InferenceServer` actor (async: many robots' requests in flight at once)."""
+    """Start an `InferenceServer` actor (async: many robots' requests in flight at once).
+    With `num_gpus` > 0 it asks Ray for a GPU and runs its policy there."""
     import ray
 
     remote: Any = ray.remote  # Ray's stubs know no actor options
     cls = remote(num_cpus=0, num_gpus=num_gpus, max_concurrency=1000)(InferenceServerImpl)
+    kw.setdefault("device", "cuda" if num_gpus > 0 else "cpu")
     return cls.remote(policy_config, **kw)
 
 
 class RemotePolicy:
-    """The worker's `Policy` protocol over an `InferenceServer`: the robot loop is unchanged."""
+    """The worker's `Policy` over an `InferenceServer`, and its `WeightSource`: the robot loop
+    is unchanged. `poll` reports the newest server version this robot has been answered by
+    (with no weights: the server holds them), so chunks carry the server's policy_version."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, policy_version: int = 0) -> None:
         self.server = server
+        self.policy_version = policy_version
+        self.adopt_latency_s = float("nan")  # the server's to measure (`stats`)
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, float, float]:
         import ray
 
-        ref = self.server.act.remote(obs, deterministic)
-        result: tuple[np.ndarray, float, float] = ray.get(ref)
-        return result
+        chunk, logp, value, version = ray.get(self.server.act.remote(obs, deterministic))
+        if version > self.policy_version:
+            self.policy_version = version
+        return chunk, logp, value
+
+    def poll(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:
+        if self.policy_version > have_version:
+            return self.policy_version, {}
+        return None
 
     def load_policy_state(self, state: dict[str, np.ndarray]) -> None:
         pass  # the server adopts weights; robots only report the version they acted with

@@ -159,27 +159,33 @@ class BufferSource:
 
 
 class _RobotActor:
-    """One simulated robot with its own policy copy (`inference=local`)."""
+    """One simulated robot with its own policy copy (`inference=local`), or acting through a
+    shared `InferenceServer` (`server`, `inference=server`: `fleet.inference.RemotePolicy`; the
+    local copy then only runs held-out evaluation)."""
 
     def __init__(self, robot_id: str, robot: MetaWorldConfig, policy: PolicyConfig,
                  state: dict[str, np.ndarray], worker: WorkerConfig, buffer: Any, hub: Any,
                  spill_dir: str, policy_version: int = 0,
                  tasks: tuple[str, ...] | None = None,
-                 operator: OperatorConfig | None = None, pace_hz: float = 0.0) -> None:
+                 operator: OperatorConfig | None = None, pace_hz: float = 0.0,
+                 server: Any = None) -> None:
         import torch
+
+        from fleet.inference import RemotePolicy
 
         _one_thread()
         torch.manual_seed(worker.seed)  # exploration noise is reproducible per robot
-        net = make_policy(policy)
+        self.net = net = make_policy(policy)
         net.load_policy_state(state)
         self.outbox = BufferOutbox(buffer, Path(spill_dir) / robot_id)
-        self.weights = HubWeights(hub)
+        remote = RemotePolicy(server, policy_version) if server is not None else None
+        self.weights: HubWeights | RemotePolicy = remote or HubWeights(hub)
         self.robot = MetaWorldRobot(robot, robot_id, tasks)
         helper = (SimulatedOperator(operator, self.robot.expert_action)
                   if operator is not None and operator.simulated else None)
         self.paced = Paced(self.robot, pace_hz) if pace_hz > 0 else None
-        self.worker = RobotWorker(self.paced or self.robot, net, self.outbox, self.weights, worker,
-                                  helper)
+        self.worker = RobotWorker(self.paced or self.robot, remote or net, self.outbox,
+                                  self.weights, worker, helper)
         self.worker.stats.policy_version = policy_version
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -219,9 +225,13 @@ class _RobotActor:
     def evaluate(self, state: dict[str, np.ndarray], episodes: list[Episode]) -> list[bool]:
         """Held-out (task, seed) episodes with the given weights (call while the loop is
         stopped)."""
-        self.worker.policy.load_policy_state(state)
-        with self.paced.unpaced() if self.paced else contextlib.nullcontext():
-            return run_episodes(self.worker, self.robot, episodes)
+        self.net.load_policy_state(state)
+        acting, self.worker.policy = self.worker.policy, self.net  # the given weights, locally
+        try:
+            with self.paced.unpaced() if self.paced else contextlib.nullcontext():
+                return run_episodes(self.worker, self.robot, episodes)
+        finally:
+            self.worker.policy = acting
 
 
 def _algorithm(net: ChunkPolicy, config: Any) -> Any:

@@ -120,6 +120,7 @@ class Fleet:
     learner: Any
     robots: list[Any]  # simulated: they train and evaluate
     bridged: list[Any] = dataclasses.field(default_factory=list)  # real: they train
+    server: Any = None  # the InferenceServer when fleet.inference=server
 
 
 def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config: PolicyConfig,
@@ -143,6 +144,14 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
         version, state = ray.get(learner.policy_state.remote())
         HubWeights(hub).publish(version, state)
         console.print(f"resuming {run_dir} at policy_version {version}")
+    server = None
+    if cfg.fleet.inference == "server":  # one batching server answers every robot's calls
+        from fleet.inference import inference_server
+
+        server = inference_server(pcfg, num_gpus=cfg.fleet.inference_gpus,
+                                  max_batch=cfg.fleet.inference_max_batch,
+                                  max_wait_s=cfg.fleet.inference_max_wait_s, hub=hub,
+                                  state=state, policy_version=version)
     robots = [RobotActor.options(num_cpus=cfg.fleet.robot_cpus,
                                  resources=robot_resources(cfg, i)).remote(
         f"robot-{i}", cfg.robot, pcfg, state,
@@ -150,9 +159,9 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
                      seed=cfg.run.seed * 1000 + i + 1 + 100 * version,
                      group_size=cfg.algorithm.group_size, **eval_execution(cfg)), buffer, hub,
         str(run_dir / "spill"), version, assign_tasks(cfg.robot.tasks, cfg.fleet.num_robots, i),
-        cfg.operator, cfg.fleet.pace_hz) for i in range(cfg.fleet.num_robots)]
+        cfg.operator, cfg.fleet.pace_hz, server) for i in range(cfg.fleet.num_robots)]
     return Fleet(buffer, hub, learner, robots, start_bridged(cfg, run_dir, pcfg, state, version,
-                                                             buffer, hub))
+                                                             buffer, hub), server)
 
 
 def start_bridged(cfg: Config, run_dir: Path, pcfg: PolicyConfig, state: dict[str, np.ndarray],

@@ -54,3 +54,35 @@ def test_server_batches_concurrent_requests_and_matches_local(local_ray):
     assert stats["requests"] == 8 and stats["batches"] < 8
     chunk, logp, value = RemotePolicy(server).act(obs[0], deterministic=True)
     assert chunk.shape == (8, 3) and np.isfinite(logp) and np.isfinite(value)
+
+
+def test_server_adopts_hub_weights_and_reports_versions(local_ray):
+    """The server picks up the learner's publications itself; a RemotePolicy reports the
+    version that answered it as its WeightSource."""
+    import time
+
+    from fleet.inference import RemotePolicy, inference_server
+    from fleet.remote import HubWeights, WeightHub
+
+    cfg = PolicyConfig(obs_dim=7, action_dim=3, horizon=8)
+    old, new = _policy(), ChunkPolicy(PolicyConfig(obs_dim=7, action_dim=3, horizon=8))
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(0.5)
+    hub = WeightHub.remote()
+    server = inference_server(cfg, max_batch=4, max_wait_s=0.001, hub=hub,
+                              state=old.policy_state(), policy_version=3, poll_s=0.01)
+    remote = RemotePolicy(server, policy_version=3)
+    obs = np.random.default_rng(4).standard_normal(7).astype(np.float32)
+    np.testing.assert_allclose(remote.act(obs, True)[0], old.act(obs, True)[0], atol=1e-5)
+    assert remote.poll(3) is None
+    HubWeights(hub, "float16").publish(7, new.policy_state())
+    deadline = time.monotonic() + 20
+    while remote.policy_version < 7:
+        assert time.monotonic() < deadline, "the server never adopted the published weights"
+        chunk = remote.act(obs, True)[0]
+        time.sleep(0.01)
+    np.testing.assert_allclose(chunk, new.act(obs, True)[0], atol=5e-2)  # float16 on the wire
+    assert remote.poll(3) == (7, {}) and remote.poll(7) is None
+    stats = local_ray.get(server.stats.remote())
+    assert stats["policy_version"] == 7 and stats["adopted"] == 1
