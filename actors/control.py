@@ -65,6 +65,7 @@ class RobotControl:
         self._pending = _Pending()
         self.counts = {"labels": 0, "corrections": 0, "resets": 0, "teleop": 0, "estops": 0}
         self._step_times: list[float] = []
+        self.episode_step = 0  # steps taken in the current episode
 
     # -- the operator's side -------------------------------------------------------------------
 
@@ -127,7 +128,9 @@ class RobotControl:
             times[-1] > times[0] else 0.0
         age = time.monotonic() - times[-1] if times else float("inf")
         return {"status": status, "holding": self.holding, "taken_over": self.taken_over,
-                "correction": self.correction, "steps_per_s": rate,
+                "correction": self.correction, "episode_step": self.episode_step,
+                "action_dim": self.action_dim,
+                "steps_per_s": rate,
                 "last_step_age_s": age, **self.counts}
 
     # -- the robot's side ----------------------------------------------------------------------
@@ -168,6 +171,7 @@ class RobotControl:
         now = time.monotonic()
         with self._lock:
             self._step_times.append(now)
+            self.episode_step += 1
             while len(self._step_times) > 2 and now - self._step_times[0] > 2.0:
                 self._step_times.pop(0)
 
@@ -176,6 +180,7 @@ class RobotControl:
         with self._lock:
             self.correction = ""
             self._pending.label = None
+            self.episode_step = 0
 
 
 def _validate(cmd: Any, action_dim: int) -> tuple[str, dict[str, Any]]:

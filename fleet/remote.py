@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from actors.control import RobotControl
 from actors.operator import OperatorConfig, SimulatedOperator
 from actors.pacing import Paced
 from actors.robot import MetaWorldConfig, MetaWorldRobot
@@ -187,6 +188,7 @@ class _RobotActor:
         self.worker = RobotWorker(self.paced or self.robot, remote or net, self.outbox,
                                   self.weights, worker, helper)
         self.worker.stats.policy_version = policy_version
+        self.worker.control = self.controls = RobotControl(self.robot.spec.action_dim)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
@@ -220,7 +222,21 @@ class _RobotActor:
                     adopt_latency_s=self.weights.adopt_latency_s,
                     missed_deadlines=self.paced.missed if self.paced else 0,
                     node_id=ray.get_runtime_context().get_node_id(),
-                    restarted=ray.get_runtime_context().was_current_actor_reconstructed)
+                    restarted=ray.get_runtime_context().was_current_actor_reconstructed,
+                    control=self.controls.state())
+
+    def control(self, command: dict[str, Any]) -> dict[str, Any]:
+        """An operator's command (`actors.control.COMMANDS`), e.g. `{"cmd": "estop"}`; its
+        state after. A pause or e-stop answers once the robot holds (`holding`), or after 1 s
+        when its loop is not running. Raises `actors.control.CommandError` (a ValueError) for an
+        unknown or malformed command, changing nothing."""
+        state = self.controls.command(command)
+        running = self._thread is not None and self._thread.is_alive()
+        if command["cmd"] in ("estop", "pause") and running:
+            self.controls.wait_holding(1.0)
+            state = self.controls.state()
+        return dict(state, robot_id=self.worker.robot.spec.robot_id,
+                    env_steps=self.worker.stats.env_steps)
 
     def evaluate(self, state: dict[str, np.ndarray], episodes: list[Episode]) -> list[bool]:
         """Held-out (task, seed) episodes with the given weights (call while the loop is
