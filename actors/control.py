@@ -127,6 +127,7 @@ class RobotControl:
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and \
             times[-1] > times[0] else 0.0
         age = time.monotonic() - times[-1] if times else float("inf")
+        rate = rate if age < 2.0 else 0.0  # a held robot's rate is zero, not its last one
         return {"status": status, "holding": self.holding, "taken_over": self.taken_over,
                 "correction": self.correction, "episode_step": self.episode_step,
                 "action_dim": self.action_dim,

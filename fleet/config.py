@@ -28,6 +28,7 @@ from algorithms.policy import PolicyConfig
 from algorithms.ppo import PPOConfig
 from algorithms.td import TDConfig
 from buffers.store import BufferConfig
+from fleet.console import ConsoleConfig
 from learner.loop import LearnerConfig
 from rewards.base import RewardConfig
 
@@ -151,6 +152,7 @@ class Config:
     eval: EvalConfig = EvalConfig()
     logger: LoggerConfig = LoggerConfig()
     operator: OperatorConfig = OperatorConfig()
+    console: ConsoleConfig = ConsoleConfig()
     resume: str | None = None  # the name of a run under run.dir to continue
 
 

@@ -17,8 +17,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
@@ -32,6 +33,9 @@ from fleet.evaluate import Episode, by_task, eval_execution, held_out
 from fleet.metrics import MetricsLogger
 from fleet.pretrain import cache_key, policy_config, pretrained_base
 from fleet.view import LiveView, Throughput
+
+if TYPE_CHECKING:
+    from fleet.console import ConsoleServer
 
 
 def open_run(cfg: Config) -> tuple[Config, Path, Path | None]:
@@ -187,9 +191,11 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
     cfg, run_dir, checkpoint = open_run(cfg)
     base, pre_info = pretrained_base(cfg, log=console.print)
     start_ray(cfg)
+    operators: ConsoleServer | None = None
     try:
         fleet = start_fleet(cfg, run_dir, checkpoint, policy_config(cfg), base.policy_state(),
                             console)
+        operators = start_console(cfg, fleet, run_dir, console)
         episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)
         before = base_success(run_dir, fleet.robots, base.policy_state(), episodes)
         console.print(f"base policy: {np.mean(before):.0%} success on {cfg.eval.episodes} "
@@ -197,8 +203,9 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
         steps_done = int(ray.get(fleet.buffer.info.remote())["steps"])
         with MetricsLogger(cfg, run_dir) as metrics:
             metrics.summary({"success_before": float(np.mean(before))})
-            train_s, robot_stats, last = post_train(cfg, console, fleet.robots + fleet.bridged,
-                                                    fleet.learner, metrics, steps_done)
+            train_s, robot_stats, last = post_train(
+                cfg, console, fleet.robots + fleet.bridged, fleet.learner, metrics, steps_done,
+                watch=operators.record if operators else None)
             wandb_id = run_dir / "wandb_id"
             ray.get(fleet.learner.checkpoint.remote(
                 {"wandb_id": wandb_id.read_text() if wandb_id.exists() else None}))
@@ -221,10 +228,32 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         ray.get(fleet.buffer.close.remote())
     finally:
+        if operators is not None:
+            operators.stop()
         ray.shutdown()
     console.print(result_table(summary))
     console.print(f"summary: {run_dir / 'summary.json'}")
     return summary
+
+
+def start_console(cfg: Config, fleet: Fleet, run_dir: Path,
+                  console: Console) -> ConsoleServer | None:
+    """The operator console (`fleet.console`) over every robot, or None when disabled or its
+    port is taken (the run goes on without it)."""
+    if not cfg.console.enabled:
+        return None
+    from fleet.console import ConsoleServer, RayRobots
+
+    ids = [f"robot-{i}" for i in range(len(fleet.robots))] + list(cfg.fleet.bridge_robots)
+    handles = dict(zip(ids, fleet.robots + fleet.bridged, strict=True))
+    try:
+        server = ConsoleServer(cfg.console, RayRobots(handles), run_dir).start()
+    except OSError as e:
+        console.print(f"[yellow]no operator console: {cfg.console.host}:{cfg.console.port}: "
+                      f"{e.strerror or e}[/]")
+        return None
+    console.print(f"operator console: {server.url}")
+    return server
 
 
 def stream_counts(stored: dict[str, Any], robot_stats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -251,9 +280,11 @@ def base_success(run_dir: Path, robots: list[Any], state: dict[str, np.ndarray],
 
 def post_train(cfg: Config, console: Console, robots: list[Any], learner: Any,
                metrics: MetricsLogger, steps_done: int = 0,
+               watch: Callable[[dict[str, Any]], None] | None = None,
                ) -> tuple[float, list[dict[str, Any]], dict[str, float]]:
     """Run robots and learner until the step budget (counting `steps_done` from earlier
-    sessions) or the time budget; returns (seconds, robot stats, last learner metrics)."""
+    sessions) or the time budget; returns (seconds, robot stats, last learner metrics).
+    `watch` sees each fleet snapshot (the console's learning curve)."""
     import ray
 
     t0 = time.monotonic()
@@ -274,6 +305,8 @@ def post_train(cfg: Config, console: Console, robots: list[Any], learner: Any,
                 steps = steps_done + int(sum(s["env_steps"] for s in stats))
                 snap = fleet_snapshot(cfg, stats, last, steps, rate.update(steps), t0)
                 view.show(snap)
+                if watch is not None:
+                    watch(snap)
                 if ready:
                     metrics.log({**{f"learner/{k}": v for k, v in last.items()},
                                  **{f"fleet/{k}": v for k, v in snap.items()},
