@@ -26,6 +26,8 @@ import math
 import secrets
 import threading
 import time
+import urllib.error
+import urllib.request
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -236,6 +238,32 @@ class ConsoleServer:
         for t in threads:
             t.join()
         return {"robots": [dict(results[rid], robot_id=rid) for rid in ids]}
+
+
+def request(url: str, method: str, path: str, body: dict[str, Any] | None = None,
+            token: str = "", operator: str = "", timeout_s: float = 10.0,
+            ) -> tuple[int, dict[str, Any]]:
+    """One API call: (HTTP status, JSON reply). The client of `fleet status`, `fleet
+    intervene`, the tests and the e-stop bench.
+
+        status, view = request("http://127.0.0.1:8750", "GET", "/api/robots")
+    """
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url.split("#", 1)[0].rstrip("/") + path, data=data,
+                                 method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if operator:
+        req.add_header("X-Fleet-Operator", operator)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            return int(r.status), json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        try:
+            return int(e.code), json.loads(e.read() or b"{}")
+        except ValueError:
+            return int(e.code), {"error": e.reason}
 
 
 def _handler(server: ConsoleServer) -> type[BaseHTTPRequestHandler]:
