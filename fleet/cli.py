@@ -7,12 +7,16 @@
     fleet reward-eval reward=NAME buffer=PATH   a reward model against labelled episodes
     fleet robot run|gateway ...        the real-robot bridge (docs/protocol.md)
     fleet keys ROBOT_ID...             CURVE keys for the gateway and each robot
+    fleet status [--url URL]           the robots, from a running fleet's console
+    fleet intervene ROBOT|all CMD ...  pause|resume|estop|arm|reset|label success|label failure|
+                                       say "..."|takeover on|off (docs/console.md)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -45,6 +49,17 @@ def _parser() -> argparse.ArgumentParser:
 
     add_robot_parser(sub)
     add_keys_parser(sub)
+    for name, text in (("status", "the robots, as a running fleet's console sees them"),
+                       ("intervene", "an operator command to a robot (or all) of a running fleet")):
+        op = sub.add_parser(name, help=text)
+        if name == "intervene":
+            op.add_argument("robot", help="a robot id, or all")
+            op.add_argument("cmd", help="pause resume estop arm reset label say takeover")
+            op.add_argument("words", nargs="*", help="success|failure, the sentence, on|off")
+        op.add_argument("--url", default=os.environ.get("FLEET_CONSOLE_URL",
+                                                        "http://127.0.0.1:8750"))
+        op.add_argument("--token", default=os.environ.get("FLEET_CONSOLE_TOKEN", ""),
+                        help="the console's token (or FLEET_CONSOLE_TOKEN)")
     return p
 
 
@@ -71,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             from fleet.reward_eval import main as reward_eval
 
             return reward_eval(args.overrides)
+        elif args.command in ("status", "intervene"):
+            return _console(args, console)
         elif args.command in ("robot", "keys"):
             from fleet import robot_cli
 
@@ -80,6 +97,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _console(args: argparse.Namespace, console: Console) -> int:
+    """`fleet status` and `fleet intervene` over the console's HTTP API."""
+    import getpass
+    import urllib.error
+
+    from actors.control import CommandError
+    from fleet.console import intervene, request, status_table
+
+    try:
+        if args.command == "status":
+            code, reply = request(args.url, "GET", "/api/robots", token=args.token)
+        else:
+            code, reply = intervene(args.url, args.robot, args.cmd, args.words, args.token,
+                                    f"cli:{getpass.getuser()}")
+    except CommandError as e:
+        console.print(f"[bold red]{e}[/]", highlight=False)
+        return 2
+    except (urllib.error.URLError, OSError) as e:
+        console.print(f"[bold red]no console at {args.url}: {getattr(e, 'reason', e)}[/]")
+        return 1
+    if code != 200:
+        console.print(f"[bold red]{code}: {reply.get('error')}[/]", highlight=False)
+        return 1
+    if args.command == "status":
+        console.print(status_table(reply))
+    else:
+        print(json.dumps(reply))
     return 0
 
 

@@ -122,3 +122,20 @@ def test_a_non_loopback_bind_requires_the_token(tmp_path):
         assert robots.controls["robot-0"].estopped
     finally:
         server.stop()
+
+
+def test_cli_status_and_intervene_over_the_api(served, capsys):
+    from fleet.cli import main
+
+    _, robots, url = served
+    assert main(["status", "--url", url]) == 0
+    assert "robot-1" in capsys.readouterr().out
+    assert main(["intervene", "robot-0", "say", "grasp", "the", "rim", "--url", url]) == 0
+    assert main(["intervene", "robot-0", "label", "failure", "--url", url]) == 0
+    assert main(["intervene", "all", "estop", "--url", url]) == 0
+    assert robots.controls["robot-0"].correction == "grasp the rim"
+    assert robots.controls["robot-0"].counts["labels"] == 1
+    assert all(c.estopped for c in robots.controls.values())
+    assert main(["intervene", "robot-0", "label", "maybe", "--url", url]) == 1  # the server: 400
+    assert main(["intervene", "robot-0", "pause", "now", "--url", url]) == 2  # refused locally
+    assert main(["status", "--url", "http://127.0.0.1:9"]) == 1  # nothing listens there
