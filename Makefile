@@ -5,9 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: setup run test lint typecheck pytest clean
+.PHONY: setup chromium run test lint typecheck pytest clean
 
-setup: $(STAMP)
+setup: $(STAMP) chromium
+
+# tests/browser drives Debian's chromium: installed with apt when missing and we are root; never
+# fails setup (no apt, not root: the browser test skips and says why)
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -q && apt-get install -y -q chromium) \
+	  || echo "chromium not installed: tests/browser will skip"; }
 
 # torch is pinned to the CPU build that lies on this machine's disk; an unpinned torch pulls CUDA.
 $(STAMP): pyproject.toml
