@@ -12,6 +12,7 @@ from typing import Any
 BENCHES = {"codec": "bench.codec", "collect": "bench.collect",
            "buffer_ingest": "bench.buffer_ingest", "buffer_sample": "bench.buffer_sample",
            "bridge_latency": "bench.bridge",
+           "estop_latency": "fleet.bench_estop",  # console e-stop → every robot holding
            "weight_sync": "fleet.bench_weight_sync",  # benches needing Ray or both the robot
            "ppo_vs_sb3": "fleet.bench_ppo_vs_sb3",  # loop and the learner live in fleet/
            "chaos": "fleet.bench_chaos", "mt10": "fleet.bench_mt10",

@@ -270,9 +270,12 @@ class _LearnerActor:
 
     def __init__(self, policy: PolicyConfig, state: dict[str, np.ndarray], algorithm: Any,
                  reward: RewardConfig, config: LearnerConfig, checkpoint_dir: str,
-                 buffer: Any, hub: Any, seed: int, demos: str | None = None) -> None:
+                 buffer: Any, hub: Any, seed: int, demos: str | None = None,
+                 reward_hub: Any = None) -> None:
         """`demos`: a buffer directory of demonstrations (the base's, from `fleet.pretrain`)
-        for an algorithm with an offline phase (TD)."""
+        for an algorithm with an offline phase (TD). `reward_hub`: where a
+        `fleet.reward_actor.RewardTrainer` publishes the reward model's weights; the learner
+        adopts each new version before its next update."""
         import torch
 
         _one_thread()
@@ -291,9 +294,15 @@ class _LearnerActor:
         self.learner = Learner(net, algo, make_reward(reward), BufferSource(buffer),
                                HubWeights(hub, config.publish_dtype), config,
                                Path(checkpoint_dir), offline_demos)
+        self.reward_source = HubWeights(reward_hub) if reward_hub is not None else None
 
     def step(self) -> dict[str, float]:
         """One update; {} if `interrupt` stopped it while it waited for data."""
+        if self.reward_source is not None:
+            reward = self.learner.reward
+            got = self.reward_source.poll(int(reward.version))
+            if got is not None:
+                reward.load_weights(*got)
         try:
             return self.learner.step()
         except Interrupted:
