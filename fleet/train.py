@@ -125,6 +125,7 @@ class Fleet:
     robots: list[Any]  # simulated: they train and evaluate
     bridged: list[Any] = dataclasses.field(default_factory=list)  # real: they train
     server: Any = None  # the InferenceServer when fleet.inference=server
+    reward_trainer: Any = None  # the RewardTrainer when the reward model learns online
 
 
 def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config: PolicyConfig,
@@ -138,10 +139,12 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
     buffer = BufferServer.options(scheduling_strategy=on_this_node()).remote(
         str(run_dir / "buffer"), cfg.buffer)
     hub = WeightHub.remote()
+    demos = str(Path(cfg.pretrain.cache_dir) / f"demos-{cache_key(cfg)}")
+    reward_hub, trainer = start_reward_trainer(cfg, buffer, demos)
     learner = LearnerActor.options(num_gpus=learner_gpus(cfg)).remote(
         pcfg, base, cfg.algorithm, cfg.reward, cfg.learner, str(run_dir / "checkpoints"),
-        buffer, hub, cfg.run.seed,
-        demos=str(Path(cfg.pretrain.cache_dir) / f"demos-{cache_key(cfg)}"))  # TD's offline phase
+        buffer, hub, cfg.run.seed, demos=demos,  # TD's offline phase
+        reward_hub=reward_hub)
     version, state = 0, base
     if checkpoint is not None:
         ray.get(learner.restore.remote(str(checkpoint)))
@@ -165,7 +168,22 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
         str(run_dir / "spill"), version, assign_tasks(cfg.robot.tasks, cfg.fleet.num_robots, i),
         cfg.operator, cfg.fleet.pace_hz, server) for i in range(cfg.fleet.num_robots)]
     return Fleet(buffer, hub, learner, robots, start_bridged(cfg, run_dir, pcfg, state, version,
-                                                             buffer, hub), server)
+                                                             buffer, hub), server, trainer)
+
+
+def start_reward_trainer(cfg: Config, buffer: Any, demos: str) -> tuple[Any, Any]:
+    """(hub, RewardTrainer) for a reward model that learns online from the buffer
+    (`fleet.reward_actor`), else (None, None)."""
+    from fleet.remote import WeightHub
+    from fleet.reward_actor import RewardTrainer, trainable
+    from rewards.base import make_reward
+
+    if not trainable(make_reward(cfg.reward, guard=False)):
+        return None, None
+    hub = WeightHub.remote()
+    trainer = RewardTrainer.remote(cfg.reward, buffer, hub, demos)
+    trainer.start.remote()
+    return hub, trainer
 
 
 def start_bridged(cfg: Config, run_dir: Path, pcfg: PolicyConfig, state: dict[str, np.ndarray],
@@ -206,6 +224,8 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
             train_s, robot_stats, last = post_train(
                 cfg, console, fleet.robots + fleet.bridged, fleet.learner, metrics, steps_done,
                 watch=operators.record if operators else None)
+            reward_stats = (ray.get(fleet.reward_trainer.stop.remote())
+                            if fleet.reward_trainer is not None else None)
             wandb_id = run_dir / "wandb_id"
             ray.get(fleet.learner.checkpoint.remote(
                 {"wandb_id": wandb_id.read_text() if wandb_id.exists() else None}))
@@ -220,7 +240,8 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
                 "per_task_after": by_task(episodes, after),
                 "policy_version": int(version), "train_s": train_s, "resumed": bool(checkpoint),
                 "wall_s": time.monotonic() - t_start, "seed": cfg.run.seed,
-                "pretrain": pre_info, "learner_last": last,
+                "pretrain": pre_info, "learner_last": last, "reward": cfg.reward.name,
+                "reward_trainer": reward_stats,
                 **stream_counts(ray.get(fleet.buffer.info.remote()), robot_stats),
                 "per_episode_before": before, "per_episode_after": after,
             }

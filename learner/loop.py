@@ -166,6 +166,12 @@ class Learner:
         chunks, dropped = self._gather()
         t_data = time.monotonic() - t0
         rewards = [self.reward.score(c) for c in chunks]
+        faults = self._reward_faults(chunks)
+        if faults:  # a faulty reward model: skip the batch (the data is used up), go on
+            self.env_steps += sum(c.num_steps for c in chunks)
+            return {"policy_version": self.policy_version, "updates": self.updates,
+                    "learner_env_steps": self.env_steps, "reward_faults": faults,
+                    "batch_skipped": 1.0, "wait_s": t_data}
         batch = self.algorithm.prepare(chunks, rewards)
         warm = self.updates >= self.config.critic_warmup
         metrics = self.algorithm.update(batch, train_actor=warm)
@@ -187,8 +193,17 @@ class Learner:
             "train_success": float(np.mean([e.outcome == "success" for e in ends])) if ends
             else float("nan"),
             "reward_mean": float(np.mean([r.mean() for r in rewards])),
+            "reward_faults": 0, "batch_skipped": 0.0,
         })
+        if str(self.reward.version).isdigit():  # a learned reward's weights version
+            metrics["reward_version"] = float(self.reward.version)
         return metrics
+
+    def _reward_faults(self, chunks: Sequence[RolloutChunk]) -> int:
+        """Chunks the reward model failed on (raised, NaN, wrong shape), as `rewards.guard`
+        records them; 0 for an unguarded model."""
+        failed = getattr(self.reward, "failed", None)
+        return sum(bool(failed(c)) for c in chunks) if failed is not None else 0
 
     def _offline(self) -> dict[str, float]:
         """The algorithm's offline phase on the demos (scored by the reward model), if it has

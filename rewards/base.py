@@ -73,8 +73,15 @@ def _shaped(params: Mapping[str, Any]) -> RewardModel:
     return Shaped(_term(params["base"]), potential, float(params.get("gamma", 0.99)))
 
 
+def _world_model(params: Mapping[str, Any]) -> RewardModel:
+    from rewards.world_model import WorldModelConfig, WorldModelReward
+
+    return WorldModelReward(WorldModelConfig(**params))
+
+
 BUILTIN: dict[str, Callable[[Mapping[str, Any]], RewardModel]] = {
-    "env": _env, "sparse_success": _sparse, "sum": _sum, "shaped": _shaped}
+    "env": _env, "sparse_success": _sparse, "sum": _sum, "shaped": _shaped,
+    "world_model": _world_model}
 
 
 def make_reward(config: RewardConfig, guard: bool = True) -> RewardModel:

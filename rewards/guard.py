@@ -5,11 +5,12 @@ Example:
 
     reward = Guarded(model)          # `make_reward` applies this to every model it builds
     r = reward.score(chunk)          # [T] float32; zeros if the model failed on this chunk
+    reward.failed(chunk)             # True: the learner skips the batch
     reward.faults                    # [(chunk key, "ValueError: ...")], newest last
 
-A failed chunk scores zeros (so its steps carry no reward signal) and the fault is counted,
-kept (the last `keep`) and logged. The learner needs no change; a learner that wants to drop
-such chunks from the batch can check `reward.failed(chunk)` after scoring.
+A failed chunk scores zeros and the fault is counted, kept (the last `keep`) and logged. The
+learner checks `reward.failed(chunk)` after scoring and skips a batch holding any failed chunk
+(its metrics report `reward_faults` and `batch_skipped`); training goes on with the next batch.
 """
 
 from __future__ import annotations

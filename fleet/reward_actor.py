@@ -1,0 +1,104 @@
+"""`RewardTrainer`: the Ray actor that trains a learned reward model online from the buffer and
+publishes versioned weights that the learner's copy of the model adopts.
+
+Example (what `fleet train` wires when the reward model is trainable):
+
+    hub = WeightHub.remote()                                   # the reward's own hub
+    trainer = RewardTrainer.remote(cfg.reward, buffer, hub, demos_dir)
+    trainer.start.remote()                                     # fits in a background thread
+    learner = LearnerActor.remote(..., reward_hub=hub)         # adopts each new version
+    ray.get(trainer.stop.remote())                             # -> stats
+
+A *trainable* reward model has `fit(episodes) -> dict`, `weights() -> {name: array}` and
+`load_weights(version, state)` (`rewards.world_model`, `rewards.progress`). The trainer reads
+every new chunk from the buffer (its own cursor), assembles finished episodes
+(`rewards.episodes.EpisodePool`, optionally seeded with the base's demonstrations), and once it
+holds `min_episodes` fits the model (`fit_steps` each time, at most every `fit_every_s`) and
+publishes `(version, weights)`: the version is the number of fits, so the learner's labels
+are keyed by (reward name, version).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from buffers.codec import decode_chunk
+from buffers.store import ReplayBuffer
+from fleet.remote import HubWeights, _actor, _one_thread
+from rewards.base import RewardConfig, make_reward
+from rewards.episodes import EpisodePool
+
+
+def trainable(model: Any) -> bool:
+    return all(hasattr(model, m) for m in ("fit", "weights", "load_weights"))
+
+
+class _RewardTrainer:
+    def __init__(self, reward: RewardConfig, buffer: Any, hub: Any,
+                 demos: str | None = None) -> None:
+        _one_thread()
+        model: Any = make_reward(reward, guard=False)
+        if not trainable(model):
+            raise ValueError(f"reward {reward.name!r} has no fit/weights/load_weights")
+        self.model, cfg = model, model.config
+        self.min_episodes, self.fit_every_s = cfg.min_episodes, cfg.fit_every_s
+        self.buffer, self.sink = buffer, HubWeights(hub)
+        self.pool = EpisodePool(cfg.keep_episodes)
+        self.demos = 0
+        if demos is not None and Path(demos).is_dir():  # successful demos: progress from t=0
+            with ReplayBuffer(Path(demos), read_only=True) as buf:
+                self.demos = self.pool.add(decode_chunk(r) for r in buf.read(0, len(buf))[0])
+        self.cursor, self.fits = 0, 0
+        self.last: dict[str, float] = {}
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self.step():
+                    self._stop.wait(0.2)
+        except Exception as e:  # reported through stats(); the learner keeps the last version
+            self.error = f"{type(e).__name__}: {e}"
+
+    def step(self) -> bool:
+        """Read new chunks; fit and publish when due. True if it fitted."""
+        import ray
+
+        while True:
+            records, self.cursor = ray.get(self.buffer.read.remote(self.cursor, 512))
+            self.pool.add(decode_chunk(r) for r in records)
+            if len(records) < 512:
+                break
+        episodes = self.pool.finished()
+        if len(episodes) - self.demos < self.min_episodes:
+            return False  # the demos alone carry no failures to learn from
+        t0 = time.monotonic()
+        self.last = self.model.fit(episodes)
+        self.fits += 1
+        self.sink.publish(self.fits, self.model.weights())
+        self.last.update(fit_s=time.monotonic() - t0, episodes=len(episodes))
+        self._stop.wait(max(0.0, self.fit_every_s - (time.monotonic() - t0)))
+        return True
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return self.stats()
+
+    def stats(self) -> dict[str, Any]:
+        return {"version": self.fits, "episodes_seen": self.pool.added, "demos": self.demos,
+                "error": self.error, **self.last}
+
+
+RewardTrainer: Any = _actor(_RewardTrainer, num_cpus=0.25, max_concurrency=2)

@@ -1,0 +1,217 @@
+"""A world-model reward: an action-conditioned latent dynamics model whose heads predict
+progress toward success and the probability of success; the reward is the change of that
+prediction from step to step (as NORA-1.5 and World-Env reward a policy with a world model).
+
+Example:
+
+    wm = WorldModelReward(WorldModelConfig())
+    wm.fit(episodes)                      # finished episodes (lists of chunks), from the buffer
+    r = wm.score(chunk)                   # [T]: scale * (gamma * phi(z[t+1]) - phi(z[t]))
+    wm.load_weights(v, other.weights())   # adopt weights trained elsewhere (fleet.reward_actor)
+
+Model (`z = enc(s)`, all MLPs): `enc: state -> latent`, `dyn: (z, action) -> z'` (residual),
+`progress: z -> [0, 1]`, `success: z -> logit`, and a decoder `z -> state` that keeps the latent
+informative. Losses on each transition `(s, a, s')`: latent consistency
+`|dyn(enc(s), a) - sg(enc(s'))|²`, reconstruction, and both heads on the encoded *and* the
+imagined next latent, so the heads also read the dynamics' predictions. Targets
+(`rewards.episodes.targets`): progress `t / T_s` on successful episodes, outcome on all.
+
+The potential `phi = mean of the chosen heads` (`signal`: progress, success or both) is read on
+the encoded next observation (`mode=observed`) or on the latent the dynamics predicts from
+`(z[t], action[t])` (`mode=imagined`, the world model imagining the step). The env's reward and
+success flag are never read at score time; an unfitted model scores zeros. `version` is the
+number of fits (or the version of adopted weights), so labels cache per (name, version).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from buffers.records import RolloutChunk
+from rewards.episodes import Episode, observations, targets
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModelConfig:
+    key: str = "state"  # the obs column the model reads
+    latent: int = 64
+    hidden: int = 256
+    lr: float = 1e-3
+    signal: str = "both"  # progress | success | both: the heads that make the potential
+    mode: str = "observed"  # observed | imagined: read phi on enc(s[t+1]) or dyn(z[t], a[t])
+    gamma: float = 1.0  # r = scale * (gamma * phi' - phi)
+    scale: float = 10.0
+    fit_steps: int = 200  # gradient steps per fit
+    batch: int = 512
+    keep_episodes: int = 256  # the trainer's pool of newest finished episodes
+    min_episodes: int = 8  # a trainer fits once it has this many finished episodes ...
+    fit_every_s: float = 5.0  # ... at most this often
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.signal not in ("progress", "success", "both"):
+            raise ValueError(f"world_model signal={self.signal!r}: progress, success or both")
+        if self.mode not in ("observed", "imagined"):
+            raise ValueError(f"world_model mode={self.mode!r}: observed or imagined")
+        if min(self.latent, self.hidden, self.fit_steps, self.batch, self.min_episodes) < 1:
+            raise ValueError("world_model latent, hidden, fit_steps, batch, min_episodes >= 1")
+
+
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(),
+                         nn.Linear(hidden, n_out))
+
+
+class LatentDynamics(nn.Module):
+    mean: torch.Tensor  # [D] input normalisation, set by the first fit
+    std: torch.Tensor
+
+    def __init__(self, state_dim: int, action_dim: int, config: WorldModelConfig) -> None:
+        super().__init__()
+        h, z = config.hidden, config.latent
+        self.register_buffer("mean", torch.zeros(state_dim))
+        self.register_buffer("std", torch.ones(state_dim))
+        self.enc = nn.Sequential(_mlp(state_dim, h, z), nn.LayerNorm(z))
+        self.dyn = _mlp(z + action_dim, h, z)
+        self.dec = _mlp(z, h, state_dim)
+        self.progress = _mlp(z, h, 1)
+        self.success = _mlp(z, h, 1)
+
+    def encode(self, state: torch.Tensor) -> torch.Tensor:
+        """[N, D] -> [N, latent]."""
+        return self.enc((state - self.mean) / self.std)
+
+    def step(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The imagined next latent [N, latent] after `action` [N, A]."""
+        return z + self.dyn(torch.cat([z, action], -1))
+
+    def heads(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Progress in [0, 1] and success logit, each [N]."""
+        return torch.sigmoid(self.progress(z)).squeeze(-1), self.success(z).squeeze(-1)
+
+
+@dataclasses.dataclass
+class Transitions:
+    """Every step of some episodes: s [N, D], a [N, A], s' [N, D], and the next observation's
+    progress (NaN where unknown) and outcome targets [N]."""
+
+    s: torch.Tensor
+    a: torch.Tensor
+    s2: torch.Tensor
+    progress: torch.Tensor
+    success: torch.Tensor
+
+    @classmethod
+    def of(cls, episodes: Sequence[Episode], key: str) -> Transitions:
+        s, a, p, y = [], [], [], []
+        for ep in episodes:
+            s.append(observations(ep, key))
+            a.append(np.concatenate([c.action for c in ep]))
+            progress, success = targets(ep)
+            p.append(progress)
+            y.append(success)
+        states = [torch.as_tensor(x, dtype=torch.float32).flatten(1) for x in s]
+        return cls(torch.cat([x[:-1] for x in states]),
+                   torch.as_tensor(np.concatenate(a), dtype=torch.float32),
+                   torch.cat([x[1:] for x in states]),
+                   torch.as_tensor(np.concatenate([x[1:] for x in p])),
+                   torch.as_tensor(np.concatenate([x[1:] for x in y])))
+
+
+def world_model_loss(net: LatentDynamics, b: Transitions) -> tuple[torch.Tensor, dict[str, float]]:
+    z, z2 = net.encode(b.s), net.encode(b.s2)
+    imagined = net.step(z, b.a)
+    dyn = (imagined - z2.detach()).pow(2).sum(-1).mean()
+    recon = (net.dec(z2) - (b.s2 - net.mean) / net.std).pow(2).mean()
+    known = ~torch.isnan(b.progress)
+    prog_loss = succ_loss = torch.zeros(())
+    for latent in (z2, imagined):
+        progress, logit = net.heads(latent)
+        if known.any():
+            prog_loss = prog_loss + (progress[known] - b.progress[known]).pow(2).mean()
+        succ_loss = succ_loss + nn.functional.binary_cross_entropy_with_logits(logit, b.success)
+    loss = dyn + recon + 10.0 * prog_loss + succ_loss
+    parts = {"loss": loss, "dyn": dyn, "recon": recon, "progress": prog_loss / 2,
+             "success": succ_loss / 2}
+    return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+
+class WorldModelReward:
+    def __init__(self, config: WorldModelConfig | None = None, name: str = "world_model") -> None:
+        self.config = config or WorldModelConfig()
+        self.name, self.version = name, "0"
+        self.net: LatentDynamics | None = None  # built on first fit or load (dims from data)
+        self.opt: torch.optim.Optimizer | None = None
+        self._fits = 0
+
+    def _build(self, state_dim: int, action_dim: int) -> LatentDynamics:
+        torch.manual_seed(self.config.seed)
+        self.net = LatentDynamics(state_dim, action_dim, self.config)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
+        return self.net
+
+    def fit(self, episodes: Sequence[Episode], steps: int | None = None) -> dict[str, float]:
+        """Gradient steps on the episodes' transitions; returns the last batch's losses."""
+        data = Transitions.of(episodes, self.config.key)
+        net = self.net or self._build(data.s.shape[1], data.a.shape[1])
+        if self._fits == 0:  # normalise inputs by the first data seen (kept thereafter)
+            net.mean.copy_(data.s.mean(0))
+            net.std.copy_(data.s.std(0).clamp_min(1e-3))
+        assert self.opt is not None
+        g = torch.Generator().manual_seed(self.config.seed + self._fits)
+        stats: dict[str, float] = {}
+        for _ in range(steps if steps is not None else self.config.fit_steps):
+            idx = torch.randint(len(data.s), (min(self.config.batch, len(data.s)),), generator=g)
+            loss, stats = world_model_loss(net, Transitions(
+                data.s[idx], data.a[idx], data.s2[idx], data.progress[idx], data.success[idx]))
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        self._fits += 1
+        self.version = str(self._fits)  # new weights, new cached labels
+        return stats
+
+    @torch.no_grad()
+    def potential(self, chunk: RolloutChunk) -> np.ndarray:
+        """phi of each observation [T + 1] (`mode=observed`); for `imagined`, phi[t + 1] is
+        read on the latent predicted from (z[t], action[t])."""
+        assert self.net is not None
+        T = len(chunk.action)
+        state = torch.as_tensor(np.asarray(chunk.obs[self.config.key])[:T + 1],
+                                dtype=torch.float32).flatten(1)
+        z = self.net.encode(state)
+        if self.config.mode == "imagined":
+            action = torch.as_tensor(chunk.action, dtype=torch.float32)
+            z = torch.cat([z[:1], self.net.step(z[:-1], action)])
+        progress, logit = self.net.heads(z)
+        parts = {"progress": [progress], "success": [torch.sigmoid(logit)],
+                 "both": [progress, torch.sigmoid(logit)]}[self.config.signal]
+        return torch.stack(parts).mean(0).numpy()
+
+    def score(self, chunk: RolloutChunk) -> np.ndarray:
+        """[T] float32: scale * (gamma * phi[t + 1] - phi[t]); zeros before the first fit."""
+        T = len(chunk.action)
+        if self.net is None:
+            return np.zeros(T, np.float32)
+        phi = self.potential(chunk)
+        c = self.config
+        return (c.scale * (c.gamma * phi[1:T + 1] - phi[:T])).astype(np.float32)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Flat numpy arrays (what crosses process boundaries), dims included."""
+        assert self.net is not None, "weights() before the first fit"
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()}
+
+    def load_weights(self, version: int | str, state: dict[str, np.ndarray]) -> None:
+        """Adopt weights from `weights()` (of a model with the same config) as `version`."""
+        if self.net is None:
+            self._build(state["mean"].shape[0], state["dyn.0.weight"].shape[1] -
+                        self.config.latent)
+        assert self.net is not None
+        self.net.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+        self.version = str(version)
