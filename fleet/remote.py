@@ -299,7 +299,7 @@ class _LearnerActor:
     def step(self) -> dict[str, float]:
         """One update; {} if `interrupt` stopped it while it waited for data."""
         if self.reward_source is not None:
-            reward = self.learner.reward
+            reward: Any = self.learner.reward
             got = self.reward_source.poll(int(reward.version))
             if got is not None:
                 reward.load_weights(*got)
