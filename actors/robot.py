@@ -79,12 +79,28 @@ class MetaWorldConfig:
     (`reach-v3,push-v3`). With more than one task the
     observation carries a one-hot of the task after Meta-World's 39 numbers, so one shared policy
     knows what to do.
+
+    `kind=pusht` picks the PushT robot instead (`actors.pusht`, gym-pusht): `task` is then
+    `pusht` (agent position and a 96×96 camera) or `pusht-state` (agent and block pose), and an
+    episode succeeds at `success_coverage` of the goal covered. `make_robot` builds either kind.
     """
 
     task: str = "push-v3"
     max_episode_steps: int = 200
+    kind: str = "metaworld"  # metaworld | pusht
+    success_coverage: float = 0.95  # kind=pusht only
 
     def __post_init__(self) -> None:
+        if self.kind == "pusht":
+            from actors.pusht import PUSHT_TASKS
+
+            if self.task not in PUSHT_TASKS or not 0.0 < self.success_coverage <= 1.0:
+                raise ValueError(f"robot.kind=pusht: robot.task must be one of "
+                                 f"{', '.join(PUSHT_TASKS)} (got {self.task!r}) and "
+                                 f"robot.success_coverage in (0, 1]")
+            return
+        if self.kind != "metaworld":
+            raise ValueError(f"robot.kind={self.kind!r}: use metaworld or pusht")
         import metaworld
 
         names = metaworld.env_dict.ALL_V3_ENVIRONMENTS
@@ -100,6 +116,8 @@ class MetaWorldConfig:
     @property
     def tasks(self) -> tuple[str, ...]:
         """The task names, in the benchmark's order."""
+        if self.kind == "pusht":
+            return (self.task,)
         import metaworld
 
         sets = {"mt10": metaworld.env_dict.MT10_V3, "mt50": metaworld.env_dict.MT50_V3}
@@ -107,8 +125,28 @@ class MetaWorldConfig:
 
     @property
     def obs_dim(self) -> int:
+        if self.kind == "pusht":
+            from actors.pusht import PUSHT_TASKS
+
+            return PUSHT_TASKS[self.task]
         n = len(self.tasks)
         return 39 + (n if n > 1 else 0)
+
+    @property
+    def action_dim(self) -> int:
+        return 2 if self.kind == "pusht" else SAWYER_ACTIONS
+
+
+def make_robot(config: MetaWorldConfig, robot_id: str,
+               tasks: Sequence[str] | None = None) -> Any:
+    """The robot `config.kind` names: a `MetaWorldRobot` or a `PushTRobot` (both have
+    `expert_action` and `pin_task`)."""
+    if config.kind == "pusht":
+        from actors.pusht import PushTRobot
+
+        return PushTRobot(config.task, config.max_episode_steps, robot_id,
+                          config.success_coverage)
+    return MetaWorldRobot(config, robot_id, tasks)
 
 
 def assign_tasks(tasks: Sequence[str], num_robots: int, i: int) -> tuple[str, ...]:

@@ -148,7 +148,7 @@ class RobotWorker:
             if self._builder.call_done:
                 if self._builder.full:
                     self._send()
-                chunk, logp, value = self.policy.act(obs["state"])
+                chunk, logp, value = self.policy.act(self._policy_obs(obs))
                 self._builder.add_call(chunk, logp, value)
             action = np.clip(chunk[self._builder.num_steps % self.config.horizon], -1.0, 1.0)
             taken = self.operator is not None and self.operator.active
@@ -214,5 +214,10 @@ class RobotWorker:
         return results
 
     def _plan(self, obs: Observation, deterministic: bool) -> np.ndarray:
-        return self.policy.act(obs["state"], deterministic=deterministic)[0]
+        return self.policy.act(self._policy_obs(obs), deterministic=deterministic)[0]
+
+    def _policy_obs(self, obs: Observation) -> Any:
+        """The whole observation for a policy that sees images (`takes_obs_dict`), else the
+        state."""
+        return obs if getattr(self.policy, "takes_obs_dict", False) else obs["state"]
 

@@ -5,7 +5,8 @@
   transformer encoder, and each query emits its step's A action means. Output [B, H * A], as
   the MLP actor's.
 - `ImageEncoder`: a small CNN for camera observations [B, h, w, 3] uint8 -> feature [B, F],
-  to concatenate to the state (`policy.image_encoder`).
+  to concatenate to the state.
+- `KeypointEncoder`: a spatial-softmax CNN, what `ChunkPolicy` uses with `policy.image_key`.
 
 Example:
 
@@ -56,3 +57,26 @@ class ImageEncoder(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.float().permute(0, 3, 1, 2) / 255.0
         return self.net(x)
+
+
+class KeypointEncoder(nn.Module):
+    """Camera frames [B, h, w, 3] (0..255) -> features [B, features] through spatial-softmax
+    keypoints (Levine et al. 2016, https://arxiv.org/abs/1504.00702): each of `keypoints` conv
+    maps gives the expected (x, y) of its activation, which keeps where things are, as pushing
+    needs. Frames are halved first: a cheap CNN for CPU robots."""
+
+    def __init__(self, features: int = 64, keypoints: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.AvgPool2d(2), nn.Conv2d(3, 16, 5, stride=2), nn.ReLU(),
+            nn.Conv2d(16, keypoints, 3), nn.ReLU(), nn.Conv2d(keypoints, keypoints, 1))
+        self.out = nn.Sequential(nn.Linear(2 * keypoints, features), nn.Tanh())
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.net(image.float().permute(0, 3, 1, 2) / 127.5 - 1.0)  # [B, K, h', w']
+        b, k, h, w = x.shape
+        attn = torch.softmax(x.reshape(b, k, h * w), dim=-1).reshape(b, k, h, w)
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device)
+        kp = torch.stack([(attn.sum(2) * xs).sum(-1), (attn.sum(3) * ys).sum(-1)], dim=-1)
+        return self.out(kp.reshape(b, 2 * k))

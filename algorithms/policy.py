@@ -6,6 +6,11 @@ Example:
     chunk, logp, value = policy.act(obs)          # [H, A], float, float
     policy.load_policy_state(other.policy_state())
 
+With `image_key` set (`policy=chunk_cnn`), the policy also sees a camera: `act` then takes the
+observation dict, and the learner's rows are `policy_input(obs, image_key)`, the state followed by
+the image's pixels flattened (float); actor and critic each encode the image with a small CNN
+(`algorithms.backbones.KeypointEncoder`) and concatenate the features to the normalised state.
+
 The whole chunk `[H, A]` is one action for the RL algorithms: its log-probability is that of a
 diagonal Gaussian over `H * A` numbers. The value head estimates the return from the call's first
 observation. Critics, targets and optimizers belong to the algorithms, not here (STYLE rule 5).
@@ -15,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +48,8 @@ class PolicyConfig:
     decode: str = "autoregressive"  # kind=token: autoregressive | parallel
     instruction: str = ""  # kind=token|hf: language instruction the policy is conditioned on
     path: str = ""  # kind=hf: local Hugging Face checkpoint directory
+    image_key: str = ""  # kind=chunk: also see obs[image_key], uint8 [size, size, 3] (e.g. pixels)
+    image_size: int = 96
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "horizon", "hidden", "layers"):
@@ -55,7 +64,8 @@ class PolicyConfig:
                              f"policy.backbone={self.backbone!r} (mlp|transformer)")
 
 
-_ADDED = ("kind", "backbone", "d_model", "heads", "bins", "decode", "instruction", "path")
+_ADDED = ("kind", "backbone", "d_model", "heads", "bins", "decode", "instruction", "path",
+          "image_key", "image_size")
 
 
 def config_key_fields(config: PolicyConfig) -> dict[str, object]:
@@ -64,6 +74,33 @@ def config_key_fields(config: PolicyConfig) -> dict[str, object]:
     default = PolicyConfig()
     return {k: v for k, v in dataclasses.asdict(config).items()
             if k not in _ADDED or v != getattr(default, k)}
+
+
+def policy_input(obs: Mapping[str, np.ndarray], image_key: str = "",
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """Observations [T, ...] per key -> a policy's input rows [T, D] (state only), or
+    [T, D + size * size * 3] with `image_key`: the state, then the image's pixels (0..255)."""
+    state = torch.as_tensor(np.array(obs["state"], np.float32), device=device)  # a copy
+    if not image_key:
+        return state
+    image = torch.as_tensor(np.array(obs[image_key]), device=device)
+    return torch.cat([state, image.reshape(len(state), -1).float()], dim=1)
+
+
+class _WithImage(nn.Module):
+    """Input rows [B, D + s*s*3] (normalised state, raw pixels) -> head(state, CNN(image))."""
+
+    def __init__(self, obs_dim: int, size: int, head: Any, features: int = 64) -> None:
+        super().__init__()
+        from algorithms.backbones import KeypointEncoder
+
+        self.obs_dim, self.size = obs_dim, size
+        self.encoder = KeypointEncoder(features)
+        self.head = head(obs_dim + features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = x[:, self.obs_dim:].reshape(len(x), self.size, self.size, 3)
+        return self.head(torch.cat([x[:, :self.obs_dim], self.encoder(image)], dim=1))
 
 
 def mlp(inp: int, hidden: int, layers: int, out: int) -> nn.Sequential:
@@ -100,7 +137,14 @@ class ChunkPolicy(nn.Module):
 
             self.actor = ChunkTransformer(config.obs_dim, config.action_dim, config.horizon,
                                           config.d_model, config.heads, config.layers)
-        self.critic = mlp(config.obs_dim, config.hidden, config.layers, 1)
+        self.critic: nn.Module = mlp(config.obs_dim, config.hidden, config.layers, 1)
+        if config.image_key:
+            if config.backbone != "mlp":
+                raise ValueError("policy.image_key needs policy.backbone=mlp")
+            self.actor = _WithImage(config.obs_dim, config.image_size,
+                                    lambda n: mlp(n, config.hidden, config.layers, chunk))
+            self.critic = _WithImage(config.obs_dim, config.image_size,
+                                     lambda n: mlp(n, config.hidden, config.layers, 1))
         self.log_std = nn.Parameter(
             torch.full((chunk,), math.log(config.init_std)), requires_grad=config.learn_std
         )
@@ -109,16 +153,27 @@ class ChunkPolicy(nn.Module):
         self.register_buffer("obs_mean", torch.zeros(config.obs_dim))
         self.register_buffer("obs_std", torch.ones(config.obs_dim))
         if config.init == "orthogonal":
-            if isinstance(self.actor, nn.Sequential):
-                _orthogonal(self.actor, last_gain=0.01)  # near-zero first actions
-            _orthogonal(self.critic, last_gain=1.0)
+            actor, critic = (getattr(m, "head", m) for m in (self.actor, self.critic))
+            if isinstance(actor, nn.Sequential):
+                _orthogonal(actor, last_gain=0.01)  # near-zero first actions
+            if isinstance(critic, nn.Sequential):
+                _orthogonal(critic, last_gain=1.0)
+
+    @property
+    def takes_obs_dict(self) -> bool:
+        """Whether `act` wants the whole observation dict (an image policy) or obs["state"]."""
+        return bool(self.config.image_key)
 
     def set_obs_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
-        self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.obs_std.copy_(torch.as_tensor(np.maximum(std, 1e-3), dtype=torch.float32))
+        """Statistics of the state (the first obs_dim numbers of each input row)."""
+        d = self.config.obs_dim
+        self.obs_mean.copy_(torch.as_tensor(mean[:d], dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(np.maximum(std[:d], 1e-3), dtype=torch.float32))
 
     def _norm(self, obs: torch.Tensor) -> torch.Tensor:
-        return ((obs - self.obs_mean) / self.obs_std).clamp(-10.0, 10.0)
+        d = self.config.obs_dim
+        state = ((obs[:, :d] - self.obs_mean) / self.obs_std).clamp(-10.0, 10.0)
+        return torch.cat([state, obs[:, d:]], dim=1) if obs.shape[1] > d else state
 
     def mean_chunk(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [B, D] -> mean chunk [B, H * A]."""
@@ -136,10 +191,16 @@ class ChunkPolicy(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, obs: np.ndarray, deterministic: bool = False, generator: torch.Generator | None = None
+        self, obs: np.ndarray | Mapping[str, np.ndarray], deterministic: bool = False,
+        generator: torch.Generator | None = None
     ) -> tuple[np.ndarray, float, float]:
-        """One policy call: obs [D] -> (chunk [H, A], log-prob, value)."""
-        x = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+        """One policy call: obs [D] (or the observation dict) -> (chunk [H, A], log-prob,
+        value)."""
+        if isinstance(obs, Mapping):
+            x = policy_input({k: np.asarray(v)[None] for k, v in obs.items()},
+                             self.config.image_key, self.obs_mean.device)
+        else:
+            x = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
         mean = self.mean_chunk(x)
         std = self.log_std.exp()
         if deterministic:

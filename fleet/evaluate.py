@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from actors.robot import MetaWorldConfig, MetaWorldRobot
+from actors.robot import MetaWorldConfig, MetaWorldRobot, make_robot
 from actors.worker import RobotWorker, WorkerConfig
 from fleet.config import Config
 from fleet.pretrain import pretrained_base
@@ -65,7 +65,7 @@ class _Nowhere:
 
 def pretrain_and_measure(cfg: Config, console: Console) -> float:
     policy, info = pretrained_base(cfg, log=console.print)
-    robot = MetaWorldRobot(cfg.robot, "eval-0")
+    robot = make_robot(cfg.robot, "eval-0")
     worker = RobotWorker(robot, policy, _Nowhere(), _Nowhere(),
                          WorkerConfig(cfg.policy.horizon, **eval_execution(cfg)))
     episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from actors.demos import collect_demos
-from actors.robot import SAWYER_ACTIONS, MetaWorldRobot
+from actors.robot import make_robot
 from algorithms.bc import chunk_targets, train_bc
 from algorithms.factory import make_policy
-from algorithms.policy import ChunkPolicy, PolicyConfig, config_key_fields
+from algorithms.policy import ChunkPolicy, PolicyConfig, config_key_fields, policy_input
 from buffers.codec import decode_chunk, encode_chunk
 from buffers.records import RolloutChunk
 from buffers.store import ReplayBuffer
@@ -35,7 +35,8 @@ from fleet.config import Config
 
 def policy_config(cfg: Config) -> PolicyConfig:
     """The policy's shape: sizes from the robot, the rest from `policy.*`."""
-    return dataclasses.replace(cfg.policy, obs_dim=cfg.robot.obs_dim, action_dim=SAWYER_ACTIONS)
+    return dataclasses.replace(cfg.policy, obs_dim=cfg.robot.obs_dim,
+                               action_dim=cfg.robot.action_dim)
 
 
 def cache_key(cfg: Config) -> str:
@@ -52,7 +53,7 @@ def load_or_collect_demos(cfg: Config, root: Path) -> list[RolloutChunk]:
         if len(buf) >= cfg.pretrain.demos * len(tasks):
             records, _ = buf.read(0, len(buf))
             return [decode_chunk(r) for r in records]
-        robot = MetaWorldRobot(cfg.robot, "expert-0")
+        robot = make_robot(cfg.robot, "expert-0")
         demos = []
         for task in tasks:
             robot.pin_task(task)
@@ -77,7 +78,8 @@ def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[st
         return policy, dict(saved["info"], cached=True, path=str(path))
     t0 = time.monotonic()
     demos = load_or_collect_demos(cfg, cache / f"demos-{key}")
-    obs = np.concatenate([d.obs["state"][:-1] for d in demos])
+    obs = np.concatenate([policy_input(d.obs, cfg.policy.image_key)[:-1].numpy()
+                          for d in demos])  # the state (and, for an image policy, the pixels)
     targets = np.concatenate([chunk_targets(d.obs["state"], d.action, cfg.policy.horizon)
                               for d in demos])
     torch.manual_seed(cfg.pretrain.bc.seed)
