@@ -20,7 +20,7 @@ import ray
 from actors.control import RobotControl
 from actors.operator import OperatorConfig, SimulatedOperator
 from actors.pacing import Paced
-from actors.robot import MetaWorldConfig, MetaWorldRobot
+from actors.robot import MetaWorldConfig, make_robot
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.factory import make_policy
 from algorithms.grpo import GRPO
@@ -181,7 +181,7 @@ class _RobotActor:
         self.outbox = BufferOutbox(buffer, Path(spill_dir) / robot_id)
         remote = RemotePolicy(server, policy_version) if server is not None else None
         self.weights: HubWeights | RemotePolicy = remote or HubWeights(hub)
-        self.robot = MetaWorldRobot(robot, robot_id, tasks)
+        self.robot = make_robot(robot, robot_id, tasks)
         helper = (SimulatedOperator(operator, self.robot.expert_action)
                   if operator is not None and operator.simulated else None)
         self.paced = Paced(self.robot, pace_hz) if pace_hz > 0 else None
