@@ -48,9 +48,10 @@ class _Pending:
 class RobotControl:
     """Thread-safe: the console calls `command`, the robot's loop calls `before_step`."""
 
-    def __init__(self, action_dim: int, teleop_timeout_s: float = 0.25,
+    def __init__(self, action_dim: int, control_hz: float = 0.0, teleop_timeout_s: float = 0.25,
                  wait_slice_s: float = 0.005) -> None:
         self.action_dim = action_dim
+        self.control_hz = control_hz  # the rate the robot steps at; 0: as fast as it can (sim)
         self.teleop_timeout_s = teleop_timeout_s
         self.wait_slice_s = wait_slice_s
         self._lock = threading.Lock()
@@ -127,10 +128,10 @@ class RobotControl:
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and \
             times[-1] > times[0] else 0.0
         age = time.monotonic() - times[-1] if times else float("inf")
-        rate = rate if age < 2.0 else 0.0  # a held robot's rate is zero, not its last one
+        rate = rate if age < 2.0 and not self.holding else 0.0  # held: zero, not the last rate
         return {"status": status, "holding": self.holding, "taken_over": self.taken_over,
                 "correction": self.correction, "episode_step": self.episode_step,
-                "action_dim": self.action_dim,
+                "action_dim": self.action_dim, "control_hz": self.control_hz,
                 "steps_per_s": rate,
                 "last_step_age_s": age, **self.counts}
 

@@ -145,8 +145,10 @@ def robot_row(s: dict[str, Any], learner_version: int) -> dict[str, Any]:
         return {"robot_id": s.get("robot_id"), "status": "unreachable", "error": s["error"]}
     c = s.get("control", {})
     status = "error" if s.get("error") else c.get("status", "running")
-    age = c.get("last_step_age_s", math.inf)
-    health = ("held" if c.get("holding") else "ok" if age < 1.0 else "stalled")
+    age, hz, rate = c.get("last_step_age_s", math.inf), c.get("control_hz", 0), c.get(
+        "steps_per_s", 0)
+    health = ("held" if c.get("holding") else "stalled" if age >= 1.0
+              else "slow" if hz and rate < 0.8 * hz else "ok")  # paced robots: behind their rate
     return {"robot_id": s["robot_id"], "status": status, "task": s.get("task"),
             "holding": bool(c.get("holding")), "taken_over": bool(c.get("taken_over")),
             "episode_step": c.get("episode_step"), "episodes": s.get("episodes"),
@@ -156,7 +158,7 @@ def robot_row(s: dict[str, Any], learner_version: int) -> dict[str, Any]:
             "intervened_steps": s.get("intervened_steps"), "steps_per_s": c.get("steps_per_s"),
             "last_step_age_s": age, "missed_deadlines": s.get("missed_deadlines", 0),
             "health": health, "correction": c.get("correction", ""),
-            "action_dim": c.get("action_dim"), "controls": "control" in s,
+            "action_dim": c.get("action_dim"), "control_hz": hz, "controls": "control" in s,
             "error": s.get("error")}
 
 

@@ -188,7 +188,7 @@ class _RobotActor:
         self.worker = RobotWorker(self.paced or self.robot, remote or net, self.outbox,
                                   self.weights, worker, helper)
         self.worker.stats.policy_version = policy_version
-        self.worker.control = self.controls = RobotControl(self.robot.spec.action_dim)
+        self.worker.control = self.controls = RobotControl(self.robot.spec.action_dim, pace_hz)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
