@@ -138,24 +138,37 @@ class RobotControl:
     # -- the robot's side ----------------------------------------------------------------------
 
     def before_step(self, stop: threading.Event) -> Verdict:
-        """Called by the worker before each step: waits while held (in slices, so `stop` is
-        honoured), then says what to do: take the step, or end the episode (a label, a reset,
-        or `stop` set while held)."""
+        """Called by the worker before each step: says what to do, waiting (in slices, so
+        `stop` is honoured) while held. A label or reset ends the episode even while held; `stop`
+        set while held ends it too ("stop")."""
         with self._changed:
-            while self.paused or self.estopped:
-                if stop.is_set():
-                    self._set_holding(False)
-                    return "stop"
-                self._set_holding(True)
-                self._changed.wait(self.wait_slice_s)
+            while True:
+                if self._pending.label is not None:
+                    label, self._pending.label = self._pending.label, None
+                    return "success" if label == "success" else "failure"
+                if self._pending.reset:
+                    self._pending.reset = False
+                    return "reset"
+                held = self.paused or self.estopped
+                if not self._hold_slice(stop):
+                    return "stop" if held else "step"
+
+    def wait_free(self, stop: threading.Event) -> bool:
+        """Called before an episode starts (a reset moves the robot): waits while held; False
+        if `stop` was set meanwhile."""
+        with self._changed:
+            while self._hold_slice(stop):
+                pass
+            return not (self.paused or self.estopped)
+
+    def _hold_slice(self, stop: threading.Event) -> bool:
+        """Hold for one slice if held and not stopping; whether it did (lock held)."""
+        if not (self.paused or self.estopped) or stop.is_set():
             self._set_holding(False)
-            if self._pending.label is not None:
-                label, self._pending.label = self._pending.label, None
-                return "success" if label == "success" else "failure"
-            if self._pending.reset:
-                self._pending.reset = False
-                return "reset"
-            return "step"
+            return False
+        self._set_holding(True)
+        self._changed.wait(self.wait_slice_s)
+        return True
 
     def _set_holding(self, holding: bool) -> None:
         if holding != self.holding:

@@ -132,6 +132,8 @@ class RobotWorker:
 
     def run_episode(self, seed: int, group: str = "") -> bool:
         """One training episode, streamed chunk by chunk. Returns whether it succeeded."""
+        if self.control is not None and not self.control.wait_free(self._stop):
+            return False  # stopped while held: a reset would move a held robot
         obs = self.robot.reset(seed)
         self._builder.spec = self.robot.spec  # a multi-task robot changes task between episodes
         self._builder.begin_episode(uuid.uuid4().hex[:16], obs, group)

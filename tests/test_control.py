@@ -152,3 +152,31 @@ def test_a_label_ends_the_episode_as_the_operator_said_and_a_correction_is_kept(
     assert first.instruction == "move left of the puck"
     assert worker.stats.recent[0] is True
     assert ends[1].episode_end.outcome == "truncated" and ends[1].instruction == ""
+
+
+def test_a_label_while_estopped_ends_the_episode_and_the_next_waits_for_arm():
+    control = RobotControl(action_dim=4)
+    worker, outbox = make_worker(control)
+    resets: list[int] = []
+    real_reset = worker.robot.reset
+    worker.robot.reset = lambda seed=None: resets.append(seed) or real_reset(seed)  # type: ignore
+    stop = threading.Event()
+    t = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        assert wait_for(lambda: worker.stats.env_steps > 5)
+        control.command({"cmd": "estop"})
+        assert control.wait_holding(1.0)
+        held = worker.stats.env_steps
+        control.command({"cmd": "label", "outcome": "failure"})
+        assert wait_for(lambda: worker.stats.episodes == 1)
+        time.sleep(0.2)
+        assert resets == resets[:1]  # no new episode (a reset moves the arm) while e-stopped
+        assert worker.stats.env_steps == held and control.holding
+        control.command({"cmd": "arm"})
+        assert wait_for(lambda: len(resets) == 2 and worker.stats.env_steps > held)
+    finally:
+        stop.set()
+        t.join(10.0)
+    end = next(c.episode_end for c in chunks(outbox) if c.episode_end is not None)
+    assert (end.outcome, end.source) == ("failure", "human")
