@@ -74,11 +74,13 @@ class BufferOutbox:
             self._spill_next += 1
 
     def _reap(self) -> None:
-        """Count acknowledgements that have arrived, without waiting for any."""
-        while self.in_flight:
-            ready, _ = ray.wait([self.in_flight[0]], timeout=0)
-            if not ready:
-                return
+        """Count acknowledgements that have arrived, without waiting for any (one `ray.wait`
+        for all in flight: on a busy core each call costs a few hundred microseconds)."""
+        if not self.in_flight:
+            return
+        ready = set(ray.wait(list(self.in_flight), num_returns=len(self.in_flight),
+                             timeout=0)[0])
+        while self.in_flight and self.in_flight[0] in ready:
             self._count(ray.get(self.in_flight.popleft()))
 
     def _count(self, result: InsertResult) -> None:
