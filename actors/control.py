@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -67,6 +68,7 @@ class RobotControl:
         self.counts = {"labels": 0, "corrections": 0, "resets": 0, "teleop": 0, "estops": 0}
         self._step_times: list[float] = []
         self.episode_step = 0  # steps taken in the current episode
+        self._frame: np.ndarray | None = None  # the newest camera image, for robots with one
 
     # -- the operator's side -------------------------------------------------------------------
 
@@ -132,6 +134,7 @@ class RobotControl:
         return {"status": status, "holding": self.holding, "taken_over": self.taken_over,
                 "correction": self.correction, "episode_step": self.episode_step,
                 "action_dim": self.action_dim, "control_hz": self.control_hz,
+                "camera": self._frame is not None,
                 "steps_per_s": rate,
                 "last_step_age_s": age, **self.counts}
 
@@ -181,14 +184,24 @@ class RobotControl:
             fresh = time.monotonic() - self._teleop_at <= self.teleop_timeout_s
             return self._teleop.copy() if fresh else np.zeros(self.action_dim, np.float32)
 
-    def stepped(self) -> None:
-        """The worker took a step (for the control-rate health shown in the console)."""
+    def stepped(self, obs: Mapping[str, np.ndarray] | None = None) -> None:
+        """The worker took a step and saw `obs` (for the control-rate health and the camera
+        frame shown in the console; the image is kept by reference, not copied)."""
         now = time.monotonic()
+        image = next((v for v in (obs or {}).values()
+                      if v.dtype == np.uint8 and v.ndim in (2, 3)), None)
         with self._lock:
+            if image is not None:
+                self._frame = image
             self._step_times.append(now)
             self.episode_step += 1
             while len(self._step_times) > 2 and now - self._step_times[0] > 2.0:
                 self._step_times.pop(0)
+
+    def frame(self) -> np.ndarray | None:
+        """The newest camera image [H, W, C] or [H, W] uint8, or None for a robot without one."""
+        with self._lock:
+            return self._frame
 
     def begin_episode(self) -> None:
         """A new episode: corrections and labels belong to the one that ended."""

@@ -166,7 +166,7 @@ class RobotWorker:
             self.stats.env_steps += 1
             self.stats.intervened_steps += taken
             if self.control is not None:
-                self.control.stepped()
+                self.control.stepped(obs)
             if fb.done:
                 self._send(EpisodeEnd(fb.outcome))
                 self.stats.episode_done(self.robot.spec.task, fb.success)

@@ -24,16 +24,20 @@ import ipaddress
 import json
 import math
 import secrets
+import struct
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from actors.control import COMMANDS, CommandError
 
@@ -66,6 +70,8 @@ class Robots(Protocol):
     def stats(self) -> list[dict[str, Any]]: ...
 
     def control(self, robot_id: str, command: dict[str, Any]) -> dict[str, Any]: ...
+
+    def frame(self, robot_id: str) -> np.ndarray | None: ...
 
 
 class RayRobots:
@@ -101,6 +107,12 @@ class RayRobots:
         reply: dict[str, Any] = ray.get(call.remote(command), timeout=self.timeout_s)
         return reply
 
+    def frame(self, robot_id: str) -> np.ndarray | None:
+        import ray
+
+        call = getattr(self.handles[robot_id], "frame", None)
+        return None if call is None else ray.get(call.remote(), timeout=self.timeout_s)
+
 
 class AuditLog:
     """Append-only JSON lines: one per operator action, flushed as written."""
@@ -117,6 +129,23 @@ class AuditLog:
                 "status": status}
         with self._lock, self.path.open("a") as f:
             f.write(json.dumps(line) + "\n")
+
+
+def png(image: np.ndarray) -> bytes:
+    """A PNG of a uint8 image [H, W] (grey) or [H, W, 3|4] (RGB, RGBA), stdlib only."""
+    image = np.ascontiguousarray(image, np.uint8)
+    h, w = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    kind = {1: 0, 3: 2, 4: 6}[channels]
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), image.reshape(h, w * channels)], axis=1)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + tag + data
+                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, kind, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
 
 
 def is_loopback(host: str) -> bool:
@@ -159,6 +188,7 @@ def robot_row(s: dict[str, Any], learner_version: int) -> dict[str, Any]:
             "last_step_age_s": age, "missed_deadlines": s.get("missed_deadlines", 0),
             "health": health, "correction": c.get("correction", ""),
             "action_dim": c.get("action_dim"), "control_hz": hz, "controls": "control" in s,
+            "camera": bool(c.get("camera")),
             "error": s.get("error")}
 
 
@@ -353,12 +383,29 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             self._error(HTTPStatus.UNAUTHORIZED, "missing or wrong Authorization: Bearer token")
             return
+        parts = path.strip("/").split("/")
         if path == "/api/robots":
             self._send(HTTPStatus.OK, self.console.robots_view())
+        elif len(parts) == 4 and parts[:2] == ["api", "robots"] and parts[3] == "frame.png":
+            self._frame(parts[2])
         elif path == "/api/metrics":
             self._send(HTTPStatus.OK, self.console.metrics_view())
         else:
             self._error(HTTPStatus.NOT_FOUND, f"no route GET {path}")
+
+    def _frame(self, robot_id: str) -> None:
+        if robot_id not in self.console.robots.ids():
+            self._error(HTTPStatus.NOT_FOUND, f"no robot {robot_id!r}")
+            return
+        try:
+            image = self.console.robots.frame(robot_id)
+        except Exception as e:
+            self._error(HTTPStatus.BAD_GATEWAY, f"{type(e).__name__}: {e}")
+            return
+        if image is None:
+            self._error(HTTPStatus.NOT_FOUND, f"{robot_id} has no camera")
+            return
+        self._send(HTTPStatus.OK, png(image), "image/png")
 
     def do_POST(self) -> None:
         body = self._body()  # read first, so a keep-alive connection stays in step

@@ -238,6 +238,10 @@ class _RobotActor:
         return dict(state, robot_id=self.worker.robot.spec.robot_id,
                     env_steps=self.worker.stats.env_steps)
 
+    def frame(self) -> np.ndarray | None:
+        """The newest camera image (uint8 [H, W, C]), or None for a robot without a camera."""
+        return self.controls.frame()
+
     def evaluate(self, state: dict[str, np.ndarray], episodes: list[Episode]) -> list[bool]:
         """Held-out (task, seed) episodes with the given weights (call while the loop is
         stopped)."""

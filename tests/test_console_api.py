@@ -7,6 +7,7 @@ import http.client
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 
 from actors.control import RobotControl
@@ -31,6 +32,9 @@ class LocalRobots:
 
     def control(self, robot_id: str, command: dict[str, Any]) -> dict[str, Any]:
         return self.controls[robot_id].command(command)
+
+    def frame(self, robot_id: str) -> np.ndarray | None:
+        return self.controls[robot_id].frame()
 
 
 @pytest.fixture
@@ -139,3 +143,23 @@ def test_cli_status_and_intervene_over_the_api(served, capsys):
     assert main(["intervene", "robot-0", "label", "maybe", "--url", url]) == 1  # the server: 400
     assert main(["intervene", "robot-0", "pause", "now", "--url", url]) == 2  # refused locally
     assert main(["status", "--url", "http://127.0.0.1:9"]) == 1  # nothing listens there
+
+
+def test_a_camera_frame_is_served_as_png(served):
+    import zlib
+
+    server, robots, url = served
+    image = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    robots.controls["robot-0"].stepped({"state": np.zeros(3, np.float32), "pixels": image})
+    rows = request(url, "GET", "/api/robots")[1]["robots"]
+    assert [r["camera"] for r in rows] == [True, False]
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", "/api/robots/robot-0/frame.png")
+    r = conn.getresponse()
+    data = r.read()
+    assert r.status == 200 and r.getheader("Content-Type") == "image/png"
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    idat = data[data.index(b"IDAT") + 4:data.index(b"IEND") - 8]
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(4, 1 + 5 * 3)
+    assert not rows[:, 0].any() and np.array_equal(rows[:, 1:].reshape(4, 5, 3), image)
+    assert request(url, "GET", "/api/robots/robot-1/frame.png")[0] == 404  # no camera
