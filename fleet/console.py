@@ -333,8 +333,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorized(self) -> bool:
         token = self.console.token
-        if not token:
-            return True
+        if not token:  # loopback: only names of this machine, so DNS rebinding gets nothing
+            host = self.headers.get("Host", "").rsplit(":", 1)[0].strip("[]")
+            return is_loopback(host)
         got = self.headers.get("Authorization", "")
         return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
 

@@ -163,3 +163,15 @@ def test_a_camera_frame_is_served_as_png(served):
     rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(4, 1 + 5 * 3)
     assert not rows[:, 0].any() and np.array_equal(rows[:, 1:].reshape(4, 5, 3), image)
     assert request(url, "GET", "/api/robots/robot-1/frame.png")[0] == 404  # no camera
+
+
+def test_a_tokenless_loopback_console_refuses_foreign_host_names(served):
+    server, robots, _ = served
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("POST", "/api/fleet/estop", body=b"{}",
+                 headers={"Content-Type": "application/json", "Host": "evil.example:8750"})
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 401 and not robots.controls["robot-0"].estopped
+    conn.request("GET", "/api/robots", headers={"Host": f"localhost:{server.port}"})
+    assert conn.getresponse().status == 200
