@@ -16,7 +16,8 @@ BENCHES = {"codec": "bench.codec", "collect": "bench.collect",
            "weight_sync": "fleet.bench_weight_sync",  # benches needing Ray or both the robot
            "ppo_vs_sb3": "fleet.bench_ppo_vs_sb3",  # loop and the learner live in fleet/
            "chaos": "fleet.bench_chaos", "mt10": "fleet.bench_mt10",
-           "scaling": "fleet.bench_scaling", "actor_overhead": "fleet.bench_actor_overhead"}
+           "scaling": "fleet.bench_scaling", "actor_overhead": "fleet.bench_actor_overhead",
+           "fleet_capacity": "fleet.bench_capacity"}
 
 
 def run_bench(name: str, quick: bool) -> dict[str, Any]:

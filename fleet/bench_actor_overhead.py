@@ -15,6 +15,7 @@ threads, Ray's included; the buffer's own process excluded), medians over the sa
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import tempfile
@@ -90,7 +91,7 @@ def run(quick: bool) -> dict[str, object]:
     owns_ray = not ray.is_initialized()
     if owns_ray:
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2,
-                 logging_level="ERROR")
+                 logging_level=logging.ERROR)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-actor-overhead-") as tmp:
             buffer = BufferServer.remote(str(Path(tmp) / "buffer"), cfg.buffer)
