@@ -36,6 +36,16 @@ def trainable(model: Any) -> bool:
     return all(hasattr(model, m) for m in ("fit", "weights", "load_weights"))
 
 
+def adopt(reward: Any, source: Any) -> bool:
+    """Load the newest weights `source` (a `HubWeights` on the trainer's hub) has for `reward`,
+    if newer than its version; True if it did. The learner calls this before each update."""
+    got = source.poll(int(reward.version))
+    if got is None:
+        return False
+    reward.load_weights(*got)
+    return True
+
+
 class _RewardTrainer:
     def __init__(self, reward: RewardConfig, buffer: Any, hub: Any,
                  demos: str | None = None) -> None:

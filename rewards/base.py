@@ -79,9 +79,21 @@ def _world_model(params: Mapping[str, Any]) -> RewardModel:
     return WorldModelReward(WorldModelConfig(**params))
 
 
+def _progress(params: Mapping[str, Any]) -> RewardModel:
+    from rewards.progress import ProgressConfig, ProgressReward
+
+    return ProgressReward(ProgressConfig(**params))
+
+
+def _hf_vl(params: Mapping[str, Any]) -> RewardModel:
+    from rewards.hf_vl import HFVisionLanguageReward
+
+    return HFVisionLanguageReward(**params)
+
+
 BUILTIN: dict[str, Callable[[Mapping[str, Any]], RewardModel]] = {
     "env": _env, "sparse_success": _sparse, "sum": _sum, "shaped": _shaped,
-    "world_model": _world_model}
+    "world_model": _world_model, "progress": _progress, "hf_vl": _hf_vl}
 
 
 def make_reward(config: RewardConfig, guard: bool = True) -> RewardModel:
