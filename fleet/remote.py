@@ -303,10 +303,9 @@ class _LearnerActor:
     def step(self) -> dict[str, float]:
         """One update; {} if `interrupt` stopped it while it waited for data."""
         if self.reward_source is not None:
-            reward: Any = self.learner.reward
-            got = self.reward_source.poll(int(reward.version))
-            if got is not None:
-                reward.load_weights(*got)
+            from fleet.reward_actor import adopt
+
+            adopt(self.learner.reward, self.reward_source)
         try:
             return self.learner.step()
         except Interrupted:
