@@ -82,15 +82,24 @@ class MetaWorldConfig:
 
     `kind=pusht` picks the PushT robot instead (`actors.pusht`, gym-pusht): `task` is then
     `pusht` (agent position and a 96×96 camera) or `pusht-state` (agent and block pose), and an
-    episode succeeds at `success_coverage` of the goal covered. `make_robot` builds either kind.
+    episode succeeds at `success_coverage` of the goal covered. `kind=mixed` runs robots of
+    different embodiments in one run (`actors.mixed`, padding with masks): `task` lists Meta-World
+    and PushT tasks (`push-v3,pusht-state`). `make_robot` builds any kind.
     """
 
     task: str = "push-v3"
     max_episode_steps: int = 200
-    kind: str = "metaworld"  # metaworld | pusht
+    kind: str = "metaworld"  # metaworld | pusht | mixed
     success_coverage: float = 0.95  # kind=pusht only
 
     def __post_init__(self) -> None:
+        if self.kind == "mixed":
+            for task in self.tasks:
+                from actors.pusht import PUSHT_TASKS
+
+                if task not in PUSHT_TASKS:
+                    MetaWorldConfig(task, self.max_episode_steps)  # checks the name
+            return
         if self.kind == "pusht":
             from actors.pusht import PUSHT_TASKS
 
@@ -100,7 +109,7 @@ class MetaWorldConfig:
                                  f"robot.success_coverage in (0, 1]")
             return
         if self.kind != "metaworld":
-            raise ValueError(f"robot.kind={self.kind!r}: use metaworld or pusht")
+            raise ValueError(f"robot.kind={self.kind!r}: use metaworld, pusht or mixed")
         import metaworld
 
         names = metaworld.env_dict.ALL_V3_ENVIRONMENTS
@@ -118,6 +127,8 @@ class MetaWorldConfig:
         """The task names, in the benchmark's order."""
         if self.kind == "pusht":
             return (self.task,)
+        if self.kind == "mixed":
+            return tuple(self.task.split(","))
         import metaworld
 
         sets = {"mt10": metaworld.env_dict.MT10_V3, "mt50": metaworld.env_dict.MT50_V3}
@@ -125,6 +136,10 @@ class MetaWorldConfig:
 
     @property
     def obs_dim(self) -> int:
+        if self.kind == "mixed":
+            from actors.mixed import mixed_dims
+
+            return mixed_dims(self.tasks)[0]
         if self.kind == "pusht":
             from actors.pusht import PUSHT_TASKS
 
@@ -134,13 +149,22 @@ class MetaWorldConfig:
 
     @property
     def action_dim(self) -> int:
+        if self.kind == "mixed":
+            from actors.mixed import mixed_dims
+
+            return mixed_dims(self.tasks)[1]
         return 2 if self.kind == "pusht" else SAWYER_ACTIONS
 
 
 def make_robot(config: MetaWorldConfig, robot_id: str,
                tasks: Sequence[str] | None = None) -> Any:
-    """The robot `config.kind` names: a `MetaWorldRobot` or a `PushTRobot` (both have
-    `expert_action` and `pin_task`)."""
+    """The robot `config.kind` names: a `MetaWorldRobot`, a `PushTRobot` or a `MixedRobot` (all
+    have `expert_action` and `pin_task`)."""
+    if config.kind == "mixed":
+        from actors.mixed import MixedRobot
+
+        return MixedRobot(config.tasks, robot_id, tasks, config.max_episode_steps,
+                          config.success_coverage)
     if config.kind == "pusht":
         from actors.pusht import PushTRobot
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from algorithms.policy import ChunkPolicy, policy_input
+from algorithms.policy import ChunkPolicy, input_keys, policy_input
 from algorithms.ppo import PPOBatch, clipped_policy_loss
 from buffers.groups import complete_groups
 from buffers.records import RolloutChunk
@@ -84,13 +84,13 @@ class GRPO:
         adv, kept = group_advantages(returns.reshape(len(groups), self.config.group_size))
         obs, acts, blogp, advs = [], [], [], []
         device = self.policy.obs_mean.device
-        image_key = getattr(self.policy.config, "image_key", "")
+        keys = input_keys(self.policy.config)
         for g, group in enumerate(groups):
             if not kept[g]:
                 continue
             for e, episode in enumerate(group):
                 for c in episode:
-                    state = policy_input(c.obs, image_key, device)
+                    state = policy_input(c.obs, keys, device)
                     obs.append(state[: c.num_steps : c.horizon])
                     acts.append(torch.tensor(c.policy_action, device=device))
                     blogp.append(torch.tensor(c.logp, device=device))

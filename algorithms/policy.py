@@ -7,9 +7,12 @@ Example:
     policy.load_policy_state(other.policy_state())
 
 With `image_key` set (`policy=chunk_cnn`), the policy also sees a camera: `act` then takes the
-observation dict, and the learner's rows are `policy_input(obs, image_key)`, the state followed by
-the image's pixels flattened (float); actor and critic each encode the image with a small CNN
-(`algorithms.backbones.KeypointEncoder`) and concatenate the features to the normalised state.
+observation dict, and the learner's rows are `policy_input(obs, input_keys(config))`, the state
+followed by the image's pixels flattened (float); actor and critic each encode the image with a
+small CNN (`algorithms.backbones.KeypointEncoder`) and concatenate the features to the normalised
+state. With `mask_key` set (mixed embodiments, `actors.mixed`), `obs[mask_key]` [A] (1: the robot
+executes this action number, 0: padding) sits between state and pixels in each row; the networks
+never see it, and log-probabilities count only unmasked numbers.
 
 The whole chunk `[H, A]` is one action for the RL algorithms: its log-probability is that of a
 diagonal Gaussian over `H * A` numbers. The value head estimates the return from the call's first
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +53,7 @@ class PolicyConfig:
     path: str = ""  # kind=hf: local Hugging Face checkpoint directory
     image_key: str = ""  # kind=chunk: also see obs[image_key], uint8 [size, size, 3] (e.g. pixels)
     image_size: int = 96
+    mask_key: str = ""  # kind=chunk: obs[mask_key] [A] marks executed action numbers (padding: 0)
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "horizon", "hidden", "layers"):
@@ -62,10 +66,12 @@ class PolicyConfig:
         if self.kind not in ("chunk", "token", "hf") or self.backbone not in ("mlp", "transformer"):
             raise ValueError(f"policy.kind={self.kind!r} (chunk|token|hf), "
                              f"policy.backbone={self.backbone!r} (mlp|transformer)")
+        if (self.image_key or self.mask_key) and self.kind != "chunk":
+            raise ValueError("policy.image_key and policy.mask_key need policy.kind=chunk")
 
 
 _ADDED = ("kind", "backbone", "d_model", "heads", "bins", "decode", "instruction", "path",
-          "image_key", "image_size")
+          "image_key", "image_size", "mask_key")
 
 
 def config_key_fields(config: PolicyConfig) -> dict[str, object]:
@@ -76,15 +82,22 @@ def config_key_fields(config: PolicyConfig) -> dict[str, object]:
             if k not in _ADDED or v != getattr(default, k)}
 
 
-def policy_input(obs: Mapping[str, np.ndarray], image_key: str = "",
+def input_keys(config: Any) -> tuple[str, ...]:
+    """The observations besides the state that a policy's input rows carry, in row order."""
+    return tuple(k for k in (getattr(config, "mask_key", ""), getattr(config, "image_key", ""))
+                 if k)
+
+
+def policy_input(obs: Mapping[str, np.ndarray], keys: Sequence[str] = (),
                  device: torch.device | str | None = None) -> torch.Tensor:
-    """Observations [T, ...] per key -> a policy's input rows [T, D] (state only), or
-    [T, D + size * size * 3] with `image_key`: the state, then the image's pixels (0..255)."""
+    """Observations [T, ...] per key -> a policy's input rows [T, D + ...]: the state, then each
+    of `keys` (`input_keys(config)`) flattened, as float (an image's pixels stay 0..255)."""
     state = torch.as_tensor(np.array(obs["state"], np.float32), device=device)  # a copy
-    if not image_key:
+    if not keys:
         return state
-    image = torch.as_tensor(np.array(obs[image_key]), device=device)
-    return torch.cat([state, image.reshape(len(state), -1).float()], dim=1)
+    extra = [torch.as_tensor(np.array(obs[k]), device=device).reshape(len(state), -1).float()
+             for k in keys]
+    return torch.cat([state, *extra], dim=1)
 
 
 class _WithImage(nn.Module):
@@ -162,7 +175,7 @@ class ChunkPolicy(nn.Module):
     @property
     def takes_obs_dict(self) -> bool:
         """Whether `act` wants the whole observation dict (an image policy) or obs["state"]."""
-        return bool(self.config.image_key)
+        return bool(self.config.image_key or self.config.mask_key)
 
     def set_obs_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
         """Statistics of the state (the first obs_dim numbers of each input row)."""
@@ -171,9 +184,19 @@ class ChunkPolicy(nn.Module):
         self.obs_std.copy_(torch.as_tensor(np.maximum(std[:d], 1e-3), dtype=torch.float32))
 
     def _norm(self, obs: torch.Tensor) -> torch.Tensor:
+        """Input rows -> what the networks see: the normalised state (and the pixels)."""
         d = self.config.obs_dim
         state = ((obs[:, :d] - self.obs_mean) / self.obs_std).clamp(-10.0, 10.0)
+        if self.config.mask_key:
+            d += self.config.action_dim
         return torch.cat([state, obs[:, d:]], dim=1) if obs.shape[1] > d else state
+
+    def _masked_sum(self, obs: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+        """Per-number log-probabilities [B, H * A] -> [B], padded action numbers left out."""
+        if not self.config.mask_key:
+            return logp.sum(-1)
+        d, a = self.config.obs_dim, self.config.action_dim
+        return (logp * obs[:, d:d + a].repeat(1, self.config.horizon)).sum(-1)
 
     def mean_chunk(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [B, D] -> mean chunk [B, H * A]."""
@@ -187,7 +210,7 @@ class ChunkPolicy(nn.Module):
         """obs [B, D], chunk [B, H, A] -> log-probability [B] of each whole chunk."""
         mean = self.mean_chunk(obs)
         dist = torch.distributions.Normal(mean, self.log_std.exp())
-        return dist.log_prob(chunk.reshape(mean.shape)).sum(-1)
+        return self._masked_sum(obs, dist.log_prob(chunk.reshape(mean.shape)))
 
     @torch.no_grad()
     def act(
@@ -198,7 +221,7 @@ class ChunkPolicy(nn.Module):
         value)."""
         if isinstance(obs, Mapping):
             x = policy_input({k: np.asarray(v)[None] for k, v in obs.items()},
-                             self.config.image_key, self.obs_mean.device)
+                             input_keys(self.config), self.obs_mean.device)
         else:
             x = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
         mean = self.mean_chunk(x)
@@ -208,7 +231,7 @@ class ChunkPolicy(nn.Module):
         else:
             noise = torch.randn(mean.shape, generator=generator)
             sample = mean + std * noise
-        logp = torch.distributions.Normal(mean, std).log_prob(sample).sum(-1)
+        logp = self._masked_sum(x, torch.distributions.Normal(mean, std).log_prob(sample))
         chunk = sample.reshape(self.config.horizon, self.config.action_dim)
         return chunk.numpy().astype(np.float32), float(logp), float(self.value(x))
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from algorithms.policy import ChunkPolicy, policy_input
+from algorithms.policy import ChunkPolicy, input_keys, policy_input
 from algorithms.returns import chunk_rewards, gae
 from buffers.records import RolloutChunk
 
@@ -122,12 +122,12 @@ class PPO:
         """Advantages from the current critic; each chunk is bootstrapped from its last obs."""
         cfg, obs_rows, chunk_rows, blogp, advs, targets = self.config, [], [], [], [], []
         device = self.policy.obs_mean.device
-        image_key = getattr(self.policy.config, "image_key", "")
+        keys = input_keys(self.policy.config)
         task_ids: dict[str, int] = {}
         tasks, own, expert = [], [], []
         for chunk, reward in zip(chunks, rewards, strict=True):
             horizon = chunk.horizon
-            state = policy_input(chunk.obs, image_key, device)  # [T + 1, D (+ pixels)]
+            state = policy_input(chunk.obs, keys, device)  # [T + 1, D (+ pixels)]
             call_obs = state[: chunk.num_steps : horizon]
             values = self.policy.value(torch.cat([call_obs, state[-1:]])).cpu().numpy()
             r, disc = chunk_rewards(reward, horizon, cfg.gamma)

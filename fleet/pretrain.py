@@ -26,7 +26,7 @@ from actors.demos import collect_demos
 from actors.robot import make_robot
 from algorithms.bc import chunk_targets, train_bc
 from algorithms.factory import make_policy
-from algorithms.policy import ChunkPolicy, PolicyConfig, config_key_fields, policy_input
+from algorithms.policy import ChunkPolicy, PolicyConfig, config_key_fields, input_keys, policy_input
 from buffers.codec import decode_chunk, encode_chunk
 from buffers.records import RolloutChunk
 from buffers.store import ReplayBuffer
@@ -78,7 +78,7 @@ def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[st
         return policy, dict(saved["info"], cached=True, path=str(path))
     t0 = time.monotonic()
     demos = load_or_collect_demos(cfg, cache / f"demos-{key}")
-    obs = np.concatenate([policy_input(d.obs, cfg.policy.image_key)[:-1].numpy()
+    obs = np.concatenate([policy_input(d.obs, input_keys(cfg.policy))[:-1].numpy()
                           for d in demos])  # the state (and, for an image policy, the pixels)
     targets = np.concatenate([chunk_targets(d.obs["state"], d.action, cfg.policy.horizon)
                               for d in demos])

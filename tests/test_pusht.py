@@ -85,18 +85,18 @@ def test_image_policy_shapes_and_ppo_trains_its_cnn():
     policy = ChunkPolicy(IMAGE)
     assert policy.takes_obs_dict
     rng = np.random.default_rng(0)
-    obs = {"state": rng.uniform(-1, 1, (7, 2)).astype(np.float32),
+    obs: dict[str, np.ndarray] = {"state": rng.uniform(-1, 1, (7, 2)).astype(np.float32),
            "pixels": rng.integers(0, 256, (7, 96, 96, 3), dtype=np.uint8)}
     chunk, logp, value = policy.act({k: v[0] for k, v in obs.items()})
     assert chunk.shape == (4, 2) and np.isfinite(logp) and np.isfinite(value)
-    rows = policy_input(obs, "pixels")
+    rows = policy_input(obs, ["pixels"])
     assert rows.shape == (7, 2 + 96 * 96 * 3)
     assert policy.log_prob(rows, torch.zeros(7, 4, 2)).shape == (7,)
     assert policy.value(rows).shape == (7,)
     # the image matters: other pixels, other mean chunk
     other = dict(obs, pixels=255 - obs["pixels"])
     assert not torch.allclose(policy.mean_chunk(rows), policy.mean_chunk(
-        policy_input(other, "pixels")))
+        policy_input(other, ["pixels"])))
     # PPO's batch carries the camera and its update moves the actor's CNN
     robot = PushTRobot("pusht", max_episode_steps=16)
     outbox = ListOutbox()
@@ -105,10 +105,10 @@ def test_image_policy_shapes_and_ppo_trains_its_cnn():
     ppo = PPO(policy, PPOConfig(epochs=2, minibatch=4, actor_lr=1e-3))
     batch = ppo.prepare(chunks, [c.reward for c in chunks])
     assert batch.obs.shape == (4, 2 + 96 * 96 * 3)
-    before = [p.detach().clone() for p in policy.actor.encoder.parameters()]
+    encoder = policy.actor.get_submodule("encoder")
+    before = [p.detach().clone() for p in encoder.parameters()]
     ppo.update(batch)
-    assert any(not torch.equal(a, b) for a, b in zip(
-        before, policy.actor.encoder.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True))
 
 
 @pytest.mark.slow
