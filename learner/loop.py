@@ -167,11 +167,12 @@ class Learner:
         t_data = time.monotonic() - t0
         rewards = [self.reward.score(c) for c in chunks]
         faults = self._reward_faults(chunks)
-        if faults:  # a faulty reward model: skip the batch (the data is used up), go on
+        waiting = not getattr(self.reward, "ready", True)  # a learned reward not yet fitted
+        if faults or waiting:  # skip the batch (its data is used up) and go on
             self.env_steps += sum(c.num_steps for c in chunks)
             return {"policy_version": self.policy_version, "updates": self.updates,
                     "learner_env_steps": self.env_steps, "reward_faults": faults,
-                    "batch_skipped": 1.0, "wait_s": t_data}
+                    "reward_waiting": float(waiting), "batch_skipped": 1.0, "wait_s": t_data}
         batch = self.algorithm.prepare(chunks, rewards)
         warm = self.updates >= self.config.critic_warmup
         metrics = self.algorithm.update(batch, train_actor=warm)
@@ -193,7 +194,7 @@ class Learner:
             "train_success": float(np.mean([e.outcome == "success" for e in ends])) if ends
             else float("nan"),
             "reward_mean": float(np.mean([r.mean() for r in rewards])),
-            "reward_faults": 0, "batch_skipped": 0.0,
+            "reward_faults": 0, "reward_waiting": 0.0, "batch_skipped": 0.0,
         })
         if str(self.reward.version).isdigit():  # a learned reward's weights version
             metrics["reward_version"] = float(self.reward.version)

@@ -224,6 +224,12 @@ class ProgressReward:
         delta, logit = self.net(obs[:1].expand_as(obs), obs, emb)
         return delta.numpy(), torch.sigmoid(logit).numpy()
 
+    @property
+    def ready(self) -> bool:
+        """False until fitted (or given weights): the learner skips batches until then rather
+        than train on all-zero rewards."""
+        return self.net is not None
+
     def score(self, chunk: RolloutChunk) -> np.ndarray:
         """[T] float32; zeros before the first fit."""
         T = len(chunk.action)

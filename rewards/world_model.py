@@ -193,6 +193,12 @@ class WorldModelReward:
                  "both": [progress, torch.sigmoid(logit)]}[self.config.signal]
         return torch.stack(parts).mean(0).numpy()
 
+    @property
+    def ready(self) -> bool:
+        """False until fitted (or given weights): the learner skips batches until then rather
+        than train on all-zero rewards."""
+        return self.net is not None
+
     def score(self, chunk: RolloutChunk) -> np.ndarray:
         """[T] float32: scale * (gamma * phi[t + 1] - phi[t]); zeros before the first fit."""
         T = len(chunk.action)

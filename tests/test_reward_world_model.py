@@ -5,15 +5,24 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from buffers.codec import encode_chunk
-from buffers.store import BufferConfig
+from buffers.store import BufferConfig, ReplayBuffer
 from rewards.base import RewardConfig, make_reward
 from rewards.episodes import EpisodePool, targets
 from rewards.world_model import WorldModelConfig, WorldModelReward
 from tests.toy_reach import reach_episodes
 
 SMALL = {"hidden": 64, "latent": 16, "batch": 256}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a loaded machine: intra-op threads only fight
+    yield
+    torch.set_num_threads(threads)
 
 
 def episode_return(model, episode):
@@ -43,7 +52,7 @@ def test_fits_a_toy_task_and_rewards_success_over_failure(mode):
     held_out = reach_episodes(1, 12)
     assert all(episode_return(model, ep) == 0 for ep in held_out)  # unfitted: zeros
     first = model.fit(reach_episodes(0, 40), steps=5)
-    last = model.fit(reach_episodes(0, 40), steps=300)
+    last = model.fit(reach_episodes(0, 40), steps=200)
     assert last["loss"] < 0.5 * first["loss"]
     assert model.version == "2"
     wins = [episode_return(model, ep) for ep in held_out[0::2]]
@@ -90,3 +99,46 @@ def test_trainer_actor_learns_from_the_buffer_and_the_learner_adopts(local_ray, 
     stats = local_ray.get(trainer.stop.remote())
     assert stats["error"] is None and stats["version"] >= int(learner_side.version)
     assert stats["episodes_seen"] == 8
+
+
+class Faulty:
+    """Raises on every third call, returns NaN on the next, scores 1.0 otherwise."""
+
+    name, version = "faulty", "1"
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, chunk):
+        self.calls += 1
+        if self.calls % 3 == 0:
+            raise RuntimeError("model crashed")
+        return np.full(len(chunk.action), np.nan if self.calls % 3 == 1 else 1.0, np.float32)
+
+
+def test_a_faulty_reward_model_skips_the_batch_and_training_goes_on(tmp_path):
+    from rewards.guard import Guarded
+    from tests.test_learner import fill, make_learner
+
+    with ReplayBuffer(tmp_path / "buf") as buf:
+        fill(buf, 60, policy_version=0)
+        learner, weights = make_learner(tmp_path, buf, max_staleness=100)
+        learner.reward = Guarded(Faulty())
+        skipped = learner.step()  # the first chunk's score is NaN
+        assert skipped["batch_skipped"] == 1.0 and skipped["reward_faults"] >= 1
+        assert learner.updates == 0 and weights.published == []
+        learner.reward = Guarded(make_reward(RewardConfig("sparse_success"), guard=False))
+        ok = learner.step()
+        assert ok["batch_skipped"] == 0.0 and learner.updates == 1
+        assert learner.reward.n_faults == 0 and learner.env_steps > 0
+
+
+def test_the_learner_waits_for_a_learned_reward_to_be_fitted(tmp_path):
+    from tests.test_learner import fill, make_learner
+
+    with ReplayBuffer(tmp_path / "buf") as buf:
+        fill(buf, 20, policy_version=0)
+        learner, _ = make_learner(tmp_path, buf, max_staleness=100)
+        learner.reward = make_reward(RewardConfig("world_model", SMALL))
+        m = learner.step()
+        assert m["reward_waiting"] == 1.0 and m["batch_skipped"] == 1.0 and learner.updates == 0
