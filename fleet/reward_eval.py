@@ -12,6 +12,9 @@ Episodes whose last chunk carries an `episode_end` are labelled: success if its 
   against −(steps left to success), averaged over episodes (1 = perfect progress tracking);
 - false_success_rate: failed episodes whose score exceeds `threshold`;
 - latency_ms_per_chunk: mean wall time of one `score` call.
+
+A learned reward that is not fitted yet (`world_model`, `progress`) is first fitted on a share
+of the episodes (`fit=0.5`, `fit_steps=N` times `rounds=R`) and scored on the rest only.
 """
 
 from __future__ import annotations
@@ -117,11 +120,24 @@ def evaluate(model: RewardModel, episodes: Sequence[list[RolloutChunk]],
     }
 
 
-def _reward_config(name: str) -> RewardConfig:
+def fit_first(model: Any, episodes: Sequence[list[RolloutChunk]], share: float,
+              kv: dict[str, str]) -> int:
+    """Fit an unfitted learned reward on the first `share` of the episodes (every other
+    episode is held out); returns how many it used (0 for other models)."""
+    if getattr(model, "ready", True) or not hasattr(model, "fit"):
+        return 0
+    n = max(1, min(len(episodes) - 1, int(share * len(episodes))))
+    steps = int(kv["fit_steps"]) if "fit_steps" in kv else None
+    for _ in range(int(kv.get("rounds", 5))):
+        model.fit(episodes[:n], steps)
+    return n
+
+
+def _reward_config(name: str, overrides: Sequence[str] = ()) -> RewardConfig:
     from fleet.config import ConfigError, load_config
 
     try:
-        return load_config([f"reward={name}"]).reward
+        return load_config([f"reward={name}", *overrides]).reward
     except ConfigError:
         return RewardConfig(name)  # a plug-in with no config file: default params
 
@@ -133,9 +149,14 @@ def main(args: Sequence[str]) -> int:
     kv = dict(a.split("=", 1) for a in args)
     if "reward" not in kv or "buffer" not in kv:
         raise SystemExit("usage: fleet reward-eval reward=NAME buffer=PATH [out=FILE] "
-                         "[threshold=X]")
-    model = make_reward(_reward_config(kv["reward"]))
-    report = evaluate(model, episodes_of(Path(kv["buffer"])), float(kv.get("threshold", 0.5)))
+                         "[threshold=X] [fit=0.5 fit_steps=N rounds=5] "
+                         "[reward.params.KEY=VALUE ...]")
+    overrides = [f"{k}={v}" for k, v in kv.items() if k.startswith("reward.")]
+    model = make_reward(_reward_config(kv["reward"], overrides))
+    episodes = episodes_of(Path(kv["buffer"]))
+    fitted = fit_first(model, episodes, float(kv.get("fit", 0.5)), kv)
+    report = evaluate(model, episodes[fitted:], float(kv.get("threshold", 0.5)))
+    report["fit_episodes"] = fitted
     table = Table(title=f"reward-eval {report['reward']} on {kv['buffer']}")
     table.add_column("metric")
     table.add_column("value", justify="right")

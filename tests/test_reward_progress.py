@@ -57,3 +57,21 @@ def test_weights_round_trip_and_language_negatives():
     chunk = eps[0][0]
     np.testing.assert_allclose(a.score(chunk), b.score(chunk), rtol=1e-4, atol=1e-6)
     assert b.version == "5"
+
+
+@pytest.mark.parametrize("reward", ["progress", "world_model"])
+def test_reward_eval_fits_a_learned_reward_then_scores_held_out_episodes(reward, tmp_path):
+    import json
+
+    from buffers.codec import encode_chunk
+    from buffers.store import ReplayBuffer
+    from fleet.reward_eval import main
+
+    with ReplayBuffer(tmp_path / "buf") as buf:
+        buf.insert([encode_chunk(c) for ep in reach_episodes(0, 24, camera=True) for c in ep])
+    out = tmp_path / "eval.json"
+    assert main([f"reward={reward}", f"buffer={tmp_path / 'buf'}", f"out={out}",
+                 "fit_steps=60", "rounds=3", "reward.params.batch=64"]) == 0
+    report = json.loads(out.read_text())
+    assert report["fit_episodes"] == 12 and report["episodes"] == 12
+    assert report["version"] == "3" and report["spearman_progress"] > 0.5, report
