@@ -73,6 +73,8 @@ class EpisodePool:
                 self._done.append([parts[s] for s in sorted(parts)])
                 del self._open[(c.robot_id, c.episode_id)]
                 self.added += 1
+        while len(self._open) > 4 * self.keep:  # episodes that never end (a robot was lost)
+            del self._open[next(iter(self._open))]
         return self.added - before
 
     def finished(self) -> list[Episode]:
