@@ -67,6 +67,7 @@ class TextEncoder:
 @dataclasses.dataclass(frozen=True)
 class ProgressConfig:
     key: str = "pixels"  # the obs column: uint8 images [H, W, 3] or a state vector
+    instruction: str = ""  # for chunks that carry none
     feature: int = 64
     hidden: int = 128
     lr: float = 1e-3
@@ -139,8 +140,8 @@ class _Frames:
     texts: list[str]
 
 
-def _frames(episodes: Sequence[Episode], key: str) -> _Frames:
-    texts = sorted({ep[0].instruction for ep in episodes})
+def _frames(episodes: Sequence[Episode], key: str, default: str = "") -> _Frames:
+    texts = sorted({ep[0].instruction or default for ep in episodes})
     obs, prog, start, length, instr, n = [], [], [], [], [], 0
     for ep in episodes:
         o = observations(ep, key)
@@ -151,7 +152,7 @@ def _frames(episodes: Sequence[Episode], key: str) -> _Frames:
         prog.append(p.astype(np.float32))
         start.append(np.full(len(o), n))
         length.append(np.full(len(o), len(o)))
-        instr.append(np.full(len(o), texts.index(ep[0].instruction)))
+        instr.append(np.full(len(o), texts.index(ep[0].instruction or default)))
         n += len(o)
     return _Frames(torch.as_tensor(np.concatenate(obs)), np.concatenate(prog),
                    np.concatenate(start), np.concatenate(length), np.concatenate(instr), texts)
@@ -192,7 +193,7 @@ class ProgressReward:
 
     def fit(self, episodes: Sequence[Episode], steps: int | None = None) -> dict[str, float]:
         """Gradient steps on pairs of the episodes' frames; returns the last batch's losses."""
-        f = _frames(episodes, self.config.key)
+        f = _frames(episodes, self.config.key, self.config.instruction)
         net = self.net or self._build(tuple(f.obs.shape[1:]))
         assert self.opt is not None
         emb = torch.as_tensor(self.text(f.texts))
@@ -220,7 +221,8 @@ class ProgressReward:
         assert self.net is not None
         T = len(chunk.action)
         obs = torch.as_tensor(np.asarray(chunk.obs[self.config.key])[:T + 1])
-        emb = torch.as_tensor(self.text([chunk.instruction])).expand(T + 1, -1)
+        text = chunk.instruction or self.config.instruction
+        emb = torch.as_tensor(self.text([text])).expand(T + 1, -1)
         delta, logit = self.net(obs[:1].expand_as(obs), obs, emb)
         return delta.numpy(), torch.sigmoid(logit).numpy()
 
