@@ -122,4 +122,5 @@ def run(quick: bool) -> dict[str, object]:
                   cpu_ratio=round(statistics.median(raw_cpu) / statistics.median(ours_cpu), 3),
                   cpu_us_per_step={"actor": round(1e6 * statistics.median(ours_cpu), 1),
                                    "baseline": round(1e6 * statistics.median(raw_cpu), 1)},
-                  buffer_records=int(stored["records"]), buffer_steps=int(stored["steps"]))
+                  buffer_records=int(stored["records"]), buffer_steps=int(stored["steps"]),
+                  load_avg_1m_at_end=round(os.getloadavg()[0], 1))  # others' load on the machine

@@ -294,4 +294,5 @@ def run(quick: bool, limit: int | None = None, window_s: float | None = None
                   hosts=cores, cpu_us_per_step=round(1e6 * cpu_s, 1),
                   learner_updates=learning.updates, learner_error=learning.error,
                   learner_policy_version=int(learning.last.get("policy_version", 0)),
-                  buffer_records=int(info["records"]), sizes=sizes)
+                  buffer_records=int(info["records"]), sizes=sizes,
+                  load_avg_1m_at_end=round(os.getloadavg()[0], 1))  # others' load on the machine
