@@ -8,6 +8,10 @@ Example (what the learner does with any reward model):
 
 Third-party models plug in through the entry-point group `fleet.rewards` (a factory taking the
 `params` mapping of `RewardConfig`). Nothing registers itself on import.
+
+Optional, for learned rewards: `ready` (False: the learner skips batches until it is fitted),
+and `fit(episodes)`, `weights()`, `load_weights(version, state)` (a `fleet.reward_actor`
+trainer fits the model online and the learner's copy adopts each new version).
 """
 
 from __future__ import annotations
