@@ -15,6 +15,7 @@ Episodes whose last chunk carries an `episode_end` are labelled: success if its 
 
 A learned reward that is not fitted yet (`world_model`, `progress`) is first fitted on a share
 of the episodes (`fit=0.5`, `fit_steps=N` times `rounds=R`) and scored on the rest only.
+`episodes=N` keeps the buffer's last N finished episodes (default: all).
 """
 
 from __future__ import annotations
@@ -149,11 +150,11 @@ def main(args: Sequence[str]) -> int:
     kv = dict(a.split("=", 1) for a in args)
     if "reward" not in kv or "buffer" not in kv:
         raise SystemExit("usage: fleet reward-eval reward=NAME buffer=PATH [out=FILE] "
-                         "[threshold=X] [fit=0.5 fit_steps=N rounds=5] "
+                         "[threshold=X] [episodes=N] [fit=0.5 fit_steps=N rounds=5] "
                          "[reward.params.KEY=VALUE ...]")
     overrides = [f"{k}={v}" for k, v in kv.items() if k.startswith("reward.")]
     model = make_reward(_reward_config(kv["reward"], overrides))
-    episodes = episodes_of(Path(kv["buffer"]))
+    episodes = episodes_of(Path(kv["buffer"]))[-int(kv.get("episodes", 0)):]  # 0: all
     fitted = fit_first(model, episodes, float(kv.get("fit", 0.5)), kv)
     report = evaluate(model, episodes[fitted:], float(kv.get("threshold", 0.5)))
     report["fit_episodes"] = fitted
