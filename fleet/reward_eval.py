@@ -7,7 +7,9 @@ Example:
 
 Episodes whose last chunk carries an `episode_end` are labelled: success if its outcome is
 "success" (env or human), else not. Per episode the model scores every chunk; then
-- roc_auc: success detection, the episode's score being its largest per-step reward;
+- roc_auc: success detection, the episode's score being its largest per-step reward (or the
+  largest `success_probability(chunk)` [T] for a model that has one: a progress reward's steps
+  are deltas, not detections);
 - spearman_progress: on successful episodes, Spearman of predicted progress (cumulative reward)
   against −(steps left to success), averaged over episodes (1 = perfect progress tracking);
 - false_success_rate: failed episodes whose score exceeds `threshold`;
@@ -99,7 +101,9 @@ def evaluate(model: RewardModel, episodes: Sequence[list[RolloutChunk]],
         r = np.concatenate(per_step)
         end = chunks[-1].episode_end
         success = end is not None and end.outcome == "success"
-        scores.append(float(r.max()) if len(r) else 0.0)
+        detect = getattr(model, "success_probability", None)  # a model's own detector
+        s = np.concatenate([detect(c) for c in chunks]) if detect is not None else r
+        scores.append(float(s.max()) if len(s) else 0.0)
         labels.append(success)
         if success and len(r) > 2:
             env_hits = np.flatnonzero(np.concatenate([c.success for c in chunks]))

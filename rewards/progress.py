@@ -247,6 +247,8 @@ class ProgressReward:
             return np.zeros(len(chunk.action), np.float32)
         return self.predict(chunk)[1][1:].astype(np.float32)
 
+    success_probability = done  # what `fleet reward-eval` detects success with
+
     def weights(self) -> dict[str, np.ndarray]:
         assert self.net is not None, "weights() before the first fit"
         out = {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()}

@@ -208,6 +208,17 @@ class WorldModelReward:
         c = self.config
         return (c.scale * (c.gamma * phi[1:T + 1] - phi[:T])).astype(np.float32)
 
+    @torch.no_grad()
+    def success_probability(self, chunk: RolloutChunk) -> np.ndarray:
+        """[T]: the success head's p(the episode succeeds) at each step's resulting
+        observation (what `fleet reward-eval` detects success with)."""
+        T = len(chunk.action)
+        if self.net is None:
+            return np.zeros(T, np.float32)
+        state = torch.as_tensor(np.asarray(chunk.obs[self.config.key])[1:T + 1],
+                                dtype=torch.float32).flatten(1)
+        return torch.sigmoid(self.net.heads(self.net.encode(state))[1]).numpy()
+
     def weights(self) -> dict[str, np.ndarray]:
         """Flat numpy arrays (what crosses process boundaries), dims included."""
         assert self.net is not None, "weights() before the first fit"

@@ -75,3 +75,4 @@ def test_reward_eval_fits_a_learned_reward_then_scores_held_out_episodes(reward,
     report = json.loads(out.read_text())
     assert report["fit_episodes"] == 12 and report["episodes"] == 12
     assert report["version"] == "3" and report["spearman_progress"] > 0.5, report
+    assert report["roc_auc"] > 0.8, report
