@@ -23,7 +23,7 @@ cost: cores / (CPU seconds per control step x 10 Hz), where the per-step cost is
 run, in this process, by stepping one unpaced robot through the same worker, policy and chunk
 encoding into an in-memory outbox. That prediction ignores the learner's, the buffer's and Ray
 messaging's CPU and any scheduling latency, so it is an upper bound: ratio = the fraction of
-the CPU-bound ideal that the real system achieves on time. `--quick`: 2 s windows, up to 256,
+the CPU-bound ideal that the real system achieves on time. `--quick`: 1.5 s windows, up to 256,
 bisecting to a quarter (else 10 s windows, up to 2048, to an eighth).
 """
 
@@ -239,7 +239,7 @@ def run(quick: bool, limit: int | None = None, window_s: float | None = None
     from rewards.base import RewardConfig
 
     limit = limit or (256 if quick else 2048)
-    window_s = window_s or (2.0 if quick else 10.0)
+    window_s = window_s or (1.5 if quick else 10.0)
     warmup_s = 0.5 if quick else 1.0
     cores = os.cpu_count() or 1
     cpu_s = per_step_cpu_s(1000 if quick else 4000)
@@ -265,7 +265,7 @@ def run(quick: bool, limit: int | None = None, window_s: float | None = None
         learning = _LearnerLoop(learner)
         # one unmeasured window first: a host's first chunks open its connections to the buffer
         # and hub (hundreds of ms once), which would count as missed deadlines of the first size
-        ray.get([h.run_window.remote(4, 2.0, 0.5) for h in hosts])
+        ray.get([h.run_window.remote(4, 1.5, 0.5) for h in hosts])
 
         def passes(n: int) -> bool:  # a failure is measured once more: the machine is shared
             return measure(n) or measure(n)
