@@ -24,6 +24,7 @@ import numpy as np
 import ray
 
 from actors.bridge.gateway import BridgeError, Gateway, GatewayConfig
+from actors.control import RobotControl
 from actors.worker import RobotWorker, WorkerConfig, WorkerStats
 from algorithms.factory import make_policy
 from algorithms.policy import PolicyConfig
@@ -67,8 +68,10 @@ class _BridgedRobotActor(_RobotActor):
         self.outbox = BufferOutbox(buffer, Path(spill_dir) / robot_id)
         self.weights = HubWeights(hub)
         self.worker = None  # type: ignore[assignment]  # made when the robot first registers
+        self.controls = RobotControl(policy.action_dim)  # the console's pause, e-stop, labels
         self.paced = None
         self.lost = 0
+        self.last_loss = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
@@ -86,13 +89,16 @@ class _BridgedRobotActor(_RobotActor):
                     self.worker = RobotWorker(robot, self.net, self.outbox, self.weights,
                                               self.config)
                     self.worker.stats.policy_version = self.policy_version
+                    self.worker.control = self.controls
                 self.worker.robot = robot
                 try:
                     self.worker.run(self._stop)
                 except BridgeError as e:  # lost, or it stopped answering: wait for it again
                     self.lost += 1
+                    self.last_loss = str(e)
                     log.warning("robot %s: %s; its episode ends truncated", self.robot_id, e)
                     self.worker.abort_episode()
+                    self._stop.wait(0.1)  # back off before asking the gateway again
         except Exception as e:  # reported through stats(); the driver decides what to do
             self.error = f"{type(e).__name__}: {e}"
 
@@ -108,9 +114,10 @@ class _BridgedRobotActor(_RobotActor):
                     "spilled": self.outbox.spilled, "duplicates": self.outbox.duplicates,
                     "refused": len(self.outbox.refusals), "error": self.error,
                     "adopt_latency_s": self.weights.adopt_latency_s, "missed_deadlines": 0,
-                    "bridge": "waiting", "lost": self.lost, "restarted": False}
+                    "bridge": "waiting", "lost": self.lost, "restarted": False,
+                    "control": self.controls.state()}
         return dict(super().stats(), bridge=self.gateway.robots().get(self.robot_id, "waiting"),
-                    lost=self.lost)
+                    lost=self.lost, last_loss=self.last_loss)
 
     def evaluate(self, state: dict[str, np.ndarray], episodes: list[Any]) -> list[bool]:
         raise RuntimeError("bridged robots are not evaluated on held-out simulator episodes")
