@@ -88,9 +88,17 @@ def learner_gpus(cfg: Config) -> int:
     return 0 if cfg.learner.device == "cpu" else 1
 
 
-def robot_resources(cfg: Config, i: int) -> dict[str, float]:
+def robot_resources(cfg: Config, robot_id: str) -> dict[str, float]:
     """`robot:<id>` when robots are placed on the nodes wired to them (custom resources)."""
-    return {f"robot:robot-{i}": 1.0} if cfg.fleet.robot_resources else {}
+    return {f"robot:{robot_id}": 1.0} if cfg.fleet.robot_resources else {}
+
+
+def worker_config(cfg: Config, i: int, version: int) -> WorkerConfig:
+    """Robot `i`'s loop (simulated robots first, then bridged ones): its own exploration seed,
+    fresh after a resume (`version`)."""
+    return WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
+                        seed=cfg.run.seed * 1000 + i + 1 + 100 * version,
+                        group_size=cfg.algorithm.group_size, **eval_execution(cfg))
 
 
 def on_this_node() -> Any:
@@ -160,11 +168,8 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
                                   max_wait_s=cfg.fleet.inference_max_wait_s, hub=hub,
                                   state=state, policy_version=version)
     robots = [RobotActor.options(num_cpus=cfg.fleet.robot_cpus,
-                                 resources=robot_resources(cfg, i)).remote(
-        f"robot-{i}", cfg.robot, pcfg, state,
-        WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
-                     seed=cfg.run.seed * 1000 + i + 1 + 100 * version,
-                     group_size=cfg.algorithm.group_size, **eval_execution(cfg)), buffer, hub,
+                                 resources=robot_resources(cfg, f"robot-{i}")).remote(
+        f"robot-{i}", cfg.robot, pcfg, state, worker_config(cfg, i, version), buffer, hub,
         str(run_dir / "spill"), version, assign_tasks(cfg.robot.tasks, cfg.fleet.num_robots, i),
         cfg.operator, cfg.fleet.pace_hz, server) for i in range(cfg.fleet.num_robots)]
     return Fleet(buffer, hub, learner, robots, start_bridged(cfg, run_dir, pcfg, state, version,
@@ -192,14 +197,11 @@ def start_bridged(cfg: Config, run_dir: Path, pcfg: PolicyConfig, state: dict[st
     from fleet.bridged import BridgedRobotActor, endpoint_for
 
     n = cfg.fleet.num_robots
-    return [BridgedRobotActor.options(
-        num_cpus=cfg.fleet.robot_cpus,
-        resources={f"robot:{rid}": 1.0} if cfg.fleet.robot_resources else {}).remote(
+    return [BridgedRobotActor.options(num_cpus=cfg.fleet.robot_cpus,
+                                      resources=robot_resources(cfg, rid)).remote(
         rid, endpoint_for(cfg.fleet.bridge_endpoint, j), cfg.fleet.bridge_keys, pcfg, state,
-        WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
-                     seed=cfg.run.seed * 1000 + n + j + 1 + 100 * version,
-                     group_size=cfg.algorithm.group_size), buffer, hub,
-        str(run_dir / "spill"), version) for j, rid in enumerate(cfg.fleet.bridge_robots)]
+        worker_config(cfg, n + j, version), buffer, hub, str(run_dir / "spill"), version)
+        for j, rid in enumerate(cfg.fleet.bridge_robots)]
 
 
 def train(cfg: Config, console: Console) -> dict[str, Any]:
