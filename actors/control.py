@@ -22,6 +22,7 @@ Nothing here knows about Ray or HTTP: `fleet.remote` and `fleet.console` carry c
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 import time
@@ -66,7 +67,7 @@ class RobotControl:
         self._teleop_at = 0.0
         self._pending = _Pending()
         self.counts = {"labels": 0, "corrections": 0, "resets": 0, "teleop": 0, "estops": 0}
-        self._step_times: list[float] = []
+        self._step_times: collections.deque[float] = collections.deque()
         self.episode_step = 0  # steps taken in the current episode
         self._frame: np.ndarray | None = None  # the newest camera image, for robots with one
 
@@ -196,7 +197,7 @@ class RobotControl:
             self._step_times.append(now)
             self.episode_step += 1
             while len(self._step_times) > 2 and now - self._step_times[0] > 2.0:
-                self._step_times.pop(0)
+                self._step_times.popleft()  # O(1): this runs on every control step
 
     def frame(self) -> np.ndarray | None:
         """The newest camera image [H, W, C] or [H, W] uint8, or None for a robot without one."""
