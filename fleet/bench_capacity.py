@@ -44,7 +44,7 @@ import numpy as np
 import ray
 
 from actors.pacing import Paced
-from actors.stub import StubConfig, StubRobot
+from actors.robots.stub import StubConfig, StubRobot
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.factory import make_policy
 from algorithms.policy import PolicyConfig

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from actors.robot import MetaWorldConfig, MetaWorldRobot, make_robot
+from actors.robots import make_robot
+from actors.robots.base import RobotConfig, SimRobot
 from actors.worker import RobotWorker, WorkerConfig
 from fleet.config import Config
 from fleet.pretrain import pretrained_base
@@ -22,12 +23,12 @@ from fleet.pretrain import pretrained_base
 Episode = tuple[str, int]  # (task, seed)
 
 
-def held_out(robot: MetaWorldConfig, episodes: int, first_seed: int) -> list[Episode]:
+def held_out(robot: RobotConfig, episodes: int, first_seed: int) -> list[Episode]:
     """`episodes` fresh seeds per task, task after task; training seeds never reach them."""
     return [(task, first_seed + i) for task in robot.tasks for i in range(episodes)]
 
 
-def run_episodes(worker: RobotWorker, robot: MetaWorldRobot,
+def run_episodes(worker: RobotWorker, robot: SimRobot,
                  episodes: Sequence[Episode]) -> list[bool]:
     """Run held-out episodes with the worker's current weights; nothing is streamed."""
     results = []

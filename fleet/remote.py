@@ -20,7 +20,8 @@ import ray
 from actors.control import RobotControl
 from actors.operator import OperatorConfig, SimulatedOperator
 from actors.pacing import Paced
-from actors.robot import MetaWorldConfig, make_robot
+from actors.robots import make_robot
+from actors.robots.base import RobotConfig
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.factory import make_policy
 from algorithms.grpo import GRPO
@@ -164,7 +165,7 @@ class _RobotActor:
     shared `InferenceServer` (`server`, `inference=server`: `fleet.inference.RemotePolicy`; the
     local copy then only runs held-out evaluation)."""
 
-    def __init__(self, robot_id: str, robot: MetaWorldConfig, policy: PolicyConfig,
+    def __init__(self, robot_id: str, robot: RobotConfig, policy: PolicyConfig,
                  state: dict[str, np.ndarray], worker: WorkerConfig, buffer: Any, hub: Any,
                  spill_dir: str, policy_version: int = 0,
                  tasks: tuple[str, ...] | None = None,
