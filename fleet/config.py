@@ -164,16 +164,19 @@ class Config:
                              f"robot.kind={self.robot.kind} has not")
 
 
-def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "") -> Any:
-    """Build dataclass `cls` from plain data, refusing unknown keys and wrong types."""
+def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "",
+                 owner: str = "") -> Any:
+    """Build dataclass `cls` from plain data, refusing unknown keys (naming what `owner`, by
+    default the path, takes) and wrong types."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - fields)
     if unknown:
+        owner = owner or where.rstrip(".") or "top level"
         raise ConfigError(f"unknown config key {where}{unknown[0]!r}; "
-                          f"{where.rstrip('.') or 'top level'} takes: {', '.join(sorted(fields))}")
+                          f"{owner} takes: {', '.join(sorted(fields))}")
     kwargs = {k: _coerce(hints[k], v, f"{where}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -190,12 +193,7 @@ def _robot(data: Any, where: str) -> RobotConfig:
         cls = config_class(kind)
     except ValueError as e:
         raise ConfigError(f"{where}.kind: {e}") from e
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise ConfigError(f"unknown config key {where}.{unknown[0]!r} for robot.kind={kind}; "
-                          f"it takes: {', '.join(sorted(fields))}")
-    return typing.cast(RobotConfig, from_mapping(cls, data, where + "."))
+    return typing.cast(RobotConfig, from_mapping(cls, data, where + ".", f"{where}.kind={kind}"))
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
