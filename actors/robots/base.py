@@ -88,7 +88,8 @@ class SimRobot(Robot, Protocol):
         ...
 
     def expert_action(self) -> np.ndarray:
-        """The scripted expert's action [action_dim] in [-1, 1] at the current state."""
+        """The scripted expert's action [action_dim] at the current state (it may leave [-1, 1]:
+        `send_action` clips)."""
         ...
 
 
