@@ -8,9 +8,11 @@ Example (what `fleet train` does, whatever the kind):
 
 A kind is a module here that owns a frozen config dataclass (validated in `__post_init__`, with
 the properties and `make` of `base.RobotConfig`) and its robot class (a `base.SimRobot`):
-`metaworld` (the default), `pusht`, `mixed`, `gym`, `stub`. Adding one means its module, a
-line in `KINDS`, `configs/robot/<name>.yaml` and its test. Third-party kinds plug in through the
-entry-point group `fleet.robots` (a name -> config class). Nothing registers itself on import.
+`metaworld` (the default), `pusht`, `mixed`, `gym`, `stub`. Adding one means its module, an
+entry in `KINDS` (with its three-line loader, which lets mypy check the class against
+`RobotConfig`), `configs/robot/<name>.yaml` and its test; `tests/test_robots.py` then checks its
+contract from the YAML. Third-party kinds plug in through the entry-point group `fleet.robots`
+(a name -> config class). Nothing registers itself on import.
 """
 
 from __future__ import annotations
