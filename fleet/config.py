@@ -13,6 +13,7 @@ Each component owns its config dataclass (`PPOConfig` in `algorithms.ppo`, `Buff
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from actors.operator import OperatorConfig
-from actors.robot import MetaWorldConfig
+from actors.robots import DEFAULT_KIND, config_class
+from actors.robots.base import RobotConfig
+from actors.robots.metaworld import MetaWorldConfig
 from algorithms.bc import BCConfig
 from algorithms.dpo import DPOConfig
 from algorithms.grpo import GRPOConfig
@@ -140,7 +143,7 @@ class LoggerConfig:
 @dataclasses.dataclass(frozen=True)
 class Config:
     run: RunConfig = RunConfig()
-    robot: MetaWorldConfig = MetaWorldConfig()
+    robot: RobotConfig = MetaWorldConfig()  # the config class of robot.kind (actors.robots)
     fleet: FleetConfig = FleetConfig()
     policy: PolicyConfig = PolicyConfig()
     pretrain: PretrainConfig = PretrainConfig()
@@ -155,17 +158,25 @@ class Config:
     console: ConsoleConfig = ConsoleConfig()
     resume: str | None = None  # the name of a run under run.dir to continue
 
+    def __post_init__(self) -> None:
+        if self.operator.simulated and not self.robot.has_expert:
+            raise ValueError(f"operator.simulated needs a scripted expert, which "
+                             f"robot.kind={self.robot.kind} has not")
 
-def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "") -> Any:
-    """Build dataclass `cls` from plain data, refusing unknown keys and wrong types."""
+
+def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "",
+                 owner: str = "") -> Any:
+    """Build dataclass `cls` from plain data, refusing unknown keys (naming what `owner`, by
+    default the path, takes) and wrong types."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - fields)
     if unknown:
+        owner = owner or where.rstrip(".") or "top level"
         raise ConfigError(f"unknown config key {where}{unknown[0]!r}; "
-                          f"{where.rstrip('.') or 'top level'} takes: {', '.join(sorted(fields))}")
+                          f"{owner} takes: {', '.join(sorted(fields))}")
     kwargs = {k: _coerce(hints[k], v, f"{where}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -173,7 +184,21 @@ def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "") -> An
         raise ConfigError(f"{where.rstrip('.') or 'config'}: {e}") from e
 
 
+def _robot(data: Any, where: str) -> RobotConfig:
+    """`robot` as the config class of its `kind` (the `actors.robots` registry)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    kind = data.get("kind", DEFAULT_KIND)
+    try:
+        cls = config_class(kind)
+    except ValueError as e:
+        raise ConfigError(f"{where}.kind: {e}") from e
+    return typing.cast(RobotConfig, from_mapping(cls, data, where + ".", f"{where}.kind={kind}"))
+
+
 def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if hint is RobotConfig:
+        return _robot(value, where)
     if dataclasses.is_dataclass(hint):
         return from_mapping(typing.cast(type, hint), value, where + ".")
     origin = typing.get_origin(hint)
@@ -203,9 +228,26 @@ def load_config(overrides: Sequence[str] = ()) -> Config:
             raw = compose("config", overrides=list(overrides))
         data = OmegaConf.to_container(raw, resolve=True)
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(str(e).strip().splitlines()[0]) from e
+        first = str(e).strip().splitlines()[0]
+        key = re.match(r"Could not override '(robot\.[^']+)'", first)
+        added = [f"+{o}" if key and o.startswith(f"{key[1]}=") else o for o in overrides]
+        if added != list(overrides):  # a key the kind's YAML lacks: its config class judges it
+            return load_config(added)
+        raise ConfigError(first) from e
     assert isinstance(data, dict)
     return typing.cast(Config, from_mapping(Config, typing.cast(dict[str, Any], data)))
+
+
+def saved_config(data: Mapping[str, Any]) -> Config:
+    """A run's `config.json` as a `Config`. Runs saved before each robot kind had its own config
+    gave every robot PushT's `success_coverage`; a kind without that field ignored it then and
+    drops it here, so `resume=` still loads them."""
+    robot = data.get("robot")
+    if isinstance(robot, Mapping) and "success_coverage" in robot:
+        cls = config_class(robot.get("kind", DEFAULT_KIND))
+        if "success_coverage" not in {f.name for f in dataclasses.fields(cls)}:
+            data = dict(data, robot={k: v for k, v in robot.items() if k != "success_coverage"})
+    return typing.cast(Config, from_mapping(Config, data))
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

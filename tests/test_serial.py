@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from actors.robot import GymConfig, GymRobot
+from actors.robots.gym import GymConfig, GymRobot
 from actors.worker import WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from algorithms.ppo import PPO, PPOConfig
