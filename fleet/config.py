@@ -161,7 +161,8 @@ class Config:
 def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "") -> Any:
     """Build dataclass `cls` from plain data, refusing unknown keys and wrong types."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where.rstrip('.') or 'config'} must be a mapping, got "
+                          f"{type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - fields)
