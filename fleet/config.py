@@ -30,7 +30,7 @@ from algorithms.policy import PolicyConfig
 from algorithms.ppo import PPOConfig
 from algorithms.td import TDConfig
 from buffers.store import BufferConfig
-from fleet.console import ConsoleConfig
+from fleet.console.server import ConsoleConfig
 from learner.loop import LearnerConfig
 from rewards.base import RewardConfig
 

@@ -1,4 +1,4 @@
-"""The robot loop and the learner in one process (`fleet.serial`), on a gymnasium robot."""
+"""The robot loop and the learner in one process (`fleet.run.serial`), on a gymnasium robot."""
 
 import numpy as np
 import torch
@@ -8,7 +8,7 @@ from actors.worker import WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from algorithms.ppo import PPO, PPOConfig
 from buffers.codec import decode_chunk
-from fleet.serial import SerialRun
+from fleet.run.serial import SerialRun
 from learner.loop import LearnerConfig
 from rewards.env import EnvReward
 

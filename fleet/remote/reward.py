@@ -27,7 +27,8 @@ from typing import Any
 
 from buffers.codec import decode_chunk
 from buffers.store import ReplayBuffer
-from fleet.remote import HubWeights, _actor, _one_thread
+from fleet.remote import actor, one_thread
+from fleet.remote.weights import HubWeights
 from rewards.base import RewardConfig, make_reward
 from rewards.episodes import EpisodePool
 
@@ -46,10 +47,10 @@ def adopt(reward: Any, source: Any) -> bool:
     return True
 
 
-class _RewardTrainer:
+class RewardTrainerImpl:
     def __init__(self, reward: RewardConfig, buffer: Any, hub: Any,
                  demos: str | None = None) -> None:
-        _one_thread()
+        one_thread()
         model: Any = make_reward(reward, guard=False)
         if not trainable(model):
             raise ValueError(f"reward {reward.name!r} has no fit/weights/load_weights")
@@ -111,4 +112,4 @@ class _RewardTrainer:
                 "error": self.error, **self.last}
 
 
-RewardTrainer: Any = _actor(_RewardTrainer, num_cpus=0.25, max_concurrency=2)
+RewardTrainer: Any = actor(RewardTrainerImpl, num_cpus=0.25, max_concurrency=2)
