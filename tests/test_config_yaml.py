@@ -2,9 +2,9 @@
 merely repeats what the key would hold without it, so the two cannot drift apart.
 
 "Without it" is the dataclass default for `config.yaml` and for a group option (`algorithm/td`);
-for a file with a defaults list (an experiment, `algorithm/dpo` on top of `ppo`) it is what those
-defaults compose to. Each file is composed through `load_config`, so the check follows whatever
-class a node becomes (a robot kind's own config, say).
+for an experiment it is what the rest composes to (`experiment/pusht` picks `robot=pusht`, whose
+max_episode_steps it need not repeat). Each file is composed through `load_config`, so the check
+follows whatever class a node becomes (a robot kind's own config, say).
 """
 
 import dataclasses
@@ -118,26 +118,34 @@ def test_every_yaml_key_is_a_dataclass_field(rel):
     assert len(paths) >= len(spec.values)  # and each leaf sits on a field of the built class
 
 
-@pytest.mark.parametrize("rel", [r for r in FILES if not r.startswith(NOT_YET_TRIMMED)])
-def test_no_yaml_value_repeats_its_default(rel):
-    spec = YamlFile.read(rel)
+def repeats(spec: YamlFile) -> list[str]:
+    """The file's values equal to what their keys hold without it."""
     built = load_config(spec.select)
     baseline = None if spec.parents is None else load_config(spec.parents)
-    repeated = []
+    found = []
     for path, value in leaves(spec.values, at(built, spec.where), spec.where):
         if isinstance(value, str) and "${" in value:
             continue  # an interpolation (run.name=push-${now:...}) is not a default
         before = default_of(built, path) if baseline is None else at(baseline, path)
         if same(value, before):
-            repeated.append(f"{'.'.join(path)}: {value!r}")
+            found.append(f"{'.'.join(path)}: {value!r}")
+    return found
+
+
+@pytest.mark.parametrize("rel", [r for r in FILES if not r.startswith(NOT_YET_TRIMMED)])
+def test_no_yaml_value_repeats_its_default(rel):
+    repeated = repeats(YamlFile.read(rel))
     assert not repeated, f"configs/{rel} repeats what these keys hold without it: {repeated}"
 
 
 def test_the_repeat_check_can_fail():
-    built = load_config([])
-    assert same(default_of(built, ("learner", "batch_calls")), 1024)
-    assert same([], ()) and same(0, 0.0) and not same(False, 0) and not same(True, 1)
-    assert same(default_of(built, ("reward", "params")), {})
+    as_config_yaml = YamlFile("config.yaml", {"learner": {"batch_calls": 1024, "max_staleness": 3},
+                                              "fleet": {"bridge_robots": []}}, (), [], None)
+    assert repeats(as_config_yaml) == ["learner.batch_calls: 1024", "fleet.bridge_robots: []"]
+    as_experiment = YamlFile("experiment/x.yaml", {"robot": {"max_episode_steps": 300}}, (),
+                             ["robot=pusht"], ["robot=pusht"])
+    assert repeats(as_experiment) == ["robot.max_episode_steps: 300"]
+    assert same(0, 0.0) and not same(False, 0) and not same(True, 1) and same((), [])
 
 
 @pytest.mark.parametrize("override", [

@@ -91,6 +91,7 @@ def test_the_installed_wheel_trains(installed, tmp_path):
     for side in ("driver", "worker"):  # Ray workers run sys.executable: the wheel's code too
         for name, file in where[side].items():
             assert Path(file).is_relative_to(site), f"{side} imports {name} from {file}"
+            assert not Path(file).is_relative_to(ROOT), f"{side} imports {name} from {file}"
     assert not where["editable"]
     done = run(python, site / "bin" / "fleet", "train", "experiment=smoke", "run.name=wheel",
                f"run.dir={tmp_path / 'runs'}", f"pretrain.cache_dir={tmp_path / 'cache'}",
