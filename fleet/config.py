@@ -6,18 +6,19 @@ Example:
     cfg.learner.batch_calls            # a plain frozen dataclass below this point
 
 Each component owns its config dataclass (`PPOConfig` in `algorithms.ppo`, `BufferConfig` in
-`buffers.store`, ...); this file only gathers them. Unknown keys and bad values end in a
-`ConfigError` that names the key and what to change.
+`buffers.store`, ...); this file only gathers them. The dataclasses hold every default; the YAML
+under `configs/` (shipped in the wheel as the package `configs`) holds only what differs, and
+`tests/test_config_yaml.py` keeps it so. Unknown keys and bad values end in a `ConfigError` that
+names the key and what to change.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 from actors.operator import OperatorConfig
@@ -35,7 +36,7 @@ from fleet.console.server import ConsoleConfig
 from learner.loop import LearnerConfig
 from rewards.base import RewardConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_PACKAGE = "configs"  # the YAML tree, found on the import path: source, editable or wheel
 
 
 class ConfigError(ValueError):
@@ -169,7 +170,8 @@ def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "",
     """Build dataclass `cls` from plain data, refusing unknown keys (naming what `owner`, by
     default the path, takes) and wrong types."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where.rstrip('.') or 'config'} must be a mapping, got "
+                          f"{type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - fields)
@@ -218,22 +220,17 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 
 def load_config(overrides: Sequence[str] = ()) -> Config:
     """Compose `configs/config.yaml` with Hydra overrides into a `Config`."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            raw = compose("config", overrides=list(overrides))
+        with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+            raw = compose("config", overrides=_values_may_add(overrides))
         data = OmegaConf.to_container(raw, resolve=True)
     except (HydraException, OmegaConfBaseException) as e:
-        first = str(e).strip().splitlines()[0]
-        key = re.match(r"Could not override '(robot\.[^']+)'", first)
-        added = [f"+{o}" if key and o.startswith(f"{key[1]}=") else o for o in overrides]
-        if added != list(overrides):  # a key the kind's YAML lacks: its config class judges it
-            return load_config(added)
-        raise ConfigError(first) from e
+        raise ConfigError(str(e).strip().splitlines()[0]) from e
     assert isinstance(data, dict)
     return typing.cast(Config, from_mapping(Config, typing.cast(dict[str, Any], data)))
 
@@ -248,6 +245,24 @@ def saved_config(data: Mapping[str, Any]) -> Config:
         if "success_coverage" not in {f.name for f in dataclasses.fields(cls)}:
             data = dict(data, robot={k: v for k, v in robot.items() if k != "success_coverage"})
     return typing.cast(Config, from_mapping(Config, data))
+
+
+def _values_may_add(overrides: Sequence[str]) -> list[str]:
+    """`learner.batch_calls=64` as `++learner.batch_calls=64`: the YAML omits keys left at their
+    dataclass default, and Hydra refuses to set a key its YAML lacks; `from_mapping` still
+    refuses unknown keys, naming the ones that exist. Group choices (`experiment=smoke`) stay."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    tree = resources.files(CONFIG_PACKAGE)
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    out = []
+    for line, o in zip(overrides, parsed, strict=True):
+        key = o.key_or_group
+        value = (o.type == OverrideType.CHANGE and o.package is None and "/" not in key
+                 and not key.startswith("hydra.") and not tree.joinpath(key).is_dir())
+        out.append("++" + line if value else line)
+    return out
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
