@@ -45,3 +45,20 @@ def bandit_chunk(policy, ctx: float, episode_id: str, win: float, lose: float,
         reward=np.array([0.0, win if won else lose], np.float32),
         success=np.array([False, won]), intervened=np.zeros(2, bool),
         episode_end=EpisodeEnd("success" if won else "failure"), group=group)
+
+
+def counting_chunk(T: int, H: int, end: EpisodeEnd | None, reward: np.ndarray | None = None,
+                   episode_id: str = "e0", group: str = "") -> RolloutChunk:
+    """A chunk whose every observation is different: obs["state"][t] = [t, -t, 1] (D = 3, A = 1),
+    so a test can tell which step's observation an algorithm read. Sampled chunks are zeros
+    with log-probability 0; `reward` defaults to zeros."""
+    K = -(-T // H)
+    t = np.arange(T + 1, dtype=np.float32)
+    reward = np.zeros(T, np.float32) if reward is None else np.asarray(reward, np.float32)
+    return RolloutChunk(
+        robot_id="c", embodiment="count", task="count", group=group, episode_id=episode_id,
+        chunk_seq=0, policy_version=0, wall_time=0.0, horizon=H,
+        obs={"state": np.stack([t, -t, np.ones_like(t)], axis=1)},
+        action=np.zeros((T, 1), np.float32), policy_action=np.zeros((K, H, 1), np.float32),
+        logp=np.zeros(K, np.float32), value=np.zeros(K, np.float32), reward=reward,
+        success=np.zeros(T, bool), intervened=np.zeros(T, bool), episode_end=end)

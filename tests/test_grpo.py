@@ -8,6 +8,7 @@ import torch
 
 from algorithms.grpo import GRPO, GRPOConfig, group_advantages
 from algorithms.policy import ChunkPolicy, PolicyConfig
+from algorithms.ppo import PPOBatch
 from buffers.groups import complete_groups
 from buffers.records import EpisodeEnd
 from tests.chunks import bandit_chunk, make_chunk
@@ -67,6 +68,32 @@ def test_grpo_solves_a_contextual_bandit_and_stays_near_its_reference():
     final = np.mean([r[-1] for r in bandit_groups(policy, rng)[1]])
     assert final > 0.9 > first
     assert trained[-1]["kl_ref"] > 0
+
+
+@pytest.mark.parametrize("kl_coef", [0.0, 1.0])
+def test_kl_penalty_alone_pulls_the_policy_back_to_its_reference(kl_coef):
+    """With every advantage 0 the clipped surrogate has no gradient, so whatever moves the
+    policy is the KL term: a policy shifted away from its reference moves back (each mean
+    number by about lr, Adam's first step), and with β = 0 it does not move at all."""
+    torch.manual_seed(0)
+    policy = ChunkPolicy(PolicyConfig(obs_dim=3, action_dim=1, horizon=2, hidden=8))
+    grpo = GRPO(policy, GRPOConfig(group_size=2, kl_coef=kl_coef, lr=1e-2, epochs=1,
+                                   minibatch=64))
+    with torch.no_grad():
+        policy.actor[-1].bias.add_(0.5)  # after GRPO froze its reference
+    obs = torch.randn(16, 3)
+    chunk = grpo.reference.mean_chunk(obs).detach().reshape(16, 2, 1)
+    with torch.no_grad():
+        logp = policy.log_prob(obs, chunk)
+    zero = torch.zeros(16)
+    gap_before = (policy.mean_chunk(obs) - grpo.reference.mean_chunk(obs)).detach()
+    metrics = grpo.update(PPOBatch(obs, chunk, logp, logp, advantage=zero, value_target=zero))
+    gap_after = (policy.mean_chunk(obs) - grpo.reference.mean_chunk(obs)).detach()
+    assert metrics["kl_ref"] > 0 and metrics["policy_loss"] == 0.0
+    if kl_coef == 0.0:
+        torch.testing.assert_close(gap_after, gap_before)
+    else:
+        assert bool((gap_after < gap_before - 0.005).all()), (gap_before, gap_after)
 
 
 def test_grpo_refuses_groups_of_one():

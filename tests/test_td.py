@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from algorithms.policy import ChunkPolicy, PolicyConfig
-from algorithms.td import TD, TDConfig, chunk_transitions
+from algorithms.td import TD, TDConfig, Transitions, chunk_transitions
 from buffers.records import EpisodeEnd, RolloutChunk
 
 N, H, GAMMA = 5, 2, 0.9  # states 0..4; entering 4 pays 1 and ends the episode
@@ -158,6 +158,35 @@ def test_offline_phase_and_demo_mixture():
     again = TD(always_right_policy(), TDConfig(gamma=GAMMA, hidden=16))
     again.load_state_dict(state)
     assert len(again.online) == 1 and len(again.demos) == 1
+
+
+def constant_q(critic: torch.nn.Module, values: list[float]) -> None:
+    """Makes critic j of an ensemble answer `values[j]` for every (obs, chunk)."""
+    with torch.no_grad():
+        for net, v in zip(critic.nets, values, strict=True):
+            net[-1].weight.zero_()
+            net[-1].bias.fill_(v)
+
+
+@pytest.mark.parametrize("target, agg", [("min", 1.0), ("mean", 2.0)])
+def test_backup_uses_the_target_ensemble_and_its_min(target, agg):
+    """The targets answer [1, 3] and the online critics [10, 20], so y = r + d · agg tells
+    which networks the backup read and how it combined them: with r = 0.5, d = 0.25,
+    y = 0.75 for the min of the targets, 1.0 for their mean (3.0 if it read the online min)."""
+    policy = ChunkPolicy(PolicyConfig(obs_dim=2, action_dim=1, horizon=H, hidden=8))
+    td = TD(policy, TDConfig(target=target, ensemble=2, hidden=8, minibatch=4, utd=1,
+                             demo_ratio=0.0, tau=0.5))
+    constant_q(td.target, [1.0, 3.0])
+    constant_q(td.critic, [10.0, 20.0])
+    before = [p.detach().clone() for p in td.target.parameters()]
+    one = Transitions(obs=torch.zeros(1, 2), chunk=torch.zeros(1, H), reward=torch.tensor([0.5]),
+                      discount=torch.tensor([0.25]), next_obs=torch.ones(1, 2),
+                      expert=torch.zeros(1, dtype=torch.bool))
+    out = td.update(one, train_actor=False)
+    assert out["q_mean"] == pytest.approx(0.5 + 0.25 * agg)
+    for old, new, online in zip(before, td.target.parameters(), td.critic.parameters(),
+                                strict=True):  # Polyak: the target moves τ of the way
+        torch.testing.assert_close(new, old + 0.5 * (online - old))
 
 
 def test_config_refuses_bad_values():
