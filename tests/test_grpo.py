@@ -11,7 +11,7 @@ from algorithms.policy import ChunkPolicy, PolicyConfig
 from algorithms.ppo import PPOBatch
 from buffers.groups import complete_groups
 from buffers.records import EpisodeEnd
-from tests.chunks import bandit_chunk, make_chunk
+from tests.chunks import bandit_chunk, counting_chunk, make_chunk
 
 
 def test_group_advantages_are_z_scores_and_uniform_groups_are_dropped():
@@ -94,6 +94,18 @@ def test_kl_penalty_alone_pulls_the_policy_back_to_its_reference(kl_coef):
         torch.testing.assert_close(gap_after, gap_before)
     else:
         assert bool((gap_after < gap_before - 0.005).all()), (gap_before, gap_after)
+
+
+def test_prepare_gives_each_call_its_own_first_observation_and_its_episodes_advantage():
+    """Two episodes of one group, T = 5 and H = 2: calls start at obs[0], obs[2], obs[4]
+    (each observation differs), and every call of the better episode gets z-score +1."""
+    policy = ChunkPolicy(PolicyConfig(obs_dim=3, action_dim=1, horizon=2, hidden=8))
+    grpo = GRPO(policy, GRPOConfig(group_size=2))
+    won = counting_chunk(5, 2, EpisodeEnd("success"), np.array([0, 0, 0, 0, 1]), "a", "g/1")
+    lost = counting_chunk(5, 2, EpisodeEnd("failure"), None, "b", "g/1")
+    batch = grpo.prepare([won, lost], [won.reward, lost.reward])
+    np.testing.assert_array_equal(batch.obs[:, 0].numpy(), [0, 2, 4, 0, 2, 4])
+    np.testing.assert_allclose(batch.advantage.numpy(), [1, 1, 1, -1, -1, -1], rtol=1e-5)
 
 
 def test_grpo_refuses_groups_of_one():
