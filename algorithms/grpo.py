@@ -29,6 +29,7 @@ import torch
 
 from algorithms.policy import ChunkPolicy, input_keys, policy_input
 from algorithms.ppo import PPOBatch, clipped_policy_loss
+from buffers.feed import DataNeeds
 from buffers.groups import complete_groups
 from buffers.records import RolloutChunk
 
@@ -70,10 +71,10 @@ class GRPO:
                   if not n.startswith("critic") and p.requires_grad]
         self.opt = torch.optim.Adam(params, lr=config.lr)
 
-    @property
-    def group_size(self) -> int:
-        """Asks the learner for complete groups of this many episodes."""
-        return self.config.group_size
+    @staticmethod
+    def needs(config: GRPOConfig) -> DataNeeds:
+        """Complete groups of `group_size` episodes, within the learner's `max_staleness`."""
+        return DataNeeds(group_size=config.group_size)
 
     @torch.no_grad()
     def prepare(self, chunks: Sequence[RolloutChunk], rewards: Sequence[np.ndarray]) -> PPOBatch:

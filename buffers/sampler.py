@@ -23,7 +23,7 @@ import numpy as np
 
 from buffers.log import CorruptLogError
 from buffers.records import RolloutChunk
-from buffers.sampling import Sampling, split
+from buffers.sampling import Sampling, oldest_usable, split
 from buffers.store import RecordMeta, ReplayBuffer
 from buffers.table import Table
 
@@ -147,7 +147,7 @@ class Sampler:
         ok = t.col("alive").copy()
         if s.max_staleness is not None:
             newest = int(t.col("version").max(initial=0)) if version is None else version
-            ok &= t.col("version") >= newest - s.max_staleness
+            ok &= t.col("version") >= oldest_usable(newest, s.max_staleness)
         if s.max_uses is not None:
             ok &= t.col("uses") < s.max_uses
         if s.kind == "demonstrations":

@@ -5,7 +5,7 @@ Example:
     cfg = load_config(["experiment=smoke", "run.name=try1"])
     cfg.learner.batch_calls            # a plain frozen dataclass below this point
 
-Each component owns its config dataclass (`PPOConfig` in `algorithms.ppo`, `BufferConfig` in
+Each component owns its config dataclass (`AlgorithmConfig` in `algorithms`, `BufferConfig` in
 `buffers.store`, ...); this file only gathers them. Unknown keys and bad values end in a
 `ConfigError` that names the key and what to change.
 """
@@ -21,12 +21,9 @@ from typing import Any
 
 from actors.operator import OperatorConfig
 from actors.robot import MetaWorldConfig
+from algorithms import AlgorithmConfig
 from algorithms.bc import BCConfig
-from algorithms.dpo import DPOConfig
-from algorithms.grpo import GRPOConfig
 from algorithms.policy import PolicyConfig
-from algorithms.ppo import PPOConfig
-from algorithms.td import TDConfig
 from buffers.store import BufferConfig
 from fleet.console import ConsoleConfig
 from learner.loop import LearnerConfig
@@ -86,24 +83,6 @@ class PretrainConfig:
     noise: float = 0.3  # std of Gaussian noise on the expert's executed actions
     bc: BCConfig = BCConfig()
     cache_dir: str = "runs/cache"
-
-
-@dataclasses.dataclass(frozen=True)
-class AlgorithmConfig:
-    name: str = "ppo"  # ppo | grpo | td | dpo
-    ppo: PPOConfig = PPOConfig()
-    grpo: GRPOConfig = GRPOConfig()
-    td: TDConfig = TDConfig()
-    dpo: DPOConfig = DPOConfig()
-
-    def __post_init__(self) -> None:
-        if self.name not in ("ppo", "grpo", "td", "dpo"):
-            raise ValueError(f"algorithm.name={self.name!r}: use ppo, grpo, td or dpo")
-
-    @property
-    def group_size(self) -> int:
-        """Episodes per start state that robots must run in a row (1 unless GRPO or DPO)."""
-        return {"grpo": self.grpo.group_size, "dpo": self.dpo.group_size}.get(self.name, 1)
 
 
 @dataclasses.dataclass(frozen=True)

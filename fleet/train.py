@@ -180,8 +180,9 @@ def start_reward_trainer(cfg: Config, buffer: Any, demos: str) -> tuple[Any, Any
     """(hub, RewardTrainer) for a reward model that learns online from the buffer
     (`fleet.reward_actor`), else (None, None)."""
     from fleet.remote import WeightHub
-    from fleet.reward_actor import RewardTrainer, trainable
+    from fleet.reward_actor import RewardTrainer
     from rewards.base import make_reward
+    from rewards.trainer import trainable
 
     if not trainable(make_reward(cfg.reward, guard=False)):
         return None, None

@@ -1,16 +1,17 @@
 """The robot loop and the learner in one process (`fleet.serial`), on a gymnasium robot."""
 
 import numpy as np
-import torch
 
 from actors.robot import GymConfig, GymRobot
 from actors.worker import WorkerConfig
-from algorithms.policy import ChunkPolicy, PolicyConfig
-from algorithms.ppo import PPO, PPOConfig
+from algorithms import AlgorithmConfig
+from algorithms.policy import PolicyConfig
+from algorithms.ppo import PPOConfig
 from buffers.codec import decode_chunk
 from fleet.serial import SerialRun
+from learner.build import LearnerParts
 from learner.loop import LearnerConfig
-from rewards.env import EnvReward
+from rewards.base import RewardConfig
 
 
 def test_gym_robot_scales_actions_and_marks_failures_terminal():
@@ -26,14 +27,15 @@ def test_gym_robot_scales_actions_and_marks_failures_terminal():
 
 
 def test_serial_run_trains_and_stores_every_step(tmp_path):
-    torch.manual_seed(0)
     robot = GymRobot(GymConfig("InvertedPendulum-v5"))
-    policy = ChunkPolicy(PolicyConfig(obs_dim=4, action_dim=1, horizon=1, hidden=32,
-                                      init="orthogonal", learn_std=True, init_std=0.3))
-    run = SerialRun(robot, policy, PPO(policy, PPOConfig(minibatch=64, actor_lr=1e-3)),
-                    EnvReward(scale=1.0, success_bonus=0.0),
-                    LearnerConfig(batch_calls=256, critic_warmup=0, max_wait_s=1),
-                    WorkerConfig(horizon=1, calls_per_chunk=32), tmp_path)
+    policy = PolicyConfig(obs_dim=4, action_dim=1, horizon=1, hidden=32, init="orthogonal",
+                          learn_std=True, init_std=0.3)
+    parts = LearnerParts(policy, None,
+                         AlgorithmConfig(ppo=PPOConfig(minibatch=64, actor_lr=1e-3)),
+                         RewardConfig("env", {"scale": 1.0, "success_bonus": 0.0}),
+                         LearnerConfig(batch_calls=256, critic_warmup=0, max_wait_s=1,
+                                       device="cpu"), tmp_path / "checkpoints")
+    run = SerialRun(robot, parts, WorkerConfig(horizon=1, calls_per_chunk=32), tmp_path)
     run.train(env_steps=3000)
     assert run.learner.policy_version >= 8 and run.worker.stats.policy_version >= 7
     records, _ = run.buffer.read(0, 10**6)
