@@ -7,11 +7,16 @@ from actors.worker import WorkerConfig
 from algorithms import AlgorithmConfig
 from algorithms.policy import PolicyConfig
 from algorithms.ppo import PPOConfig
-from buffers.codec import decode_chunk
+from algorithms.td import TD, TDConfig
+from buffers.codec import decode_chunk, encode_chunk
+from buffers.records import EpisodeEnd
+from buffers.store import ReplayBuffer
 from fleet.serial import SerialRun
 from learner.build import LearnerParts
 from learner.loop import LearnerConfig
 from rewards.base import RewardConfig
+from tests.chunks import make_chunk
+from tests.fakes import FakeRobot
 
 
 def test_gym_robot_scales_actions_and_marks_failures_terminal():
@@ -43,4 +48,46 @@ def test_serial_run_trains_and_stores_every_step(tmp_path):
     assert sum(c.num_steps for c in chunks) == run.worker.stats.env_steps
     assert {c.episode_end.outcome for c in chunks if c.episode_end} <= {"failure", "truncated"}
     assert run.metrics[-1]["learner_env_steps"] > 2000
+    run.close()
+
+
+def small(obs_dim=3, action_dim=2):
+    return PolicyConfig(obs_dim=obs_dim, action_dim=action_dim, horizon=2, hidden=16)
+
+
+def test_serial_run_gives_td_its_demos_and_offline_phase(tmp_path):
+    rng = np.random.default_rng(0)
+    with ReplayBuffer(tmp_path / "demos") as demos:  # what `fleet pretrain` leaves behind
+        demos.insert([encode_chunk(make_chunk(rng, T=8, H=2, A=2, D=3, robot_id="expert",
+                                              episode_id=f"d{i}", end=EpisodeEnd("success"),
+                                              intervened=True)) for i in range(3)])
+    td = TDConfig(hidden=16, minibatch=8, utd=1, offline_updates=3)
+    parts = LearnerParts(small(), None, AlgorithmConfig(name="td", td=td), RewardConfig("env"),
+                         LearnerConfig(batch_calls=8, critic_warmup=0, device="cpu"),
+                         tmp_path / "checkpoints", demos=tmp_path / "demos")
+    run = SerialRun(FakeRobot(max_steps=8), parts, WorkerConfig(horizon=2, calls_per_chunk=4),
+                    tmp_path / "run")
+    run.train(env_steps=48)
+    algorithm = run.learner.algorithm
+    assert isinstance(algorithm, TD) and len(algorithm.demos) == 3 * 4  # every demo call
+    assert "offline_critic_loss" in run.metrics[0]
+    assert not any("offline_critic_loss" in m for m in run.metrics[1:])
+    assert len(algorithm.online) == 48 // 2  # every call the robot made, replayed
+    run.close()
+
+
+def test_serial_run_trains_a_learned_reward_and_the_learner_adopts_it(tmp_path):
+    reward = RewardConfig("world_model", {"hidden": 32, "latent": 8, "batch": 64,
+                                          "fit_steps": 5, "min_episodes": 2})
+    parts = LearnerParts(small(), None, AlgorithmConfig(ppo=PPOConfig(minibatch=8)), reward,
+                         LearnerConfig(batch_calls=2, critic_warmup=0, device="cpu"),
+                         tmp_path / "checkpoints")
+    run = SerialRun(FakeRobot(max_steps=8, succeed_after=6), parts,
+                    WorkerConfig(horizon=2, calls_per_chunk=4), tmp_path)
+    run.train(env_steps=64)  # 11 episodes of 6 steps: fits from the 2nd on, each adopted
+    assert run.reward_trainer is not None and run.reward_trainer.fits >= 6
+    assert run.metrics[0]["reward_waiting"] == 1.0  # nothing fitted yet: the batch waits
+    adopted = [m["reward_version"] for m in run.metrics if "reward_version" in m]
+    assert adopted and adopted == sorted(adopted) and adopted[-1] >= 5
+    assert run.learner.reward.version == str(run.reward_trainer.fits)
     run.close()
