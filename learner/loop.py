@@ -94,7 +94,6 @@ class Learner:
         self._last_checkpoint = time.monotonic()
         self._interrupt = threading.Event()
 
-
     def interrupt(self) -> None:
         """Make a step that is waiting for data give up (from another thread)."""
         self._interrupt.set()
