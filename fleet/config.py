@@ -5,7 +5,7 @@ Example:
     cfg = load_config(["experiment=smoke", "run.name=try1"])
     cfg.learner.batch_calls            # a plain frozen dataclass below this point
 
-Each component owns its config dataclass (`AlgorithmConfig` in `algorithms`, `BufferConfig` in
+Each component owns its config dataclass (`PPOConfig` in `algorithms.ppo`, `BufferConfig` in
 `buffers.store`, ...); this file only gathers them. Unknown keys and bad values end in a
 `ConfigError` that names the key and what to change.
 """
