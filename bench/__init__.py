@@ -9,15 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-BENCHES = {"codec": "bench.codec", "collect": "bench.collect",
-           "buffer_ingest": "bench.buffer_ingest", "buffer_sample": "bench.buffer_sample",
-           "bridge_latency": "bench.bridge",
-           "estop_latency": "fleet.bench_estop",  # console e-stop → every robot holding
-           "weight_sync": "fleet.bench_weight_sync",  # benches needing Ray or both the robot
-           "ppo_vs_sb3": "fleet.bench_ppo_vs_sb3",  # loop and the learner live in fleet/
-           "chaos": "fleet.bench_chaos", "mt10": "fleet.bench_mt10",
-           "scaling": "fleet.bench_scaling", "actor_overhead": "fleet.bench_actor_overhead",
-           "fleet_capacity": "fleet.bench_capacity"}
+BENCHES = {  # name -> module; each module has run(quick) -> the JSON line's fields
+    "codec": "bench.codec", "collect": "bench.collect",
+    "buffer_ingest": "bench.buffer_ingest", "buffer_sample": "bench.buffer_sample",
+    "bridge_latency": "bench.bridge",
+    "estop_latency": "bench.estop",  # console e-stop → every robot holding
+    "weight_sync": "bench.weight_sync", "ppo_vs_sb3": "bench.ppo_vs_sb3",
+    "chaos": "bench.chaos", "mt10": "bench.mt10", "scaling": "bench.scaling",
+    "actor_overhead": "bench.actor_overhead", "fleet_capacity": "bench.fleet_capacity",
+}
 
 
 def run_bench(name: str, quick: bool) -> dict[str, Any]:

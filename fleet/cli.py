@@ -69,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     try:
         if args.command == "train":
-            from fleet.train import train
+            from fleet.run.train import train
 
             train(load_config(args.overrides), console)
         elif args.command == "pretrain":
-            from fleet.evaluate import pretrain_and_measure
+            from fleet.run.evaluate import pretrain_and_measure
 
             pretrain_and_measure(load_config(args.overrides), console)
         elif args.command == "bench":
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "buffer":
             return _buffer(args.action, Path(args.path), args.out, console)
         elif args.command == "reward-eval":
-            from fleet.reward_eval import main as reward_eval
+            from fleet.run.reward_eval import main as reward_eval
 
             return reward_eval(args.overrides)
         elif args.command in ("status", "intervene"):
@@ -106,7 +106,7 @@ def _console(args: argparse.Namespace, console: Console) -> int:
     import urllib.error
 
     from actors.control import CommandError
-    from fleet.console import intervene, request, status_table
+    from fleet.console.client import intervene, request, status_table
 
     try:
         if args.command == "status":

@@ -25,7 +25,7 @@ from algorithms import AlgorithmConfig
 from algorithms.bc import BCConfig
 from algorithms.policy import PolicyConfig
 from buffers.store import BufferConfig
-from fleet.console import ConsoleConfig
+from fleet.console.server import ConsoleConfig
 from learner.loop import LearnerConfig
 from rewards.base import RewardConfig
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import zmq.auth
 
+from actors.bridge.keys import load_allowlist, make_keys
+
 
 def add_keys_parser(sub: Any) -> None:
     kp = sub.add_parser("keys", help="make CURVE keys: one for the gateway, one per robot")
@@ -60,36 +62,6 @@ def add_robot_parser(sub: Any) -> None:
     gw.add_argument("--bind", default="tcp://127.0.0.1:5555")
     gw.add_argument("--keys", default="keys", help="the folder `fleet keys` wrote")
     gw.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: never)")
-
-
-def make_keys(folder: Path, robot_ids: list[str], force: bool = False) -> list[Path]:
-    """The gateway's key pair once, and one per robot under robots/. Returns the files written.
-
-    The gateway needs server.key_secret and robots/*.key (its allowlist); a robot needs
-    server.key and its own robots/<id>.key_secret. Secret files are readable by the owner only.
-    """
-    written: list[Path] = []
-    for sub, name in [(folder, "server"), *((folder / "robots", r) for r in robot_ids)]:
-        if "/" in name or name.startswith(".") or not name:
-            raise ValueError(f"bad robot id {name!r}")
-        if (sub / f"{name}.key").exists() and not (force or name == "server"):
-            raise FileExistsError(f"{sub / name}.key exists (pass --force to replace it)")
-        if name == "server" and (sub / "server.key").exists() and not force:
-            continue
-        sub.mkdir(parents=True, exist_ok=True)
-        public, secret = zmq.auth.create_certificates(str(sub), name)
-        Path(secret).chmod(0o600)
-        written += [Path(public), Path(secret)]
-    return written
-
-
-def load_allowlist(folder: Path) -> dict[bytes, str]:
-    """robots/<id>.key files -> {public key (Z85): robot id}."""
-    allow = {}
-    for path in sorted((folder / "robots").glob("*.key")):
-        public, _ = zmq.auth.load_certificate(str(path))
-        allow[public] = path.stem
-    return allow
 
 
 def _load_pair(path: str) -> tuple[bytes, bytes]:

@@ -1,6 +1,6 @@
 """`build_learner`: the one way a `Learner` is made from config, in one process or in a Ray actor.
 
-Example (what `fleet.serial.SerialRun` and `fleet.remote`'s learner actor both do):
+Example (what `fleet.run.serial.SerialRun` and `fleet.remote.learner`'s actor both do):
 
     learner = build_learner(LearnerParts(policy_cfg, base_state, AlgorithmConfig(name="td"),
                                          RewardConfig("world_model"), LearnerConfig(),

@@ -1,6 +1,6 @@
 """Online training of a learned reward model, and the learner's side that adopts its weights.
 
-Example (one process; `fleet.reward_actor` runs the same class in a Ray actor):
+Example (one process; `fleet.remote.reward` runs the same class in a Ray actor):
 
     trainer = RewardTrainer(make_reward(cfg, guard=False), source, sink, demos)
     trainer.step()                  # read new chunks; fit and publish once enough episodes

@@ -7,7 +7,7 @@ Example:
     wm = WorldModelReward(WorldModelConfig())
     wm.fit(episodes)                      # finished episodes (lists of chunks), from the buffer
     r = wm.score(chunk)                   # [T]: scale * (gamma * phi(z[t+1]) - phi(z[t]))
-    wm.load_weights(v, other.weights())   # adopt weights trained elsewhere (fleet.reward_actor)
+    wm.load_weights(v, other.weights())   # adopt weights trained elsewhere (fleet.remote.reward)
 
 Model (`z = enc(s)`, all MLPs): `enc: state -> latent`, `dyn: (z, action) -> z'` (residual),
 `progress: z -> [0, 1]`, `success: z -> logit`, and a decoder `z -> state` that keeps the latent

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from actors.bridge.keys import load_allowlist
 from fleet.cli import main
-from fleet.robot_cli import load_allowlist
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import pytest
 import zmq.auth
 
 from actors.bridge.gateway import BridgeError, Gateway, GatewayConfig
-from fleet.robot_cli import load_allowlist, make_keys
+from actors.bridge.keys import load_allowlist, make_keys
 from tests.util import wait_for as wait_until
 
 pytestmark = pytest.mark.timeout(60)

@@ -67,18 +67,18 @@ def test_a_lost_robot_ends_its_episode_truncated_and_rejoins(local_ray, tmp_path
     from actors.worker import WorkerConfig
     from algorithms.policy import ChunkPolicy, PolicyConfig
     from buffers.store import BufferConfig
-    from fleet.bridged import BridgedRobotActor
-    from fleet.remote import BufferServer, WeightHub
+    from fleet.remote.buffer import BufferServer
+    from fleet.remote.robot import Bridge, RobotLaunch, start_robot
+    from fleet.remote.weights import WeightHub
 
     keys = tmp_path / "keys"
     main(["keys", "arm-0", "--dir", str(keys)])
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     pcfg = PolicyConfig(obs_dim=39, action_dim=4, horizon=4, hidden=32)
     buffer = BufferServer.remote(str(tmp_path / "buffer"), BufferConfig())
-    actor = BridgedRobotActor.remote(
-        "arm-0", endpoint, str(keys), pcfg, ChunkPolicy(pcfg).policy_state(),
-        WorkerConfig(4, calls_per_chunk=2, seed=1), buffer, WeightHub.remote(),
-        str(tmp_path / "spill"))
+    launch = RobotLaunch("arm-0", None, pcfg, WorkerConfig(4, calls_per_chunk=2, seed=1),
+                         str(tmp_path / "spill"), bridge=Bridge(endpoint, str(keys)))
+    actor = start_robot(launch, ChunkPolicy(pcfg).policy_state(), buffer, WeightHub.remote())
     local_ray.get(actor.start.remote())
     assert local_ray.get(actor.stats.remote())["bridge"] == "waiting"
 

@@ -7,13 +7,13 @@ import pytest
 from buffers.codec import encode_chunk
 from buffers.sampling import Sampling, on_policy, spec_from_dict
 from buffers.store import BufferConfig
-from fleet.remote import _BufferServer
+from fleet.remote.buffer import BufferServerImpl
 from tests.chunks import make_chunk
 
 
 @pytest.fixture
 def server(tmp_path):
-    s = _BufferServer(str(tmp_path), BufferConfig(fsync="never"))
+    s = BufferServerImpl(str(tmp_path), BufferConfig(fsync="never"))
     yield s
     s.close()
 
@@ -62,7 +62,7 @@ def test_mixture_with_demonstrations_through_the_server(server):
 
 
 def test_a_sharded_server_inserts_reads_and_reports_every_shard(tmp_path):
-    s = _BufferServer(str(tmp_path), BufferConfig(fsync="never", shards=2))
+    s = BufferServerImpl(str(tmp_path), BufferConfig(fsync="never", shards=2))
     rng = np.random.default_rng(0)
     recs = [encode_chunk(make_chunk(rng, robot_id=f"r{r}", chunk_seq=i))
             for i in range(3) for r in range(4)]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fleet.bench_capacity import POLICY, SharedPolicy, per_step_cpu_s, search
+from bench.fleet_capacity import POLICY, SharedPolicy, per_step_cpu_s, search
 
 
 def test_search_doubles_then_bisects_to_the_largest_passing_size():
@@ -45,9 +45,9 @@ def test_shared_policy_reports_the_version_it_adopted():
 
 def test_robot_host_runs_paced_robots_into_the_buffer(local_ray, tmp_path: Path):
     from algorithms.factory import make_policy
+    from bench.fleet_capacity import RobotHost
     from buffers.store import BufferConfig
-    from fleet.bench_capacity import RobotHost
-    from fleet.remote import BufferServer
+    from fleet.remote.buffer import BufferServer
 
     buffer = BufferServer.remote(str(tmp_path / "buffer"), BufferConfig())
     host = RobotHost.remote("h", make_policy(POLICY).policy_state(), buffer, None,

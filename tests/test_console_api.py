@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from actors.control import RobotControl
-from fleet.console import ConsoleConfig, ConsoleServer, request
+from fleet.console.client import request
+from fleet.console.server import ConsoleConfig, ConsoleServer
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -16,8 +16,11 @@ from actors.worker import WorkerConfig  # noqa: E402
 from algorithms.policy import ChunkPolicy, PolicyConfig  # noqa: E402
 from buffers.codec import decode_chunk  # noqa: E402
 from buffers.store import BufferConfig  # noqa: E402
-from fleet.console import ConsoleConfig, ConsoleServer, RayRobots, request  # noqa: E402
-from fleet.remote import BufferServer, RobotActor, WeightHub  # noqa: E402
+from fleet.console.client import request  # noqa: E402
+from fleet.console.server import ConsoleConfig, ConsoleServer, RayRobots  # noqa: E402
+from fleet.remote.buffer import BufferServer  # noqa: E402
+from fleet.remote.robot import RobotLaunch, start_robot  # noqa: E402
+from fleet.remote.weights import WeightHub  # noqa: E402
 from tests.util import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,10 +33,10 @@ def fleet(local_ray, tmp_path_factory):
     pcfg = PolicyConfig(obs_dim=39, action_dim=4, horizon=4, hidden=32)
     buffer = BufferServer.remote(str(tmp / "buffer"), BufferConfig())
     hub = WeightHub.remote()
-    handles = {f"robot-{i}": RobotActor.options(num_cpus=0.25).remote(
+    handles = {f"robot-{i}": start_robot(RobotLaunch(
         f"robot-{i}", MetaWorldConfig(max_episode_steps=200), pcfg,
-        ChunkPolicy(pcfg).policy_state(), WorkerConfig(calls_per_chunk=2, seed=i + 1), buffer,
-        hub, str(tmp / "spill")) for i in range(2)}
+        WorkerConfig(calls_per_chunk=2, seed=i + 1), str(tmp / "spill")),
+        ChunkPolicy(pcfg).policy_state(), buffer, hub, num_cpus=0.25) for i in range(2)}
     ray.get([r.start.remote() for r in handles.values()])
     server = ConsoleServer(ConsoleConfig(port=0), RayRobots(handles), tmp).start()
     yield f"http://127.0.0.1:{server.port}", handles, buffer, tmp

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from algorithms.policy import ChunkPolicy, PolicyConfig
-from fleet.inference import batched_act
+from fleet.remote.inference import batched_act
 
 
 def _policy():
@@ -38,7 +38,7 @@ def test_batched_rejects_single_obs():
 
 
 def test_server_batches_concurrent_requests_and_matches_local(local_ray):
-    from fleet.inference import RemotePolicy, inference_server
+    from fleet.remote.inference import RemotePolicy, inference_server
 
     cfg = PolicyConfig(obs_dim=7, action_dim=3, horizon=8)
     p = _policy()
@@ -61,8 +61,8 @@ def test_server_adopts_hub_weights_and_reports_versions(local_ray):
     version that answered it as its WeightSource."""
     import time
 
-    from fleet.inference import RemotePolicy, inference_server
-    from fleet.remote import HubWeights, WeightHub
+    from fleet.remote.inference import RemotePolicy, inference_server
+    from fleet.remote.weights import HubWeights, WeightHub
 
     cfg = PolicyConfig(obs_dim=7, action_dim=3, horizon=8)
     old, new = _policy(), ChunkPolicy(PolicyConfig(obs_dim=7, action_dim=3, horizon=8))

@@ -11,7 +11,9 @@ from actors.worker import WorkerConfig  # noqa: E402
 from algorithms.policy import ChunkPolicy, PolicyConfig  # noqa: E402
 from buffers.codec import decode_chunk  # noqa: E402
 from buffers.store import BufferConfig  # noqa: E402
-from fleet.remote import BufferServer, HubWeights, RobotActor, WeightHub  # noqa: E402
+from fleet.remote.buffer import BufferServer  # noqa: E402
+from fleet.remote.robot import RobotLaunch, start_robot  # noqa: E402
+from fleet.remote.weights import HubWeights, WeightHub  # noqa: E402
 
 
 def test_robots_stream_chunks_and_adopt_published_weights(local_ray, tmp_path):
@@ -19,10 +21,10 @@ def test_robots_stream_chunks_and_adopt_published_weights(local_ray, tmp_path):
     policy = ChunkPolicy(pcfg)
     buffer = BufferServer.remote(str(tmp_path / "buffer"), BufferConfig(fsync="always"))
     hub = WeightHub.remote()
-    robots = [RobotActor.options(num_cpus=0.25).remote(
-        f"robot-{i}", MetaWorldConfig(max_episode_steps=40), pcfg, policy.policy_state(),
-        WorkerConfig(horizon=4, calls_per_chunk=4, seed=i + 1), buffer, hub,
-        str(tmp_path / "spill")) for i in range(2)]
+    robots = [start_robot(RobotLaunch(
+        f"robot-{i}", MetaWorldConfig(max_episode_steps=40), pcfg,
+        WorkerConfig(horizon=4, calls_per_chunk=4, seed=i + 1), str(tmp_path / "spill")),
+        policy.policy_state(), buffer, hub, num_cpus=0.25) for i in range(2)]
     ray.get([r.start.remote() for r in robots])
     time.sleep(2.0)
     weights = HubWeights(hub, dtype="float16")  # half the bytes; robots cast back on load

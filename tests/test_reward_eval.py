@@ -11,7 +11,7 @@ from buffers.codec import encode_chunk
 from buffers.records import EpisodeEnd
 from buffers.store import ReplayBuffer
 from fleet.cli import main
-from fleet.reward_eval import episodes_of, evaluate, roc_auc, spearman
+from fleet.run.reward_eval import episodes_of, evaluate, roc_auc, spearman
 from rewards.base import RewardConfig, make_reward
 from tests.chunks import make_chunk
 

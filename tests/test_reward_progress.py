@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fleet.reward_eval import evaluate
+from fleet.run.reward_eval import evaluate
 from rewards.base import RewardConfig, make_reward
 from rewards.progress import TextEncoder
 from tests.toy_reach import reach_episodes
@@ -65,7 +65,7 @@ def test_reward_eval_fits_a_learned_reward_then_scores_held_out_episodes(reward,
 
     from buffers.codec import encode_chunk
     from buffers.store import ReplayBuffer
-    from fleet.reward_eval import main
+    from fleet.run.reward_eval import main
 
     with ReplayBuffer(tmp_path / "buf") as buf:
         buf.insert([encode_chunk(c) for ep in reach_episodes(0, 24, camera=True) for c in ep])

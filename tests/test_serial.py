@@ -1,4 +1,4 @@
-"""The robot loop and the learner in one process (`fleet.serial`), on a gymnasium robot."""
+"""The robot loop and the learner in one process (`fleet.run.serial`), on a gymnasium robot."""
 
 import numpy as np
 
@@ -11,7 +11,7 @@ from algorithms.td import TD, TDConfig
 from buffers.codec import decode_chunk, encode_chunk
 from buffers.records import EpisodeEnd
 from buffers.store import ReplayBuffer
-from fleet.serial import SerialRun
+from fleet.run.serial import SerialRun
 from learner.build import LearnerParts
 from learner.loop import LearnerConfig
 from rewards.base import RewardConfig

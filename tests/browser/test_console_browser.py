@@ -22,7 +22,7 @@ import pytest
 
 from buffers.codec import decode_chunk
 from buffers.shards import open_buffer
-from fleet.console import request
+from fleet.console.client import request
 from tests.util import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]

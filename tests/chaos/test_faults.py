@@ -15,7 +15,9 @@ from algorithms.policy import ChunkPolicy, PolicyConfig  # noqa: E402
 from buffers.codec import decode_chunk  # noqa: E402
 from buffers.log import verify_log  # noqa: E402
 from buffers.store import BufferConfig  # noqa: E402
-from fleet.remote import BufferServer, RobotActor, WeightHub  # noqa: E402
+from fleet.remote.buffer import BufferServer  # noqa: E402
+from fleet.remote.robot import RobotLaunch, start_robot  # noqa: E402
+from fleet.remote.weights import WeightHub  # noqa: E402
 
 pytestmark = pytest.mark.chaos
 
@@ -25,11 +27,10 @@ def fleet_of(tmp_path, n, calls_per_chunk=2):
     pcfg = PolicyConfig(obs_dim=39, action_dim=4, horizon=4, hidden=32)
     buffer = BufferServer.remote(str(tmp_path / "buffer"), BufferConfig(fsync="always"))
     hub = WeightHub.remote()
-    robots = [RobotActor.options(num_cpus=0.25).remote(
+    robots = [start_robot(RobotLaunch(
         f"robot-{i}", MetaWorldConfig(max_episode_steps=40), pcfg,
-        ChunkPolicy(pcfg).policy_state(), WorkerConfig(calls_per_chunk=calls_per_chunk,
-                                                       seed=i + 1), buffer, hub,
-        str(tmp_path / "spill")) for i in range(n)]
+        WorkerConfig(calls_per_chunk=calls_per_chunk, seed=i + 1), str(tmp_path / "spill")),
+        ChunkPolicy(pcfg).policy_state(), buffer, hub, num_cpus=0.25) for i in range(n)]
     ray.get([r.start.remote() for r in robots])
     return buffer, robots
 

@@ -14,7 +14,9 @@ from actors.worker import WorkerConfig  # noqa: E402
 from algorithms.policy import ChunkPolicy, PolicyConfig  # noqa: E402
 from buffers.codec import decode_chunk  # noqa: E402
 from buffers.store import BufferConfig  # noqa: E402
-from fleet.remote import BufferServer, RobotActor, WeightHub  # noqa: E402
+from fleet.remote.buffer import BufferServer  # noqa: E402
+from fleet.remote.robot import RobotLaunch, start_robot  # noqa: E402
+from fleet.remote.weights import WeightHub  # noqa: E402
 
 pytestmark = pytest.mark.chaos
 UNAVAILABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
@@ -34,10 +36,11 @@ def test_robots_on_a_lost_node_come_back_on_another(tmp_path):
         hub = WeightHub.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             head_id, soft=False)).remote()
         on_worker = NodeAffinitySchedulingStrategy(worker.node_id, soft=True)
-        robots = [RobotActor.options(num_cpus=0.25, scheduling_strategy=on_worker).remote(
+        robots = [start_robot(RobotLaunch(
             f"robot-{i}", MetaWorldConfig(max_episode_steps=40), pcfg,
-            ChunkPolicy(pcfg).policy_state(), WorkerConfig(calls_per_chunk=2, seed=i + 1),
-            buffer, hub, str(tmp_path / "spill")) for i in range(2)]
+            WorkerConfig(calls_per_chunk=2, seed=i + 1), str(tmp_path / "spill")),
+            ChunkPolicy(pcfg).policy_state(), buffer, hub, num_cpus=0.25,
+            scheduling_strategy=on_worker) for i in range(2)]
         ray.get([r.start.remote() for r in robots])
         before = ray.get([r.stats.remote() for r in robots])
         assert {s["node_id"] for s in before} == {worker.node_id}

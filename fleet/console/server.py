@@ -27,9 +27,6 @@ import secrets
 import struct
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -207,7 +204,7 @@ class ConsoleServer:
         self._httpd = ThreadingHTTPServer((config.host, config.port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
-        self.page = resources.files("fleet").joinpath("console_static/index.html").read_bytes()
+        self.page = resources.files("fleet.console").joinpath("static/index.html").read_bytes()
 
     @property
     def port(self) -> int:
@@ -230,7 +227,7 @@ class ConsoleServer:
         self._httpd.server_close()
 
     def record(self, snapshot: dict[str, Any]) -> None:
-        """A learning-curve point from the driver's fleet snapshot (`fleet.train`)."""
+        """A learning-curve point from the driver's fleet snapshot (`fleet.run.train`)."""
         point = {k: snapshot.get(k) for k in ("env_steps", "success_rate", "policy_version",
                                               "intervention_rate", "steps_per_s", "elapsed_s")}
         with self._lock:
@@ -271,32 +268,6 @@ class ConsoleServer:
         for t in threads:
             t.join()
         return {"robots": [dict(results[rid], robot_id=rid) for rid in ids]}
-
-
-def request(url: str, method: str, path: str, body: dict[str, Any] | None = None,
-            token: str = "", operator: str = "", timeout_s: float = 10.0,
-            ) -> tuple[int, dict[str, Any]]:
-    """One API call: (HTTP status, JSON reply). The client of `fleet status`, `fleet
-    intervene`, the tests and the e-stop bench.
-
-        status, view = request("http://127.0.0.1:8750", "GET", "/api/robots")
-    """
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url.split("#", 1)[0].rstrip("/") + path, data=data,
-                                 method=method)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    if operator:
-        req.add_header("X-Fleet-Operator", operator)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            return int(r.status), json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        try:
-            return int(e.code), json.loads(e.read() or b"{}")
-        except ValueError:
-            return int(e.code), {"error": e.reason}
 
 
 def _handler(server: ConsoleServer) -> type[BaseHTTPRequestHandler]:
@@ -461,54 +432,3 @@ class _Handler(BaseHTTPRequestHandler):
                                       "ok" if status == HTTPStatus.OK else reply["error"],
                                       int(status))
         self._send(status, reply)
-
-
-# -- `fleet status` and `fleet intervene`: the same API from a terminal --------------------------
-
-DEFAULT_URL = "http://127.0.0.1:8750"
-
-
-def command_body(command: str, words: list[str]) -> dict[str, Any]:
-    """`label success` -> {"outcome": "success"}, `say go left` -> {"text": "go left"},
-    `takeover on` -> {"on": True}; a command without arguments takes no words."""
-    if command == "label" and len(words) == 1:
-        return {"outcome": words[0]}
-    if command == "say" and words:
-        return {"text": " ".join(words)}
-    if command == "takeover" and words in (["on"], ["off"]):
-        return {"on": words == ["on"]}
-    if command in COMMANDS and command not in ("label", "say", "takeover", "teleop") \
-            and not words:
-        return {}
-    raise CommandError(f"usage: fleet intervene ROBOT|all {' | '.join(FLEET_COMMANDS)} | reset "
-                       f"| label success|failure | say \"...\" | takeover on|off; got "
-                       f"{' '.join([command, *words])!r}")
-
-
-def intervene(url: str, robot: str, command: str, words: list[str], token: str,
-              operator: str) -> tuple[int, dict[str, Any]]:
-    """One operator command from the terminal; `robot` "all" addresses the whole fleet."""
-    body = command_body(command, words)
-    path = (f"/api/fleet/{command}" if robot == "all"
-            else f"/api/robots/{urllib.parse.quote(robot, safe='')}/{command}")
-    return request(url, "POST", path, body, token=token, operator=operator)
-
-
-def status_table(view: dict[str, Any]) -> Any:
-    """The robot grid as a rich table."""
-    from rich.table import Table
-
-    t = Table(title=f"fleet · policy v{view['policy_version']}")
-    t.add_column("robot", no_wrap=True)
-    for col in ("status", "task", "ep step", "success", "policy (behind)", "steps/s", "health",
-                "env steps", "interventions"):
-        t.add_column(col)
-    for r in view["robots"]:
-        rate = r.get("success_rate")
-        t.add_row(str(r["robot_id"]), str(r["status"]) + (" ⏸" if r.get("holding") else ""),
-                  str(r.get("task") or "–"), str(r.get("episode_step") or 0),
-                  "–" if rate is None else f"{rate:.0%}",
-                  f"v{r.get('policy_version')} ({r.get('staleness')})",
-                  f"{r.get('steps_per_s') or 0:.0f}", str(r.get("health") or r.get("error")),
-                  str(r.get("env_steps")), str(r.get("intervened_steps")))
-    return t

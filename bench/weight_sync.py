@@ -4,7 +4,8 @@ value = p50 seconds from `HubWeights.publish` on the driver to the moment each o
 polling the way robots do (non-blocking, between chunks: here every 5 ms), holds the new weights;
 baseline = `ray.put` of the same arrays plus a `ray.get` in each of the N actors, started at
 once, p50 over actors — the floor any object-store transfer pays. ratio = value / baseline (lower
-is better; the goal in issue 5 is ≤ 2). Lives in `fleet/` because it needs Ray.
+is better; the goal in issue 5 is ≤ 2). `default_policy_publication_bytes`: what one publication
+of `fleet train`'s default policy weighs (the actor only: robots never get the critic).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 import numpy as np
 import ray
 
-from fleet.remote import HubWeights, WeightHub, _actor
+from fleet.remote import actor
+from fleet.remote.weights import HubWeights, WeightHub
 
 
 class _Poller:
@@ -55,13 +57,23 @@ def _state(mb: int) -> dict[str, np.ndarray]:
     return {f"layer{i}.weight": rng.standard_normal(per, dtype=np.float32) for i in range(n)}
 
 
+def default_publication_bytes() -> int:
+    """Bytes one publication of `fleet train`'s default policy sends to every robot."""
+    from algorithms.factory import make_policy
+    from fleet.config import load_config
+    from fleet.run.pretrain import policy_config
+
+    state = make_policy(policy_config(load_config([]))).policy_state()
+    return int(sum(a.nbytes for a in state.values()))
+
+
 def run(quick: bool) -> dict[str, object]:
     mb, actors, repeats = (100, 8, 3) if quick else (100, 8, 7)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=2 * 1024**3,
              logging_level=logging.ERROR)
     try:
         hub = WeightHub.remote()
-        pollers = [_actor(_Poller, num_cpus=0, max_concurrency=2).remote(hub)
+        pollers = [actor(_Poller, num_cpus=0, max_concurrency=2).remote(hub)
                    for _ in range(actors)]
         sink = HubWeights(hub)
         ours: list[float] = []
@@ -81,7 +93,8 @@ def run(quick: bool) -> dict[str, object]:
         return {"bench": "weight_sync", "metric": "publish_to_adopted_p50_s",
                 "value": round(value, 4), "unit": "s", "baseline": round(baseline, 4),
                 "ratio": round(value / baseline, 3), "mb": mb, "actors": actors,
-                "repeats": repeats, "p90_s": round(float(np.percentile(ours, 90)), 4)}
+                "repeats": repeats, "p90_s": round(float(np.percentile(ours, 90)), 4),
+                "default_policy_publication_bytes": default_publication_bytes()}
     finally:
         ray.shutdown()
 

@@ -25,17 +25,19 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from actors.evaluation import Episode, by_task, held_out
 from actors.robot import assign_tasks
 from actors.worker import WorkerConfig
 from algorithms.policy import PolicyConfig
 from fleet.config import Config, ConfigError, from_mapping, to_dict
-from fleet.evaluate import Episode, by_task, eval_execution, held_out
-from fleet.metrics import MetricsLogger
-from fleet.pretrain import cache_key, policy_config, pretrained_base
-from fleet.view import LiveView, Throughput
+from fleet.remote.robot import Bridge, RobotLaunch
+from fleet.run.evaluate import eval_execution
+from fleet.run.metrics import MetricsLogger
+from fleet.run.pretrain import cache_key, policy_config, pretrained_base
+from fleet.run.view import LiveView, Throughput
 
 if TYPE_CHECKING:
-    from fleet.console import ConsoleServer
+    from fleet.console.server import ConsoleServer
 
 
 def open_run(cfg: Config) -> tuple[Config, Path, Path | None]:
@@ -141,7 +143,10 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
     """Buffer, weight hub and learner, then robots acting with the learner's current weights."""
     import ray
 
-    from fleet.remote import BufferServer, HubWeights, LearnerActor, RobotActor, WeightHub
+    from fleet.remote.buffer import BufferServer
+    from fleet.remote.learner import LearnerActor
+    from fleet.remote.robot import start_robot
+    from fleet.remote.weights import HubWeights, WeightHub
 
     pcfg = base_config
     buffer = BufferServer.options(scheduling_strategy=on_this_node()).remote(
@@ -161,26 +166,43 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
         console.print(f"resuming {run_dir} at policy_version {version}")
     server = None
     if cfg.fleet.inference == "server":  # one batching server answers every robot's calls
-        from fleet.inference import inference_server
+        from fleet.remote.inference import inference_server
 
         server = inference_server(pcfg, num_gpus=cfg.fleet.inference_gpus,
                                   max_batch=cfg.fleet.inference_max_batch,
                                   max_wait_s=cfg.fleet.inference_max_wait_s, hub=hub,
                                   state=state, policy_version=version)
-    robots = [RobotActor.options(num_cpus=cfg.fleet.robot_cpus,
-                                 resources=robot_resources(cfg, f"robot-{i}")).remote(
-        f"robot-{i}", cfg.robot, pcfg, state, worker_config(cfg, i, version), buffer, hub,
-        str(run_dir / "spill"), version, assign_tasks(cfg.robot.tasks, cfg.fleet.num_robots, i),
-        cfg.operator, cfg.fleet.pace_hz, server) for i in range(cfg.fleet.num_robots)]
-    return Fleet(buffer, hub, learner, robots, start_bridged(cfg, run_dir, pcfg, state, version,
-                                                             buffer, hub), server, trainer)
+    launches = robot_launches(cfg, run_dir, pcfg, version)
+    handles = [start_robot(launch, state, buffer, hub, server if launch.bridge is None else None,
+                           num_cpus=cfg.fleet.robot_cpus,
+                           resources=robot_resources(cfg, launch.robot_id))
+               for launch in launches]
+    n = cfg.fleet.num_robots
+    return Fleet(buffer, hub, learner, handles[:n], handles[n:], server, trainer)
+
+
+def robot_launches(cfg: Config, run_dir: Path, pcfg: PolicyConfig,
+                   version: int) -> list[RobotLaunch]:
+    """What each robot starts from: the simulated robots `robot-<i>` (each with its share of
+    the tasks), then one per real robot of `fleet.bridge_robots`, each serving its robot's
+    gateway (bridged robot j binds the endpoint's port + j)."""
+    from fleet.remote.robot import endpoint_for
+
+    n, spill = cfg.fleet.num_robots, str(run_dir / "spill")
+    sims = [RobotLaunch(f"robot-{i}", cfg.robot, pcfg, worker_config(cfg, i, version), spill,
+                        version, assign_tasks(cfg.robot.tasks, n, i), cfg.operator,
+                        cfg.fleet.pace_hz) for i in range(n)]
+    return sims + [RobotLaunch(
+        rid, cfg.robot, pcfg, worker_config(cfg, n + j, version), spill, version,
+        bridge=Bridge(endpoint_for(cfg.fleet.bridge_endpoint, j), cfg.fleet.bridge_keys))
+        for j, rid in enumerate(cfg.fleet.bridge_robots)]
 
 
 def start_reward_trainer(cfg: Config, buffer: Any, demos: str) -> tuple[Any, Any]:
     """(hub, RewardTrainer) for a reward model that learns online from the buffer
-    (`fleet.reward_actor`), else (None, None)."""
-    from fleet.remote import WeightHub
-    from fleet.reward_actor import RewardTrainer
+    (`fleet.remote.reward`), else (None, None)."""
+    from fleet.remote.reward import RewardTrainer
+    from fleet.remote.weights import WeightHub
     from rewards.base import make_reward
     from rewards.trainer import trainable
 
@@ -190,19 +212,6 @@ def start_reward_trainer(cfg: Config, buffer: Any, demos: str) -> tuple[Any, Any
     trainer = RewardTrainer.remote(cfg.reward, buffer, hub, demos)
     trainer.start.remote()
     return hub, trainer
-
-
-def start_bridged(cfg: Config, run_dir: Path, pcfg: PolicyConfig, state: dict[str, np.ndarray],
-                  version: int, buffer: Any, hub: Any) -> list[Any]:
-    """An actor per real robot of `fleet.bridge_robots`, each serving its robot's gateway."""
-    from fleet.bridged import BridgedRobotActor, endpoint_for
-
-    n = cfg.fleet.num_robots
-    return [BridgedRobotActor.options(num_cpus=cfg.fleet.robot_cpus,
-                                      resources=robot_resources(cfg, rid)).remote(
-        rid, endpoint_for(cfg.fleet.bridge_endpoint, j), cfg.fleet.bridge_keys, pcfg, state,
-        worker_config(cfg, n + j, version), buffer, hub, str(run_dir / "spill"), version)
-        for j, rid in enumerate(cfg.fleet.bridge_robots)]
 
 
 def train(cfg: Config, console: Console) -> dict[str, Any]:
@@ -266,7 +275,7 @@ def start_console(cfg: Config, fleet: Fleet, run_dir: Path,
     port is taken (the run goes on without it)."""
     if not cfg.console.enabled:
         return None
-    from fleet.console import ConsoleServer, RayRobots
+    from fleet.console.server import ConsoleServer, RayRobots
 
     ids = [f"robot-{i}" for i in range(len(fleet.robots))] + list(cfg.fleet.bridge_robots)
     handles = dict(zip(ids, fleet.robots + fleet.bridged, strict=True))

@@ -29,7 +29,9 @@ from actors.worker import WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from buffers.codec import decode_chunk
 from buffers.store import BufferConfig
-from fleet.remote import BufferServer, RobotActor, WeightHub
+from fleet.remote.buffer import BufferServer
+from fleet.remote.robot import RobotLaunch, start_robot
+from fleet.remote.weights import WeightHub
 
 UNAVAILABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
@@ -63,10 +65,11 @@ def run(quick: bool) -> dict[str, object]:
         pcfg = PolicyConfig(hidden=64)
         buffer = BufferServer.remote(f"{tmp}/buffer", BufferConfig(fsync="interval_ms"))
         hub = WeightHub.remote()
-        robots = [RobotActor.options(num_cpus=0.25).remote(
+        robots = [start_robot(RobotLaunch(
             f"robot-{i}", MetaWorldConfig(max_episode_steps=100), pcfg,
-            ChunkPolicy(pcfg).policy_state(), WorkerConfig(calls_per_chunk=4, seed=i + 1),
-            buffer, hub, f"{tmp}/spill") for i in range(robots_n)]
+            WorkerConfig(calls_per_chunk=4, seed=i + 1), f"{tmp}/spill"),
+            ChunkPolicy(pcfg).policy_state(), buffer, hub, num_cpus=0.25)
+            for i in range(robots_n)]
         ray.get([r.start.remote() for r in robots])
         s0, t0 = _steps(robots), time.monotonic()
         time.sleep(phase_s)

@@ -32,7 +32,7 @@ from actors.worker import WorkerConfig
 from algorithms.factory import make_policy
 from bench.common import result
 from fleet.config import load_config
-from fleet.pretrain import policy_config
+from fleet.run.pretrain import policy_config
 
 
 def cpu_seconds(pid: int) -> float:
@@ -79,7 +79,9 @@ def actor_rate(actor: Any, pid: int, seconds: float, warmup_s: float = 0.5
 
 
 def run(quick: bool) -> dict[str, object]:
-    from fleet.remote import BufferServer, RobotActor, WeightHub
+    from fleet.remote.buffer import BufferServer
+    from fleet.remote.robot import RobotLaunch, start_robot
+    from fleet.remote.weights import WeightHub
 
     windows, seconds = (4, 2.5) if quick else (10, 5.0)
     cfg = load_config(["logger.wandb=disabled"])
@@ -95,10 +97,11 @@ def run(quick: bool) -> dict[str, object]:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-actor-overhead-") as tmp:
             buffer = BufferServer.remote(str(Path(tmp) / "buffer"), cfg.buffer)
-            actor = RobotActor.options(num_cpus=0).remote(
-                "robot-0", cfg.robot, pcfg, policy.policy_state(),
-                WorkerConfig(pcfg.horizon, cfg.fleet.calls_per_chunk, seed=1), buffer,
-                WeightHub.remote(), str(Path(tmp) / "spill"))
+            launch = RobotLaunch("robot-0", cfg.robot, pcfg,
+                                 WorkerConfig(pcfg.horizon, cfg.fleet.calls_per_chunk, seed=1),
+                                 str(Path(tmp) / "spill"))
+            actor = start_robot(launch, policy.policy_state(), buffer, WeightHub.remote(),
+                                num_cpus=0)
             pid = ray.get(actor.__ray_call__.remote(lambda _: os.getpid()))  # constructed too
             raw_rate(robot, policy, pcfg.horizon, 1.0, 0)  # warm caches
             ours, raw, ours_cpu, raw_cpu = [], [], [], []

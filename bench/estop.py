@@ -30,8 +30,11 @@ from actors.worker import WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from bench.common import result
 from buffers.store import BufferConfig
-from fleet.console import ConsoleConfig, ConsoleServer, RayRobots, request
-from fleet.remote import BufferServer, RobotActor, WeightHub
+from fleet.console.client import request
+from fleet.console.server import ConsoleConfig, ConsoleServer, RayRobots
+from fleet.remote.buffer import BufferServer
+from fleet.remote.robot import RobotLaunch, start_robot
+from fleet.remote.weights import WeightHub
 
 PACE_HZ = 80.0  # Meta-World's control rate (frame_skip 5 at 2.5 ms)
 
@@ -84,10 +87,10 @@ def run(quick: bool) -> dict[str, object]:
     pcfg = PolicyConfig(obs_dim=39, action_dim=4, horizon=4, hidden=32)
     buffer = BufferServer.remote(str(tmp / "buffer"), BufferConfig())
     hub = WeightHub.remote()
-    handles = {f"robot-{i}": RobotActor.options(num_cpus=0.25).remote(
+    handles = {f"robot-{i}": start_robot(RobotLaunch(
         f"robot-{i}", MetaWorldConfig(max_episode_steps=200), pcfg,
-        ChunkPolicy(pcfg).policy_state(), WorkerConfig(calls_per_chunk=4, seed=i + 1), buffer,
-        hub, str(tmp / "spill"), pace_hz=PACE_HZ) for i in range(robots_n)}
+        WorkerConfig(calls_per_chunk=4, seed=i + 1), str(tmp / "spill"), pace_hz=PACE_HZ),
+        ChunkPolicy(pcfg).policy_state(), buffer, hub, num_cpus=0.25) for i in range(robots_n)}
     server = ConsoleServer(ConsoleConfig(port=0), RayRobots(handles), tmp).start()
     url = f"http://127.0.0.1:{server.port}"
     try:

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from bench.common import result
 from fleet.config import load_config
-from fleet.train import train
+from fleet.run.train import train
 
 
 def run(quick: bool) -> dict[str, object]:

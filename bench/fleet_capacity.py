@@ -49,7 +49,7 @@ from actors.worker import RobotWorker, WorkerConfig
 from algorithms.factory import make_policy
 from algorithms.policy import PolicyConfig
 from bench.common import result
-from fleet.outbox import BufferOutbox
+from fleet.remote.outbox import BufferOutbox
 
 HZ = 10.0
 HORIZON = 8
@@ -63,7 +63,8 @@ class SharedPolicy:
     """One policy copy for all robots of a host: the `Policy` and `WeightSource` of each.
 
     `weights` is polled (at most every `poll_s`) inside `act`; `poll` reports the version the
-    host holds, so each robot stamps its next chunk with it (as `fleet.inference.RemotePolicy`).
+    host holds, so each robot stamps its next chunk with it (as
+    `fleet.remote.inference.RemotePolicy`).
     """
 
     def __init__(self, config: PolicyConfig, state: dict[str, np.ndarray], weights: Any = None,
@@ -101,7 +102,7 @@ class _RobotHost:
                  spill_dir: str) -> None:
         import torch
 
-        from fleet.remote import HubWeights
+        from fleet.remote.weights import HubWeights
 
         torch.set_num_threads(1)
         self.name, self.buffer, self.spill_dir = name, buffer, Path(spill_dir)
@@ -234,7 +235,9 @@ def run(quick: bool, limit: int | None = None, window_s: float | None = None
     from algorithms.ppo import PPOConfig
     from buffers.store import BufferConfig
     from fleet.config import AlgorithmConfig
-    from fleet.remote import BufferServer, LearnerActor, WeightHub
+    from fleet.remote.buffer import BufferServer
+    from fleet.remote.learner import LearnerActor
+    from fleet.remote.weights import WeightHub
     from learner.loop import LearnerConfig
     from rewards.base import RewardConfig
 

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from bench.common import result
 from fleet.config import load_config
-from fleet.train import train
+from fleet.run.train import train
 
 PACE_HZ = 80.0  # Meta-World's own control rate (frame_skip 5 at 2.5 ms)
 

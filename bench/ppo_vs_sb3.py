@@ -4,7 +4,7 @@ Both learn `InvertedPendulum-v5` from scratch with the same env-step budget, see
 settings (1024-step batches, 10 epochs, minibatch 64, lr 3e-4, γ 0.99, λ 0.95, clip 0.2,
 64×64 tanh MLPs with orthogonal init, initial action std 1 in env units, grad-norm 0.5, no
 KL stop). Fleet runs its
-real pieces in one process (`fleet.serial`: robot loop → on-disk buffer → learner → weights);
+real pieces in one process (`fleet.run.serial`: robot loop → on-disk buffer → learner → weights);
 SB3 runs its own loop. value = Fleet's mean final return (10 deterministic episodes per seed),
 baseline = SB3's, ratio = value / baseline; `steps_per_s_ratio` compares training speed.
 Needs the bench extra: `pip install -e ".[bench]"`.
@@ -24,7 +24,7 @@ from actors.worker import WorkerConfig
 from algorithms import AlgorithmConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from algorithms.ppo import PPOConfig
-from fleet.serial import SerialRun
+from fleet.run.serial import SerialRun
 from learner.build import LearnerParts
 from learner.loop import LearnerConfig
 from rewards.base import RewardConfig

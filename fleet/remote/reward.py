@@ -21,17 +21,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleet.remote import BufferSource, HubWeights, _actor, _one_thread
+from fleet.remote import actor, one_thread
+from fleet.remote.buffer import BufferSource
+from fleet.remote.weights import HubWeights
 from learner.build import read_demos
 from rewards.base import RewardConfig, make_reward
 from rewards.trainer import RewardTrainer as PlainTrainer
 from rewards.trainer import trainable
 
 
-class _RewardTrainer:
+class RewardTrainerImpl:
     def __init__(self, reward: RewardConfig, buffer: Any, hub: Any,
                  demos: str | None = None) -> None:
-        _one_thread()
+        one_thread()
         model: Any = make_reward(reward, guard=False)
         if not trainable(model):
             raise ValueError(f"reward {reward.name!r} has no fit/weights/load_weights")
@@ -72,4 +74,4 @@ class _RewardTrainer:
         return dict(self.trainer.stats(), error=self.error)
 
 
-RewardTrainer: Any = _actor(_RewardTrainer, num_cpus=0.25, max_concurrency=2)
+RewardTrainer: Any = actor(RewardTrainerImpl, num_cpus=0.25, max_concurrency=2)

@@ -1,0 +1,40 @@
+"""Ray actors around Fleet's plain classes: one thin wrapper per hop of the loop.
+
+    robot.py      RobotActor: a simulated robot and its `actors.worker.RobotWorker`;
+                  BridgedRobotActor: the same loop, a real robot joining over the ZeroMQ bridge;
+                  both started from a typed `RobotLaunch` by `start_robot`
+    outbox.py     BufferOutbox: a robot's chunks → the buffer actor (spill to disk, resend)
+    buffer.py     BufferServer: the persistent `buffers.store.ReplayBuffer`; BufferSource
+    learner.py    LearnerActor: the `learner.loop.Learner` built by `learner.build`
+    weights.py    WeightHub + HubWeights: learner → robots, versioned, through the object store
+    reward.py     RewardTrainer: a learned reward model fitted online from the buffer
+    inference.py  InferenceServer: one batching policy for many robots (`fleet.inference=server`)
+
+Only `fleet/` imports ray (STYLE rule 2): every class wrapped here runs unchanged in one plain
+process (`fleet.run.serial`). Across process boundaries pass configs, not live objects; weights
+cross as `(policy_version, flat numpy arrays)`.
+
+Example:
+
+    hub = WeightHub.remote()
+    robot = start_robot(RobotLaunch("robot-0", cfg.robot, pcfg, worker, spill), state, buffer, hub)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def actor(cls: type, **options: Any) -> Any:
+    """`ray.remote(**options)(cls)`, typed loosely: Ray's stubs know no actor options."""
+    import ray
+
+    remote: Any = ray.remote
+    return remote(**options)(cls)
+
+
+def one_thread() -> None:
+    """Many actors share few cores: torch's intra-op threads would only fight."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,0 +1,82 @@
+"""The persistent replay buffer as an actor (robots insert, the learner reads and samples), and
+the learner's `ChunkSource` over it.
+
+Example:
+
+    buffer = BufferServer.remote("runs/x/buffer", BufferConfig())
+    source = BufferSource(buffer)
+    records, cursor = source.read(0, 256)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from buffers.sampler import Batch, Sampler
+from buffers.sampling import spec_from_dict
+from buffers.shards import open_buffer
+from buffers.store import BufferConfig, InsertResult, ReplayBuffer
+from fleet.remote import actor
+
+
+class BufferServerImpl:
+    """The persistent replay buffer as an actor: robots insert, the learner reads."""
+
+    def __init__(self, root: str, config: BufferConfig) -> None:
+        self.buffer = open_buffer(Path(root), config)  # several shards if config.shards > 1
+        self.samplers: dict[str, tuple[dict[str, Any], Sampler]] = {}
+
+    def insert(self, records: list[bytes]) -> InsertResult:
+        return self.buffer.insert(records)
+
+    def read(self, cursor: int, limit: int, min_policy_version: int = 0) -> tuple[list[bytes], int]:
+        return self.buffer.read(cursor, limit, min_policy_version)
+
+    def sample(self, spec: dict[str, Any], policy_version: int | None = None,
+               name: str = "default", seed: int = 0) -> Batch | None:
+        """A batch drawn as `spec` declares (`buffers.sampling.spec_from_dict`), or None to
+        wait (rate limit, min_size, too few eligible records). The sampler named `name` keeps
+        its state (uses per record, rate-limit counts) between calls; a new spec for the same
+        name starts it afresh. The learner's hook: `BufferSource.sample`."""
+        if not isinstance(self.buffer, ReplayBuffer):
+            raise NotImplementedError("sampling a sharded buffer: use read(), or shards=1")
+        held = self.samplers.get(name)
+        if held is None or held[0] != spec:
+            held = self.samplers[name] = (spec, Sampler(self.buffer, spec_from_dict(spec), seed))
+        return held[1].sample(policy_version)
+
+    def update_priorities(self, cursors: np.ndarray, priorities: np.ndarray,
+                          name: str = "default") -> None:
+        self.samplers[name][1].update_priorities(cursors, priorities)
+
+    def info(self) -> dict[str, Any]:
+        return self.buffer.info()
+
+    def close(self) -> None:
+        self.buffer.close()
+
+
+class BufferSource:
+    """The learner's `ChunkSource` over the buffer actor."""
+
+    def __init__(self, buffer: Any) -> None:
+        self.buffer = buffer
+
+    def read(self, cursor: int, limit: int, min_policy_version: int = 0) -> tuple[list[bytes], int]:
+        return ray.get(self.buffer.read.remote(cursor, limit, min_policy_version))
+
+    def sample(self, spec: dict[str, Any], policy_version: int | None = None,
+               name: str = "default") -> Batch | None:
+        """A `buffers.sampler.Batch` of numpy arrays (`torch.from_numpy` them), or None to wait.
+        Example: `source.sample({"preset": "on_policy", "max_staleness": 1, "max_uses": 4,
+        "batch_size": 256, "horizon": 8}, policy_version=v)`."""
+        return ray.get(self.buffer.sample.remote(spec, policy_version, name))
+
+
+# A crashed buffer comes back: it reopens its log (acknowledged data is on disk) and Ray retries
+# the calls that were in flight.
+BufferServer: Any = actor(BufferServerImpl, num_cpus=0, max_restarts=-1, max_task_retries=-1)

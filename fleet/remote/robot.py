@@ -1,0 +1,277 @@
+"""One robot's actor: a simulated robot and its `RobotWorker` in a Ray actor, started from a
+typed `RobotLaunch` by `start_robot` (training, benchmarks and tests all start robots this way).
+
+Example:
+
+    launch = RobotLaunch("robot-0", MetaWorldConfig(), pcfg, WorkerConfig(seed=1), "runs/x/spill")
+    robot = start_robot(launch, policy.policy_state(), buffer, hub, num_cpus=0.25)
+    ray.get(robot.start.remote()); ...; stats = ray.get(robot.stop.remote())
+
+A launch with `bridge` set starts a `BridgedRobotActor` instead: the same loop, its robot joining
+over the ZeroMQ bridge (a real robot in `fleet train`):
+
+    fleet keys arm-0 --dir keys                                  # once
+    fleet train fleet.bridge_robots=[arm-0] fleet.bridge_keys=keys fleet.bridge_endpoint=tcp://0.0.0.0:5555
+    fleet robot run arm-0 --gateway tcp://HOST:5555 --server-key keys/server.key \\
+        --key keys/robots/arm-0.key_secret --driver my_arm:MyArm        # on the robot's computer
+
+Each bridged robot's actor runs its own gateway (bridged robot i binds the endpoint's port + i),
+so with `fleet.robot_resources=true` the actor lands on the node wired to its robot (custom
+resource `robot:<id>`) and the robot connects to that node. The actor waits for its robot to
+register; a robot that is lost mid-episode has that episode closed as truncated, and the actor
+goes back to waiting until the robot reconnects. The robots are trained on (their chunks stream
+to the buffer like any robot's) but not evaluated: held-out evaluation runs on simulated robots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from actors.bridge.gateway import BridgeError, Gateway, GatewayConfig
+from actors.bridge.keys import load_allowlist
+from actors.control import RobotControl
+from actors.evaluation import Episode, run_episodes
+from actors.operator import OperatorConfig, SimulatedOperator
+from actors.pacing import Paced
+from actors.robot import make_robot
+from actors.worker import RobotWorker, WorkerConfig, WorkerStats
+from algorithms.factory import make_policy
+from algorithms.policy import PolicyConfig
+from fleet.remote import actor, one_thread
+from fleet.remote.outbox import BufferOutbox
+from fleet.remote.weights import HubWeights
+
+log = logging.getLogger("fleet.bridged")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bridge:
+    """Where a real robot's gateway listens and the keys it accepts (`fleet keys`)."""
+
+    endpoint: str  # tcp://HOST:PORT
+    keys_dir: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RobotLaunch:
+    """Everything a robot actor starts from: configs, not live objects (STYLE rule 9)."""
+
+    robot_id: str
+    robot: Any  # the simulated robot's config (`actors.robot`); unused when `bridge` is set
+    policy: PolicyConfig
+    worker: WorkerConfig
+    spill_dir: str  # chunks the buffer cannot take yet wait under <spill_dir>/<robot_id>
+    policy_version: int = 0  # the version of the weights it starts with
+    tasks: tuple[str, ...] | None = None  # its share of the tasks (None: all)
+    operator: OperatorConfig | None = None  # a simulated operator beside it
+    pace_hz: float = 0.0  # > 0: step at this control rate, as hardware does
+    bridge: Bridge | None = None  # a real robot joining over the bridge
+
+
+def start_robot(launch: RobotLaunch, state: dict[str, np.ndarray], buffer: Any, hub: Any,
+                server: Any = None, **options: Any) -> Any:
+    """The robot's actor handle, acting with `state` (weights at `launch.policy_version`);
+    `server`: a shared `InferenceServer` to act through; `options`: Ray actor options
+    (`num_cpus`, `resources`, `scheduling_strategy`)."""
+    if launch.bridge is not None:
+        return BridgedRobotActor.options(**options).remote(launch, state, buffer, hub)
+    return RobotActor.options(**options).remote(launch, state, buffer, hub, server)
+
+
+class RobotActorImpl:
+    """One simulated robot with its own policy copy (`inference=local`), or acting through a
+    shared `InferenceServer` (`server`, `inference=server`: `fleet.remote.inference.RemotePolicy`;
+    the
+    local copy then only runs held-out evaluation)."""
+
+    def __init__(self, launch: RobotLaunch, state: dict[str, np.ndarray], buffer: Any, hub: Any,
+                 server: Any = None) -> None:
+        import torch
+
+        from fleet.remote.inference import RemotePolicy
+
+        one_thread()
+        worker, policy = launch.worker, launch.policy
+        torch.manual_seed(worker.seed)  # exploration noise is reproducible per robot
+        self.net = net = make_policy(policy)
+        net.load_policy_state(state)
+        robot_id, policy_version = launch.robot_id, launch.policy_version
+        self.outbox = BufferOutbox(buffer, Path(launch.spill_dir) / robot_id)
+        remote = RemotePolicy(server, policy_version) if server is not None else None
+        self.weights: HubWeights | RemotePolicy = remote or HubWeights(hub)
+        self.robot = make_robot(launch.robot, robot_id, launch.tasks)
+        operator, pace_hz = launch.operator, launch.pace_hz
+        helper = (SimulatedOperator(operator, self.robot.expert_action)
+                  if operator is not None and operator.simulated else None)
+        self.paced = Paced(self.robot, pace_hz) if pace_hz > 0 else None
+        self.worker = RobotWorker(self.paced or self.robot, remote or net, self.outbox,
+                                  self.weights, worker, helper)
+        self.worker.stats.policy_version = policy_version
+        self.worker.control = self.controls = RobotControl(self.robot.spec.action_dim, pace_hz)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: str | None = None
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            self.start()  # Ray restarted this robot after a crash: go back to work
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run(self._stop)
+        except Exception as e:  # reported through stats(); the driver decides what to do
+            self.error = f"{type(e).__name__}: {e}"
+
+    def stop(self) -> dict[str, Any]:
+        """Finish the current episode, wait for every ack, and report."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.outbox.flush()
+        return self.stats()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.worker.stats.as_dict(), robot_id=self.worker.robot.spec.robot_id,
+                    task=self.worker.robot.spec.task, stored=self.outbox.stored,
+                    spilled=self.outbox.spilled, duplicates=self.outbox.duplicates,
+                    refused=len(self.outbox.refusals), error=self.error,
+                    adopt_latency_s=self.weights.adopt_latency_s,
+                    missed_deadlines=self.paced.missed if self.paced else 0,
+                    node_id=ray.get_runtime_context().get_node_id(),
+                    restarted=ray.get_runtime_context().was_current_actor_reconstructed,
+                    control=self.controls.state())
+
+    def control(self, command: dict[str, Any]) -> dict[str, Any]:
+        """An operator's command (`actors.control.COMMANDS`), e.g. `{"cmd": "estop"}`; its
+        state after. A pause or e-stop answers once the robot holds (`holding`), or after 1 s
+        when its loop is not running. Raises `actors.control.CommandError` (a ValueError) for an
+        unknown or malformed command, changing nothing."""
+        state = self.controls.command(command)
+        running = self._thread is not None and self._thread.is_alive()
+        if command["cmd"] in ("estop", "pause") and running:
+            self.controls.wait_holding(1.0)
+            state = self.controls.state()
+        return dict(state, robot_id=self.worker.robot.spec.robot_id,
+                    env_steps=self.worker.stats.env_steps)
+
+    def frame(self) -> np.ndarray | None:
+        """The newest camera image (uint8 [H, W, C]), or None for a robot without a camera."""
+        return self.controls.frame()
+
+    def evaluate(self, state: dict[str, np.ndarray], episodes: list[Episode]) -> list[bool]:
+        """Held-out (task, seed) episodes with the given weights (call while the loop is
+        stopped)."""
+        self.net.load_policy_state(state)
+        acting, self.worker.policy = self.worker.policy, self.net  # the given weights, locally
+        try:
+            with self.paced.unpaced() if self.paced else contextlib.nullcontext():
+                return run_episodes(self.worker, self.robot, episodes)
+        finally:
+            self.worker.policy = acting
+
+
+def endpoint_for(endpoint: str, i: int) -> str:
+    """The i-th bridged robot's gateway endpoint: `tcp://host:port` with port + i."""
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit() or not host.startswith("tcp://"):
+        raise ValueError(f"fleet.bridge_endpoint must be tcp://HOST:PORT, got {endpoint!r}")
+    return f"{host}:{int(port) + i}"
+
+
+class BridgedRobotActorImpl(RobotActorImpl):
+    """`RobotActorImpl` with a robot behind a gateway instead of a simulator in the process."""
+
+    def __init__(self, launch: RobotLaunch, state: dict[str, np.ndarray], buffer: Any,
+                 hub: Any) -> None:
+        import zmq.auth
+
+        one_thread()
+        if launch.bridge is None:
+            raise ValueError(f"robot {launch.robot_id}: a bridged robot needs launch.bridge")
+        robot_id, policy, worker = launch.robot_id, launch.policy, launch.worker
+        spill_dir, policy_version = launch.spill_dir, launch.policy_version
+        endpoint, keys = launch.bridge.endpoint, Path(launch.bridge.keys_dir)
+        public, secret = zmq.auth.load_certificate(str(keys / "server.key_secret"))
+        if secret is None:
+            raise ValueError(f"{keys / 'server.key_secret'} holds no secret key")
+        allow = {k: v for k, v in load_allowlist(keys).items() if v == robot_id}
+        if not allow:
+            raise ValueError(f"no key for robot {robot_id!r} in {keys}/robots (run `fleet keys "
+                             f"{robot_id} --dir {keys}`)")
+        self.gateway = Gateway(GatewayConfig(endpoint), (public, secret), allow)
+        self.gateway.start()
+        self.robot_id, self.config, self.policy_version = robot_id, worker, policy_version
+        self.net = make_policy(policy)
+        self.net.load_policy_state(state)
+        self.outbox = BufferOutbox(buffer, Path(spill_dir) / robot_id)
+        self.weights = HubWeights(hub)
+        self.worker = None  # type: ignore[assignment]  # made when the robot first registers
+        self.controls = RobotControl(policy.action_dim)  # the console's pause, e-stop, labels
+        self.paced = None
+        self.lost = 0
+        self.last_loss = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: str | None = None
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            self.start()  # Ray restarted this actor after a crash: wait for the robot again
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    robot = self.gateway.robot(self.robot_id, timeout_s=0.5)
+                except BridgeError:
+                    continue  # not (re)connected yet
+                if self.worker is None:
+                    self.worker = RobotWorker(robot, self.net, self.outbox, self.weights,
+                                              self.config)
+                    self.worker.stats.policy_version = self.policy_version
+                    self.worker.control = self.controls
+                self.worker.robot = robot
+                try:
+                    self.worker.run(self._stop)
+                except BridgeError as e:  # lost, or it stopped answering: wait for it again
+                    self.lost += 1
+                    self.last_loss = str(e)
+                    log.warning("robot %s: %s; its episode ends truncated", self.robot_id, e)
+                    self.worker.abort_episode()
+                    self._stop.wait(0.1)  # back off before asking the gateway again
+        except Exception as e:  # reported through stats(); the driver decides what to do
+            self.error = f"{type(e).__name__}: {e}"
+
+    def stop(self) -> dict[str, Any]:
+        stats = super().stop()
+        self.gateway.close()
+        return stats
+
+    def stats(self) -> dict[str, Any]:
+        if self.worker is None:
+            return {**WorkerStats().as_dict(), "robot_id": self.robot_id, "task": "",
+                    "policy_version": self.policy_version, "stored": self.outbox.stored,
+                    "spilled": self.outbox.spilled, "duplicates": self.outbox.duplicates,
+                    "refused": len(self.outbox.refusals), "error": self.error,
+                    "adopt_latency_s": self.weights.adopt_latency_s, "missed_deadlines": 0,
+                    "bridge": "waiting", "lost": self.lost, "restarted": False,
+                    "control": self.controls.state()}
+        return dict(super().stats(), bridge=self.gateway.robots().get(self.robot_id, "waiting"),
+                    lost=self.lost, last_loss=self.last_loss)
+
+    def evaluate(self, state: dict[str, np.ndarray], episodes: list[Any]) -> list[bool]:
+        raise RuntimeError("bridged robots are not evaluated on held-out simulator episodes")
+
+
+# A crashed robot actor comes back and restarts its loop (`was_current_actor_reconstructed`).
+RobotActor: Any = actor(RobotActorImpl, max_concurrency=4, max_restarts=-1)
+BridgedRobotActor: Any = actor(BridgedRobotActorImpl, max_concurrency=4, max_restarts=-1)
