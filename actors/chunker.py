@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from actors.robot import Feedback, Observation, RobotSpec
+from actors.robots.base import Feedback, Observation, RobotSpec
 from buffers.records import EpisodeEnd, RolloutChunk
 
 

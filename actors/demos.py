@@ -5,26 +5,23 @@ Example:
     chunks = collect_demos(robot, episodes=20, noise=0.3, horizon=4, seed=0)
 
 Each kept episode becomes one chunk whose steps are all flagged `intervened` (the expert, not the
-policy, chose them). Only successful episodes are kept, as in the BC bases of FACTS.md.
+policy, chose them). Only successful episodes are kept, as in the BC bases of FACTS.md. A robot
+without an expert (`robot.kind=gym`) gives `random_states(robot, steps=1000, seed=0)` instead,
+to scale a fresh policy's inputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
 
 import numpy as np
 
 from actors.chunker import ChunkBuilder
-from actors.robot import Robot
+from actors.robots.base import Robot, SimRobot
 from buffers.records import EpisodeEnd, RolloutChunk
 
 
-class ExpertRobot(Robot, Protocol):
-    def expert_action(self) -> np.ndarray: ...
-
-
-def collect_demos(robot: ExpertRobot, episodes: int, noise: float, horizon: int, seed: int,
+def collect_demos(robot: SimRobot, episodes: int, noise: float, horizon: int, seed: int,
                   max_attempts: int = 10) -> list[RolloutChunk]:
     """Run the expert until `episodes` successful noisy episodes are recorded."""
     rng = np.random.default_rng(seed)
@@ -59,3 +56,17 @@ def _with_policy_actions(chunk: RolloutChunk) -> RolloutChunk:
     idx = np.minimum(np.arange(calls * horizon), chunk.num_steps - 1)
     padded = chunk.action[idx].reshape(calls, horizon, -1)
     return dataclasses.replace(chunk, policy_action=padded.astype(np.float32))
+
+
+def random_states(robot: Robot, steps: int, seed: int) -> np.ndarray:
+    """`obs["state"]` [steps, obs_dim] over episodes of uniform random actions: what a robot
+    without a scripted expert sees, to scale a fresh policy's inputs."""
+    rng = np.random.default_rng(seed)
+    states = [robot.reset(seed=seed)["state"]]
+    while len(states) < steps:
+        action = rng.uniform(-1.0, 1.0, robot.spec.action_dim).astype(np.float32)
+        fb = robot.send_action(action)
+        states.append(robot.get_observation()["state"])
+        if fb.done and len(states) < steps:
+            states.append(robot.reset(seed=int(rng.integers(2**31)))["state"])
+    return np.stack(states)

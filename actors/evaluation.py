@@ -10,22 +10,23 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
+from actors.robots.base import RobotConfig, SimRobot
 from actors.worker import RobotWorker
 
 Episode = tuple[str, int]  # (task, seed)
 
 
-def held_out(robot: Any, episodes: int, first_seed: int) -> list[Episode]:
+def held_out(robot: RobotConfig, episodes: int, first_seed: int) -> list[Episode]:
     """`episodes` fresh seeds per task of the robot config `robot` (its `tasks`), task after
     task; training seeds never reach them."""
     return [(task, first_seed + i) for task in robot.tasks for i in range(episodes)]
 
 
-def run_episodes(worker: RobotWorker, robot: Any, episodes: Sequence[Episode]) -> list[bool]:
+def run_episodes(worker: RobotWorker, robot: SimRobot,
+                 episodes: Sequence[Episode]) -> list[bool]:
     """Run held-out episodes on a simulated robot (it can `pin_task`) with the worker's current
     weights; nothing is streamed."""
     results = []

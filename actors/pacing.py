@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.robot import Feedback, Observation, Robot, RobotSpec
+from actors.robots.base import Feedback, Observation, Robot, RobotSpec
 
 
 class Paced:

@@ -26,7 +26,7 @@ from actors.chunker import ChunkBuilder
 from actors.control import RobotControl
 from actors.execution import ChunkExecution
 from actors.operator import SimulatedOperator
-from actors.robot import Observation, Robot
+from actors.robots.base import Observation, Robot
 from buffers.codec import encode_chunk
 from buffers.records import EpisodeEnd
 

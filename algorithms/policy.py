@@ -10,7 +10,7 @@ With `image_key` set (`policy=chunk_cnn`), the policy also sees a camera: `act` 
 observation dict, and the learner's rows are `policy_input(obs, input_keys(config))`, the state
 followed by the image's pixels flattened (float); actor and critic each encode the image with a
 small CNN (`algorithms.backbones.KeypointEncoder`) and concatenate the features to the normalised
-state. With `mask_key` set (mixed embodiments, `actors.mixed`), `obs[mask_key]` [A] (1: the robot
+state. With `mask_key` set (mixed embodiments, `robot=mixed`), `obs[mask_key]` [A] (1: the robot
 executes this action number, 0: padding) sits between state and pixels in each row; the networks
 never see it, and log-probabilities count only unmasked numbers.
 

@@ -27,7 +27,8 @@ import numpy as np
 import ray
 import torch
 
-from actors.robot import MetaWorldRobot
+from actors.robots import make_robot
+from actors.robots.base import Robot
 from actors.worker import WorkerConfig
 from algorithms.factory import make_policy
 from bench.common import result
@@ -41,7 +42,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def raw_rate(robot: MetaWorldRobot, policy: Any, horizon: int, seconds: float,
+def raw_rate(robot: Robot, policy: Any, horizon: int, seconds: float,
              seed: int) -> tuple[float, float]:
     """(env steps/s, CPU seconds per step) of env + policy with nothing around them."""
     obs, n, chunk = robot.reset(seed), 0, np.zeros((0, 0), np.float32)
@@ -89,7 +90,7 @@ def run(quick: bool) -> dict[str, object]:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     policy = make_policy(pcfg)
-    robot = MetaWorldRobot(cfg.robot, "baseline")
+    robot = make_robot(cfg.robot, "baseline")
     owns_ray = not ray.is_initialized()
     if owns_ray:
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2,

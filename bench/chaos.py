@@ -24,7 +24,7 @@ from typing import Any
 
 import ray
 
-from actors.robot import MetaWorldConfig
+from actors.robots.metaworld import MetaWorldConfig
 from actors.worker import WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from buffers.codec import decode_chunk

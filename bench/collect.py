@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from actors.robot import MetaWorldConfig, MetaWorldRobot
+from actors.robots.metaworld import MetaWorldConfig, MetaWorldRobot
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from actors.robot import MetaWorldConfig
+from actors.robots.metaworld import MetaWorldConfig
 from actors.worker import WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from bench.common import result

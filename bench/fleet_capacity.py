@@ -1,6 +1,6 @@
 """`fleet bench fleet_capacity`: how many 10 Hz robots this machine serves on time.
 
-Robots: stub dynamics (`actors.stub`), state observations (16-d, 4-d actions), action chunks of
+Robots: stub dynamics (`StubRobot`), state observations (16-d, 4-d actions), action chunks of
 H = 8, each paced at 10 Hz (`actors.pacing.Paced`) and streaming rollout chunks (K = 2 calls,
 16 steps) to a real `BufferServer` actor on disk, while a real PPO `Learner` actor trains on them
 and publishes weights. A size passes when fewer than 1% of its control deadlines are missed in
@@ -44,7 +44,7 @@ import numpy as np
 import ray
 
 from actors.pacing import Paced
-from actors.stub import StubConfig, StubRobot
+from actors.robots.stub import StubConfig, StubRobot
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.factory import make_policy
 from algorithms.policy import PolicyConfig

@@ -19,7 +19,7 @@ from statistics import mean
 
 import torch
 
-from actors.robot import GymConfig, GymRobot
+from actors.robots.gym import GymConfig, GymRobot
 from actors.worker import WorkerConfig
 from algorithms import AlgorithmConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig

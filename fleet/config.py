@@ -6,8 +6,10 @@ Example:
     cfg.learner.batch_calls            # a plain frozen dataclass below this point
 
 Each component owns its config dataclass (`PPOConfig` in `algorithms.ppo`, `BufferConfig` in
-`buffers.store`, ...); this file only gathers them. Unknown keys and bad values end in a
-`ConfigError` that names the key and what to change.
+`buffers.store`, ...); this file only gathers them. The dataclasses hold every default; the YAML
+under `configs/` (shipped in the wheel as the package `configs`) holds only what differs, and
+`tests/test_config_yaml.py` keeps it so. Unknown keys and bad values end in a `ConfigError` that
+names the key and what to change.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 from actors.operator import OperatorConfig
-from actors.robot import MetaWorldConfig
+from actors.robots import DEFAULT_KIND, config_class
+from actors.robots.base import RobotConfig
+from actors.robots.metaworld import MetaWorldConfig
 from algorithms import AlgorithmConfig
 from algorithms.bc import BCConfig
 from algorithms.policy import PolicyConfig
@@ -29,7 +33,7 @@ from fleet.console.server import ConsoleConfig
 from learner.loop import LearnerConfig
 from rewards.base import RewardConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_PACKAGE = "configs"  # the YAML tree, found on the import path: source, editable or wheel
 
 
 class ConfigError(ValueError):
@@ -119,7 +123,7 @@ class LoggerConfig:
 @dataclasses.dataclass(frozen=True)
 class Config:
     run: RunConfig = RunConfig()
-    robot: MetaWorldConfig = MetaWorldConfig()
+    robot: RobotConfig = MetaWorldConfig()  # the config class of robot.kind (actors.robots)
     fleet: FleetConfig = FleetConfig()
     policy: PolicyConfig = PolicyConfig()
     pretrain: PretrainConfig = PretrainConfig()
@@ -134,17 +138,26 @@ class Config:
     console: ConsoleConfig = ConsoleConfig()
     resume: str | None = None  # the name of a run under run.dir to continue
 
+    def __post_init__(self) -> None:
+        if self.operator.simulated and not self.robot.has_expert:
+            raise ValueError(f"operator.simulated needs a scripted expert, which "
+                             f"robot.kind={self.robot.kind} has not")
 
-def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "") -> Any:
-    """Build dataclass `cls` from plain data, refusing unknown keys and wrong types."""
+
+def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "",
+                 owner: str = "") -> Any:
+    """Build dataclass `cls` from plain data, refusing unknown keys (naming what `owner`, by
+    default the path, takes) and wrong types."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where.rstrip('.') or 'config'} must be a mapping, got "
+                          f"{type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - fields)
     if unknown:
+        owner = owner or where.rstrip(".") or "top level"
         raise ConfigError(f"unknown config key {where}{unknown[0]!r}; "
-                          f"{where.rstrip('.') or 'top level'} takes: {', '.join(sorted(fields))}")
+                          f"{owner} takes: {', '.join(sorted(fields))}")
     kwargs = {k: _coerce(hints[k], v, f"{where}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -152,7 +165,21 @@ def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "") -> An
         raise ConfigError(f"{where.rstrip('.') or 'config'}: {e}") from e
 
 
+def _robot(data: Any, where: str) -> RobotConfig:
+    """`robot` as the config class of its `kind` (the `actors.robots` registry)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    kind = data.get("kind", DEFAULT_KIND)
+    try:
+        cls = config_class(kind)
+    except ValueError as e:
+        raise ConfigError(f"{where}.kind: {e}") from e
+    return typing.cast(RobotConfig, from_mapping(cls, data, where + ".", f"{where}.kind={kind}"))
+
+
 def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if hint is RobotConfig:
+        return _robot(value, where)
     if dataclasses.is_dataclass(hint):
         return from_mapping(typing.cast(type, hint), value, where + ".")
     origin = typing.get_origin(hint)
@@ -172,19 +199,49 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 
 def load_config(overrides: Sequence[str] = ()) -> Config:
     """Compose `configs/config.yaml` with Hydra overrides into a `Config`."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            raw = compose("config", overrides=list(overrides))
+        with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+            raw = compose("config", overrides=_values_may_add(overrides))
         data = OmegaConf.to_container(raw, resolve=True)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(str(e).strip().splitlines()[0]) from e
     assert isinstance(data, dict)
     return typing.cast(Config, from_mapping(Config, typing.cast(dict[str, Any], data)))
+
+
+def saved_config(data: Mapping[str, Any]) -> Config:
+    """A run's `config.json` as a `Config`. Runs saved before each robot kind had its own config
+    gave every robot PushT's `success_coverage`; a kind without that field ignored it then and
+    drops it here, so `resume=` still loads them."""
+    robot = data.get("robot")
+    if isinstance(robot, Mapping) and "success_coverage" in robot:
+        cls = config_class(robot.get("kind", DEFAULT_KIND))
+        if "success_coverage" not in {f.name for f in dataclasses.fields(cls)}:
+            data = dict(data, robot={k: v for k, v in robot.items() if k != "success_coverage"})
+    return typing.cast(Config, from_mapping(Config, data))
+
+
+def _values_may_add(overrides: Sequence[str]) -> list[str]:
+    """`learner.batch_calls=64` as `++learner.batch_calls=64`: the YAML omits keys left at their
+    dataclass default, and Hydra refuses to set a key its YAML lacks; `from_mapping` still
+    refuses unknown keys, naming the ones that exist. Group choices (`experiment=smoke`) stay."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    tree = resources.files(CONFIG_PACKAGE)
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    out = []
+    for line, o in zip(overrides, parsed, strict=True):
+        key = o.key_or_group
+        value = (o.type == OverrideType.CHANGE and o.package is None and "/" not in key
+                 and not key.startswith("hydra.") and not tree.joinpath(key).is_dir())
+        out.append("++" + line if value else line)
+    return out
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from actors.robot import Feedback, Observation, RobotSpec
+from actors.robots.base import Feedback, Observation, RobotSpec
 from buffers.records import RolloutChunk
 
 

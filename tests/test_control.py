@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from actors.control import CommandError, RobotControl
-from actors.robot import MetaWorldConfig, MetaWorldRobot
+from actors.robots.metaworld import MetaWorldConfig, MetaWorldRobot
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from buffers.codec import decode_chunk

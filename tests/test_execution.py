@@ -60,7 +60,7 @@ def test_impossible_settings_are_refused(kwargs):
 
 
 def test_held_out_episodes_run_ensembled_on_a_real_robot():
-    from actors.robot import MetaWorldConfig, MetaWorldRobot
+    from actors.robots.metaworld import MetaWorldConfig, MetaWorldRobot
     from actors.worker import RobotWorker, WorkerConfig
     from algorithms.policy import ChunkPolicy, PolicyConfig
 

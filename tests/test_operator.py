@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from actors.operator import OperatorConfig, SimulatedOperator
-from actors.robot import MetaWorldConfig, MetaWorldRobot
+from actors.robots.metaworld import MetaWorldConfig, MetaWorldRobot
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from algorithms.ppo import PPO, PPOConfig, operator_calls

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from actors.pacing import Paced
-from actors.robot import GymConfig, GymRobot
+from actors.robots.gym import GymConfig, GymRobot
 
 
 def test_paced_robot_holds_its_control_rate_and_counts_missed_deadlines():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from actors.pusht import PushTRobot
-from actors.robot import MetaWorldConfig, make_robot
+from actors.robots import make_robot
+from actors.robots.pusht import PushTConfig, PushTRobot
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig, policy_input
 from algorithms.ppo import PPO, PPOConfig
@@ -22,7 +22,7 @@ IMAGE = PolicyConfig(obs_dim=2, action_dim=2, horizon=4, hidden=32, image_key="p
 
 
 def test_pusht_robot_steps_and_sees_uint8_pixels():
-    robot = PushTRobot("pusht", max_episode_steps=5)
+    robot = PushTRobot(PushTConfig("pusht", max_episode_steps=5))
     assert (robot.spec.embodiment, robot.spec.action_dim, robot.spec.control_hz) == (
         "pusht", 2, 10.0)
     obs = robot.reset(seed=3)
@@ -42,16 +42,16 @@ def test_pusht_robot_steps_and_sees_uint8_pixels():
 
 
 def test_pusht_config_builds_the_robot_and_rejects_unknown_tasks():
-    cfg = MetaWorldConfig(kind="pusht", task="pusht-state", max_episode_steps=300)
+    cfg = PushTConfig(task="pusht-state", max_episode_steps=300)
     assert (cfg.obs_dim, cfg.action_dim, cfg.tasks) == (6, 2, ("pusht-state",))
     robot = make_robot(cfg, "r0")
     assert isinstance(robot, PushTRobot) and robot.reset(seed=0)["state"].shape == (6,)
     with pytest.raises(ValueError, match="pusht"):
-        MetaWorldConfig(kind="pusht", task="push-v3")
+        PushTConfig(task="push-v3")
 
 
 def test_scripted_expert_pushes_the_t_home():
-    robot = PushTRobot("pusht-state", max_episode_steps=300)
+    robot = PushTRobot(PushTConfig("pusht-state", max_episode_steps=300))
     robot.reset(seed=0)
     start, fb = robot.coverage(), None
     while fb is None or not fb.done:
@@ -60,7 +60,7 @@ def test_scripted_expert_pushes_the_t_home():
 
 
 def test_pixel_chunks_through_codec_and_buffer(tmp_path):
-    robot = PushTRobot("pusht", max_episode_steps=12)
+    robot = PushTRobot(PushTConfig("pusht", max_episode_steps=12))
     policy = ChunkPolicy(IMAGE)
     outbox = ListOutbox()
     worker = RobotWorker(robot, policy, outbox, ListWeights(), WorkerConfig(4, 2, seed=1))
@@ -98,7 +98,7 @@ def test_image_policy_shapes_and_ppo_trains_its_cnn():
     assert not torch.allclose(policy.mean_chunk(rows), policy.mean_chunk(
         policy_input(other, ["pixels"])))
     # PPO's batch carries the camera and its update moves the actor's CNN
-    robot = PushTRobot("pusht", max_episode_steps=16)
+    robot = PushTRobot(PushTConfig("pusht", max_episode_steps=16))
     outbox = ListOutbox()
     RobotWorker(robot, policy, outbox, ListWeights(), WorkerConfig(4, 4, seed=2)).run_episode(1)
     chunks = [decode_chunk(r) for r in outbox.records]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from actors.mixed import MASK_KEY, MixedRobot
-from actors.robot import MetaWorldConfig, make_robot
+from actors.robots import make_robot
+from actors.robots.mixed import MASK_KEY, MixedConfig, MixedRobot
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig, input_keys, policy_input
 from algorithms.ppo import PPO, PPOConfig
@@ -17,7 +17,7 @@ TASKS = ("push-v3", "pusht-state")
 
 
 def test_mixed_robot_pads_observations_and_masks_actions():
-    cfg = MetaWorldConfig(kind="mixed", task=",".join(TASKS), max_episode_steps=20)
+    cfg = MixedConfig(task=",".join(TASKS), max_episode_steps=20)
     assert (cfg.obs_dim, cfg.action_dim) == (39 + 2, 4)
     robot = make_robot(cfg, "m0")
     assert isinstance(robot, MixedRobot)
@@ -41,7 +41,7 @@ def test_mixed_robot_pads_observations_and_masks_actions():
     one.reset(seed=0)
     assert one.spec.task == "pusht-state" and one.tasks == ("push-v3",)
     with pytest.raises(ValueError, match="state-only"):
-        MetaWorldConfig(kind="mixed", task="push-v3,pusht").obs_dim  # noqa: B018
+        MixedConfig(task="push-v3,pusht")
     robot.close()
 
 
@@ -50,7 +50,7 @@ def test_one_policy_trains_on_both_bodies_and_ignores_padding():
     config = PolicyConfig(obs_dim=41, action_dim=4, horizon=4, hidden=32, mask_key=MASK_KEY)
     policy = ChunkPolicy(config)
     assert policy.takes_obs_dict and input_keys(config) == (MASK_KEY,)
-    robot = MixedRobot(TASKS, max_episode_steps=8)
+    robot = MixedRobot(MixedConfig(",".join(TASKS), max_episode_steps=8))
     outbox = ListOutbox()
     worker = RobotWorker(robot, policy, outbox, ListWeights(), WorkerConfig(4, 2, seed=0))
     worker.run_episode(seed=0)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from actors.demos import collect_demos
-from actors.robot import MetaWorldConfig, MetaWorldRobot, assign_tasks
+from actors.robots import assign_tasks
+from actors.robots.metaworld import MetaWorldConfig, MetaWorldRobot
 
 
 def test_same_seed_same_start_on_separate_robots():

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from actors.robot import GymConfig, GymRobot
+from actors.robots.gym import GymConfig, GymRobot
 from actors.worker import WorkerConfig
 from algorithms import AlgorithmConfig
 from algorithms.policy import PolicyConfig

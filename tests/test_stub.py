@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from actors.pacing import Paced
-from actors.stub import StubConfig, StubRobot
+from actors.robots.stub import StubConfig, StubRobot
 
 
 def test_stub_obs_shape_and_seeded_reset():

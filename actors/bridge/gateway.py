@@ -32,7 +32,7 @@ import numpy as np
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from actors.robot import Feedback, Observation, RobotSpec
+from actors.robots.base import Feedback, Observation, RobotSpec
 
 from .protocol import MAX_WIRE_BYTES, ROBOT_KINDS, Message, ProtocolError, check_str, decode, encode
 

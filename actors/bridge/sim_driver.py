@@ -1,5 +1,5 @@
-"""Any simulated `actors.robot.Robot` behind the bridge, so the real-robot path runs end to end
-with a simulator where the hardware would be.
+"""Any simulated `actors.robots.base.Robot` behind the bridge, so the real-robot path runs end to
+end with a simulator where the hardware would be.
 
     driver = RobotDriver(MetaWorldRobot(MetaWorldConfig(task="push-v3")), control_hz=50.0)
     BridgeClient(driver, config).run(stop)       # what `fleet robot run --metaworld push-v3` does
@@ -45,6 +45,6 @@ class RobotDriver(Driver):
 
 def metaworld_driver(task: str, control_hz: float) -> RobotDriver:
     """A Meta-World robot (one task, v3 names) for `fleet robot run --metaworld TASK`."""
-    from actors.robot import MetaWorldConfig, MetaWorldRobot
+    from actors.robots.metaworld import MetaWorldConfig, MetaWorldRobot
 
     return RobotDriver(MetaWorldRobot(MetaWorldConfig(task=task)), control_hz)

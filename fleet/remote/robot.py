@@ -41,7 +41,8 @@ from actors.control import RobotControl
 from actors.evaluation import Episode, run_episodes
 from actors.operator import OperatorConfig, SimulatedOperator
 from actors.pacing import Paced
-from actors.robot import make_robot
+from actors.robots import make_robot
+from actors.robots.base import RobotConfig
 from actors.worker import RobotWorker, WorkerConfig, WorkerStats
 from algorithms.factory import make_policy
 from algorithms.policy import PolicyConfig
@@ -65,7 +66,7 @@ class RobotLaunch:
     """Everything a robot actor starts from: configs, not live objects (STYLE rule 9)."""
 
     robot_id: str
-    robot: Any  # the simulated robot's config (`actors.robot`); unused when `bridge` is set
+    robot: RobotConfig | None  # the simulated robot's config (`actors.robots`); None: bridged
     policy: PolicyConfig
     worker: WorkerConfig
     spill_dir: str  # chunks the buffer cannot take yet wait under <spill_dir>/<robot_id>
@@ -107,6 +108,8 @@ class RobotActorImpl:
         self.outbox = BufferOutbox(buffer, Path(launch.spill_dir) / robot_id)
         remote = RemotePolicy(server, policy_version) if server is not None else None
         self.weights: HubWeights | RemotePolicy = remote or HubWeights(hub)
+        if launch.robot is None:
+            raise ValueError(f"{robot_id}: a simulated robot needs its config (launch.robot)")
         self.robot = make_robot(launch.robot, robot_id, launch.tasks)
         operator, pace_hz = launch.operator, launch.pace_hz
         helper = (SimulatedOperator(operator, self.robot.expert_action)

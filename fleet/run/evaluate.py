@@ -13,7 +13,7 @@ import numpy as np
 from rich.console import Console
 
 from actors.evaluation import Nowhere, by_task, held_out, run_episodes
-from actors.robot import make_robot
+from actors.robots import make_robot
 from actors.worker import RobotWorker, WorkerConfig
 from fleet.config import Config
 from fleet.run.pretrain import pretrained_base

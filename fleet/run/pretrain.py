@@ -1,4 +1,5 @@
-"""`fleet pretrain`: the base policy, behaviour-cloned from noisy scripted-expert demos.
+"""`fleet pretrain`: the base policy, behaviour-cloned from noisy scripted-expert demos (or, for a
+robot without an expert such as `robot=gym`, freshly initialised).
 
 Example:
 
@@ -22,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from actors.demos import collect_demos
-from actors.robot import make_robot
+from actors.demos import collect_demos, random_states
+from actors.robots import make_robot
 from algorithms.bc import chunk_targets, train_bc
 from algorithms.factory import make_policy
 from algorithms.policy import ChunkPolicy, PolicyConfig, config_key_fields, input_keys, policy_input
@@ -47,8 +48,11 @@ def cache_key(cfg: Config) -> str:
 
 
 def load_or_collect_demos(cfg: Config, root: Path) -> list[RolloutChunk]:
-    """`pretrain.demos` successful noisy expert episodes per task, from the cache when there."""
+    """`pretrain.demos` successful noisy expert episodes per task, from the cache when there;
+    none for a robot without a scripted expert."""
     tasks = cfg.robot.tasks
+    if not cfg.robot.has_expert:
+        return []
     with ReplayBuffer(root) as buf:
         if len(buf) >= cfg.pretrain.demos * len(tasks):
             records, _ = buf.read(0, len(buf))
@@ -65,7 +69,8 @@ def load_or_collect_demos(cfg: Config, root: Path) -> list[RolloutChunk]:
 
 
 def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[str, Any]]:
-    """The BC base for `cfg`, trained once and then loaded from the cache."""
+    """The BC base for `cfg` (for a robot without a scripted expert, the fresh policy), trained
+    once and then loaded from the cache."""
     key = cache_key(cfg)
     cache = Path(cfg.pretrain.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -78,17 +83,40 @@ def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[st
         return policy, dict(saved["info"], cached=True, path=str(path))
     t0 = time.monotonic()
     demos = load_or_collect_demos(cfg, cache / f"demos-{key}")
+    policy, steps, loss = behaviour_clone(cfg, demos) if demos else fresh_policy(cfg)
+    info = {"demos": len(demos), "demo_steps": steps, "bc_loss": loss,
+            "pretrain_s": time.monotonic() - t0, "key": key}
+    tmp = path.with_suffix(".tmp")
+    torch.save({"policy": policy.state_dict(), "info": info}, tmp)
+    os.replace(tmp, path)
+    log(f"pretrained base on {len(demos)} demos ({steps} steps) in {info['pretrain_s']:.0f} s")
+    return policy, dict(info, cached=False, path=str(path))
+
+
+def behaviour_clone(cfg: Config,
+                    demos: list[RolloutChunk]) -> tuple[ChunkPolicy, int, float | None]:
+    """(policy, demo steps, final loss): the policy fitted to the demos' action chunks."""
     obs = np.concatenate([policy_input(d.obs, input_keys(cfg.policy))[:-1].numpy()
                           for d in demos])  # the state (and, for an image policy, the pixels)
     targets = np.concatenate([chunk_targets(d.obs["state"], d.action, cfg.policy.horizon)
                               for d in demos])
     torch.manual_seed(cfg.pretrain.bc.seed)
-    policy = make_policy(shape)
+    policy = make_policy(policy_config(cfg))
     losses = train_bc(policy, obs, targets, cfg.pretrain.bc)
-    info = {"demos": len(demos), "demo_steps": len(obs), "bc_loss": float(losses[-1]),
-            "pretrain_s": time.monotonic() - t0, "key": key}
-    tmp = path.with_suffix(".tmp")
-    torch.save({"policy": policy.state_dict(), "info": info}, tmp)
-    os.replace(tmp, path)
-    log(f"pretrained base on {len(demos)} demos ({len(obs)} steps) in {info['pretrain_s']:.0f} s")
-    return policy, dict(info, cached=False, path=str(path))
+    return policy, len(obs), float(losses[-1])
+
+
+def fresh_policy(cfg: Config, steps: int = 1000) -> tuple[ChunkPolicy, int, float | None]:
+    """(policy, 0, no loss) for a robot without a scripted expert (robot.kind=gym): the freshly
+    initialised policy, its inputs scaled by what `steps` random actions see. Gymnasium states
+    are unscaled (velocities in the tens) and the scale is fixed for the whole run, so leaving
+    it at identity would feed such numbers raw to every update."""
+    robot = make_robot(cfg.robot, "random-0")
+    try:
+        states = random_states(robot, steps, cfg.pretrain.bc.seed)
+    finally:
+        robot.close()
+    torch.manual_seed(cfg.pretrain.bc.seed)
+    policy = make_policy(policy_config(cfg))
+    policy.set_obs_stats(states.mean(0), states.std(0))
+    return policy, 0, None

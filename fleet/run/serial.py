@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.robot import Robot
+from actors.robots.base import Robot
 from actors.worker import Policy, RobotWorker, WorkerConfig
 from algorithms.policy import ChunkPolicy
 from buffers.store import ReplayBuffer

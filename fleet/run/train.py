@@ -26,10 +26,10 @@ from rich.console import Console
 from rich.table import Table
 
 from actors.evaluation import Episode, by_task, held_out
-from actors.robot import assign_tasks
+from actors.robots import assign_tasks
 from actors.worker import WorkerConfig
 from algorithms.policy import PolicyConfig
-from fleet.config import Config, ConfigError, from_mapping, to_dict
+from fleet.config import Config, ConfigError, saved_config, to_dict
 from fleet.remote.robot import Bridge, RobotLaunch
 from fleet.run.evaluate import eval_execution
 from fleet.run.metrics import MetricsLogger
@@ -58,7 +58,7 @@ def open_run(cfg: Config) -> tuple[Config, Path, Path | None]:
         return cfg, run_dir, None
     run_dir = Path(cfg.run.dir) / cfg.resume
     try:
-        saved = from_mapping(Config, json.loads((run_dir / "config.json").read_text()))
+        saved = saved_config(json.loads((run_dir / "config.json").read_text()))
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot resume {run_dir}: {e}") from e
     checkpoint = run_dir / "checkpoints" / "latest.pt"

@@ -9,7 +9,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from actors.robot import MetaWorldConfig  # noqa: E402
+from actors.robots.metaworld import MetaWorldConfig  # noqa: E402
 from actors.worker import WorkerConfig  # noqa: E402
 from algorithms.policy import ChunkPolicy, PolicyConfig  # noqa: E402
 from buffers.codec import decode_chunk  # noqa: E402

@@ -1,9 +1,9 @@
 """Robots of different embodiments behind one shape, so one shared policy trains on all of them in
-the same run: padding with masks.
+the same run: padding with masks. `robot=mixed`.
 
 Example:
 
-    robot = MixedRobot(("push-v3", "pusht-state"))   # Sawyer (39 obs, 4 actions), PushT (6, 2)
+    robot = MixedConfig("push-v3,pusht-state").make("mixed-0")  # Sawyer (39, 4), PushT (6, 2)
     obs = robot.reset(seed=1)          # task seed % 2: pusht-state
     obs["state"]                       # [39 + 2]: PushT's 6 numbers, zeros, one-hot of the task
     obs["action_mask"]                 # [4]: 1, 1, 0, 0 (PushT acts with the first 2 numbers)
@@ -29,55 +29,83 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from actors.robot import Feedback, MetaWorldConfig, Observation, RobotSpec
+from actors.robots.base import Feedback, Observation, RobotSpec, SimRobot, check_kind
+from actors.robots.metaworld import MetaWorldConfig
+from actors.robots.pusht import PUSHT_TASKS, PushTConfig
 
 MASK_KEY = "action_mask"
 
 
-def _sub_config(task: str, max_episode_steps: int, success_coverage: float) -> MetaWorldConfig:
-    from actors.pusht import PUSHT_TASKS
+@dataclasses.dataclass(frozen=True)
+class MixedConfig:
+    """Meta-World and PushT tasks in one run (`push-v3,pusht-state`), state-only;
+    `success_coverage` is the PushT tasks' bar."""
 
-    if task in PUSHT_TASKS:
-        return MetaWorldConfig(task=task, max_episode_steps=max_episode_steps, kind="pusht",
-                               success_coverage=success_coverage)
-    return MetaWorldConfig(task=task, max_episode_steps=max_episode_steps)
+    task: str = "push-v3,pusht-state"
+    max_episode_steps: int = 200
+    success_coverage: float = 0.95
+    kind: str = "mixed"
 
+    def __post_init__(self) -> None:
+        check_kind(self, "mixed")
+        if "pusht" in self.tasks:
+            raise ValueError("robot.kind=mixed is state-only: use pusht-state, not pusht")
+        for task in self.tasks:
+            self.sub_config(task)  # checks the name, the step limit and the coverage
 
-def mixed_dims(tasks: Sequence[str]) -> tuple[int, int]:
-    """(padded state size + one-hot, padded action size) of a mixed robot on `tasks`."""
-    subs = [_sub_config(t, 200, 0.95) for t in tasks]
-    if any(t == "pusht" for t in tasks):
-        raise ValueError("robot.kind=mixed is state-only: use pusht-state, not pusht")
-    return max(s.obs_dim for s in subs) + len(tasks), max(s.action_dim for s in subs)
+    def sub_config(self, task: str) -> MetaWorldConfig | PushTConfig:
+        """The config of the one-embodiment robot that runs `task`."""
+        if task in PUSHT_TASKS:
+            return PushTConfig(task, self.max_episode_steps, self.success_coverage)
+        return MetaWorldConfig(task, self.max_episode_steps)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.task.split(","))
+
+    @property
+    def obs_dim(self) -> int:
+        """The largest state, then a one-hot of the task."""
+        return max(self.sub_config(t).obs_dim for t in self.tasks) + len(self.tasks)
+
+    @property
+    def action_dim(self) -> int:
+        return max(self.sub_config(t).action_dim for t in self.tasks)
+
+    @property
+    def has_expert(self) -> bool:
+        return True  # each embodiment's own
+
+    def make(self, robot_id: str, tasks: Sequence[str] | None = None) -> MixedRobot:
+        return MixedRobot(self, robot_id, tasks)
 
 
 class MixedRobot:
     """Several embodiments, one padded shape; task `seed % len(tasks)` runs for episode `seed`
     (or the pinned one), as `MetaWorldRobot` takes turns between tasks."""
 
-    def __init__(self, all_tasks: Sequence[str], robot_id: str = "mixed-0",
-                 tasks: Sequence[str] | None = None, max_episode_steps: int = 200,
-                 success_coverage: float = 0.95) -> None:
-        self._all = tuple(all_tasks)
+    def __init__(self, config: MixedConfig | None = None, robot_id: str = "mixed-0",
+                 tasks: Sequence[str] | None = None) -> None:
+        self.config = config = config or MixedConfig()
+        self._all = config.tasks
         self.tasks = tuple(tasks) if tasks is not None else self._all
-        self.obs_dim, self.action_dim = mixed_dims(self._all)
-        self._robot_id, self._steps, self._coverage = robot_id, max_episode_steps, success_coverage
-        self._robots: dict[str, Any] = {}  # built on first use: held-out episodes pin any task
+        unknown = [t for t in self.tasks if t not in self._all]
+        if unknown or not self.tasks:
+            raise ValueError(f"robot {robot_id}: tasks {unknown or '[]'} not in {config.task}")
+        self.obs_dim, self.action_dim = config.obs_dim, config.action_dim
+        self._robot_id = robot_id
+        self._robots: dict[str, SimRobot] = {}  # built on first use: held-out runs pin any task
         self._pinned: str | None = None
         self._task = self.tasks[0]
         self._rng = np.random.default_rng()
         self.spec = self._spec()
 
-    def _inner(self) -> Any:
+    def _inner(self) -> SimRobot:
         if self._task not in self._robots:
-            from actors.robot import make_robot
-
-            config = _sub_config(self._task, self._steps, self._coverage)
-            self._robots[self._task] = make_robot(config, self._robot_id)
+            self._robots[self._task] = self.config.sub_config(self._task).make(self._robot_id)
         return self._robots[self._task]
 
     def _spec(self) -> RobotSpec:
@@ -109,8 +137,7 @@ class MixedRobot:
 
     def send_action(self, action: np.ndarray) -> Feedback:
         inner = self._inner()
-        fb: Feedback = inner.send_action(np.asarray(action)[:inner.spec.action_dim])
-        return fb
+        return inner.send_action(np.asarray(action)[:inner.spec.action_dim])
 
     def expert_action(self) -> np.ndarray:
         inner = self._inner()

@@ -1,9 +1,9 @@
 """PushT (gym-pusht) as a robot: a disc pushes a T-shaped block onto a fixed goal pose, seen by a
-96×96 camera.
+96×96 camera. `robot=pusht`.
 
 Example:
 
-    robot = PushTRobot("pusht", max_episode_steps=300)
+    robot = PushTConfig("pusht", max_episode_steps=300).make("pusht-0")
     obs = robot.reset(seed=3)        # {"state": float32[2], "pixels": uint8[96, 96, 3]}
     fb = robot.send_action(np.array([0.1, -0.4], np.float32))
     fb.reward, fb.success            # coverage / success_coverage (clipped), coverage reached
@@ -18,12 +18,14 @@ Policy's PushT. The env's PD controller runs at 10 Hz. An episode succeeds when 
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from actors.robot import Feedback, Observation, RobotSpec
+from actors.robots.base import Feedback, Observation, RobotSpec, check_kind, one_task
 
 PUSHT_TASKS = {"pusht": 2, "pusht-state": 6}  # task -> state size
 PUSHT_ACTIONS = 2
@@ -38,21 +40,61 @@ def _wrap(angle: float) -> float:
     return float((angle + np.pi) % (2 * np.pi) - np.pi)
 
 
+@dataclasses.dataclass(frozen=True)
+class PushTConfig:
+    """PushT from pixels (`pusht`) or from state (`pusht-state`); an episode succeeds at
+    `success_coverage` of the goal covered."""
+
+    task: str = "pusht"
+    max_episode_steps: int = 300
+    success_coverage: float = 0.95  # gym-pusht's own bar
+    kind: str = "pusht"
+
+    def __post_init__(self) -> None:
+        check_kind(self, "pusht")
+        if self.task not in PUSHT_TASKS or not 0.0 < self.success_coverage <= 1.0:
+            raise ValueError(f"robot.kind=pusht: robot.task must be one of "
+                             f"{', '.join(PUSHT_TASKS)} (got {self.task!r}) and "
+                             f"robot.success_coverage in (0, 1]")
+        if self.max_episode_steps < 1:
+            raise ValueError(f"robot.max_episode_steps must be >= 1, got "
+                             f"{self.max_episode_steps}")
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return (self.task,)
+
+    @property
+    def obs_dim(self) -> int:
+        return PUSHT_TASKS[self.task]
+
+    @property
+    def action_dim(self) -> int:
+        return PUSHT_ACTIONS
+
+    @property
+    def has_expert(self) -> bool:
+        return True  # PushTRobot.expert_action, a hand-written pusher
+
+    def make(self, robot_id: str, tasks: Sequence[str] | None = None) -> PushTRobot:
+        one_task(self, tasks)
+        return PushTRobot(self, robot_id)
+
+
 class PushTRobot:
     """gym-pusht's PushT-v0 as a robot; `expert_action` is a hand-written pushing controller."""
 
-    def __init__(self, task: str = "pusht", max_episode_steps: int = 300,
-                 robot_id: str = "pusht-0", success_coverage: float = 0.95) -> None:
-        if task not in PUSHT_TASKS:
-            raise ValueError(f"robot.task={task!r}: PushT tasks are {', '.join(PUSHT_TASKS)}")
+    def __init__(self, config: PushTConfig | None = None, robot_id: str = "pusht-0") -> None:
+        config = config or PushTConfig()
+        task = config.task
         warnings.filterwarnings("ignore", module="gymnasium")
         warnings.filterwarnings("ignore", module="pygame")
         from gym_pusht.envs.pusht import PushTEnv
 
         self.pixels = task == "pusht"
         self._env: Any = PushTEnv(obs_type="pixels_agent_pos" if self.pixels else "state")
-        self.max_episode_steps = max_episode_steps
-        self.success_coverage = success_coverage
+        self.max_episode_steps = config.max_episode_steps
+        self.success_coverage = config.success_coverage
         self.spec = RobotSpec(robot_id=robot_id, embodiment="pusht", task=task,
                               obs_dim=PUSHT_TASKS[task], action_dim=PUSHT_ACTIONS,
                               control_hz=10.0)
