@@ -4,7 +4,7 @@ Example:
 
     builder = ChunkBuilder(spec, horizon=4, calls_per_chunk=16)
     builder.begin_episode("ep-1", obs)
-    builder.add_call(chunk, logp, value)              # before executing the chunk
+    builder.add_call(chunk, logp)                     # before executing the chunk
     builder.add_step(action, fb, obs, intervened=False)
     if builder.full: sink(builder.flush(policy_version))
 """
@@ -35,7 +35,7 @@ class ChunkBuilder:
 
     def _reset_columns(self) -> None:
         self._obs: list[Observation] = []
-        self._calls: list[tuple[np.ndarray, float, float]] = []
+        self._calls: list[tuple[np.ndarray, float]] = []
         self._steps: list[tuple[np.ndarray, float, bool, bool]] = []
 
     def begin_episode(self, episode_id: str, obs: Observation, group: str = "") -> None:
@@ -45,11 +45,12 @@ class ChunkBuilder:
         self._reset_columns()
         self._obs = [obs]
 
-    def add_call(self, chunk: np.ndarray, logp: float, value: float) -> None:
-        """Record a sampled action chunk [H, A] before it runs. Calls start every H steps."""
+    def add_call(self, chunk: np.ndarray, logp: float) -> None:
+        """Record a sampled action chunk [H, A] and its log-probability before it runs. Calls
+        start every H steps."""
         if len(self._steps) != len(self._calls) * self.horizon:
             raise RuntimeError("a new call may only start after the previous chunk ran H steps")
-        self._calls.append((np.asarray(chunk, np.float32), logp, value))
+        self._calls.append((np.asarray(chunk, np.float32), logp))
 
     def add_step(
         self, action: np.ndarray, fb: Feedback, next_obs: Observation, intervened: bool = False
@@ -88,7 +89,9 @@ class ChunkBuilder:
             action=np.stack([s[0] for s in self._steps]),
             policy_action=np.stack([c[0] for c in self._calls]),
             logp=np.array([c[1] for c in self._calls], np.float32),
-            value=np.array([c[2] for c in self._calls], np.float32),
+            # Robots run no critic (it is the algorithm's, STYLE rule 5): the record keeps its
+            # value column, as 0.0; PPO computes values on the learner (`PPO.prepare`).
+            value=np.zeros(len(self._calls), np.float32),
             reward=np.array([s[1] for s in self._steps], np.float32),
             success=np.array([s[2] for s in self._steps], bool),
             intervened=np.array([s[3] for s in self._steps], bool),

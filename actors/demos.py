@@ -34,7 +34,7 @@ def collect_demos(robot: SimRobot, episodes: int, noise: float, horizon: int, se
         builder.begin_episode(f"demo-{seed}-{attempt}", obs)
         while True:
             if builder.call_done:
-                builder.add_call(np.zeros((horizon, robot.spec.action_dim), np.float32), 0.0, 0.0)
+                builder.add_call(np.zeros((horizon, robot.spec.action_dim), np.float32), 0.0)
             action = robot.expert_action() + rng.normal(0.0, noise, robot.spec.action_dim)
             action = np.clip(action, -1.0, 1.0).astype(np.float32)
             fb = robot.send_action(action)

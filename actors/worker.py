@@ -34,8 +34,8 @@ from buffers.records import EpisodeEnd
 class Policy(Protocol):
     """What a robot needs of a policy: one call gives an action chunk [H, A]."""
 
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, float, float]:
-        """obs [D] -> (chunk [H, A], behaviour log-prob, value)."""
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, float]:
+        """obs [D] -> (chunk [H, A], behaviour log-prob). No value: critics are the learner's."""
         ...
 
     def load_policy_state(self, state: dict[str, np.ndarray]) -> None: ...
@@ -150,8 +150,8 @@ class RobotWorker:
             if self._builder.call_done:
                 if self._builder.full:
                     self._send()
-                chunk, logp, value = self.policy.act(self._policy_obs(obs))
-                self._builder.add_call(chunk, logp, value)
+                chunk, logp = self.policy.act(self._policy_obs(obs))
+                self._builder.add_call(chunk, logp)
             action = np.clip(chunk[self._builder.num_steps % self.config.horizon], -1.0, 1.0)
             taken = self.operator is not None and self.operator.active
             if self.control is not None and self.control.taken_over:

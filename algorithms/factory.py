@@ -3,10 +3,11 @@
 Example:
 
     policy = make_policy(PolicyConfig(kind="token", obs_dim=39, action_dim=4, decode="parallel"))
-    chunk, logp, value = policy.act(obs)
+    chunk, logp = policy.act(obs)
 
-Every class gives `act`, `log_prob(obs, chunk)`, `value`, `critic`, `actor`, `obs_mean`,
-`set_obs_stats`, `policy_state` and `load_policy_state`, what PPO, GRPO and robots use.
+Every class gives `act`, `log_prob(obs, chunk)`, `actor`, `obs_mean`, `set_obs_stats`,
+`policy_state` and `load_policy_state`, what PPO, GRPO and robots use, and `make_critic` with
+`critic_input` for an algorithm that needs a value function (PPO); the policy holds no critic.
 """
 
 from __future__ import annotations

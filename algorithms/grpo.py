@@ -61,15 +61,14 @@ def group_advantages(returns: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray
 
 
 class GRPO:
-    """Updates only the actor; the value head is left as it is."""
+    """Updates only the actor: the group is the baseline, so GRPO needs no critic."""
 
     def __init__(self, policy: ChunkPolicy, config: GRPOConfig) -> None:
         self.policy = policy
         self.config = config
         self.reference = copy.deepcopy(policy).requires_grad_(False)
-        params = [p for n, p in policy.named_parameters()
-                  if not n.startswith("critic") and p.requires_grad]
-        self.opt = torch.optim.Adam(params, lr=config.lr)
+        self.opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad],
+                                    lr=config.lr)
 
     @staticmethod
     def needs(config: GRPOConfig) -> DataNeeds:

@@ -7,13 +7,14 @@ the instruction is one more: the mean embedding of its words, each hashed to a t
 text part of the vocabulary (no tokenizer files needed). The H * A action tokens are then
 decoded autoregressively with the logits restricted to the action bins, and the log-probability
 of an executed chunk is that of its bins (`algorithms.token_policy.to_bins`), so PPO and GRPO
-use it as they use `ChunkPolicy`. The value head is a small MLP on the observation.
+use it as they use `ChunkPolicy`. It holds no critic: `make_critic` builds a small MLP on the
+observation for the algorithm that needs one (PPO).
 
 Example:
 
     policy = HFVLAPolicy(HFPolicyConfig(path="/models/tiny-vla", obs_dim=39, action_dim=4))
     policy.set_instruction("push the puck")
-    chunk, logp, value = policy.act(obs)
+    chunk, logp = policy.act(obs)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from algorithms.policy import mlp
+from algorithms.policy import ignore_old_critic, mlp
 from algorithms.token_policy import from_bins, to_bins
 
 MAX_WORDS = 16
@@ -39,7 +40,7 @@ class HFPolicyConfig:
     action_dim: int = 4
     horizon: int = 4
     bins: int = 256  # the last `bins` tokens of the vocabulary
-    hidden: int = 64  # critic width
+    hidden: int = 64  # width of `make_critic`'s network
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
@@ -74,13 +75,13 @@ class HFVLAPolicy(nn.Module):
                              "action bins")
         self.tokens = config.horizon * config.action_dim
         self.actor = HFActor(lm, config.obs_dim, width)
-        self.critic = mlp(config.obs_dim, config.hidden, 2, 1)
         self.obs_mean: torch.Tensor
         self.obs_std: torch.Tensor
         self.instruction_ids: torch.Tensor
         self.register_buffer("obs_mean", torch.zeros(config.obs_dim))
         self.register_buffer("obs_std", torch.ones(config.obs_dim))
         self.register_buffer("instruction_ids", torch.full((MAX_WORDS,), -1, dtype=torch.long))
+        self.register_load_state_dict_pre_hook(ignore_old_critic)
 
     def set_instruction(self, text: str) -> None:
         ids = []
@@ -119,14 +120,19 @@ class HFVLAPolicy(nn.Module):
         logp = torch.log_softmax(self.logits(obs, index), dim=-1)
         return logp.gather(-1, index.unsqueeze(-1)).squeeze(-1).sum(-1)
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(self._norm(obs)).squeeze(-1)
+    def make_critic(self) -> nn.Module:
+        """A fresh value MLP for an algorithm: `critic_input` rows [B, D] -> [B, 1]."""
+        return mlp(self.config.obs_dim, self.config.hidden, 2, 1).to(self.obs_mean.device)
+
+    def critic_input(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [B, D] -> the normalised state [B, D]."""
+        return self._norm(obs)
 
     @torch.no_grad()
     def act(
         self, obs: np.ndarray, deterministic: bool = False, generator: torch.Generator | None = None
-    ) -> tuple[np.ndarray, float, float]:
-        """One policy call: obs [D] -> (chunk [H, A] of bin centres, log-prob, value)."""
+    ) -> tuple[np.ndarray, float]:
+        """One policy call: obs [D] -> (chunk [H, A] of bin centres, log-prob)."""
         x = torch.as_tensor(obs, dtype=torch.float32, device=self.obs_mean.device).unsqueeze(0)
         index = torch.zeros(1, self.tokens, dtype=torch.long, device=x.device)
         for t in range(self.tokens):  # tokens after t do not affect logits[:, t] (causal LM)
@@ -140,7 +146,7 @@ class HFVLAPolicy(nn.Module):
         total = logp.gather(-1, index.unsqueeze(-1)).sum()
         chunk = from_bins(index, self.config.bins).reshape(self.config.horizon,
                                                            self.config.action_dim)
-        return chunk.cpu().numpy().astype(np.float32), float(total), float(self.value(x))
+        return chunk.cpu().numpy().astype(np.float32), float(total)
 
     def policy_state(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.state_dict().items()}

@@ -3,20 +3,26 @@
 Example:
 
     policy = ChunkPolicy(PolicyConfig(obs_dim=39, action_dim=4, horizon=4))
-    chunk, logp, value = policy.act(obs)          # [H, A], float, float
+    chunk, logp = policy.act(obs)                 # [H, A], float
     policy.load_policy_state(other.policy_state())
+    critic = policy.make_critic()                 # an algorithm's (PPO's), never a robot's
+    value = critic(policy.critic_input(obs_rows)).squeeze(-1)   # [B]
 
 With `image_key` set (`policy=chunk_cnn`), the policy also sees a camera: `act` then takes the
 observation dict, and the learner's rows are `policy_input(obs, input_keys(config))`, the state
-followed by the image's pixels flattened (float); actor and critic each encode the image with a
-small CNN (`algorithms.backbones.KeypointEncoder`) and concatenate the features to the normalised
-state. With `mask_key` set (mixed embodiments, `robot=mixed`), `obs[mask_key]` [A] (1: the robot
-executes this action number, 0: padding) sits between state and pixels in each row; the networks
-never see it, and log-probabilities count only unmasked numbers.
+followed by the image's pixels flattened (float); the actor (and a critic from `make_critic`)
+encodes the image with a small CNN (`algorithms.backbones.KeypointEncoder`) and concatenates the
+features to the normalised state. With `mask_key` set (mixed embodiments, `robot=mixed`),
+`obs[mask_key]` [A] (1: the robot executes this action number, 0: padding) sits between state
+and pixels in each row; the networks never see it, and log-probabilities count only unmasked
+numbers.
 
 The whole chunk `[H, A]` is one action for the RL algorithms: its log-probability is that of a
-diagonal Gaussian over `H * A` numbers. The value head estimates the return from the call's first
-observation. Critics, targets and optimizers belong to the algorithms, not here (STYLE rule 5).
+diagonal Gaussian over `H * A` numbers. The policy holds only what acting needs (actor, std,
+observation statistics), so `policy_state()`, what every robot downloads, carries no critic. An
+algorithm that needs a value function builds one with `make_critic()`, the same design as the
+actor, and owns it with its optimizer (STYLE rule 5). States saved while the policy still held
+the value head (`critic.*` keys: cached BC bases, earlier checkpoints) load, those keys ignored.
 """
 
 from __future__ import annotations
@@ -100,6 +106,14 @@ def policy_input(obs: Mapping[str, np.ndarray], keys: Sequence[str] = (),
     return torch.cat([state, *extra], dim=1)
 
 
+def ignore_old_critic(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:
+    """A `load_state_dict` pre-hook of every policy: drops the `critic.*` keys of states saved
+    while policies held their value head, so cached BC bases and earlier checkpoints still load.
+    Any other unknown key is still an error (`load_state_dict` is strict)."""
+    for key in [k for k in state if k.startswith(prefix + "critic.")]:
+        del state[key]
+
+
 class _WithImage(nn.Module):
     """Input rows [B, D + s*s*3] (normalised state, raw pixels) -> head(state, CNN(image))."""
 
@@ -134,7 +148,7 @@ def _orthogonal(net: nn.Sequential, last_gain: float) -> None:
 
 
 class ChunkPolicy(nn.Module):
-    """Gaussian over action chunks `[H, A]` with a separate value MLP.
+    """Gaussian over action chunks `[H, A]`; `make_critic` gives algorithms a value MLP to match.
 
     Observations are normalised by fixed statistics (set from demonstrations, saved with the
     weights) so that BC and RL see the same inputs on every robot.
@@ -150,14 +164,11 @@ class ChunkPolicy(nn.Module):
 
             self.actor = ChunkTransformer(config.obs_dim, config.action_dim, config.horizon,
                                           config.d_model, config.heads, config.layers)
-        self.critic: nn.Module = mlp(config.obs_dim, config.hidden, config.layers, 1)
         if config.image_key:
             if config.backbone != "mlp":
                 raise ValueError("policy.image_key needs policy.backbone=mlp")
             self.actor = _WithImage(config.obs_dim, config.image_size,
                                     lambda n: mlp(n, config.hidden, config.layers, chunk))
-            self.critic = _WithImage(config.obs_dim, config.image_size,
-                                     lambda n: mlp(n, config.hidden, config.layers, 1))
         self.log_std = nn.Parameter(
             torch.full((chunk,), math.log(config.init_std)), requires_grad=config.learn_std
         )
@@ -166,11 +177,31 @@ class ChunkPolicy(nn.Module):
         self.register_buffer("obs_mean", torch.zeros(config.obs_dim))
         self.register_buffer("obs_std", torch.ones(config.obs_dim))
         if config.init == "orthogonal":
-            actor, critic = (getattr(m, "head", m) for m in (self.actor, self.critic))
+            actor = getattr(self.actor, "head", self.actor)
             if isinstance(actor, nn.Sequential):
                 _orthogonal(actor, last_gain=0.01)  # near-zero first actions
-            if isinstance(critic, nn.Sequential):
-                _orthogonal(critic, last_gain=1.0)
+        self.register_load_state_dict_pre_hook(ignore_old_critic)
+
+    def make_critic(self) -> nn.Module:
+        """A fresh value network for an algorithm: `critic_input` rows [B, F] -> [B, 1].
+
+        The actor's design with one output: an MLP of `hidden` x `layers` on the normalised state,
+        with its own CNN for the image when the policy sees one; orthogonal weights (last gain 1)
+        with `init=orthogonal`. It lives on the policy's device."""
+        cfg = self.config
+        critic: nn.Module = mlp(cfg.obs_dim, cfg.hidden, cfg.layers, 1)
+        if cfg.image_key:
+            critic = _WithImage(cfg.obs_dim, cfg.image_size,
+                                lambda n: mlp(n, cfg.hidden, cfg.layers, 1))
+        head = getattr(critic, "head", critic)
+        if cfg.init == "orthogonal" and isinstance(head, nn.Sequential):
+            _orthogonal(head, last_gain=1.0)
+        return critic.to(self.obs_mean.device)
+
+    def critic_input(self, obs: torch.Tensor) -> torch.Tensor:
+        """Input rows [B, D (+ mask, pixels)] -> what `make_critic`'s network sees [B, F]: the
+        normalised state (and the pixels), as the actor sees them."""
+        return self._norm(obs)
 
     @property
     def takes_obs_dict(self) -> bool:
@@ -202,10 +233,6 @@ class ChunkPolicy(nn.Module):
         """obs [B, D] -> mean chunk [B, H * A]."""
         return self.actor(self._norm(obs))
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs [B, D] -> value [B]."""
-        return self.critic(self._norm(obs)).squeeze(-1)
-
     def log_prob(self, obs: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
         """obs [B, D], chunk [B, H, A] -> log-probability [B] of each whole chunk."""
         mean = self.mean_chunk(obs)
@@ -216,9 +243,8 @@ class ChunkPolicy(nn.Module):
     def act(
         self, obs: np.ndarray | Mapping[str, np.ndarray], deterministic: bool = False,
         generator: torch.Generator | None = None
-    ) -> tuple[np.ndarray, float, float]:
-        """One policy call: obs [D] (or the observation dict) -> (chunk [H, A], log-prob,
-        value)."""
+    ) -> tuple[np.ndarray, float]:
+        """One policy call: obs [D] (or the observation dict) -> (chunk [H, A], log-prob)."""
         if isinstance(obs, Mapping):
             x = policy_input({k: np.asarray(v)[None] for k, v in obs.items()},
                              input_keys(self.config), self.obs_mean.device)
@@ -233,7 +259,7 @@ class ChunkPolicy(nn.Module):
             sample = mean + std * noise
         logp = self._masked_sum(x, torch.distributions.Normal(mean, std).log_prob(sample))
         chunk = sample.reshape(self.config.horizon, self.config.action_dim)
-        return chunk.numpy().astype(np.float32), float(logp), float(self.value(x))
+        return chunk.numpy().astype(np.float32), float(logp)
 
     def policy_state(self) -> dict[str, np.ndarray]:
         """Weights as flat numpy arrays: what robots load and what crosses process boundaries."""

@@ -9,6 +9,8 @@ Paper: Schulman et al. 2017, https://arxiv.org/abs/1707.06347. Deviations:
   `is_clip`. With fresh data both are the same and this is plain PPO.
 - Separate actor and critic optimisers; the critic may train alone first (`train_actor=False`),
   which FACTS.md found necessary when the actor comes from BC and the critic is fresh.
+- The critic is PPO's own (`policy.make_critic()`), saved in `state_dict()`: robots download and
+  run the actor only, and values are computed here, in `prepare`, never on a robot.
 
 Example:
 
@@ -108,7 +110,7 @@ def normalized(adv: torch.Tensor, groups: torch.Tensor | None = None) -> torch.T
 
 
 class PPO:
-    """Chunk-level PPO. Owns the optimisers; the policy owns only weights."""
+    """Chunk-level PPO. Owns the critic and both optimisers; the policy is the actor alone."""
 
     @staticmethod
     def needs(config: PPOConfig) -> DataNeeds:
@@ -118,10 +120,14 @@ class PPO:
     def __init__(self, policy: ChunkPolicy, config: PPOConfig) -> None:
         self.policy = policy
         self.config = config
-        actor_params = [p for n, p in policy.named_parameters()
-                        if not n.startswith("critic") and p.requires_grad]
+        self.critic = policy.make_critic()  # fresh: [B, F] -> [B, 1], on the policy's device
+        actor_params = [p for p in policy.parameters() if p.requires_grad]
         self.actor_opt = torch.optim.Adam(actor_params, lr=config.actor_lr)
-        self.critic_opt = torch.optim.Adam(policy.critic.parameters(), lr=config.critic_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """Input rows [B, D (+ pixels)] -> the critic's value estimate [B]."""
+        return self.critic(self.policy.critic_input(obs)).squeeze(-1)
 
     @torch.no_grad()
     def prepare(self, chunks: Sequence[RolloutChunk], rewards: Sequence[np.ndarray]) -> PPOBatch:
@@ -135,7 +141,7 @@ class PPO:
             horizon = chunk.horizon
             state = policy_input(chunk.obs, keys, device)  # [T + 1, D (+ pixels)]
             call_obs = state[: chunk.num_steps : horizon]
-            values = self.policy.value(torch.cat([call_obs, state[-1:]])).cpu().numpy()
+            values = self.value(torch.cat([call_obs, state[-1:]])).cpu().numpy()
             r, disc = chunk_rewards(reward, horizon, cfg.gamma)
             terminal = chunk.episode_end is not None and chunk.episode_end.terminal
             adv, target = gae(r, values[:-1], float(values[-1]), disc, terminal, cfg.lam)
@@ -169,8 +175,8 @@ class PPO:
         for _ in range(cfg.epochs):
             order = torch.randperm(len(batch), generator=gen).to(batch.obs.device)
             for idx in order.split(cfg.minibatch):
-                value_loss = ((self.policy.value(batch.obs[idx]) - batch.value_target[idx]) ** 2)
-                self._step(self.critic_opt, 0.5 * value_loss.mean(), self.policy.critic)
+                value_loss = (self.value(batch.obs[idx]) - batch.value_target[idx]) ** 2
+                self._step(self.critic_opt, 0.5 * value_loss.mean(), self.critic)
                 stats["value_loss"].append(value_loss.mean().item())
                 if not train_actor or stopped:
                     continue
@@ -208,9 +214,14 @@ class PPO:
         opt.step()
 
     def state_dict(self) -> dict[str, object]:
-        return {"actor_opt": self.actor_opt.state_dict(),
+        return {"critic": self.critic.state_dict(), "actor_opt": self.actor_opt.state_dict(),
                 "critic_opt": self.critic_opt.state_dict()}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
+        if "critic" not in state:  # its critic went into the policy's weights, now ignored
+            raise ValueError("this PPO checkpoint is from before PPO owned its critic (the value "
+                             "head was saved with the policy) and cannot be resumed; start a new "
+                             "run")
+        self.critic.load_state_dict(state["critic"])  # type: ignore[arg-type]
         self.actor_opt.load_state_dict(state["actor_opt"])  # type: ignore[arg-type]
         self.critic_opt.load_state_dict(state["critic_opt"])  # type: ignore[arg-type]

@@ -10,8 +10,9 @@ Example:
 
     policy = TokenPolicy(TokenPolicyConfig(obs_dim=39, action_dim=4, horizon=4))
     policy.set_instruction("push the puck to the goal")
-    chunk, logp, value = policy.act(obs)                # [H, A], float, float
+    chunk, logp = policy.act(obs)                       # [H, A], float
     logp = policy.log_prob(obs_batch, chunk_batch)      # [B]: the bins of the executed actions
+    critic = policy.make_critic()                       # PPO's value MLP; robots never run one
 
 `log_prob` is the same interface `ChunkPolicy` gives PPO and GRPO: an executed (continuous)
 action is mapped to its bin, and the chunk's log-probability is the sum over its H * A tokens.
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from algorithms.policy import mlp
+from algorithms.policy import ignore_old_critic, mlp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,7 @@ class TokenPolicyConfig:
     d_model: int = 64
     heads: int = 4
     layers: int = 2  # transformer decoder layers (autoregressive)
-    hidden: int = 256  # MLP width of the observation encoder and the critic
+    hidden: int = 256  # MLP width of the observation encoder and of `make_critic`'s network
     vocab: int = 1024  # hashed bag-of-words buckets for the instruction
     temperature: float = 1.0
 
@@ -103,7 +104,8 @@ class TokenActor(nn.Module):
 
 
 class TokenPolicy(nn.Module):
-    """Categorical over 256 bins per action number, language-conditioned, with a value MLP."""
+    """Categorical over 256 bins per action number, language-conditioned. Holds no critic:
+    `make_critic` builds one for the algorithm that needs it."""
 
     def __init__(self, config: TokenPolicyConfig) -> None:
         super().__init__()
@@ -111,7 +113,6 @@ class TokenPolicy(nn.Module):
         cfg = config
         self.tokens = cfg.horizon * cfg.action_dim
         self.actor = TokenActor(cfg)  # every weight of the token distribution (PPO's actor)
-        self.critic = mlp(cfg.obs_dim + cfg.vocab, cfg.hidden, 2, 1)
         mask = torch.triu(torch.full((self.tokens, self.tokens), float("-inf")), 1)
         self.causal: torch.Tensor
         self.register_buffer("causal", mask, persistent=False)
@@ -121,6 +122,7 @@ class TokenPolicy(nn.Module):
         self.register_buffer("obs_mean", torch.zeros(cfg.obs_dim))
         self.register_buffer("obs_std", torch.ones(cfg.obs_dim))
         self.register_buffer("instruction_bow", torch.zeros(cfg.vocab))
+        self.register_load_state_dict_pre_hook(ignore_old_critic)
 
     # -- conditioning --------------------------------------------------------------------------
 
@@ -166,10 +168,17 @@ class TokenPolicy(nn.Module):
         logp = torch.log_softmax(logits, dim=-1)
         return logp.gather(-1, index.unsqueeze(-1)).squeeze(-1).sum(-1)
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs [B, D] -> value [B]."""
+    # -- for an algorithm's critic ------------------------------------------------------------
+
+    def make_critic(self) -> nn.Module:
+        """A fresh value MLP for an algorithm: `critic_input` rows [B, D + vocab] -> [B, 1]."""
+        cfg = self.config
+        return mlp(cfg.obs_dim + cfg.vocab, cfg.hidden, 2, 1).to(self.obs_mean.device)
+
+    def critic_input(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [B, D] -> [B, D + vocab]: the normalised state and the instruction's bag of words."""
         bow = self.instruction_bow.expand(len(obs), -1)
-        return self.critic(torch.cat([self._norm(obs), bow], dim=-1)).squeeze(-1)
+        return torch.cat([self._norm(obs), bow], dim=-1)
 
     # -- acting --------------------------------------------------------------------------------
 
@@ -200,13 +209,13 @@ class TokenPolicy(nn.Module):
     @torch.no_grad()
     def act(
         self, obs: np.ndarray, deterministic: bool = False, generator: torch.Generator | None = None
-    ) -> tuple[np.ndarray, float, float]:
-        """One policy call: obs [D] -> (chunk [H, A] of bin centres, log-prob, value)."""
+    ) -> tuple[np.ndarray, float]:
+        """One policy call: obs [D] -> (chunk [H, A] of bin centres, log-prob)."""
         x = torch.as_tensor(obs, dtype=torch.float32, device=self.obs_mean.device).unsqueeze(0)
         index, logp = self.decode(x, deterministic, generator)
         chunk = from_bins(index, self.config.bins).reshape(self.config.horizon,
                                                            self.config.action_dim)
-        return chunk.cpu().numpy().astype(np.float32), float(logp), float(self.value(x))
+        return chunk.cpu().numpy().astype(np.float32), float(logp)
 
     def policy_state(self) -> dict[str, np.ndarray]:
         """Weights as flat numpy arrays: what robots load and what crosses process boundaries."""

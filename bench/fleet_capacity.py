@@ -76,7 +76,7 @@ class SharedPolicy:
         self._lock = threading.Lock()
         self._polled = 0.0
 
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, float, float]:
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, float]:
         with self._lock:
             now = time.monotonic()
             if self.weights is not None and now - self._polled > self.poll_s:
@@ -85,7 +85,7 @@ class SharedPolicy:
                 if got is not None:
                     self.net.load_policy_state(got[1])
                     self.policy_version = got[0]
-            result: tuple[np.ndarray, float, float] = self.net.act(obs, deterministic)
+            result: tuple[np.ndarray, float] = self.net.act(obs, deterministic)
             return result
 
     def poll(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:

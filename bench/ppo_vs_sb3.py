@@ -39,7 +39,7 @@ def _evaluate_ours(policy: ChunkPolicy, seed: int) -> float:
     for ep in range(EVAL_EPISODES):
         obs, total, done = robot.reset(10_000 * seed + ep), 0.0, False
         while not done:
-            chunk, _, _ = policy.act(obs["state"], deterministic=True)
+            chunk, _ = policy.act(obs["state"], deterministic=True)
             fb = robot.send_action(chunk[0])
             obs, total, done = robot.get_observation(), total + fb.reward, fb.done
         returns.append(total)

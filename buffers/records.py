@@ -58,7 +58,8 @@ class RolloutChunk:
       action          [T, A]        float32, what the robot executed
       policy_action   [K, H, A]     float32, the sampled chunks (log-prob refers to these)
       logp            [K]           float32, behaviour log-probability of each sampled chunk
-      value           [K]           float32, the policy's value estimate at each call's first obs
+      value           [K]           float32, a value estimate at each call's first obs; robots
+                                    write 0.0 (they run no critic: the learner computes values)
       reward          [T]           float32, environment reward after each step
       success         [T]           bool, the environment's success flag after each step
       intervened      [T]           bool, True where an operator's action replaced the policy's

@@ -35,13 +35,13 @@ def bandit_chunk(policy, ctx: float, episode_id: str, win: float, lose: float,
     """A one-call episode of a contextual bandit with chunk actions (H = 2, A = 1): the context
     ±1 is obs[0]; the reward is `win` when every action has the context's sign, else `lose`."""
     obs = np.array([ctx, 0, 0, 0], np.float32)
-    act, logp, value = policy.act(obs)
+    act, logp = policy.act(obs)
     won = bool(np.all(np.sign(act) == ctx))
     return RolloutChunk(
         robot_id="b", embodiment="bandit", task="bandit", episode_id=episode_id, chunk_seq=0,
         policy_version=0, wall_time=0.0, horizon=2, obs={"state": np.tile(obs, (3, 1))},
         action=act, policy_action=act[None], logp=np.array([logp], np.float32),
-        value=np.array([value], np.float32),
+        value=np.zeros(1, np.float32),  # robots run no critic
         reward=np.array([0.0, win if won else lose], np.float32),
         success=np.array([False, won]), intervened=np.zeros(2, bool),
         episode_end=EpisodeEnd("success" if won else "failure"), group=group)

@@ -56,8 +56,8 @@ class ScriptedPolicy:
     action_dim: int = 2
     version: float = 0.0
 
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, float, float]:
-        return np.full((self.horizon, self.action_dim), 0.1, np.float32), -1.0, 0.5
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, float]:
+        return np.full((self.horizon, self.action_dim), 0.1, np.float32), -1.0
 
     def load_policy_state(self, state: dict[str, np.ndarray]) -> None:
         self.version = float(state["version"])

@@ -59,9 +59,9 @@ def test_builder_refuses_a_call_before_the_last_chunk_ran():
     robot = FakeRobot()
     builder = ChunkBuilder(robot.spec, horizon=4, calls_per_chunk=2)
     builder.begin_episode("e", robot.reset(0))
-    builder.add_call(np.zeros((4, 2), np.float32), 0.0, 0.0)
+    builder.add_call(np.zeros((4, 2), np.float32), 0.0)
     with pytest.raises(RuntimeError):
-        builder.add_call(np.zeros((4, 2), np.float32), 0.0, 0.0)
+        builder.add_call(np.zeros((4, 2), np.float32), 0.0)
 
 
 def test_a_robot_fault_propagates_instead_of_being_swallowed():

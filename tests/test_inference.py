@@ -14,19 +14,18 @@ def _policy():
 def test_batched_equals_per_request_deterministic():
     p = _policy()
     obs = np.random.default_rng(0).standard_normal((5, 7)).astype(np.float32)
-    chunks, logp, value = batched_act(p, obs, deterministic=True)
-    assert chunks.shape == (5, 8, 3) and logp.shape == (5,) and value.shape == (5,)
+    chunks, logp = batched_act(p, obs, deterministic=True)
+    assert chunks.shape == (5, 8, 3) and logp.shape == (5,)
     for i in range(5):
-        c, lp, v = p.act(obs[i], deterministic=True)
+        c, lp = p.act(obs[i], deterministic=True)
         np.testing.assert_allclose(chunks[i], c, rtol=1e-5, atol=1e-5)
         assert lp == pytest.approx(float(logp[i]), rel=1e-4, abs=1e-4)
-        assert v == pytest.approx(float(value[i]), rel=1e-4, abs=1e-5)
 
 
 def test_batched_sample_logp_matches_policy_log_prob():
     p = _policy()
     obs = np.random.default_rng(1).standard_normal((4, 7)).astype(np.float32)
-    chunks, logp, _ = batched_act(p, obs, generator=torch.Generator().manual_seed(3))
+    chunks, logp = batched_act(p, obs, generator=torch.Generator().manual_seed(3))
     ref = p.log_prob(torch.from_numpy(obs), torch.from_numpy(chunks)).detach().numpy()
     np.testing.assert_allclose(logp, ref, rtol=1e-4, atol=1e-3)
     assert not np.allclose(chunks, batched_act(p, obs, deterministic=True)[0])
@@ -52,8 +51,8 @@ def test_server_batches_concurrent_requests_and_matches_local(local_ray):
                                    rtol=1e-5, atol=1e-5)
     stats = local_ray.get(server.stats.remote())
     assert stats["requests"] == 8 and stats["batches"] < 8
-    chunk, logp, value = RemotePolicy(server).act(obs[0], deterministic=True)
-    assert chunk.shape == (8, 3) and np.isfinite(logp) and np.isfinite(value)
+    chunk, logp = RemotePolicy(server).act(obs[0], deterministic=True)
+    assert chunk.shape == (8, 3) and np.isfinite(logp)
 
 
 def test_server_adopts_hub_weights_and_reports_versions(local_ray):

@@ -87,12 +87,13 @@ def test_image_policy_shapes_and_ppo_trains_its_cnn():
     rng = np.random.default_rng(0)
     obs: dict[str, np.ndarray] = {"state": rng.uniform(-1, 1, (7, 2)).astype(np.float32),
            "pixels": rng.integers(0, 256, (7, 96, 96, 3), dtype=np.uint8)}
-    chunk, logp, value = policy.act({k: v[0] for k, v in obs.items()})
-    assert chunk.shape == (4, 2) and np.isfinite(logp) and np.isfinite(value)
+    chunk, logp = policy.act({k: v[0] for k, v in obs.items()})
+    assert chunk.shape == (4, 2) and np.isfinite(logp)
     rows = policy_input(obs, ["pixels"])
     assert rows.shape == (7, 2 + 96 * 96 * 3)
     assert policy.log_prob(rows, torch.zeros(7, 4, 2)).shape == (7,)
-    assert policy.value(rows).shape == (7,)
+    critic = policy.make_critic()  # PPO's: its own CNN on the same rows
+    assert critic(policy.critic_input(rows)).shape == (7, 1)
     # the image matters: other pixels, other mean chunk
     other = dict(obs, pixels=255 - obs["pixels"])
     assert not torch.allclose(policy.mean_chunk(rows), policy.mean_chunk(

@@ -2,7 +2,7 @@
 
 Example:
 
-    chunks, logp, value = batched_act(policy, np.stack([obs_a, obs_b]))   # [B, H, A], [B], [B]
+    chunks, logp = batched_act(policy, np.stack([obs_a, obs_b]))   # [B, H, A], [B]
 
 `batched_act` answers B robots' `act` requests with one forward pass of a `ChunkPolicy`; each
 row equals what `policy.act(obs_row)` returns (same mean, same log-prob of the sampled chunk).
@@ -33,8 +33,9 @@ import torch
 @torch.no_grad()
 def batched_act(policy: Any, obs: np.ndarray, deterministic: bool = False,
                 generator: torch.Generator | None = None,
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """obs [B, D] -> (chunks [B, H, A], log-probs [B], values [B]) in one forward pass."""
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """obs [B, D] -> (chunks [B, H, A], log-probs [B]) in one forward pass (no critic: robots
+    act with the actor alone)."""
     device = policy.log_std.device  # a GPU server keeps its policy there
     x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
     if x.ndim != 2:
@@ -48,8 +49,7 @@ def batched_act(policy: Any, obs: np.ndarray, deterministic: bool = False,
         sample = mean + std * torch.randn(mean.shape, generator=generator).to(device)
     logp = torch.distributions.Normal(mean, std).log_prob(sample).sum(-1)
     chunks = sample.reshape(x.shape[0], policy.config.horizon, policy.config.action_dim)
-    return (chunks.cpu().numpy().astype(np.float32), logp.cpu().numpy().astype(np.float32),
-            policy.value(x).cpu().numpy().astype(np.float32))
+    return chunks.cpu().numpy().astype(np.float32), logp.cpu().numpy().astype(np.float32)
 
 
 class InferenceServerImpl:
@@ -92,8 +92,8 @@ class InferenceServerImpl:
             self.policy_version = policy_version
 
     async def act(self, obs: np.ndarray, deterministic: bool = False
-                  ) -> tuple[np.ndarray, float, float, int]:
-        """obs [D] -> (chunk [H, A], log-prob, value, policy_version that answered)."""
+                  ) -> tuple[np.ndarray, float, int]:
+        """obs [D] -> (chunk [H, A], log-prob, policy_version that answered)."""
         if self.hub is not None and self._watch is None:
             self._watch = asyncio.ensure_future(self._adopt_weights())
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -102,7 +102,7 @@ class InferenceServerImpl:
             self._run()
         elif self._flush is None:
             self._flush = asyncio.ensure_future(self._later())
-        result: tuple[np.ndarray, float, float, int] = await fut
+        result: tuple[np.ndarray, float, int] = await fut
         return result
 
     async def _adopt_weights(self) -> None:
@@ -132,11 +132,10 @@ class InferenceServerImpl:
             rows = [b for b in batch if b[1] is det]
             if not rows:
                 continue
-            chunks, logp, value = batched_act(self.policy, np.stack([r[0] for r in rows]), det)
+            chunks, logp = batched_act(self.policy, np.stack([r[0] for r in rows]), det)
             for i, (_, _, fut) in enumerate(rows):
                 if not fut.done():
-                    fut.set_result((chunks[i], float(logp[i]), float(value[i]),
-                                    self.policy_version))
+                    fut.set_result((chunks[i], float(logp[i]), self.policy_version))
 
     def stats(self) -> dict[str, float]:
         return {"batches": self.batches, "requests": self.requests,
@@ -166,13 +165,13 @@ class RemotePolicy:
         self.policy_version = policy_version
         self.adopt_latency_s = float("nan")  # the server's to measure (`stats`)
 
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, float, float]:
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, float]:
         import ray
 
-        chunk, logp, value, version = ray.get(self.server.act.remote(obs, deterministic))
+        chunk, logp, version = ray.get(self.server.act.remote(obs, deterministic))
         if version > self.policy_version:
             self.policy_version = version
-        return chunk, logp, value
+        return chunk, logp
 
     def poll(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:
         if self.policy_version > have_version:

@@ -160,7 +160,10 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
         reward_hub=reward_hub)
     version, state = 0, base
     if checkpoint is not None:
-        ray.get(learner.restore.remote(str(checkpoint)))
+        try:
+            ray.get(learner.restore.remote(str(checkpoint)))
+        except ray.exceptions.RayTaskError as e:  # e.g. a checkpoint this Fleet cannot resume
+            raise ConfigError(f"cannot resume {run_dir}: {e.cause}") from e
         version, state = ray.get(learner.policy_state.remote())
         HubWeights(hub).publish(version, state)
         console.print(f"resuming {run_dir} at policy_version {version}")
