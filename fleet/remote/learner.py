@@ -18,9 +18,8 @@ from algorithms.factory import make_policy
 from algorithms.grpo import GRPO
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from algorithms.ppo import PPO
-from buffers.codec import decode_chunk
+from buffers.demos import read_demos
 from buffers.records import RolloutChunk
-from buffers.store import ReplayBuffer
 from fleet.remote import actor, one_thread
 from fleet.remote.buffer import BufferSource
 from fleet.remote.weights import HubWeights
@@ -66,9 +65,8 @@ class LearnerActorImpl:
         net.to(device)
         algo = _algorithm(net, algorithm)
         offline_demos: list[RolloutChunk] = []
-        if hasattr(algo, "offline") and demos is not None and Path(demos).is_dir():
-            with ReplayBuffer(Path(demos), read_only=True) as buf:
-                offline_demos = [decode_chunk(r) for r in buf.read(0, len(buf))[0]]
+        if hasattr(algo, "offline") and demos is not None:
+            offline_demos = read_demos(Path(demos))  # all that was written, or it raises
         self.learner = Learner(net, algo, make_reward(reward), BufferSource(buffer),
                                HubWeights(hub, config.publish_dtype), config,
                                Path(checkpoint_dir), offline_demos)

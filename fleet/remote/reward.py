@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from buffers.codec import decode_chunk
-from buffers.store import ReplayBuffer
+from buffers.demos import read_demos
 from fleet.remote import actor, one_thread
 from fleet.remote.weights import HubWeights
 from rewards.base import RewardConfig, make_reward
@@ -59,9 +59,8 @@ class RewardTrainerImpl:
         self.buffer, self.sink = buffer, HubWeights(hub)
         self.pool = EpisodePool(cfg.keep_episodes)
         self.demos = 0
-        if demos is not None and Path(demos).is_dir():  # successful demos: progress from t=0
-            with ReplayBuffer(Path(demos), read_only=True) as buf:
-                self.demos = self.pool.add(decode_chunk(r) for r in buf.read(0, len(buf))[0])
+        if demos is not None:  # successful demos: progress from t=0
+            self.demos = self.pool.add(read_demos(Path(demos)))
         self.cursor, self.fits = 0, 0
         self.last: dict[str, float] = {}
         self.error: str | None = None
