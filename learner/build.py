@@ -24,13 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import buffers.demos
 from algorithms import AlgorithmConfig, data_needs, make_algorithm
 from algorithms.factory import make_policy
 from algorithms.policy import PolicyConfig
-from buffers.codec import decode_chunk
 from buffers.feed import ChunkSource
 from buffers.records import RolloutChunk
-from buffers.store import ReplayBuffer
 from learner.loop import Learner, LearnerConfig, WeightSink
 from rewards.base import RewardConfig, make_reward
 from rewards.trainer import WeightSource
@@ -77,8 +76,6 @@ def build_learner(parts: LearnerParts, source: ChunkSource, sink: WeightSink,
 
 
 def read_demos(root: Path | None) -> list[RolloutChunk]:
-    """Every chunk of the demonstration buffer at `root`; none if there is no such directory."""
-    if root is None or not Path(root).is_dir():
-        return []
-    with ReplayBuffer(Path(root), read_only=True) as buf:
-        return [decode_chunk(r) for r in buf.read(0, len(buf))[0]]
+    """Every demo of the base's demonstration buffer at `root` (`buffers.demos.read_demos`:
+    checked whole against what was written); none without one."""
+    return [] if root is None else buffers.demos.read_demos(Path(root))

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from buffers.demos import read_demos
 from fleet.remote import actor, one_thread
 from fleet.remote.buffer import BufferSource
 from fleet.remote.weights import HubWeights
-from learner.build import read_demos
 from rewards.base import RewardConfig, make_reward
 from rewards.trainer import RewardTrainer as PlainTrainer
 from rewards.trainer import trainable
@@ -37,7 +37,7 @@ class RewardTrainerImpl:
         model: Any = make_reward(reward, guard=False)
         if not trainable(model):
             raise ValueError(f"reward {reward.name!r} has no fit/weights/load_weights")
-        shown = read_demos(Path(demos) if demos is not None else None)
+        shown = read_demos(Path(demos)) if demos is not None else []
         self.trainer = PlainTrainer(model, BufferSource(buffer), HubWeights(hub), shown)
         self.fit_every_s = model.config.fit_every_s
         self.error: str | None = None
