@@ -8,9 +8,9 @@ from algorithms import AlgorithmConfig
 from algorithms.policy import PolicyConfig
 from algorithms.ppo import PPOConfig
 from algorithms.td import TD, TDConfig
-from buffers.codec import decode_chunk, encode_chunk
+from buffers.codec import decode_chunk
+from buffers.demos import write_demos
 from buffers.records import EpisodeEnd
-from buffers.store import ReplayBuffer
 from fleet.run.serial import SerialRun
 from learner.build import LearnerParts
 from learner.loop import LearnerConfig
@@ -57,10 +57,9 @@ def small(obs_dim=3, action_dim=2):
 
 def test_serial_run_gives_td_its_demos_and_offline_phase(tmp_path):
     rng = np.random.default_rng(0)
-    with ReplayBuffer(tmp_path / "demos") as demos:  # what `fleet pretrain` leaves behind
-        demos.insert([encode_chunk(make_chunk(rng, T=8, H=2, A=2, D=3, robot_id="expert",
-                                              episode_id=f"d{i}", end=EpisodeEnd("success"),
-                                              intervened=True)) for i in range(3)])
+    write_demos(tmp_path / "demos", [  # what `fleet pretrain` leaves behind
+        make_chunk(rng, T=8, H=2, A=2, D=3, robot_id="expert", episode_id=f"d{i}",
+                   end=EpisodeEnd("success"), intervened=True) for i in range(3)])
     td = TDConfig(hidden=16, minibatch=8, utd=1, offline_updates=3)
     parts = LearnerParts(small(), None, AlgorithmConfig(name="td", td=td), RewardConfig("env"),
                          LearnerConfig(batch_calls=8, critic_warmup=0, device="cpu"),
