@@ -5,7 +5,8 @@ Example:
     chunks = collect_demos(robot, episodes=20, noise=0.3, horizon=4, seed=0)
 
 Each kept episode becomes one chunk whose steps are all flagged `intervened` (the expert, not the
-policy, chose them). Only successful episodes are kept, as in the BC bases of FACTS.md. A robot
+policy, chose them), labelled with the task the episode ran and an episode id unique per task
+(`demo_episode_id`). Only successful episodes are kept, as in the BC bases of FACTS.md. A robot
 without an expert (`robot.kind=gym`) gives `random_states(robot, steps=1000, seed=0)` instead,
 to scale a fresh policy's inputs.
 """
@@ -25,13 +26,15 @@ def collect_demos(robot: SimRobot, episodes: int, noise: float, horizon: int, se
                   max_attempts: int = 10) -> list[RolloutChunk]:
     """Run the expert until `episodes` successful noisy episodes are recorded."""
     rng = np.random.default_rng(seed)
-    builder = ChunkBuilder(robot.spec, horizon, calls_per_chunk=10_000)
     out: list[RolloutChunk] = []
     for attempt in range(episodes * max_attempts):
         if len(out) == episodes:
             break
         obs = robot.reset(seed=seed * 1_000_003 + attempt + 7_000_000)
-        builder.begin_episode(f"demo-{seed}-{attempt}", obs)
+        # After the reset, which is where a multi-task robot switches (or pins) its task: the
+        # spec names the task this episode runs, for the chunk's header and the episode id.
+        builder = ChunkBuilder(robot.spec, horizon, calls_per_chunk=10_000)
+        builder.begin_episode(demo_episode_id(robot.spec.task, seed, attempt), obs)
         while True:
             if builder.call_done:
                 builder.add_call(np.zeros((horizon, robot.spec.action_dim), np.float32), 0.0)
@@ -48,6 +51,13 @@ def collect_demos(robot: SimRobot, episodes: int, noise: float, horizon: int, se
         raise RuntimeError(f"the expert succeeded in only {len(out)} of {episodes * max_attempts} "
                            f"episodes at noise {noise}; lower pretrain.noise")
     return out
+
+
+def demo_episode_id(task: str, seed: int, attempt: int) -> str:
+    """`demo-<task>-<seed>-<attempt>`, e.g. "demo-push-v3-0-4": deterministic, so a cache
+    collected twice is the same, and unique across the tasks one demo buffer holds (all demos
+    share the robot id, and the buffer keeps one chunk per (robot_id, episode_id, chunk_seq))."""
+    return f"demo-{task}-{seed}-{attempt}"
 
 
 def _with_policy_actions(chunk: RolloutChunk) -> RolloutChunk:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from algorithms.policy import ChunkPolicy
+from buffers.feed import DataNeeds
 from buffers.groups import complete_groups
 from buffers.records import RolloutChunk
 
@@ -97,10 +98,10 @@ class DPO:
         self.reference = copy.deepcopy(policy).requires_grad_(False)
         self.opt = torch.optim.Adam(policy.actor.parameters(), lr=config.lr)
 
-    @property
-    def group_size(self) -> int:
-        """Asks the learner for complete groups of this many episodes."""
-        return self.config.group_size
+    @staticmethod
+    def needs(config: DPOConfig) -> DataNeeds:
+        """Complete groups of `group_size` episodes (pairs form inside a group), fresh ones."""
+        return DataNeeds(group_size=config.group_size)
 
     @torch.no_grad()
     def prepare(self, chunks: Sequence[RolloutChunk], rewards: Sequence[np.ndarray]) -> DPOBatch:

@@ -29,6 +29,7 @@ import torch
 
 from algorithms.policy import ChunkPolicy, input_keys, policy_input
 from algorithms.ppo import PPOBatch, clipped_policy_loss
+from buffers.feed import DataNeeds
 from buffers.groups import complete_groups
 from buffers.records import RolloutChunk
 
@@ -69,10 +70,10 @@ class GRPO:
         self.opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad],
                                     lr=config.lr)
 
-    @property
-    def group_size(self) -> int:
-        """Asks the learner for complete groups of this many episodes."""
-        return self.config.group_size
+    @staticmethod
+    def needs(config: GRPOConfig) -> DataNeeds:
+        """Complete groups of `group_size` episodes, within the learner's `max_staleness`."""
+        return DataNeeds(group_size=config.group_size)
 
     @torch.no_grad()
     def prepare(self, chunks: Sequence[RolloutChunk], rewards: Sequence[np.ndarray]) -> PPOBatch:

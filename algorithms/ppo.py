@@ -29,6 +29,7 @@ import torch
 
 from algorithms.policy import ChunkPolicy, input_keys, policy_input
 from algorithms.returns import chunk_rewards, gae
+from buffers.feed import DataNeeds
 from buffers.records import RolloutChunk
 
 
@@ -110,6 +111,11 @@ def normalized(adv: torch.Tensor, groups: torch.Tensor | None = None) -> torch.T
 
 class PPO:
     """Chunk-level PPO. Owns the critic and both optimisers; the policy is the actor alone."""
+
+    @staticmethod
+    def needs(config: PPOConfig) -> DataNeeds:
+        """On-policy: chunks within the learner's `max_staleness`, each used once."""
+        return DataNeeds()
 
     def __init__(self, policy: ChunkPolicy, config: PPOConfig) -> None:
         self.policy = policy

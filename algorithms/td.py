@@ -37,6 +37,7 @@ from torch import nn
 
 from algorithms.policy import ChunkPolicy, mlp
 from algorithms.returns import chunk_rewards
+from buffers.feed import DataNeeds
 from buffers.records import RolloutChunk
 
 
@@ -163,7 +164,10 @@ class _Replay:
 class TD:
     """Chunked TD. Owns the critics, their targets, both optimisers and the replays."""
 
-    off_policy = True  # the learner keeps every chunk it reads, however stale
+    @staticmethod
+    def needs(config: TDConfig) -> DataNeeds:
+        """Every chunk however stale (replayed here, from cursor 0), and the demos first."""
+        return DataNeeds(replay=True, demos=True)
 
     def __init__(self, policy: ChunkPolicy, config: TDConfig) -> None:
         self.policy, self.config = policy, config

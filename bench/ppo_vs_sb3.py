@@ -21,11 +21,13 @@ import torch
 
 from actors.robots.gym import GymConfig, GymRobot
 from actors.worker import WorkerConfig
+from algorithms import AlgorithmConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
-from algorithms.ppo import PPO, PPOConfig
+from algorithms.ppo import PPOConfig
 from fleet.run.serial import SerialRun
+from learner.build import LearnerParts
 from learner.loop import LearnerConfig
-from rewards.env import EnvReward
+from rewards.base import RewardConfig
 
 ENV = "InvertedPendulum-v5"
 EVAL_EPISODES = 10
@@ -45,22 +47,24 @@ def _evaluate_ours(policy: ChunkPolicy, seed: int) -> float:
 
 
 def _ours(seed: int, steps: int) -> tuple[float, float]:
-    torch.manual_seed(seed)
     robot = GymRobot(GymConfig(ENV), f"ours-{seed}")
-    policy = ChunkPolicy(PolicyConfig(obs_dim=robot.spec.obs_dim, action_dim=1, horizon=1,
-                                      hidden=64, layers=2, init_std=1 / 3, learn_std=True,
-                                      init="orthogonal"))
-    ppo = PPO(policy, PPOConfig(epochs=10, minibatch=64, actor_lr=3e-4, critic_lr=3e-4,
-                                max_grad_norm=0.5, target_kl=1e9, is_clip=2.0))
+    policy = PolicyConfig(obs_dim=robot.spec.obs_dim, action_dim=1, horizon=1, hidden=64,
+                          layers=2, init_std=1 / 3, learn_std=True, init="orthogonal")
+    ppo = PPOConfig(epochs=10, minibatch=64, actor_lr=3e-4, critic_lr=3e-4, max_grad_norm=0.5,
+                    target_kl=1e9, is_clip=2.0)
     with tempfile.TemporaryDirectory() as tmp:
-        run = SerialRun(robot, policy, ppo, EnvReward(scale=1.0, success_bonus=0.0),
-                        LearnerConfig(batch_calls=1024, critic_warmup=0, max_wait_s=5),
-                        WorkerConfig(horizon=1, calls_per_chunk=64, seed=seed + 1), Path(tmp))
+        parts = LearnerParts(policy, None, AlgorithmConfig(ppo=ppo),
+                             RewardConfig("env", {"scale": 1.0, "success_bonus": 0.0}),
+                             LearnerConfig(batch_calls=1024, critic_warmup=0, max_wait_s=5,
+                                           device="cpu"),
+                             Path(tmp) / "checkpoints", seed=seed)
+        run = SerialRun(robot, parts, WorkerConfig(horizon=1, calls_per_chunk=64, seed=seed + 1),
+                        Path(tmp))
         t0 = time.perf_counter()
         run.train(steps)
         rate = run.worker.stats.env_steps / (time.perf_counter() - t0)
         run.close()
-    return _evaluate_ours(policy, seed), rate
+    return _evaluate_ours(run.learner.policy, seed), rate
 
 
 def _sb3(seed: int, steps: int) -> tuple[float, float]:

@@ -12,6 +12,11 @@ Batches are numpy arrays, not torch tensors: `buffers` is the leaf package and i
 `torch.from_numpy` shares their memory, so the learner converts them without a copy. The sampler
 keeps the buffer's index as numpy columns (`_Table`) and catches up with new records on each
 call; records are decoded through the buffer's LRU cache.
+
+Not on `fleet train`'s path: the learner takes whole rollout chunks, each once, from
+`buffers.feed.ChunkFeed` (PPO's GAE runs over a chunk's calls, GRPO and DPO need every call of
+every episode of a group, rewards come from the reward model as the learner scores). The
+staleness rule is the same function for both (`buffers.sampling.oldest_usable`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 
 from buffers.log import CorruptLogError
 from buffers.records import RolloutChunk
-from buffers.sampling import Sampling, split
+from buffers.sampling import Sampling, oldest_usable, split
 from buffers.store import RecordMeta, ReplayBuffer
 from buffers.table import Table
 
@@ -147,7 +152,7 @@ class Sampler:
         ok = t.col("alive").copy()
         if s.max_staleness is not None:
             newest = int(t.col("version").max(initial=0)) if version is None else version
-            ok &= t.col("version") >= newest - s.max_staleness
+            ok &= t.col("version") >= oldest_usable(newest, s.max_staleness)
         if s.max_uses is not None:
             ok &= t.col("uses") < s.max_uses
         if s.kind == "demonstrations":

@@ -30,6 +30,21 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal, TypedDict, Unpack
 
+
+def oldest_usable(policy_version: int, max_staleness: int | None) -> int:
+    """The oldest `policy_version` a record may have to be trained on by a learner at
+    `policy_version`: the one staleness rule, used by the learner's chunk feed
+    (`buffers.feed`) and by `buffers.sampler` alike. `max_staleness=None` keeps every record.
+
+        oldest_usable(7, 2) == 5       # records of versions 5, 6, 7 are usable
+        oldest_usable(1, 2) == 0       # never below the first version
+        oldest_usable(7, None) == 0    # replay: any age
+    """
+    if max_staleness is None:
+        return 0
+    return max(policy_version - max_staleness, 0)
+
+
 Kind = Literal["uniform", "prioritized", "task_balanced", "groups", "pairs", "demonstrations",
                "mixture"]
 

@@ -25,12 +25,9 @@ from actors.operator import OperatorConfig
 from actors.robots import DEFAULT_KIND, config_class
 from actors.robots.base import RobotConfig
 from actors.robots.metaworld import MetaWorldConfig
+from algorithms import AlgorithmConfig
 from algorithms.bc import BCConfig
-from algorithms.dpo import DPOConfig
-from algorithms.grpo import GRPOConfig
 from algorithms.policy import PolicyConfig
-from algorithms.ppo import PPOConfig
-from algorithms.td import TDConfig
 from buffers.store import BufferConfig
 from fleet.console.server import ConsoleConfig
 from learner.loop import LearnerConfig
@@ -90,24 +87,6 @@ class PretrainConfig:
     noise: float = 0.3  # std of Gaussian noise on the expert's executed actions
     bc: BCConfig = BCConfig()
     cache_dir: str = "runs/cache"
-
-
-@dataclasses.dataclass(frozen=True)
-class AlgorithmConfig:
-    name: str = "ppo"  # ppo | grpo | td | dpo
-    ppo: PPOConfig = PPOConfig()
-    grpo: GRPOConfig = GRPOConfig()
-    td: TDConfig = TDConfig()
-    dpo: DPOConfig = DPOConfig()
-
-    def __post_init__(self) -> None:
-        if self.name not in ("ppo", "grpo", "td", "dpo"):
-            raise ValueError(f"algorithm.name={self.name!r}: use ppo, grpo, td or dpo")
-
-    @property
-    def group_size(self) -> int:
-        """Episodes per start state that robots must run in a row (1 unless GRPO or DPO)."""
-        return {"grpo": self.grpo.group_size, "dpo": self.dpo.group_size}.get(self.name, 1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,13 +1,17 @@
-"""The learner loop: sample fresh chunks → label rewards → update → publish → checkpoint.
+"""The learner loop: take usable chunks → label rewards → update → publish → checkpoint.
 
-Example (one process, no Ray; `fleet/` runs the same class inside a Ray actor):
+Example (one process, no Ray; `fleet/` runs the same class inside a Ray actor, and both build
+it with `learner.build.build_learner`):
 
     learner = Learner(policy, PPO(policy, PPOConfig()), reward, source, sink, LearnerConfig(), dir)
     while learner.env_steps < budget:
         metrics = learner.step()          # one PPO update on one batch
 
-`policy_version` is the only clock: data older than `max_staleness` versions is dropped, and how
-stale the used data was is in every step's metrics.
+`policy_version` is the only clock: data older than `max_staleness` versions is dropped
+(`buffers.sampling.oldest_usable`), unless the algorithm declares it replays everything, and
+how stale the used data was is in every step's metrics. What the algorithm is fed is what it
+declares (`algorithm.needs(config)`, a `buffers.feed.DataNeeds`), served by a
+`buffers.feed.ChunkFeed`.
 """
 
 from __future__ import annotations
@@ -18,26 +22,19 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
 
+from algorithms import Algorithm, Offline
 from algorithms.policy import ChunkPolicy
-from buffers.codec import decode_chunk
-from buffers.groups import complete_groups
+from buffers.feed import ChunkFeed, ChunkSource
 from buffers.records import RolloutChunk
 from rewards.base import RewardModel
+from rewards.trainer import WeightSource, adopt
 
-
-class ChunkSource(Protocol):
-    """Where the learner reads rollout chunks, in arrival order.
-
-        records, cursor = source.read(cursor, limit=256, min_policy_version=v - max_staleness)
-    """
-
-    def read(self, cursor: int, limit: int, min_policy_version: int = 0) -> tuple[list[bytes], int]:
-        ...
+__all__ = ["ChunkSource", "Interrupted", "Learner", "LearnerConfig", "WeightSink"]
 
 
 class WeightSink(Protocol):
@@ -72,25 +69,6 @@ class LearnerConfig:
             raise ValueError(f"learner.publish_dtype={self.publish_dtype!r}: float32 or float16")
 
 
-class Algorithm(Protocol):
-    """An update rule over rollout chunks (PPO, GRPO, TD, DPO). Optional attributes change how
-    the learner feeds it: `group_size` > 1 asks for complete groups of episodes;
-    `off_policy = True` keeps every chunk however stale (the algorithm replays them itself);
-    an `offline(chunks, rewards)` method gets the demonstrations before the first update.
-
-        batch = algorithm.prepare(chunks, rewards)
-        metrics = algorithm.update(batch, train_actor=True)
-    """
-
-    def prepare(self, chunks: Sequence[RolloutChunk], rewards: Sequence[np.ndarray]) -> Any: ...
-
-    def update(self, batch: Any, train_actor: bool = True) -> dict[str, float]: ...
-
-    def state_dict(self) -> dict[str, object]: ...
-
-    def load_state_dict(self, state: dict[str, object]) -> None: ...
-
-
 class Interrupted(Exception):
     """`Learner.interrupt()` was called while a step waited for data."""
 
@@ -98,18 +76,21 @@ class Interrupted(Exception):
 class Learner:
     def __init__(self, policy: ChunkPolicy, algorithm: Algorithm, reward: RewardModel,
                  source: ChunkSource, sink: WeightSink, config: LearnerConfig,
-                 checkpoint_dir: Path, demos: Sequence[RolloutChunk] = ()) -> None:
-        """`demos`: demonstrations for an algorithm's offline phase (ignored by the others)."""
+                 checkpoint_dir: Path, demos: Sequence[RolloutChunk] = (),
+                 reward_weights: WeightSource | None = None) -> None:
+        """`demos`: demonstrations for the offline phase of an algorithm that declares it
+        needs them (ignored by the others). `reward_weights`: where a learned reward's trainer
+        publishes; the reward model adopts each new version before the next update."""
         self.policy, self.algorithm, self.reward = policy, algorithm, reward
-        self._demos = list(demos)
-        self.source, self.sink, self.config = source, sink, config
+        self.needs = algorithm.needs(algorithm.config)
+        self._demos = list(demos) if self.needs.demos else []
+        self.sink, self.config = sink, config
+        self.reward_weights = reward_weights
+        self.feed = ChunkFeed(source, self.needs, config.batch_calls, config.max_staleness)
         self.checkpoint_dir = checkpoint_dir
         self.policy_version = 0
         self.updates = 0
         self.env_steps = 0  # steps of the data consumed
-        self.cursor = 0
-        self.calls_consumed = 0  # policy calls trained on or dropped as stale, ever
-        self._pending: list[RolloutChunk] = []
         self._last_checkpoint = time.monotonic()
         self._interrupt = threading.Event()
 
@@ -118,52 +99,44 @@ class Learner:
         self._interrupt.set()
 
     def _gather(self) -> tuple[list[RolloutChunk], int]:
-        """Fresh chunks worth at least `batch_calls` calls, and how many stale ones were dropped.
-
-        For group-based algorithms (a `group_size` above 1) only complete groups of complete
-        episodes count; the rest waits for its missing chunks.
-        """
-        oldest_ok = self.policy_version - self.config.max_staleness
-        if getattr(self.algorithm, "off_policy", False):
-            oldest_ok = 0  # it replays old data itself and corrects for it in its targets
-        fresh = [c for c in self._pending if c.policy_version >= oldest_ok]
-        dropped = len(self._pending) - len(fresh)
-        self.calls_consumed += sum(c.num_calls for c in self._pending) - sum(
-            c.num_calls for c in fresh)
-        self._pending = fresh
+        """The feed's next batch and how many stale chunks it dropped, waiting for robots to
+        store enough usable data (at most `max_wait_s`)."""
         deadline = time.monotonic() + self.config.max_wait_s
-        while True:
-            batch, rest = self._select(self._pending)
-            if sum(c.num_calls for c in batch) >= self.config.batch_calls:
-                self._pending = rest
-                self.calls_consumed += sum(c.num_calls for c in batch)
-                return batch, dropped
-            records, self.cursor = self.source.read(self.cursor, 512, max(oldest_ok, 0))
-            self._pending += [decode_chunk(r) for r in records]
-            if not records:
-                if self._interrupt.is_set():
-                    raise Interrupted
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no fresh rollout chunks for {self.config.max_wait_s} s: "
-                                       "are the robots running?")
-                time.sleep(0.02)
-
-    def _select(self, chunks: list[RolloutChunk]) -> tuple[list[RolloutChunk], list[RolloutChunk]]:
-        """The chunks to train on next (oldest first, at least `batch_calls` calls if there are
-        that many), and the rest."""
-        group_size = getattr(self.algorithm, "group_size", 1)
-        if group_size > 1:
-            groups, rest = complete_groups(chunks, group_size)
-            return [c for g in groups for ep in g for c in ep], rest
-        calls = np.cumsum([c.num_calls for c in chunks])
-        take = int(np.searchsorted(calls, self.config.batch_calls)) + 1
-        return chunks[:take], chunks[take:]
+        while (taken := self.feed.take(self.policy_version)) is None:
+            if self._interrupt.is_set():
+                raise Interrupted
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no fresh rollout chunks for {self.config.max_wait_s} s: "
+                                   "are the robots running?")
+            time.sleep(0.02)
+        return taken
 
     def step(self) -> dict[str, float]:
-        """One update. Publishes every `publish_every` updates and checkpoints on a timer."""
-        offline = self._offline() if self.updates == 0 else {}
+        """One update, waiting for data. Publishes every `publish_every` updates and
+        checkpoints on a timer."""
+        offline = self._before_update()
         t0 = time.monotonic()
         chunks, dropped = self._gather()
+        return self._update(chunks, dropped, offline, t0)
+
+    def try_step(self) -> dict[str, float] | None:
+        """One update if a batch is ready now, else None at once (a one-process loop's step,
+        where waiting would stall the robot that must make the data)."""
+        taken = self.feed.take(self.policy_version)
+        if taken is None:
+            return None
+        offline = self._before_update()
+        return self._update(*taken, offline, time.monotonic())
+
+    def _before_update(self) -> dict[str, float]:
+        """Adopt the learned reward's newest weights; the offline phase before the first
+        update."""
+        if self.reward_weights is not None:
+            adopt(self.reward, self.reward_weights)
+        return self._offline() if self.updates == 0 else {}
+
+    def _update(self, chunks: list[RolloutChunk], dropped: int, offline: dict[str, float],
+                t0: float) -> dict[str, float]:
         t_data = time.monotonic() - t0
         rewards = [self.reward.score(c) for c in chunks]
         faults = self._reward_faults(chunks)
@@ -207,13 +180,14 @@ class Learner:
         return sum(bool(failed(c)) for c in chunks) if failed is not None else 0
 
     def _offline(self) -> dict[str, float]:
-        """The algorithm's offline phase on the demos (scored by the reward model), if it has
-        one; runs once, before the first update (not again after a resume)."""
-        offline = getattr(self.algorithm, "offline", None)
-        if offline is None or not self._demos:
+        """The algorithm's offline phase on the demos (scored by the reward model), if it
+        declares one (`DataNeeds.demos`); runs once, before the first update (not again after a
+        resume)."""
+        if not self._demos:
             return {}
         t0 = time.monotonic()
-        stats = offline(self._demos, [self.reward.score(c) for c in self._demos])
+        algorithm = cast(Offline, self.algorithm)
+        stats = algorithm.offline(self._demos, [self.reward.score(c) for c in self._demos])
         self._demos = []
         return {f"offline_{k}": v for k, v in stats.items()} | {
             "offline_s": time.monotonic() - t0}
@@ -224,7 +198,7 @@ class Learner:
         state = {
             "policy": self.policy.state_dict(), "algorithm": self.algorithm.state_dict(),
             "policy_version": self.policy_version, "updates": self.updates,
-            "env_steps": self.env_steps, "cursor": self.cursor,
+            "env_steps": self.env_steps, "cursor": self.feed.cursor,
             "torch_rng": torch.get_rng_state(), "extra": extra or {},
         }
         path = self.checkpoint_dir / f"ckpt-{self.policy_version:06d}.pt"
@@ -244,6 +218,6 @@ class Learner:
         self.policy.load_state_dict(state["policy"])
         self.algorithm.load_state_dict(state["algorithm"])
         self.policy_version, self.updates = state["policy_version"], state["updates"]
-        self.env_steps, self.cursor = state["env_steps"], state["cursor"]
+        self.env_steps, self.feed.cursor = state["env_steps"], state["cursor"]
         torch.set_rng_state(state["torch_rng"].cpu())
         return dict(state["extra"])

@@ -10,7 +10,7 @@ Third-party models plug in through the entry-point group `fleet.rewards` (a fact
 `params` mapping of `RewardConfig`). Nothing registers itself on import.
 
 Optional, for learned rewards: `ready` (False: the learner skips batches until it is fitted),
-and `fit(episodes)`, `weights()`, `load_weights(version, state)` (a `fleet.remote.reward`
+and `fit(episodes)`, `weights()`, `load_weights(version, state)` (a `rewards.trainer`
 trainer fits the model online and the learner's copy adopts each new version).
 """
 

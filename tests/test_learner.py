@@ -89,7 +89,8 @@ def test_checkpoint_round_trip(tmp_path):
         assert (tmp_path / "ckpt" / "latest.pt").resolve() == path.resolve()
         other, _ = make_learner(tmp_path, buf)
         assert other.load_checkpoint(tmp_path / "ckpt" / "latest.pt") == {"wandb_id": "abc"}
-        assert (other.policy_version, other.updates, other.cursor) == (1, 1, learner.cursor)
+        assert (other.policy_version, other.updates) == (1, 1)
+        assert other.feed.cursor == learner.feed.cursor
         for k, v in learner.policy.policy_state().items():
             np.testing.assert_array_equal(v, other.policy.policy_state()[k])
         for k, v in learner.algorithm.critic.state_dict().items():  # PPO's critic comes back

@@ -72,8 +72,9 @@ def test_weights_round_trip_gives_the_same_scores():
 
 def test_trainer_actor_learns_from_the_buffer_and_the_learner_adopts(local_ray, tmp_path):
     from fleet.remote.buffer import BufferServer
-    from fleet.remote.reward import RewardTrainer, adopt
+    from fleet.remote.reward import RewardTrainer
     from fleet.remote.weights import HubWeights, WeightHub
+    from rewards.trainer import adopt
 
     cfg = RewardConfig("world_model", {**SMALL, "fit_steps": 30, "min_episodes": 4,
                                        "fit_every_s": 0.0})

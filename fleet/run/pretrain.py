@@ -5,9 +5,9 @@ Example:
 
     policy, info = pretrained_base(cfg)      # cached under pretrain.cache_dir after first use
 
-Demonstrations are stored in Fleet's own buffer format (`demos-<key>/`), the base weights as
-`base-<key>.pt`; the key hashes every setting that changes them, so a changed setting never
-reuses a stale cache.
+Demonstrations are stored in Fleet's own buffer format (`demos-<key>/`, written and read whole by
+`buffers.demos`), the base weights as `base-<key>.pt`; the key hashes every setting that changes
+them, so a changed setting never reuses a stale cache.
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ from actors.robots import make_robot
 from algorithms.bc import chunk_targets, train_bc
 from algorithms.factory import make_policy
 from algorithms.policy import ChunkPolicy, PolicyConfig, config_key_fields, input_keys, policy_input
-from buffers.codec import decode_chunk, encode_chunk
+from buffers.demos import read_demos, write_demos
 from buffers.records import RolloutChunk
-from buffers.store import ReplayBuffer
 from fleet.config import Config
 
 
@@ -41,31 +40,44 @@ def policy_config(cfg: Config) -> PolicyConfig:
 
 
 def cache_key(cfg: Config) -> str:
+    # "format" 2: demo buffers written before it gave every task's demos the same episode ids,
+    # so a multi-task cache kept one task's share (3 of 9 on reach, push and drawer-close; one
+    # demo of ten on MT10), labelled them with the previous task, and had no `demos.json`. A
+    # new key leaves those caches unread rather than guessing which of them are whole.
     parts = {"robot": dataclasses.asdict(cfg.robot), "policy": config_key_fields(cfg.policy),
              "pretrain": {k: v for k, v in dataclasses.asdict(cfg.pretrain).items()
-                          if k != "cache_dir"}, "format": 1}
+                          if k != "cache_dir"}, "format": 2}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def load_or_collect_demos(cfg: Config, root: Path) -> list[RolloutChunk]:
-    """`pretrain.demos` successful noisy expert episodes per task, from the cache when there;
-    none for a robot without a scripted expert."""
-    tasks = cfg.robot.tasks
+    """`pretrain.demos` successful noisy expert episodes per task, read back from the demo
+    buffer at `root` (collected and written there first if it is not there yet); none for a
+    robot without a scripted expert."""
     if not cfg.robot.has_expert:
         return []
-    with ReplayBuffer(root) as buf:
-        if len(buf) >= cfg.pretrain.demos * len(tasks):
-            records, _ = buf.read(0, len(buf))
-            return [decode_chunk(r) for r in records]
-        robot = make_robot(cfg.robot, "expert-0")
+    if not root.is_dir():
+        write_demos(root, collect_task_demos(cfg))
+    demos = read_demos(root)  # what TD's offline phase reads too, checked whole
+    expected = cfg.pretrain.demos * len(cfg.robot.tasks)
+    if len(demos) != expected:
+        raise RuntimeError(f"the demo buffer {root} holds {len(demos)} demos, not "
+                           f"pretrain.demos x tasks = {expected}; delete it to collect again")
+    return demos
+
+
+def collect_task_demos(cfg: Config) -> list[RolloutChunk]:
+    """`pretrain.demos` demos of each of the robot's tasks, in task order, from one expert."""
+    robot = make_robot(cfg.robot, "expert-0")
+    try:
         demos = []
-        for task in tasks:
+        for task in cfg.robot.tasks:
             robot.pin_task(task)
             demos += collect_demos(robot, cfg.pretrain.demos, cfg.pretrain.noise,
                                    cfg.policy.horizon, cfg.pretrain.bc.seed)
-        robot.close()
-        buf.insert([encode_chunk(d) for d in demos])
         return demos
+    finally:
+        robot.close()
 
 
 def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[str, Any]]:

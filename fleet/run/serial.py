@@ -2,19 +2,23 @@
 
 Example:
 
-    run = SerialRun(robot, policy, PPO(policy, PPOConfig()), EnvReward(), LearnerConfig(),
-                    WorkerConfig(horizon=1), root=Path("runs/serial"))
+    parts = LearnerParts(policy_config, None, AlgorithmConfig(name="ppo"), RewardConfig("env"),
+                         LearnerConfig(), Path("runs/serial/checkpoints"))
+    run = SerialRun(robot, parts, WorkerConfig(horizon=1), root=Path("runs/serial"))
     run.train(env_steps=50_000)          # episodes, then an update whenever a batch is ready
 
-Only the launcher differs from the distributed job (as in Acme): a `RobotWorker` streams chunks
-into a real on-disk `ReplayBuffer`, and the `Learner` reads them from it and publishes weights the
-worker adopts between chunks. Used by benchmarks and tests; data is never stale by more than one
-version here.
+Only the launcher differs from the distributed job (as in Acme): the learner is built by the
+same `learner.build.build_learner` (every algorithm, its demos, every reward), a `RobotWorker`
+streams chunks into a real on-disk `ReplayBuffer`, and the `Learner` reads them from it and
+publishes weights the worker adopts between chunks. A learned reward is fitted by a
+`rewards.trainer.RewardTrainer` after each episode. Used by benchmarks and tests; data is never
+stale by more than one version here.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +26,10 @@ import numpy as np
 from actors.robots.base import Robot
 from actors.worker import Policy, RobotWorker, WorkerConfig
 from algorithms.policy import ChunkPolicy
-from algorithms.ppo import PPO
-from buffers.codec import decode_chunk
 from buffers.store import ReplayBuffer
-from learner.loop import Learner, LearnerConfig
-from rewards.base import RewardModel
+from learner.build import LearnerParts, build_learner, read_demos
+from rewards.base import make_reward
+from rewards.trainer import RewardTrainer, trainable
 
 
 class _LocalWeights:
@@ -43,31 +46,30 @@ class _LocalWeights:
 
 
 class _BufferOutbox:
-    """Inserts each chunk into the buffer at once and counts the policy calls it holds."""
+    """Inserts each chunk into the buffer at once."""
 
     def __init__(self, buffer: ReplayBuffer) -> None:
         self.buffer = buffer
-        self.calls = 0
 
     def put(self, record: bytes) -> None:
         result = self.buffer.insert([record])
         if result.refused:
             raise ValueError(f"the buffer refused a chunk: {result.refused[0][1]}")
-        self.calls += decode_chunk(record).num_calls
 
 
 class SerialRun:
-    def __init__(self, robot: Robot, policy: ChunkPolicy, algorithm: PPO, reward: RewardModel,
-                 learner: LearnerConfig, worker: WorkerConfig, root: Path,
+    def __init__(self, robot: Robot, learner: LearnerParts, worker: WorkerConfig, root: Path,
                  acting_policy: Policy | None = None) -> None:
+        """`learner`: what `build_learner` builds the learner from, as `fleet train`'s learner
+        actor does; robots run groups when the algorithm declares them."""
         self.buffer = ReplayBuffer(root / "buffer")
-        self.outbox = _BufferOutbox(self.buffer)
         weights = _LocalWeights()
-        self.learner = Learner(policy, algorithm, reward, self.buffer, weights, learner,
-                               root / "checkpoints")
+        self.reward_trainer, reward_weights = _reward_trainer(learner, self.buffer)
+        self.learner = build_learner(learner, self.buffer, weights, reward_weights)
         # The robot acts with its own copy, as on a real fleet, so adoption is exercised too.
-        acting = acting_policy or _copy(policy)
-        self.worker = RobotWorker(robot, acting, self.outbox, weights, worker)
+        acting = acting_policy or _copy(self.learner.policy)
+        worker = dataclasses.replace(worker, group_size=learner.algorithm.group_size)
+        self.worker = RobotWorker(robot, acting, _BufferOutbox(self.buffer), weights, worker)
         self.metrics: list[dict[str, float]] = []
 
     def train(self, env_steps: int) -> None:
@@ -75,13 +77,24 @@ class SerialRun:
         while self.worker.stats.env_steps < env_steps:
             self.worker.run_episode(seed=self.worker.config.seed * 1_000_000 + episode)
             episode += 1
-            # Calls stored but neither trained on nor dropped yet are what the learner can use.
-            while (self.outbox.calls - self.learner.calls_consumed
-                   >= self.learner.config.batch_calls):
-                self.metrics.append(self.learner.step())
+            if self.reward_trainer is not None:
+                self.reward_trainer.step()
+            while (metrics := self.learner.try_step()) is not None:
+                self.metrics.append(metrics)
 
     def close(self) -> None:
         self.buffer.close()
+
+
+def _reward_trainer(parts: LearnerParts, buffer: ReplayBuffer,
+                    ) -> tuple[RewardTrainer | None, _LocalWeights | None]:
+    """A learned reward's trainer over the buffer (`rewards.trainer`), and where it publishes
+    for the learner's copy to adopt; (None, None) for a fixed reward."""
+    model = make_reward(parts.reward, guard=False)
+    if not trainable(model):
+        return None, None
+    hub = _LocalWeights()
+    return RewardTrainer(model, buffer, hub, read_demos(parts.demos)), hub
 
 
 def _copy(policy: ChunkPolicy) -> ChunkPolicy:

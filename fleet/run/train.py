@@ -204,9 +204,10 @@ def robot_launches(cfg: Config, run_dir: Path, pcfg: PolicyConfig,
 def start_reward_trainer(cfg: Config, buffer: Any, demos: str) -> tuple[Any, Any]:
     """(hub, RewardTrainer) for a reward model that learns online from the buffer
     (`fleet.remote.reward`), else (None, None)."""
-    from fleet.remote.reward import RewardTrainer, trainable
+    from fleet.remote.reward import RewardTrainer
     from fleet.remote.weights import WeightHub
     from rewards.base import make_reward
+    from rewards.trainer import trainable
 
     if not trainable(make_reward(cfg.reward, guard=False)):
         return None, None
