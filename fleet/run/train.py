@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -30,14 +30,24 @@ from actors.robots import assign_tasks
 from actors.worker import WorkerConfig
 from algorithms.policy import PolicyConfig
 from fleet.config import Config, ConfigError, saved_config, to_dict
-from fleet.remote.robot import Bridge, RobotLaunch
+from fleet.console.server import ConsoleServer, RayRobots
+
+# Every module of ours the driver uses is imported here, before `ray.init`: inside `ray job
+# submit`, Ray unpacks the job's working_dir again when the driver connects (the driver's cwd
+# vanished across `ray.init()` in tests/test_cluster.py), and an import made in that window
+# finds the package half-written (`No module named 'fleet.remote.learner'`).
+from fleet.remote.buffer import BufferServer
+from fleet.remote.inference import inference_server
+from fleet.remote.learner import LearnerActor
+from fleet.remote.reward import RewardTrainer
+from fleet.remote.robot import Bridge, RobotLaunch, endpoint_for, start_robot
+from fleet.remote.weights import HubWeights, WeightHub
 from fleet.run.evaluate import eval_execution
 from fleet.run.metrics import MetricsLogger
 from fleet.run.pretrain import cache_key, policy_config, pretrained_base
 from fleet.run.view import LiveView, Throughput
-
-if TYPE_CHECKING:
-    from fleet.console.server import ConsoleServer
+from rewards.base import make_reward
+from rewards.trainer import trainable
 
 
 def open_run(cfg: Config) -> tuple[Config, Path, Path | None]:
@@ -143,10 +153,6 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
     """Buffer, weight hub and learner, then robots acting with the learner's current weights."""
     import ray
 
-    from fleet.remote.buffer import BufferServer
-    from fleet.remote.learner import LearnerActor
-    from fleet.remote.robot import start_robot
-    from fleet.remote.weights import HubWeights, WeightHub
 
     pcfg = base_config
     buffer = BufferServer.options(scheduling_strategy=on_this_node()).remote(
@@ -169,8 +175,6 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
         console.print(f"resuming {run_dir} at policy_version {version}")
     server = None
     if cfg.fleet.inference == "server":  # one batching server answers every robot's calls
-        from fleet.remote.inference import inference_server
-
         server = inference_server(pcfg, num_gpus=cfg.fleet.inference_gpus,
                                   max_batch=cfg.fleet.inference_max_batch,
                                   max_wait_s=cfg.fleet.inference_max_wait_s, hub=hub,
@@ -189,8 +193,6 @@ def robot_launches(cfg: Config, run_dir: Path, pcfg: PolicyConfig,
     """What each robot starts from: the simulated robots `robot-<i>` (each with its share of
     the tasks), then one per real robot of `fleet.bridge_robots`, each serving its robot's
     gateway (bridged robot j binds the endpoint's port + j)."""
-    from fleet.remote.robot import endpoint_for
-
     n, spill = cfg.fleet.num_robots, str(run_dir / "spill")
     sims = [RobotLaunch(f"robot-{i}", cfg.robot, pcfg, worker_config(cfg, i, version), spill,
                         version, assign_tasks(cfg.robot.tasks, n, i), cfg.operator,
@@ -204,17 +206,18 @@ def robot_launches(cfg: Config, run_dir: Path, pcfg: PolicyConfig,
 def start_reward_trainer(cfg: Config, buffer: Any, demos: str) -> tuple[Any, Any]:
     """(hub, RewardTrainer) for a reward model that learns online from the buffer
     (`fleet.remote.reward`), else (None, None)."""
-    from fleet.remote.reward import RewardTrainer
-    from fleet.remote.weights import WeightHub
-    from rewards.base import make_reward
-    from rewards.trainer import trainable
-
-    if not trainable(make_reward(cfg.reward, guard=False)):
+    if not learns_online(cfg):
         return None, None
     hub = WeightHub.remote()
     trainer = RewardTrainer.remote(cfg.reward, buffer, hub, demos)
     trainer.start.remote()
     return hub, trainer
+
+
+def learns_online(cfg: Config) -> bool:
+    """Whether the reward model is trained online (`rewards.trainer`); building it once also
+    imports its module before `ray.init` (see the imports above)."""
+    return trainable(make_reward(cfg.reward, guard=False))
 
 
 def train(cfg: Config, console: Console) -> dict[str, Any]:
@@ -223,6 +226,7 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
     t_start = time.monotonic()
     cfg, run_dir, checkpoint = open_run(cfg)
     base, pre_info = pretrained_base(cfg, log=console.print)
+    learns_online(cfg)
     start_ray(cfg)
     operators: ConsoleServer | None = None
     try:
@@ -278,8 +282,6 @@ def start_console(cfg: Config, fleet: Fleet, run_dir: Path,
     port is taken (the run goes on without it)."""
     if not cfg.console.enabled:
         return None
-    from fleet.console.server import ConsoleServer, RayRobots
-
     ids = [f"robot-{i}" for i in range(len(fleet.robots))] + list(cfg.fleet.bridge_robots)
     handles = dict(zip(ids, fleet.robots + fleet.bridged, strict=True))
     try:
