@@ -1,46 +1,72 @@
-"""The operator console: a small HTTP server in the driver, a JSON API and one static page.
+"""The operator console: an aiohttp server on its own event loop in the driver, a JSON API, a
+server-sent event stream and one static page.
 
 Example (what `fleet train` does; `docs/console.md` has the API with curl examples):
 
-    server = ConsoleServer(ConsoleConfig(port=0), RayRobots(ids, handles), run_dir)
+    server = ConsoleServer(ConsoleConfig(port=0), RayRobots(handles), run_dir)
     server.start()                    # a thread; server.url is http://127.0.0.1:<port>/
     server.record(snapshot)           # the driver adds a learning-curve point now and then
     server.stop()
 
-Routes: GET / (the page), GET /api/robots, GET /api/metrics, POST /api/robots/<id>/<command>
-and POST /api/fleet/<pause|resume|estop|arm> (every robot). A command's JSON body holds its
-arguments (`actors.control`). Any bind but loopback needs a token (`console.token`, or one is
-generated and printed): a request without `Authorization: Bearer <token>` gets 401 and changes
-nothing. Every operator action is appended to `<run_dir>/audit.jsonl` (who, when, what, result);
-the teleop stream itself is counted in the robot's stats, its take-over start and end audited.
+Routes: GET / (the page), GET /api/robots, GET /api/metrics, GET /api/events (the grid and the
+curve pushed as server-sent events), GET /api/robots/<id>/frame.png, POST
+/api/robots/<id>/<command> and POST /api/fleet/<pause|resume|estop|arm> (every robot). A command's
+JSON body holds its arguments (`actors.control`). Any bind but loopback needs a token (the
+`FLEET_CONSOLE_TOKEN` environment variable or `console.token_file`, else one is generated and
+printed): a request without `Authorization: Bearer <token>` gets 401 and changes nothing.
+
+Why aiohttp: it comes with `ray[default]` (no new dependency), parses HTTP with llhttp (chunked
+bodies, one Content-Length, header size limits), writes a small response in one send with
+TCP_NODELAY, and one event loop holds hundreds of idle connections without a thread each. What it
+lacks is added here: a connection cap (the oldest idle connection is dropped for a new one), a
+deadline for a connection's request to arrive (slow or half-sent headers are cut), a body deadline,
+and an e-stop path that never waits behind other calls: e-stops run on their own threads, so a
+slow `stats()` or frame of some robot cannot delay them.
+
+Every operator action and every refused request is appended to `<run_dir>/audit.jsonl` (who, when,
+what, result); refusals are rate-limited per client and the file is rotated, so nobody can fill
+the disk with it; the token never appears in it. The teleop stream is counted in the robot's
+stats, its take-over start and end audited.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import concurrent.futures
 import dataclasses
 import datetime
 import hmac
 import ipaddress
 import json
 import math
+import os
 import secrets
+import socket
+import stat
 import struct
 import threading
 import time
+import urllib.parse
 import zlib
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from actors.control import COMMANDS, CommandError
 
 MAX_BODY = 4096  # bytes of one request body
 FLEET_COMMANDS = ("pause", "resume", "estop", "arm")
 MAX_POINTS = 2000  # learning-curve points kept (older ones are thinned)
+TOKEN_ENV = "FLEET_CONSOLE_TOKEN"
+MAX_JSON_DEPTH = 8  # a command's body is flat; deeper nesting is refused before parsing
+MAX_STREAMS = 16  # event-stream subscribers at once
+STREAM_EVERY_S = 0.5  # the grid's push interval
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +74,47 @@ class ConsoleConfig:
     enabled: bool = True  # fleet train serves the console
     host: str = "127.0.0.1"  # anything but loopback requires a token
     port: int = 8750  # 0: any free port (tests)
-    token: str = ""  # Bearer token; empty: none on loopback, a generated one elsewhere
+    token: str = ""  # in-process use only (tests, benches): never from YAML/argv (fleet.config)
+    token_file: str = ""  # a file (mode 0600) holding the token; else $FLEET_CONSOLE_TOKEN
+    max_connections: int = 256  # open connections; beyond, the oldest idle one is dropped
+    request_timeout_s: float = 10.0  # a connection's next request must be in by then
+    body_timeout_s: float = 5.0  # a request's body must be in by then
+    audit_max_bytes: int = 8 * 1024**2  # audit.jsonl is rotated (audit.jsonl.1, .2) past this
+    audit_refusals_per_s: float = 5.0  # per client, with a burst of 20; the rest is counted
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"console.port must be in 0..65535, got {self.port}")
+        if self.max_connections < 8 or self.request_timeout_s <= 0 or self.body_timeout_s <= 0:
+            raise ValueError("console.max_connections must be >= 8 and the timeouts > 0")
+
+
+class TokenError(ValueError):
+    """The console's token file is missing, empty or readable by others."""
+
+
+def read_token(config: ConsoleConfig, environ: Mapping[str, str] | None = None) -> str:
+    """The console's token: `config.token` (in-process), `$FLEET_CONSOLE_TOKEN`, or the first line
+    of `config.token_file`, which must be readable by its owner only (0600 or stricter)."""
+    environ = os.environ if environ is None else environ
+    if config.token:
+        return config.token
+    if environ.get(TOKEN_ENV):
+        return environ[TOKEN_ENV].strip()
+    if not config.token_file:
+        return ""
+    path = Path(config.token_file).expanduser()
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text().strip()
+    except OSError as e:
+        raise TokenError(f"console.token_file {path}: {e.strerror or e}") from e
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise TokenError(f"console.token_file {path} is readable by others (mode "
+                         f"{stat.S_IMODE(mode):04o}): chmod 600 {path}")
+    if not text:
+        raise TokenError(f"console.token_file {path} is empty")
+    return text.splitlines()[0]
 
 
 class Robots(Protocol):
@@ -72,7 +134,7 @@ class Robots(Protocol):
 
 
 class RayRobots:
-    """`Robots` over `fleet.remote.RobotActor` handles (bridged robots show, without controls)."""
+    """`Robots` over `fleet.remote.RobotActor` handles (simulated and bridged robots alike)."""
 
     def __init__(self, handles: dict[str, Any], timeout_s: float = 5.0) -> None:
         self.handles = handles
@@ -104,6 +166,25 @@ class RayRobots:
         reply: dict[str, Any] = ray.get(call.remote(command), timeout=self.timeout_s)
         return reply
 
+    def control_many(self, ids: list[str], command: dict[str, Any]) -> dict[str, Any]:
+        """One command to many robots, sent to all before waiting on any (the fleet e-stop)."""
+        import ray
+
+        refs, out = {}, {}
+        for rid in ids:
+            try:
+                refs[rid] = self.handles[rid].control.remote(command)
+            except AttributeError:
+                out[rid] = {"error": f"{rid} has no console controls"}
+        ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.timeout_s)
+        for rid, ref in refs.items():
+            try:
+                out[rid] = ray.get(ref, timeout=0)
+            except Exception as e:
+                cause = getattr(e, "cause", None) or e
+                out[rid] = {"error": f"{type(cause).__name__}: {cause}"}
+        return out
+
     def frame(self, robot_id: str) -> np.ndarray | None:
         import ray
 
@@ -112,20 +193,68 @@ class RayRobots:
 
 
 class AuditLog:
-    """Append-only JSON lines: one per operator action, flushed as written."""
+    """Append-only JSON lines: one per operator action or refused request, flushed as written.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    Refusals are rate-limited per client (a token bucket; what it drops is counted and written
+    with the client's next line), the file is rotated past `max_bytes` (two old files kept), and
+    the token, if any, is replaced by `[redacted]` wherever it appears."""
+
+    def __init__(self, path: Path, max_bytes: int = 8 * 1024**2, per_s: float = 5.0,
+                 burst: float = 20.0, secret: str = "", keep: int = 2) -> None:
+        self.path, self.max_bytes, self.per_s, self.burst, self.keep = (
+            path, max_bytes, per_s, burst, keep)
+        self._secrets = [s for s in {secret, json.dumps(secret)[1:-1]} if s]
         self._lock = threading.Lock()
+        self._buckets: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
+        self.suppressed = 0  # refusals not written (over the rate)
 
     def append(self, who: str, client: str, what: dict[str, Any], result: str,
-               status: int) -> None:
+               status: int, refusal: bool = False) -> bool:
+        """Write one line; a refusal over its client's rate is only counted (returns False)."""
         now = time.time()
-        line = {"time": datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(),
-                "unix": now, "who": who, "client": client, "what": what, "result": result,
-                "status": status}
-        with self._lock, self.path.open("a") as f:
-            f.write(json.dumps(line) + "\n")
+        with self._lock:
+            dropped = 0
+            if refusal:
+                tokens, last, dropped_before = self._buckets.pop(client, [self.burst, now, 0])
+                tokens = min(self.burst, tokens + (now - last) * self.per_s)
+                if tokens < 1:
+                    self._buckets[client] = [tokens, now, dropped_before + 1]
+                    self.suppressed += 1
+                    self._trim()
+                    return False
+                self._buckets[client] = [tokens - 1, now, 0]
+                dropped = int(dropped_before)
+                self._trim()
+            line = {"time": datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(),
+                    "unix": now, "who": who, "client": client, "what": what, "result": result,
+                    "status": status}
+            if dropped:
+                line["suppressed_before"] = dropped  # this client's refusals not written
+            text = json.dumps(_clean(line)) + "\n"
+            for s in self._secrets:
+                text = text.replace(s, "[redacted]")
+            self._rotate(len(text))
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a") as f:
+                f.write(text)
+            return True
+
+    def _trim(self) -> None:
+        while len(self._buckets) > 4096:  # clients remembered (the oldest are forgotten)
+            self._buckets.popitem(last=False)
+
+    def _rotate(self, adding: int) -> None:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size + adding <= self.max_bytes:
+            return
+        for i in range(self.keep, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            newer = self.path.with_name(f"{self.path.name}.{i - 1}") if i > 1 else self.path
+            if newer.exists():
+                newer.replace(older)
 
 
 def png(image: np.ndarray) -> bytes:
@@ -165,6 +294,67 @@ def _clean(x: Any) -> Any:
     return x
 
 
+class BodyError(ValueError):
+    """A request body that is not a small flat JSON object (the console's only decoder error)."""
+
+
+def _small_int(text: str) -> int:
+    if len(text.lstrip("-")) > 15:
+        raise BodyError("integers in a command have at most 15 digits")
+    return int(text)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """A command body: a JSON object, at most `MAX_JSON_DEPTH` deep, integers of at most 15 digits,
+    finite numbers. Raises only `BodyError`."""
+    if not raw.strip():
+        return {}
+    depth = deepest = 0
+    quoted = escaped = False
+    for byte in raw:  # nesting is counted before json.loads could recurse into it
+        if quoted:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                quoted = False
+        elif byte == 0x22:  # double quote
+            quoted = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    if deepest > MAX_JSON_DEPTH:
+        raise BodyError(f"the body nests deeper than {MAX_JSON_DEPTH}")
+
+    def no_constant(name: str) -> Any:
+        raise BodyError(f"{name} is not a number a command takes")
+
+    try:
+        body = json.loads(raw, parse_int=_small_int, parse_constant=no_constant)
+    except BodyError:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise BodyError("the body is not JSON") from e
+    if not isinstance(body, dict):
+        raise BodyError("the body must be a JSON object")
+    if not all(math.isfinite(v) for v in _floats(body)):
+        raise BodyError("numbers must be finite")
+    return body
+
+
+def _floats(x: Any) -> list[float]:
+    if isinstance(x, float):
+        return [x]
+    if isinstance(x, dict):
+        return [f for v in x.values() for f in _floats(v)]
+    if isinstance(x, list):
+        return [f for v in x for f in _floats(v)]
+    return []
+
+
 def robot_row(s: dict[str, Any], learner_version: int) -> dict[str, Any]:
     """What the grid shows of one robot's stats."""
     if s.get("error") and "control" not in s:
@@ -184,31 +374,79 @@ def robot_row(s: dict[str, Any], learner_version: int) -> dict[str, Any]:
             "intervened_steps": s.get("intervened_steps"), "steps_per_s": c.get("steps_per_s"),
             "last_step_age_s": age, "missed_deadlines": s.get("missed_deadlines", 0),
             "health": health, "correction": c.get("correction", ""),
+            "teleop_messages": c.get("teleop", 0),
             "action_dim": c.get("action_dim"), "control_hz": hz, "controls": "control" in s,
-            "camera": bool(c.get("camera")),
+            "camera": bool(c.get("camera")), "bridge": s.get("bridge"),
             "error": s.get("error")}
 
 
-class ConsoleServer:
-    """The console's HTTP server, in a daemon thread of the driver."""
+@dataclasses.dataclass
+class _Conn:
+    """One open connection, as the watchdog sees it."""
 
-    def __init__(self, config: ConsoleConfig, robots: Robots, run_dir: Path) -> None:
+    transport: asyncio.Transport
+    peer: str
+    opened: float
+    last: float  # when its last request ended (or it opened)
+    busy: int = 0  # requests in progress
+    requests: int = 0
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, telling the console of each connection as it opens and ends."""
+
+    def __init__(self, console: ConsoleServer, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.console = console
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.console._opened(handler, transport)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        self.console._conns.pop(handler, None)
+        super().connection_lost(handler, exc)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str, close: bool = False) -> None:
+        super().__init__(message)
+        self.status, self.message, self.close = status, message, close
+
+
+class ConsoleServer:
+    """The console's HTTP server, on an asyncio loop in a daemon thread of the driver."""
+
+    def __init__(self, config: ConsoleConfig, robots: Robots, run_dir: Path,
+                 token: str | None = None) -> None:
         self.config = config
         self.robots = robots
-        self.audit = AuditLog(run_dir / "audit.jsonl")
-        self.token = config.token or ("" if is_loopback(config.host)
-                                      else secrets.token_urlsafe(24))
+        secret = read_token(config) if token is None else token
+        self.token = secret or ("" if is_loopback(config.host) else secrets.token_urlsafe(24))
+        self.audit = AuditLog(run_dir / "audit.jsonl", config.audit_max_bytes,
+                              config.audit_refusals_per_s, secret=self.token)
         self.points: list[dict[str, Any]] = []
         self.learner_version = 0
+        self.dropped_connections = 0  # closed by the watchdog or the cap
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((config.host, config.port), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
         self.page = resources.files("fleet.console").joinpath("static/index.html").read_bytes()
+        self._sock = socket.create_server((config.host, config.port), backlog=1024,
+                                          family=socket.AF_INET6 if ":" in config.host
+                                          else socket.AF_INET)
+        self._conns: dict[RequestHandler, _Conn] = {}
+        # blocking calls into the fleet: e-stops on their own threads, never behind the rest
+        self._estop_pool = concurrent.futures.ThreadPoolExecutor(4, "console-estop")
+        self._pool = concurrent.futures.ThreadPoolExecutor(8, "console-calls")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._closing: asyncio.Event | None = None
+        self._streams = 0
+        self._view: dict[str, Any] | None = None  # the newest grid, for the event stream
+        self._view_changed: asyncio.Condition | None = None
 
     @property
     def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        return int(self._sock.getsockname()[1])
 
     @property
     def url(self) -> str:
@@ -217,14 +455,24 @@ class ConsoleServer:
         return base + (f"#token={self.token}" if self.token else "")
 
     def start(self) -> ConsoleServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
+        ready = threading.Event()
+        failed: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, args=(ready, failed), daemon=True,
                                         name="fleet-console")
         self._thread.start()
+        ready.wait(30)
+        if failed:
+            raise failed[0]
         return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+        self._estop_pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._sock.close()
 
     def record(self, snapshot: dict[str, Any]) -> None:
         """A learning-curve point from the driver's fleet snapshot (`fleet.run.train`)."""
@@ -236,7 +484,7 @@ class ConsoleServer:
             if len(self.points) > MAX_POINTS:
                 self.points = self.points[::2]
 
-    # -- what the routes do --------------------------------------------------------------------
+    # -- what the routes do (blocking: run on the pools) ---------------------------------------
 
     def robots_view(self) -> dict[str, Any]:
         rows = [robot_row(s, self.learner_version) for s in self.robots.stats()]
@@ -254,181 +502,306 @@ class ConsoleServer:
     def fleet_command(self, command: dict[str, Any]) -> dict[str, Any]:
         """The same command to every robot at once (an e-stop reaches all in one round)."""
         ids = self.robots.ids()
+        many: Callable[[list[str], dict[str, Any]], dict[str, Any]] | None = getattr(
+            self.robots, "control_many", None)
         results: dict[str, Any] = {}
+        if many is not None:
+            results = many(ids, command)
+        else:
+            def one(rid: str) -> None:
+                try:
+                    results[rid] = self.robots.control(rid, command)
+                except Exception as e:
+                    results[rid] = {"error": f"{type(e).__name__}: {e}"}
 
-        def one(rid: str) -> None:
-            try:
-                results[rid] = self.robots.control(rid, command)
-            except Exception as e:
-                results[rid] = {"error": f"{type(e).__name__}: {e}"}
-
-        threads = [threading.Thread(target=one, args=(rid,)) for rid in ids]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            threads = [threading.Thread(target=one, args=(rid,)) for rid in ids]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
         return {"robots": [dict(results[rid], robot_id=rid) for rid in ids]}
 
+    # -- the event loop ------------------------------------------------------------------------
 
-def _handler(server: ConsoleServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(_Handler):
-        console = server
+    def _serve(self, ready: threading.Event, failed: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            runner = loop.run_until_complete(self._open())
+        except BaseException as e:  # reported by start()
+            failed.append(e)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            assert self._closing is not None
+            self._closing.set()
+            for conn in list(self._conns.values()):
+                conn.transport.abort()
+            loop.run_until_complete(runner.cleanup())
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
 
-    return Handler
+    async def _open(self) -> web.BaseRunner:
+        self._closing = asyncio.Event()
+        self._view_changed = asyncio.Condition()
+        server = _Server(self, self._handle, request_factory=self._make_request,
+                         handler_cancellation=True, max_line_size=4096, max_field_size=4096,
+                         max_headers=64, keepalive_timeout=self.config.request_timeout_s,
+                         access_log=None)
+        runner = web.ServerRunner(server, shutdown_timeout=1.0)
+        await runner.setup()
+        await web.SockSite(runner, self._sock, backlog=1024).start()
+        asyncio.get_running_loop().create_task(self._watchdog())
+        return runner
 
+    def _make_request(self, message: Any, payload: Any, protocol: Any, writer: Any,
+                      task: Any) -> web.BaseRequest:
+        assert self._loop is not None
+        return web.BaseRequest(message, payload, protocol, writer, task, self._loop,
+                               client_max_size=MAX_BODY)
 
-class _Handler(BaseHTTPRequestHandler):
-    console: ConsoleServer
-    protocol_version = "HTTP/1.1"
-    server_version = "FleetConsole/1"
+    def _opened(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        now = time.monotonic()
+        peer = transport.get_extra_info("peername")
+        self._conns[handler] = _Conn(transport, str(peer[0]) if peer else "?", now, now)
+        if len(self._conns) > self.config.max_connections:  # the oldest idle one makes room
+            idle = [(c.last, h) for h, c in self._conns.items() if not c.busy and h is not handler]
+            if idle:
+                victim = min(idle, key=lambda x: x[0])[1]
+                self._drop(victim, "over console.max_connections")
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the audit log records what matters; access lines would drown the live view
+    def _drop(self, handler: RequestHandler, why: str) -> None:
+        conn = self._conns.pop(handler, None)
+        if conn is None:
+            return
+        self.dropped_connections += 1
+        conn.transport.abort()
+        self.audit.append("anonymous", conn.peer, {"connection": "dropped"}, why, 408,
+                          refusal=True)
 
-    # -- plumbing ------------------------------------------------------------------------------
+    async def _watchdog(self) -> None:
+        """Cuts connections whose next request has not arrived (headers half sent, or idle)."""
+        while True:
+            await asyncio.sleep(0.25)
+            deadline = time.monotonic() - self.config.request_timeout_s
+            for handler, conn in list(self._conns.items()):
+                if not conn.busy and conn.last < deadline:
+                    self._drop(handler, f"no request within {self.config.request_timeout_s} s")
 
-    def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
-        data = body if isinstance(body, bytes) else json.dumps(_clean(body)).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+    async def _blocking(self, call: Callable[..., Any], *args: Any, estop: bool = False) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._estop_pool if estop else self._pool, call, *args)
 
-    def _error(self, status: int, message: str) -> None:
-        self._send(status, {"error": message})
+    # -- requests ------------------------------------------------------------------------------
 
-    def _authorized(self) -> bool:
-        token = self.console.token
-        if not token:  # loopback: only names of this machine, so DNS rebinding gets nothing
-            host = self.headers.get("Host", "").rsplit(":", 1)[0].strip("[]")
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        conn = self._conns.get(request.protocol)
+        if conn is not None:
+            conn.busy += 1
+            conn.requests += 1
+        try:
+            return await self._route(request)
+        except _Refused as e:
+            self._audit_refusal(request, e.status, e.message)
+            response = _json(e.status, {"error": e.message})
+            if e.close or request.body_exists:  # an unread body must not become a request
+                response.force_close()
+            return response
+        finally:
+            if conn is not None:
+                conn.busy -= 1
+                conn.last = time.monotonic()
+
+    def _audit_refusal(self, request: web.BaseRequest, status: int, message: str) -> None:
+        who = str(request.headers.get("X-Fleet-Operator", "anonymous"))[:64]
+        self.audit.append(who, request.remote or "?",
+                          {"method": request.method, "path": request.raw_path[:200]}, message,
+                          status, refusal=True)
+
+    def _authorized(self, request: web.BaseRequest) -> bool:
+        if not self.token:  # loopback: only names of this machine, so DNS rebinding gets nothing
+            host = request.headers.get("Host", "").rsplit(":", 1)[0].strip("[]")
             return is_loopback(host)
-        got = self.headers.get("Authorization", "")
-        return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
+        got = request.headers.get("Authorization", "")
+        return hmac.compare_digest(got.encode(), f"Bearer {self.token}".encode())
 
-    def _body(self) -> dict[str, Any] | None:
-        """The request's JSON object (empty body: {}); None after answering an error."""
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        raw = request.raw_path.split("?", 1)[0]
+        if request.method in ("GET", "HEAD") and raw in ("/", "/index.html"):
+            nonce = secrets.token_urlsafe(16)  # only the page's own script and style run
+            page = self.page.replace(b"<script>", f'<script nonce="{nonce}">'.encode()).replace(
+                b"<style>", f'<style nonce="{nonce}">'.encode())
+            return web.Response(body=page, content_type="text/html", charset="utf-8",
+                                headers=_HEADERS | {"Content-Security-Policy": _CSP.format(
+                                    nonce=nonce)})
+        if not raw.startswith("/api/"):
+            raise _Refused(404, f"no page {raw[:100]}")
+        if not self._authorized(request):
+            raise _Refused(401, "missing or wrong Authorization: Bearer token")
+        origin = request.headers.get("Origin")
+        if origin and origin.split("://", 1)[-1] != request.headers.get("Host"):
+            raise _Refused(403, f"cross-origin request from {origin[:100]}")
         try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY:
-            self.close_connection = True  # the unread body must not become the next request
-            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        f"a body is at most {MAX_BODY} bytes")
-            return None
-        raw = self.rfile.read(length) if length else b""
-        if not raw:
-            return {}
-        if self.headers.get_content_type() != "application/json":
-            # also keeps other web pages out: their cross-site form posts can't send JSON
-            self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send Content-Type: application/json")
-            return None
+            parts = [urllib.parse.unquote(p, errors="strict") for p in raw.strip("/").split("/")]
+        except UnicodeDecodeError:
+            raise _Refused(400, "the path is not UTF-8") from None
+        if request.method == "GET":
+            return await self._get(request, parts)
+        if request.method == "POST":
+            return await self._post(request, parts)
+        raise _Refused(405, f"no method {request.method[:20]}")
+
+    async def _get(self, request: web.BaseRequest, parts: list[str]) -> web.StreamResponse:
+        if parts == ["api", "robots"]:
+            return _json(200, await self._blocking(self.robots_view))
+        if parts == ["api", "metrics"]:
+            return _json(200, self.metrics_view())
+        if parts == ["api", "events"]:
+            return await self._events(request)
+        if len(parts) == 4 and parts[:2] == ["api", "robots"] and parts[3] == "frame.png":
+            return await self._frame(parts[2])
+        raise _Refused(404, "no route GET " + "/".join(parts)[:100])
+
+    async def _frame(self, robot_id: str) -> web.Response:
+        if robot_id not in self.robots.ids():
+            raise _Refused(404, f"no robot {robot_id[:64]!r}")
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            self._error(HTTPStatus.BAD_REQUEST, "the body is not JSON")
-            return None
-        if not isinstance(body, dict):
-            self._error(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
-            return None
-        return body
-
-    def _who(self, body: dict[str, Any]) -> str:
-        who = self.headers.get("X-Fleet-Operator") or body.get("operator") or "anonymous"
-        return str(who)[:64]
-
-    # -- routes --------------------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path in ("/", "/index.html"):
-            self._send(HTTPStatus.OK, self.console.page, "text/html; charset=utf-8")
-            return
-        if not path.startswith("/api/"):
-            self._error(HTTPStatus.NOT_FOUND, f"no page {path}")
-            return
-        if not self._authorized():
-            self._error(HTTPStatus.UNAUTHORIZED, "missing or wrong Authorization: Bearer token")
-            return
-        parts = path.strip("/").split("/")
-        if path == "/api/robots":
-            self._send(HTTPStatus.OK, self.console.robots_view())
-        elif len(parts) == 4 and parts[:2] == ["api", "robots"] and parts[3] == "frame.png":
-            self._frame(parts[2])
-        elif path == "/api/metrics":
-            self._send(HTTPStatus.OK, self.console.metrics_view())
-        else:
-            self._error(HTTPStatus.NOT_FOUND, f"no route GET {path}")
-
-    def _frame(self, robot_id: str) -> None:
-        if robot_id not in self.console.robots.ids():
-            self._error(HTTPStatus.NOT_FOUND, f"no robot {robot_id!r}")
-            return
-        try:
-            image = self.console.robots.frame(robot_id)
+            image = await self._blocking(self.robots.frame, robot_id)
         except Exception as e:
-            self._error(HTTPStatus.BAD_GATEWAY, f"{type(e).__name__}: {e}")
-            return
+            return _json(502, {"error": f"{type(e).__name__}: {e}"})
         if image is None:
-            self._error(HTTPStatus.NOT_FOUND, f"{robot_id} has no camera")
-            return
-        self._send(HTTPStatus.OK, png(image), "image/png")
+            return _json(404, {"error": f"{robot_id} has no camera"})
+        return web.Response(body=await self._blocking(png, image), content_type="image/png",
+                            headers=_HEADERS)
 
-    def do_POST(self) -> None:
-        body = self._body()  # read first, so a keep-alive connection stays in step
-        if body is None:
-            return
-        if not self._authorized():
-            self._refuse(HTTPStatus.UNAUTHORIZED, "missing or wrong Authorization: Bearer token")
-            return
-        origin = self.headers.get("Origin")
-        if origin and origin.split("://", 1)[-1] != self.headers.get("Host"):
-            self._refuse(HTTPStatus.FORBIDDEN, f"cross-origin request from {origin}")
-            return
-        parts = self.path.split("?", 1)[0].strip("/").split("/")
+    async def _events(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Server-sent events: `robots` (the grid) every half second while it changes, `metrics`
+        (the curve) when a point is added; one poller feeds every subscriber."""
+        if self._streams >= MAX_STREAMS:
+            raise _Refused(503, f"at most {MAX_STREAMS} event streams at once")
+        assert self._closing is not None and self._view_changed is not None
+        response = web.StreamResponse(headers=_HEADERS | {"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        self._streams += 1
+        if self._streams == 1:
+            asyncio.get_running_loop().create_task(self._poll())
+        sent_view, sent_points = None, -1
+        try:
+            while not self._closing.is_set():
+                view = self._view
+                if view is not None and view is not sent_view:
+                    await response.write(_event("robots", view))
+                    sent_view = view
+                metrics = self.metrics_view()
+                if len(metrics["points"]) != sent_points:
+                    await response.write(_event("metrics", metrics))
+                    sent_points = len(metrics["points"])
+                async with self._view_changed:
+                    try:
+                        await asyncio.wait_for(self._view_changed.wait(), 15.0)
+                    except TimeoutError:
+                        await response.write(b": keep-alive\n\n")
+        except ConnectionResetError:
+            pass
+        finally:
+            self._streams -= 1
+        return response
+
+    async def _poll(self) -> None:
+        """Refresh the grid for the event streams while anyone listens."""
+        assert self._view_changed is not None
+        while self._streams > 0:
+            try:
+                self._view = await self._blocking(self.robots_view)
+            except Exception as e:
+                self._view = {"robots": [], "error": f"{type(e).__name__}: {e}"}
+            async with self._view_changed:
+                self._view_changed.notify_all()
+            await asyncio.sleep(STREAM_EVERY_S)
+        self._view = None
+
+    async def _body(self, request: web.BaseRequest) -> dict[str, Any]:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise _Refused(413, f"a body is at most {MAX_BODY} bytes", close=True)
+        try:
+            raw = await asyncio.wait_for(request.read(), self.config.body_timeout_s)
+        except web.HTTPRequestEntityTooLarge:
+            raise _Refused(413, f"a body is at most {MAX_BODY} bytes", close=True) from None
+        except TimeoutError:
+            raise _Refused(408, f"the body did not arrive within "
+                                f"{self.config.body_timeout_s} s", close=True) from None
+        if raw and request.content_type != "application/json":
+            # also keeps other web pages out: their cross-site form posts can't send JSON
+            raise _Refused(415, "send Content-Type: application/json")
+        try:
+            return parse_body(raw)
+        except BodyError as e:
+            raise _Refused(400, str(e)) from None
+
+    async def _post(self, request: web.BaseRequest, parts: list[str]) -> web.Response:
         if len(parts) == 4 and parts[:2] == ["api", "robots"] and parts[3] in COMMANDS:
-            self._act(parts[2], parts[3], body)
+            robot_id, name = parts[2], parts[3]
         elif len(parts) == 3 and parts[:2] == ["api", "fleet"] and parts[2] in FLEET_COMMANDS:
-            self._act("*", parts[2], body)
+            robot_id, name = "*", parts[2]
         else:
-            self._refuse(HTTPStatus.NOT_FOUND, f"no route POST {self.path}; robot commands: "
-                         f"{', '.join(COMMANDS)}; fleet commands: {', '.join(FLEET_COMMANDS)}")
-
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer an error, and audit the refused attempt (nothing was changed)."""
-        self.console.audit.append(self.headers.get("X-Fleet-Operator", "anonymous")[:64],
-                                  self.client_address[0], {"path": self.path[:200]}, message,
-                                  int(status))
-        self._error(status, message)
-
-    def _act(self, robot_id: str, name: str, body: dict[str, Any]) -> None:
-        who = self._who(body)
+            raise _Refused(404, f"no route POST {'/'.join(parts)[:100]}; robot commands: "
+                           f"{', '.join(COMMANDS)}; fleet commands: {', '.join(FLEET_COMMANDS)}")
+        body = await self._body(request)
+        who = str(request.headers.get("X-Fleet-Operator") or body.get("operator")
+                  or "anonymous")[:64]
         command = {k: v for k, v in body.items() if k != "operator"}
         if "cmd" in command:
-            self._error(HTTPStatus.BAD_REQUEST, "the command is in the path, not the body")
-            return
+            raise _Refused(400, "the command is in the path, not the body")
         command["cmd"] = name
-        status, reply = HTTPStatus.OK, dict[str, Any]()
+        estop = name == "estop"
+        status, reply = 200, dict[str, Any]()
         try:
             if robot_id == "*":
-                reply = self.console.fleet_command(command)
+                reply = await self._blocking(self.fleet_command, command, estop=estop)
             else:
-                reply = self.console.command(robot_id, command)
+                reply = await self._blocking(self.command, robot_id, command, estop=estop)
         except KeyError:
-            status, reply = HTTPStatus.NOT_FOUND, {"error": f"no robot {robot_id!r}"}
+            status, reply = 404, {"error": f"no robot {robot_id[:64]!r}"}
         except CommandError as e:
             cause = getattr(e, "cause", None) or e  # through Ray: the robot's own error
-            status, reply = HTTPStatus.BAD_REQUEST, {"error": str(cause)}
+            status, reply = 400, {"error": str(cause)}
         except Exception as e:  # a lost robot: say so, keep serving
-            status, reply = HTTPStatus.BAD_GATEWAY, {"error": f"{type(e).__name__}: {e}"}
-        if name != "teleop":  # the stream is counted in the robot's stats, not line by line
-            self.console.audit.append(who, self.client_address[0],
-                                      {"robot": robot_id, **command},
-                                      "ok" if status == HTTPStatus.OK else reply["error"],
-                                      int(status))
-        self._send(status, reply)
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, CommandError):
+                status, reply = 400, {"error": str(cause)}
+            else:
+                status, reply = 502, {"error": f"{type(e).__name__}: {e}"}
+        if name != "teleop" or status != 200:  # the stream is counted in the robot's stats
+            self.audit.append(who, request.remote or "?", {"robot": robot_id, **command},
+                              "ok" if status == 200 else reply["error"], status,
+                              refusal=status != 200)
+        return _json(status, reply)
+
+
+_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+            "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
+# the page's one inline script and style (by nonce); no handler attribute or injected script
+# runs, nothing from elsewhere loads
+_CSP = ("default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        "img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'")
+
+
+def _json(status: int, body: Any) -> web.Response:
+    return web.Response(status=status, body=json.dumps(_clean(body)).encode(),
+                        content_type="application/json", headers=_HEADERS)
+
+
+def _event(name: str, data: Any) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(_clean(data))}\n\n".encode()
+
+
+__all__ = ["MAX_BODY", "AuditLog", "ConsoleConfig", "ConsoleServer", "RayRobots",
+           "Robots", "TokenError", "parse_body", "png", "read_token"]
