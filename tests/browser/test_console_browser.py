@@ -84,6 +84,22 @@ def robots(url: str) -> dict[str, dict]:
     return {r["robot_id"]: r for r in view["robots"]}
 
 
+def buffered(run: Path) -> list:
+    """Every chunk the run's buffer holds so far (read beside the running writer)."""
+    buf = open_buffer(run / "buffer", read_only=True)
+    try:
+        records, _ = buf.read(0, 10**6)
+    finally:
+        buf.close()
+    return [decode_chunk(r) for r in records]
+
+
+def flagged_steps(run: Path) -> list:
+    """robot-1's intervened steps' actions in the buffer."""
+    return [a for c in buffered(run) if c.robot_id == "robot-1"
+            for a in c.action[c.intervened]]
+
+
 def test_console_in_chromium(browser, smoke_fleet, tmp_path):
     url, run = smoke_fleet
     page = browser.new_page()
@@ -96,27 +112,32 @@ def test_console_in_chromium(browser, smoke_fleet, tmp_path):
 
     # clicks pause, and the robot pauses
     page.click('.robot[data-id="robot-0"] button[data-cmd="pause"]')
-    assert wait_for(lambda: robots(url)["robot-0"]["holding"])
+    assert wait_for(lambda: robots(url)["robot-0"]["holding"], timeout_s=60)
     held = robots(url)["robot-0"]["env_steps"]
     time.sleep(0.5)
     now = robots(url)
     assert now["robot-0"]["env_steps"] == held and now["robot-0"]["status"] == "paused"
     page.click('.robot[data-id="robot-0"] button[data-cmd="resume"]')
 
-    # holds a key during a take-over: the steps are flagged interventions
+    # holds a key during a take-over: the steps are flagged interventions. Waits on state, not
+    # time (a loaded machine delays every part): the page driving the robot before the key goes
+    # down, and the key held until a flagged +1 step is in the buffer
     page.click('.robot[data-id="robot-1"] button[data-cmd="takeover"]')
-    assert wait_for(lambda: robots(url)["robot-1"]["taken_over"])
+    page.wait_for_selector('body[data-driving="robot-1"]', timeout=60_000)
+    assert wait_for(lambda: robots(url)["robot-1"]["taken_over"], timeout_s=60)
     page.keyboard.down("ArrowUp")
-    time.sleep(1.5)
+    assert wait_for(lambda: any(a[0] == 1.0 for a in flagged_steps(run)), timeout_s=120,
+                    poll_s=0.5), "no flagged step ran the key's action"
     page.keyboard.up("ArrowUp")
     page.click('.robot[data-id="robot-1"] button[data-cmd="takeover"]')
-    assert wait_for(lambda: not robots(url)["robot-1"]["taken_over"])
+    page.wait_for_selector('body[data-driving=""]', timeout=60_000)
+    assert wait_for(lambda: not robots(url)["robot-1"]["taken_over"], timeout_s=60)
     assert robots(url)["robot-1"]["intervened_steps"] > 0
 
     # clicks the fleet e-stop, and every robot holds
     page.click("#fleet-estop")
     assert wait_for(lambda: all(r["holding"] and r["status"] == "estopped"
-                                for r in robots(url).values()))
+                                for r in robots(url).values()), timeout_s=60)
     before = {k: r["env_steps"] for k, r in robots(url).items()}
     time.sleep(0.5)
     assert {k: r["env_steps"] for k, r in robots(url).items()} == before
@@ -125,15 +146,9 @@ def test_console_in_chromium(browser, smoke_fleet, tmp_path):
     assert (tmp_path / "console.png").stat().st_size > 1000
 
     # the buffer holds robot-1's flagged steps, each the key's action or a still hold
-    buf = open_buffer(run / "buffer", read_only=True)
-    try:
-        records, _ = buf.read(0, 10**6)
-    finally:
-        buf.close()
-    chunks = [decode_chunk(r) for r in records]
-    taken = [c.action[c.intervened] for c in chunks if c.intervened.any()]
-    assert taken and all(c.robot_id == "robot-1" for c in chunks if c.intervened.any())
-    steps = [a for part in taken for a in part]
+    chunks = buffered(run)
+    assert all(c.robot_id == "robot-1" for c in chunks if c.intervened.any())
+    steps = flagged_steps(run)
     assert any(a[0] == 1.0 for a in steps)  # ArrowUp: +1 on action 0
     assert all(a[0] in (0.0, 1.0) and not a[1:].any() for a in steps)
     audit = [json.loads(x)["what"] for x in (run / "audit.jsonl").read_text().splitlines()]
