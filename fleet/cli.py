@@ -58,8 +58,9 @@ def _parser() -> argparse.ArgumentParser:
             op.add_argument("words", nargs="*", help="success|failure, the sentence, on|off")
         op.add_argument("--url", default=os.environ.get("FLEET_CONSOLE_URL",
                                                         "http://127.0.0.1:8750"))
-        op.add_argument("--token", default=os.environ.get("FLEET_CONSOLE_TOKEN", ""),
-                        help="the console's token (or FLEET_CONSOLE_TOKEN)")
+        op.add_argument("--token-file", default="",
+                        help="a file (chmod 600) holding the console's token; else "
+                             "$FLEET_CONSOLE_TOKEN (never on the command line: ps shows it)")
     return p
 
 
@@ -105,23 +106,29 @@ def _console(args: argparse.Namespace, console: Console) -> int:
     import getpass
     import urllib.error
 
+    from rich.markup import escape
+
     from actors.control import CommandError
     from fleet.console.client import intervene, request, status_table
+    from fleet.console.server import ConsoleConfig, TokenError, read_token
 
     try:
+        token = read_token(ConsoleConfig(token_file=args.token_file))
         if args.command == "status":
-            code, reply = request(args.url, "GET", "/api/robots", token=args.token)
+            code, reply = request(args.url, "GET", "/api/robots", token=token)
         else:
-            code, reply = intervene(args.url, args.robot, args.cmd, args.words, args.token,
+            code, reply = intervene(args.url, args.robot, args.cmd, args.words, token,
                                     f"cli:{getpass.getuser()}")
-    except CommandError as e:
-        console.print(f"[bold red]{e}[/]", highlight=False)
+    except (CommandError, TokenError) as e:
+        console.print(f"[bold red]{escape(str(e))}[/]", highlight=False)
         return 2
     except (urllib.error.URLError, OSError) as e:
-        console.print(f"[bold red]no console at {args.url}: {getattr(e, 'reason', e)}[/]")
+        console.print(f"[bold red]no console at {escape(args.url)}: "
+                      f"{escape(str(getattr(e, 'reason', e)))}[/]")
         return 1
     if code != 200:
-        console.print(f"[bold red]{code}: {reply.get('error')}[/]", highlight=False)
+        console.print(f"[bold red]{code}: {escape(str(reply.get('error')))}[/]",
+                      highlight=False)
         return 1
     if args.command == "status":
         console.print(status_table(reply))

@@ -19,6 +19,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from actors.operator import OperatorConfig
@@ -45,6 +46,32 @@ class RunConfig:
     name: str = "push"
     dir: str = "runs"  # run directories go under here: runs/<name>/
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_run_name(self.name, "run.name")
+        if not self.dir.strip():
+            raise ValueError("run.dir must name a folder")
+
+
+def check_run_name(name: str, key: str) -> None:
+    """A run's name is one plain folder name, so `run.dir/<name>` stays under `run.dir`: no
+    separator, no `..`, not absolute (`run.name=${oc.env:HOME}` resolves to `/root`), no hidden
+    or control characters."""
+    bad = (not name or name in (".", "..") or name.startswith((".", "~")) or "/" in name
+           or "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name) > 200)
+    if bad:
+        raise ValueError(f"{key}={name!r} must be one plain folder name under run.dir (letters, "
+                         f"digits, - _ and the like; no '/', '..', leading '.' or '~')")
+
+
+def run_path(cfg: Config, name: str) -> Path:
+    """`run.dir/<name>`, checked to resolve inside `run.dir` (a symlinked name is refused too)."""
+    root = Path(cfg.run.dir).expanduser().resolve()
+    path = (root / name).resolve()
+    if path.parent != root:
+        raise ConfigError(f"run directory {Path(cfg.run.dir) / name} resolves to {path}, "
+                          f"outside run.dir={cfg.run.dir}: pick another run.name")
+    return Path(cfg.run.dir) / name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +166,8 @@ class Config:
     resume: str | None = None  # the name of a run under run.dir to continue
 
     def __post_init__(self) -> None:
+        if self.resume is not None:
+            check_run_name(self.resume, "resume")
         if self.operator.simulated and not self.robot.has_expert:
             raise ValueError(f"operator.simulated needs a scripted expert, which "
                              f"robot.kind={self.robot.kind} has not")
@@ -211,7 +240,12 @@ def load_config(overrides: Sequence[str] = ()) -> Config:
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(str(e).strip().splitlines()[0]) from e
     assert isinstance(data, dict)
-    return typing.cast(Config, from_mapping(Config, typing.cast(dict[str, Any], data)))
+    cfg = typing.cast(Config, from_mapping(Config, typing.cast(dict[str, Any], data)))
+    if cfg.console.token:
+        raise ConfigError("console.token is not read from the command line or YAML (it would "
+                          "show in `ps` and be saved with the run): export FLEET_CONSOLE_TOKEN, "
+                          "or set console.token_file to a file only you can read (chmod 600)")
+    return cfg
 
 
 def saved_config(data: Mapping[str, Any]) -> Config:
@@ -245,4 +279,8 @@ def _values_may_add(overrides: Sequence[str]) -> list[str]:
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """The config as plain data, for `config.json` and wandb: secrets left out (the console's
+    token is read again from the environment or its file on resume)."""
+    data = dataclasses.asdict(cfg)
+    data["console"]["token"] = ""
+    return data

@@ -76,17 +76,20 @@ def status_table(view: dict[str, Any]) -> Any:
     """The robot grid as a rich table."""
     from rich.table import Table
 
-    t = Table(title=f"fleet · policy v{view['policy_version']}")
+    from fleet.run.view import safe_text
+
+    t = Table(title=safe_text(f"fleet · policy v{view.get('policy_version')}"))
     t.add_column("robot", no_wrap=True)
     for col in ("status", "task", "ep step", "success", "policy (behind)", "steps/s", "health",
                 "env steps", "interventions"):
         t.add_column(col)
     for r in view["robots"]:
         rate = r.get("success_rate")
-        t.add_row(str(r["robot_id"]), str(r["status"]) + (" ⏸" if r.get("holding") else ""),
-                  str(r.get("task") or "–"), str(r.get("episode_step") or 0),
-                  "–" if rate is None else f"{rate:.0%}",
-                  f"v{r.get('policy_version')} ({r.get('staleness')})",
-                  f"{r.get('steps_per_s') or 0:.0f}", str(r.get("health") or r.get("error")),
-                  str(r.get("env_steps")), str(r.get("intervened_steps")))
+        cells = (r.get("robot_id"), str(r.get("status")) + (" ⏸" if r.get("holding") else ""),
+                 r.get("task") or "–", r.get("episode_step") or 0,
+                 "–" if not isinstance(rate, int | float) else f"{rate:.0%}",
+                 f"v{r.get('policy_version')} ({r.get('staleness')})",
+                 f"{float(r.get('steps_per_s') or 0):.0f}", r.get("health") or r.get("error"),
+                 r.get("env_steps"), r.get("intervened_steps"))
+        t.add_row(*(safe_text(c) for c in cells))  # what robots send is never markup
     return t

@@ -29,8 +29,8 @@ from actors.evaluation import Episode, by_task, held_out
 from actors.robots import assign_tasks
 from actors.worker import WorkerConfig
 from algorithms.policy import PolicyConfig
-from fleet.config import Config, ConfigError, saved_config, to_dict
-from fleet.console.server import ConsoleServer, RayRobots
+from fleet.config import Config, ConfigError, run_path, saved_config, to_dict
+from fleet.console.server import TOKEN_ENV, ConsoleServer, RayRobots, TokenError, read_token
 
 # Every module of ours the driver uses is imported here, before `ray.init`: inside `ray job
 # submit`, Ray unpacks the job's working_dir again when the driver connects (the driver's cwd
@@ -58,7 +58,7 @@ def open_run(cfg: Config) -> tuple[Config, Path, Path | None]:
     `train.*` (the budget) and `logger.*`, which come from this command line.
     """
     if cfg.resume is None:
-        run_dir = Path(cfg.run.dir) / cfg.run.name
+        run_dir = run_path(cfg, cfg.run.name)
         marker = run_dir / "config.json"
         if marker.exists():
             raise ConfigError(f"{run_dir} already holds a run; continue it with "
@@ -66,7 +66,7 @@ def open_run(cfg: Config) -> tuple[Config, Path, Path | None]:
         run_dir.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(to_dict(cfg), indent=2, default=str))
         return cfg, run_dir, None
-    run_dir = Path(cfg.run.dir) / cfg.resume
+    run_dir = run_path(cfg, cfg.resume)
     try:
         saved = saved_config(json.loads((run_dir / "config.json").read_text()))
     except (OSError, ValueError) as e:
@@ -224,6 +224,11 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
     import ray
 
     t_start = time.monotonic()
+    try:  # read once, then out of the environment Ray's workers and wandb inherit
+        token = read_token(cfg.console) if cfg.console.enabled else ""
+    except TokenError as e:
+        raise ConfigError(str(e)) from e
+    os.environ.pop(TOKEN_ENV, None)
     cfg, run_dir, checkpoint = open_run(cfg)
     base, pre_info = pretrained_base(cfg, log=console.print)
     learns_online(cfg)
@@ -232,7 +237,7 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
     try:
         fleet = start_fleet(cfg, run_dir, checkpoint, policy_config(cfg), base.policy_state(),
                             console)
-        operators = start_console(cfg, fleet, run_dir, console)
+        operators = start_console(cfg, fleet, run_dir, console, token)
         episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)
         before = base_success(run_dir, fleet.robots, base.policy_state(), episodes)
         console.print(f"base policy: {np.mean(before):.0%} success on {cfg.eval.episodes} "
@@ -276,8 +281,8 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
     return summary
 
 
-def start_console(cfg: Config, fleet: Fleet, run_dir: Path,
-                  console: Console) -> ConsoleServer | None:
+def start_console(cfg: Config, fleet: Fleet, run_dir: Path, console: Console,
+                  token: str = "") -> ConsoleServer | None:
     """The operator console (`fleet.console`) over every robot, or None when disabled or its
     port is taken (the run goes on without it)."""
     if not cfg.console.enabled:
@@ -285,7 +290,7 @@ def start_console(cfg: Config, fleet: Fleet, run_dir: Path,
     ids = [f"robot-{i}" for i in range(len(fleet.robots))] + list(cfg.fleet.bridge_robots)
     handles = dict(zip(ids, fleet.robots + fleet.bridged, strict=True))
     try:
-        server = ConsoleServer(cfg.console, RayRobots(handles), run_dir).start()
+        server = ConsoleServer(cfg.console, RayRobots(handles), run_dir, token=token).start()
     except OSError as e:
         console.print(f"[yellow]no operator console: {cfg.console.host}:{cfg.console.port}: "
                       f"{e.strerror or e}[/]")

@@ -10,12 +10,26 @@ from __future__ import annotations
 
 import collections
 import math
+import re
 import time
 from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
+
+# ANSI/VT escape sequences (CSI, OSC, and two-byte ESC forms), then every other control character
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?"
+                      r"|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe_text(value: Any, limit: int = 200) -> Text:
+    """What a robot sent, as rich shows it: never parsed as markup (`[/x]` is just text), with
+    terminal escape sequences and control characters removed, and at most `limit` characters."""
+    text = _CONTROLS.sub("", _ESCAPES.sub("", str(value))).replace("\t", " ").replace("\n", " ")
+    return Text(text[:limit] + ("…" if len(text) > limit else ""))
 
 
 class Throughput:
@@ -48,13 +62,16 @@ FLEET_ROWS = [("elapsed_s", "elapsed s"), ("env_steps", "env steps"), ("steps_pe
 
 
 def render(snapshot: dict[str, Any]) -> Group:
-    fleet = Table(title=f"fleet train · {snapshot.get('run', '')}", show_header=False)
+    fleet = Table(title=Text(f"fleet train · {safe_text(snapshot.get('run', ''))}"),
+                  show_header=False)
     for key, label in FLEET_ROWS:
-        fleet.add_row(label, _fmt(snapshot.get(key, "–")))
+        fleet.add_row(label, safe_text(_fmt(snapshot.get(key, "–"))))
     robots = Table("robot", "task", "env steps", "episodes", "success", "policy version", "error")
     for r in snapshot.get("robots", []):
-        robots.add_row(r["robot_id"], r["task"], _fmt(r["env_steps"]), _fmt(r["episodes"]),
-                       _fmt(r["success_rate"]), _fmt(r["policy_version"]), r.get("error") or "")
+        robots.add_row(safe_text(r.get("robot_id")), safe_text(r.get("task") or ""),
+                       safe_text(_fmt(r.get("env_steps"))), safe_text(_fmt(r.get("episodes"))),
+                       safe_text(_fmt(r.get("success_rate"))),
+                       safe_text(_fmt(r.get("policy_version"))), safe_text(r.get("error") or ""))
     return Group(fleet, robots)
 
 
@@ -87,5 +104,5 @@ class LiveView:
         if self._live is not None:
             self._live.update(render(snapshot))
         elif time.monotonic() - self._last_line >= self.every_s:
-            self.console.print(plain_line(snapshot), highlight=False)
+            self.console.print(safe_text(plain_line(snapshot), 2000), highlight=False)
             self._last_line = time.monotonic()
