@@ -176,3 +176,155 @@ def test_a_tokenless_loopback_console_refuses_foreign_host_names(served):
     assert r.status == 401 and not robots.controls["robot-0"].estopped
     conn.request("GET", "/api/robots", headers={"Host": f"localhost:{server.port}"})
     assert conn.getresponse().status == 200
+
+
+def raw(port: int, data: bytes, timeout_s: float = 5.0) -> bytes:
+    """Send raw bytes; everything the server answers until it closes or goes quiet."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+def test_http_is_parsed_for_real(served, tmp_path):
+    server, robots, _ = served
+    head = b"POST /api/robots/robot-0/say HTTP/1.1\r\nHost: 127.0.0.1\r\n" \
+           b"Content-Type: application/json\r\n"
+    # a chunked body is read as the body (not a second request hidden in the chunk data)
+    body = b'{"text": "GET /api/fleet/estop HTTP/1.1"}'
+    reply = raw(server.port, head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200")
+    assert robots.controls["robot-0"].correction.startswith("GET /api")
+    assert not robots.controls["robot-0"].estopped
+    # two Content-Lengths, an odd one, or both framings: refused before any handler runs
+    for headers in (b"Content-Length: 2\r\nContent-Length: 40\r\n",
+                    b"Content-Length: +2\r\n", b"Content-Length: 0x2\r\n",
+                    b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n"):
+        reply = raw(server.port, head + headers + b"\r\n{}")
+        assert reply.split(b" ", 2)[1] == b"400", (headers, reply[:80])
+    assert robots.controls["robot-0"].counts["corrections"] == 1
+    assert [x["what"] for x in audit(tmp_path)].count({"http": "malformed"}) == 4
+
+
+@pytest.mark.parametrize("body,code", [
+    (b"[" * 2000 + b"]" * 2000, 400),  # nesting: no RecursionError
+    (b'{"action": [1' + b"0" * 400 + b', 0, 0, 0]}', 400),  # a huge integer: no 502
+    (b'{"action": [1e999, 0, 0, 0]}', 400),
+    (b'{"action": [NaN, 0, 0, 0]}', 400),
+    (b'{"text": "\xff"}', 400),
+])
+def test_hostile_bodies_get_400(served, body, code):
+    server, robots, _ = served
+    request_ = "/api/robots/robot-0/teleop"
+    robots.controls["robot-0"].command({"cmd": "takeover", "on": True})
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("POST", request_, body=body, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == code and json.loads(r.read())["error"]
+    assert robots.controls["robot-0"].counts["teleop"] == 0
+
+
+def test_a_body_is_not_read_before_the_token_is_checked(tmp_path):
+    robots = LocalRobots(1)
+    server = ConsoleServer(ConsoleConfig(host="0.0.0.0", port=0), robots, tmp_path,
+                           token="t0ken-abcdefgh").start()
+    try:
+        nested = b"[" * 3000
+        reply = raw(server.port, b"POST /api/fleet/estop HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(nested)
+                    + nested)
+        assert reply.startswith(b"HTTP/1.1 401")
+        # a token in the path is not written to the audit log
+        assert request(f"http://127.0.0.1:{server.port}", "GET",
+                       "/api/robots?token=t0ken-abcdefgh")[0] == 401
+    finally:
+        server.stop()
+    text = (tmp_path / "audit.jsonl").read_text()
+    assert "t0ken-abcdefgh" not in text and "[redacted]" in text
+    assert {"method": "POST", "path": "/api/fleet/estop"} in [x["what"] for x in audit(tmp_path)]
+
+
+def test_robot_ids_that_need_percent_encoding(tmp_path):
+    robots = LocalRobots(0)
+    robots.controls = {"arm 1/ü": RobotControl(action_dim=4)}
+    server = ConsoleServer(ConsoleConfig(port=0), robots, tmp_path).start()
+    try:
+        from fleet.console.client import intervene
+
+        status, reply = intervene(f"http://127.0.0.1:{server.port}", "arm 1/ü", "pause", [],
+                                  "", "ada")
+        assert status == 200, reply
+        assert robots.controls["arm 1/ü"].paused
+    finally:
+        server.stop()
+
+
+def test_a_half_sent_request_is_cut_and_audited(tmp_path):
+    robots = LocalRobots(1)
+    server = ConsoleServer(ConsoleConfig(port=0, request_timeout_s=0.5), robots, tmp_path).start()
+    try:
+        # headers never end: the server closes the connection (recv returns b"")
+        assert raw(server.port, b"GET /api/robots HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+                   timeout_s=10) == b""
+        assert server.dropped_connections == 1
+    finally:
+        server.stop()
+    assert audit(tmp_path)[0]["what"] == {"connection": "dropped"}
+
+
+def test_refusals_are_rate_limited_per_client_and_the_log_rotates(tmp_path):
+    from fleet.console.server import AuditLog
+
+    log = AuditLog(tmp_path / "audit.jsonl", max_bytes=2000, per_s=1.0, burst=5)
+    written = sum(log.append("x", "10.0.0.1", {"path": "/"}, "no", 404, refusal=True)
+                  for _ in range(50))
+    assert written == 5 and log.suppressed == 45
+    assert log.append("x", "10.0.0.2", {"path": "/"}, "no", 404, refusal=True)  # its own bucket
+    for _ in range(30):  # operator actions are never dropped, only rotated
+        assert log.append("ada", "127.0.0.1", {"robot": "robot-0", "cmd": "pause"}, "ok", 200)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
+    assert all(p.stat().st_size <= 2000 for p in tmp_path.iterdir())
+
+
+def test_the_event_stream_pushes_the_grid(served):
+    server, robots, _ = served
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/api/events")
+    r = conn.getresponse()
+    assert r.status == 200 and r.getheader("Content-Type") == "text/event-stream"
+    seen: dict[str, dict] = {}
+    while len(seen) < 2:
+        name = r.readline().decode().strip().removeprefix("event: ")
+        data = r.readline().decode().strip().removeprefix("data: ")
+        r.readline()
+        seen[name] = json.loads(data)
+    assert [x["robot_id"] for x in seen["robots"]["robots"]] == ["robot-0", "robot-1"]
+    robots.controls["robot-1"].command({"cmd": "pause"})
+    while True:  # the next grid shows the change without being asked
+        name = r.readline().decode().strip()
+        data = r.readline().decode().strip().removeprefix("data: ")
+        r.readline()
+        if name == "event: robots" and json.loads(data)["robots"][1]["status"] == "paused":
+            break
+    conn.close()
+
+
+def test_the_page_forbids_inline_handlers(served):
+    server, _, _ = served
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", "/")
+    r = conn.getresponse()
+    page = r.read().decode()
+    csp = r.getheader("Content-Security-Policy")
+    nonce = csp.split("'nonce-", 1)[1].split("'", 1)[0]
+    assert "unsafe-inline" not in csp and f'<script nonce="{nonce}">' in page
+    assert "innerHTML" not in page and "insertAdjacentHTML" not in page

@@ -39,6 +39,7 @@ import datetime
 import hmac
 import ipaddress
 import json
+import logging
 import math
 import os
 import secrets
@@ -392,12 +393,38 @@ class _Conn:
     requests: int = 0
 
 
+class _Handler(RequestHandler):
+    """aiohttp's connection handler; a request its parser refuses (bad framing, headers too
+    large) is audited like every other refusal."""
+
+    console: ConsoleServer
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status < 500:
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            self.console.audit.append("anonymous", str(peer[0]) if peer else "?",
+                                      {"http": "malformed"}, f"{type(exc).__name__}: {exc}"
+                                      [:300], status, refusal=True)
+        return super().handle_error(request, status, exc, message)
+
+
+_QUIET = logging.getLogger("fleet.console.http")  # the audit log says what matters
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
 class _Server(web.Server):
     """aiohttp's low-level server, telling the console of each connection as it opens and ends."""
 
     def __init__(self, console: ConsoleServer, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.console = console
+
+    def __call__(self) -> RequestHandler:
+        handler = _Handler(self, loop=self._loop, **self._kwargs)
+        handler.console = self.console
+        return handler
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
@@ -553,8 +580,8 @@ class ConsoleServer:
         self._view_changed = asyncio.Condition()
         server = _Server(self, self._handle, request_factory=self._make_request,
                          handler_cancellation=True, max_line_size=4096, max_field_size=4096,
-                         max_headers=64, keepalive_timeout=self.config.request_timeout_s,
-                         access_log=None)
+                         max_headers=64, keepalive_timeout=self.config.request_timeout_s + 5,
+                         access_log=None, logger=_QUIET)
         runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
         await web.SockSite(runner, self._sock, backlog=1024).start()
