@@ -20,8 +20,9 @@ BENCHES = {  # name -> module; each module has run(quick) -> the JSON line's fie
 }
 
 
-def run_bench(name: str, quick: bool) -> dict[str, Any]:
+def run_bench(name: str, quick: bool, **options: Any) -> dict[str, Any]:
+    """Run one bench; `options` (e.g. estop_latency's `half_open=200`) go to its `run`."""
     if name not in BENCHES:
         raise SystemExit(f"unknown bench {name!r}; known: {', '.join(sorted(BENCHES))}")
-    result: dict[str, Any] = importlib.import_module(BENCHES[name]).run(quick)
+    result: dict[str, Any] = importlib.import_module(BENCHES[name]).run(quick, **options)
     return result

@@ -10,10 +10,15 @@ step while held.
 value = p99 seconds e-stop → all holding over the trials (goal ≤ 0.1); baseline = p99 seconds of
 a bare HTTP round trip to the same server (GET /api/robots, which asks every robot for its
 stats); ratio = value / baseline. Also: median, max, and steps taken while held (goal 0).
+
+`--half-open N`: the same trials while N slow and half-open connections are held open to the
+console (`bench.slow_clients`: half send a request line and stop, half trickle header bytes;
+cut connections are opened again), the load an unauthenticated client can put on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import statistics
@@ -29,6 +34,7 @@ from actors.robots.metaworld import MetaWorldConfig
 from actors.worker import WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from bench.common import result
+from bench.slow_clients import SlowClients
 from buffers.store import BufferConfig
 from fleet.console.client import request
 from fleet.console.server import ConsoleConfig, ConsoleServer, RayRobots
@@ -77,7 +83,7 @@ def _trial(url: str) -> tuple[float, int]:
     return latency, moved
 
 
-def run(quick: bool) -> dict[str, object]:
+def run(quick: bool, half_open: int = 0) -> dict[str, object]:
     robots_n, trials = (2, 20) if quick else (4, 100)
     started = not ray.is_initialized()
     if started:
@@ -93,15 +99,21 @@ def run(quick: bool) -> dict[str, object]:
         ChunkPolicy(pcfg).policy_state(), buffer, hub, num_cpus=0.25) for i in range(robots_n)}
     server = ConsoleServer(ConsoleConfig(port=0), RayRobots(handles), tmp).start()
     url = f"http://127.0.0.1:{server.port}"
+    load: dict[str, int] = {}
     try:
         ray.get([h.start.remote() for h in handles.values()])
         _stepping(url, timeout_s=120)
-        latencies, moved = zip(*[_trial(url) for _ in range(trials)], strict=True)
-        bare = []
-        for _ in range(trials):
-            t0 = time.perf_counter()
-            _robots(url)
-            bare.append(time.perf_counter() - t0)
+        with SlowClients("127.0.0.1", server.port, n=half_open) if half_open else (
+                contextlib.nullcontext()) as slow:
+            latencies, moved = zip(*[_trial(url) for _ in range(trials)], strict=True)
+            bare = []
+            for _ in range(trials):
+                t0 = time.perf_counter()
+                _robots(url)
+                bare.append(time.perf_counter() - t0)
+            if slow is not None:
+                load = {"half_open": half_open, "load_opened": slow.opened,
+                        "load_cut_by_server": slow.dropped, "load_refused": slow.refused}
         ray.get([h.stop.remote() for h in handles.values()])
     finally:
         server.stop()
@@ -114,7 +126,7 @@ def run(quick: bool) -> dict[str, object]:
                  median_s=round(statistics.median(latencies), 4),
                  max_s=round(max(latencies), 4),
                  baseline_median_s=round(statistics.median(bare), 4),
-                 steps_while_held=int(sum(moved)), goal_s=0.1)
+                 steps_while_held=int(sum(moved)), goal_s=0.1, **load)
     # seconds need more digits than result()'s one decimal
     out.update(value=round(value, 4), baseline=round(baseline, 4),
                ratio=round(value / baseline, 3) if baseline else None)

@@ -14,6 +14,7 @@ so the load stays at `n` for as long as the block runs. Used by `fleet bench est
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import threading
@@ -47,11 +48,9 @@ class SlowClients:
             return None
         self.opened += 1
         s.setblocking(False)
-        try:
+        with contextlib.suppress(OSError):
             s.send(b"POST /api/fleet/estop HTTP/1.1\r\nHost: 127.0.0.1\r\n" if i % 2
                    else b"GET /api/robots HTTP/1.1\r\n")
-        except OSError:
-            pass
         return s
 
     def _run(self) -> None:
@@ -65,16 +64,16 @@ class SlowClients:
         next_trickle = time.monotonic() + self.trickle_s
         while not self._stop.is_set():
             for key, _ in sel.select(timeout=0.1):  # readable: the server answered or closed
-                s, i = key.fileobj, key.data
-                assert isinstance(s, socket.socket)
+                conn, i = key.fileobj, key.data
+                assert isinstance(conn, socket.socket)
                 try:
-                    data = s.recv(4096)
+                    data = conn.recv(4096)
                 except OSError:
                     data = b""
                 if not data:
                     self.dropped += 1
-                    sel.unregister(s)
-                    s.close()
+                    sel.unregister(conn)
+                    conn.close()
                     socks[i] = None
             if time.monotonic() >= next_trickle:
                 next_trickle += self.trickle_s
@@ -84,10 +83,8 @@ class SlowClients:
                         if s is not None:
                             sel.register(s, selectors.EVENT_READ, i)
                     elif i % 2:  # slowloris: one more header byte, never the blank line
-                        try:
+                        with contextlib.suppress(OSError):
                             s.send(b"X")
-                        except OSError:
-                            pass
         for s in socks.values():
             if s is not None:
                 sel.unregister(s)

@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     bp = sub.add_parser("bench", help="run a benchmark; its last line is JSON")
     bp.add_argument("name")
     bp.add_argument("--quick", action="store_true", help="a version under a minute")
+    bp.add_argument("--half-open", type=int, default=0, metavar="N",
+                    help="estop_latency: hold N slow/half-open connections to the console")
     buf = sub.add_parser("buffer", help="inspect, check or export a replay buffer directory")
     buf.add_argument("action", choices=["info", "verify", "export"],
                      help="info: counts; verify: damage, changing nothing; export: episodes "
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             from bench import run_bench
 
-            print(json.dumps(run_bench(args.name, args.quick)))
+            options = {"half_open": args.half_open} if args.half_open else {}
+            print(json.dumps(run_bench(args.name, args.quick, **options)))
         elif args.command == "buffer":
             return _buffer(args.action, Path(args.path), args.out, console)
         elif args.command == "reward-eval":
