@@ -155,6 +155,7 @@ class RobotActorImpl:
                     restarted=ray.get_runtime_context().was_current_actor_reconstructed,
                     control=self.controls.state())
 
+    @ray.method(concurrency_group="control")  # threads of its own: never behind stats/frames
     def control(self, command: dict[str, Any]) -> dict[str, Any]:
         """An operator's command (`actors.control.COMMANDS`), e.g. `{"cmd": "estop"}`; its
         state after. A pause or e-stop answers once the robot holds (`holding`), or after 1 s
@@ -276,5 +277,9 @@ class BridgedRobotActorImpl(RobotActorImpl):
 
 
 # A crashed robot actor comes back and restarts its loop (`was_current_actor_reconstructed`).
-RobotActor: Any = actor(RobotActorImpl, max_concurrency=4, max_restarts=-1)
-BridgedRobotActor: Any = actor(BridgedRobotActorImpl, max_concurrency=4, max_restarts=-1)
+# The console's commands (e-stops among them) have their own threads ("control"), so the
+# default group's calls (stats, frames, evaluate) cannot hold them up.
+RobotActor: Any = actor(RobotActorImpl, max_concurrency=4, max_restarts=-1,
+                        concurrency_groups={"control": 2})
+BridgedRobotActor: Any = actor(BridgedRobotActorImpl, max_concurrency=4, max_restarts=-1,
+                               concurrency_groups={"control": 2})
