@@ -34,6 +34,15 @@ class LocalRobots:
     def control(self, robot_id: str, command: dict[str, Any]) -> dict[str, Any]:
         return self.controls[robot_id].command(command)
 
+    def control_many(self, ids: list[str], command: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for rid in ids:
+            try:
+                out[rid] = self.control(rid, command)
+            except Exception as e:
+                out[rid] = {"error": f"{type(e).__name__}: {e}"}
+        return out
+
     def frame(self, robot_id: str) -> np.ndarray | None:
         return self.controls[robot_id].frame()
 

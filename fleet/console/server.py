@@ -32,19 +32,15 @@ stats, its take-over start and end audited.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import dataclasses
-import datetime
 import hmac
 import ipaddress
 import json
 import logging
 import math
-import os
 import secrets
 import socket
-import stat
 import struct
 import threading
 import time
@@ -53,19 +49,27 @@ import zlib
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from actors.control import COMMANDS, CommandError
+from fleet.console.guard import (
+    TOKEN_ENV,
+    AuditLog,
+    BodyError,
+    TokenError,
+    clean,
+    parse_body,
+    token_from,
+)
+from fleet.console.robots import RayRobots, Robots
 
 MAX_BODY = 4096  # bytes of one request body
 FLEET_COMMANDS = ("pause", "resume", "estop", "arm")
 MAX_POINTS = 2000  # learning-curve points kept (older ones are thinned)
-TOKEN_ENV = "FLEET_CONSOLE_TOKEN"
-MAX_JSON_DEPTH = 8  # a command's body is flat; deeper nesting is refused before parsing
 MAX_STREAMS = 16  # event-stream subscribers at once
 STREAM_EVERY_S = 0.5  # the grid's push interval
 
@@ -90,172 +94,10 @@ class ConsoleConfig:
             raise ValueError("console.max_connections must be >= 8 and the timeouts > 0")
 
 
-class TokenError(ValueError):
-    """The console's token file is missing, empty or readable by others."""
-
-
 def read_token(config: ConsoleConfig, environ: Mapping[str, str] | None = None) -> str:
     """The console's token: `config.token` (in-process), `$FLEET_CONSOLE_TOKEN`, or the first line
     of `config.token_file`, which must be readable by its owner only (0600 or stricter)."""
-    environ = os.environ if environ is None else environ
-    if config.token:
-        return config.token
-    if environ.get(TOKEN_ENV):
-        return environ[TOKEN_ENV].strip()
-    if not config.token_file:
-        return ""
-    path = Path(config.token_file).expanduser()
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text().strip()
-    except OSError as e:
-        raise TokenError(f"console.token_file {path}: {e.strerror or e}") from e
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise TokenError(f"console.token_file {path} is readable by others (mode "
-                         f"{stat.S_IMODE(mode):04o}): chmod 600 {path}")
-    if not text:
-        raise TokenError(f"console.token_file {path} is empty")
-    return text.splitlines()[0]
-
-
-class Robots(Protocol):
-    """What the console needs of a fleet: the robots' stats and a way to command them.
-
-        rows = robots.stats()                      # one dict per robot
-        robots.control("robot-0", {"cmd": "pause"})
-    """
-
-    def ids(self) -> list[str]: ...
-
-    def stats(self) -> list[dict[str, Any]]: ...
-
-    def control(self, robot_id: str, command: dict[str, Any]) -> dict[str, Any]: ...
-
-    def frame(self, robot_id: str) -> np.ndarray | None: ...
-
-
-class RayRobots:
-    """`Robots` over `fleet.remote.RobotActor` handles (simulated and bridged robots alike)."""
-
-    def __init__(self, handles: dict[str, Any], timeout_s: float = 5.0) -> None:
-        self.handles = handles
-        self.timeout_s = timeout_s
-
-    def ids(self) -> list[str]:
-        return list(self.handles)
-
-    def stats(self) -> list[dict[str, Any]]:
-        import ray
-
-        refs = {rid: h.stats.remote() for rid, h in self.handles.items()}
-        ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.timeout_s)
-        rows = []
-        for rid, ref in refs.items():
-            try:
-                rows.append(ray.get(ref, timeout=0))
-            except Exception as e:  # a restarting or lost robot still gets its row
-                rows.append({"robot_id": rid, "error": f"unreachable: {type(e).__name__}"})
-        return rows
-
-    def control(self, robot_id: str, command: dict[str, Any]) -> dict[str, Any]:
-        import ray
-
-        try:
-            call = self.handles[robot_id].control
-        except AttributeError:
-            raise CommandError(f"{robot_id} has no console controls") from None
-        reply: dict[str, Any] = ray.get(call.remote(command), timeout=self.timeout_s)
-        return reply
-
-    def control_many(self, ids: list[str], command: dict[str, Any]) -> dict[str, Any]:
-        """One command to many robots, sent to all before waiting on any (the fleet e-stop)."""
-        import ray
-
-        refs, out = {}, {}
-        for rid in ids:
-            try:
-                refs[rid] = self.handles[rid].control.remote(command)
-            except AttributeError:
-                out[rid] = {"error": f"{rid} has no console controls"}
-        ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.timeout_s)
-        for rid, ref in refs.items():
-            try:
-                out[rid] = ray.get(ref, timeout=0)
-            except Exception as e:
-                cause = getattr(e, "cause", None) or e
-                out[rid] = {"error": f"{type(cause).__name__}: {cause}"}
-        return out
-
-    def frame(self, robot_id: str) -> np.ndarray | None:
-        import ray
-
-        call = getattr(self.handles[robot_id], "frame", None)
-        return None if call is None else ray.get(call.remote(), timeout=self.timeout_s)
-
-
-class AuditLog:
-    """Append-only JSON lines: one per operator action or refused request, flushed as written.
-
-    Refusals are rate-limited per client (a token bucket; what it drops is counted and written
-    with the client's next line), the file is rotated past `max_bytes` (two old files kept), and
-    the token, if any, is replaced by `[redacted]` wherever it appears."""
-
-    def __init__(self, path: Path, max_bytes: int = 8 * 1024**2, per_s: float = 5.0,
-                 burst: float = 20.0, secret: str = "", keep: int = 2) -> None:
-        self.path, self.max_bytes, self.per_s, self.burst, self.keep = (
-            path, max_bytes, per_s, burst, keep)
-        self._secrets = [s for s in {secret, json.dumps(secret)[1:-1]} if s]
-        self._lock = threading.Lock()
-        self._buckets: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
-        self.suppressed = 0  # refusals not written (over the rate)
-
-    def append(self, who: str, client: str, what: dict[str, Any], result: str,
-               status: int, refusal: bool = False) -> bool:
-        """Write one line; a refusal over its client's rate is only counted (returns False)."""
-        now = time.time()
-        with self._lock:
-            dropped = 0
-            if refusal:
-                tokens, last, dropped_before = self._buckets.pop(client, [self.burst, now, 0])
-                tokens = min(self.burst, tokens + (now - last) * self.per_s)
-                if tokens < 1:
-                    self._buckets[client] = [tokens, now, dropped_before + 1]
-                    self.suppressed += 1
-                    self._trim()
-                    return False
-                self._buckets[client] = [tokens - 1, now, 0]
-                dropped = int(dropped_before)
-                self._trim()
-            line = {"time": datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(),
-                    "unix": now, "who": who, "client": client, "what": what, "result": result,
-                    "status": status}
-            if dropped:
-                line["suppressed_before"] = dropped  # this client's refusals not written
-            text = json.dumps(_clean(line)) + "\n"
-            for s in self._secrets:
-                text = text.replace(s, "[redacted]")
-            self._rotate(len(text))
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a") as f:
-                f.write(text)
-            return True
-
-    def _trim(self) -> None:
-        while len(self._buckets) > 4096:  # clients remembered (the oldest are forgotten)
-            self._buckets.popitem(last=False)
-
-    def _rotate(self, adding: int) -> None:
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            return
-        if size + adding <= self.max_bytes:
-            return
-        for i in range(self.keep, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{i}")
-            newer = self.path.with_name(f"{self.path.name}.{i - 1}") if i > 1 else self.path
-            if newer.exists():
-                newer.replace(older)
+    return config.token or token_from(config.token_file, environ)
 
 
 def png(image: np.ndarray) -> bytes:
@@ -282,78 +124,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _clean(x: Any) -> Any:
-    """JSON has no NaN: non-finite floats become null."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    return x
-
-
-class BodyError(ValueError):
-    """A request body that is not a small flat JSON object (the console's only decoder error)."""
-
-
-def _small_int(text: str) -> int:
-    if len(text.lstrip("-")) > 15:
-        raise BodyError("integers in a command have at most 15 digits")
-    return int(text)
-
-
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """A command body: a JSON object, at most `MAX_JSON_DEPTH` deep, integers of at most 15 digits,
-    finite numbers. Raises only `BodyError`."""
-    if not raw.strip():
-        return {}
-    depth = deepest = 0
-    quoted = escaped = False
-    for byte in raw:  # nesting is counted before json.loads could recurse into it
-        if quoted:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                quoted = False
-        elif byte == 0x22:  # double quote
-            quoted = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    if deepest > MAX_JSON_DEPTH:
-        raise BodyError(f"the body nests deeper than {MAX_JSON_DEPTH}")
-
-    def no_constant(name: str) -> Any:
-        raise BodyError(f"{name} is not a number a command takes")
-
-    try:
-        body = json.loads(raw, parse_int=_small_int, parse_constant=no_constant)
-    except BodyError:
-        raise
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise BodyError("the body is not JSON") from e
-    if not isinstance(body, dict):
-        raise BodyError("the body must be a JSON object")
-    if not all(math.isfinite(v) for v in _floats(body)):
-        raise BodyError("numbers must be finite")
-    return body
-
-
-def _floats(x: Any) -> list[float]:
-    if isinstance(x, float):
-        return [x]
-    if isinstance(x, dict):
-        return [f for v in x.values() for f in _floats(v)]
-    if isinstance(x, list):
-        return [f for v in x for f in _floats(v)]
-    return []
 
 
 def robot_row(s: dict[str, Any], learner_version: int) -> dict[str, Any]:
@@ -529,23 +299,7 @@ class ConsoleServer:
     def fleet_command(self, command: dict[str, Any]) -> dict[str, Any]:
         """The same command to every robot at once (an e-stop reaches all in one round)."""
         ids = self.robots.ids()
-        many: Callable[[list[str], dict[str, Any]], dict[str, Any]] | None = getattr(
-            self.robots, "control_many", None)
-        results: dict[str, Any] = {}
-        if many is not None:
-            results = many(ids, command)
-        else:
-            def one(rid: str) -> None:
-                try:
-                    results[rid] = self.robots.control(rid, command)
-                except Exception as e:
-                    results[rid] = {"error": f"{type(e).__name__}: {e}"}
-
-            threads = [threading.Thread(target=one, args=(rid,)) for rid in ids]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+        results = self.robots.control_many(ids, command)
         return {"robots": [dict(results[rid], robot_id=rid) for rid in ids]}
 
     # -- the event loop ------------------------------------------------------------------------
@@ -822,13 +576,13 @@ _CSP = ("default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce
 
 
 def _json(status: int, body: Any) -> web.Response:
-    return web.Response(status=status, body=json.dumps(_clean(body)).encode(),
+    return web.Response(status=status, body=json.dumps(clean(body)).encode(),
                         content_type="application/json", headers=_HEADERS)
 
 
 def _event(name: str, data: Any) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(_clean(data))}\n\n".encode()
+    return f"event: {name}\ndata: {json.dumps(clean(data))}\n\n".encode()
 
 
-__all__ = ["MAX_BODY", "AuditLog", "ConsoleConfig", "ConsoleServer", "RayRobots",
-           "Robots", "TokenError", "parse_body", "png", "read_token"]
+__all__ = ["MAX_BODY", "TOKEN_ENV", "AuditLog", "BodyError", "ConsoleConfig", "ConsoleServer",
+           "RayRobots", "Robots", "TokenError", "parse_body", "png", "read_token"]
