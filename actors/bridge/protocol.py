@@ -176,6 +176,8 @@ def _unpack(raw: bytes, max_body: int) -> Any:
                                max_array_len=MAX_ARRAY_DIMS, max_map_len=MAX_MAP,
                                max_ext_len=0, strict_map_key=True, list_hook=count,
                                object_hook=count)
+    except BudgetError:
+        raise
     except msgpack.ExtraData as e:
         raise ProtocolError("more than one msgpack object in a message") from e
     except (ValueError, TypeError, msgpack.OutOfData, msgpack.FormatError,
