@@ -3,8 +3,10 @@ allowlisted robot floods the same gateway with worst-case frames.
 
 value = the healthy robot's `send_action` calls/s during the flood; baseline = its calls/s on the
 same gateway with the flooder connected but quiet, measured in the same run (phases alternate:
-quiet, flood, quiet, flood...; medians). The goal (issue 17) is ratio >= 0.9, with the gateway
-process's resident memory growing by less than `RSS_BOUND_MIB` during the flood.
+quiet, flood, quiet, flood...; medians; `pair_ratios` are each flood phase over the quiet phase
+before it). The goal (issue 17) is ratio >= 0.9, with the gateway process's resident memory
+growing by less than `RSS_BOUND_MIB` during the flood. A call that fails (it would time out
+after 5 s) counts in `failed_calls`; none should.
 
 The flooder has a key on the allowlist and registers like any robot, then sends, as fast as
 ZeroMQ takes them, the frames in `attack_frames`: the decode bomb of issue 17 (a 36 KB lz4 frame
@@ -34,7 +36,7 @@ import msgpack
 import numpy as np
 import zmq
 
-from actors.bridge.gateway import Gateway, GatewayConfig
+from actors.bridge.gateway import BridgeError, Gateway, GatewayConfig
 from actors.bridge.protocol import Message, encode
 from bench.bridge import _robot
 
@@ -134,17 +136,20 @@ class _Rss:
         self._stop.set()
 
 
-def _calls_per_s(robot: Any, seconds: float) -> float:
+def _calls_per_s(robot: Any, seconds: float, failed: list[int]) -> float:
     action = np.zeros(4, np.float32)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        robot.send_action(action)
-        n += 1
+        try:
+            robot.send_action(action)
+            n += 1
+        except BridgeError:
+            failed[0] += 1
     return n / (time.perf_counter() - t0)
 
 
 def run(quick: bool) -> dict[str, object]:
-    rounds, seconds = (2, 2.0) if quick else (5, 4.0)
+    rounds, seconds = (6, 1.0) if quick else (15, 2.0)
     ctx = mp.get_context("spawn")
     server, healthy_keys, flood_keys = (zmq.curve_keypair() for _ in range(3))
     allow = {healthy_keys[0]: "bench-0", flood_keys[0]: "flood-0"}
@@ -152,6 +157,7 @@ def run(quick: bool) -> dict[str, object]:
     quiet: list[float] = []
     flooded: list[float] = []
     growth: list[int] = []
+    failed = [0]
     rss = _Rss()
     with Gateway(GatewayConfig("tcp://127.0.0.1:*"), server, allow) as gw:
         procs = [ctx.Process(target=_robot, args=(gw.endpoint, (server[0], *healthy_keys),
@@ -164,14 +170,14 @@ def run(quick: bool) -> dict[str, object]:
             robot = gw.robot("bench-0", timeout_s=60)
             gw.robot("flood-0", timeout_s=60)
             robot.reset(seed=0)
-            _calls_per_s(robot, 1.0)  # warm up
+            _calls_per_s(robot, 1.0, failed)  # warm up
             for _ in range(rounds):
-                quiet.append(_calls_per_s(robot, seconds))
+                quiet.append(_calls_per_s(robot, seconds, failed))
                 base = rss.now()
                 rss.reset()
                 go.set()
                 time.sleep(0.2)  # the flood is under way
-                flooded.append(_calls_per_s(robot, seconds))
+                flooded.append(_calls_per_s(robot, seconds, failed))
                 go.clear()
                 growth.append(rss.peak() - base)
                 time.sleep(0.2)  # the flood has stopped
@@ -187,6 +193,8 @@ def run(quick: bool) -> dict[str, object]:
     return {"bench": "gateway_flood", "metric": "healthy_calls_per_s_under_flood",
             "value": round(value, 1), "unit": "calls/s", "baseline": round(baseline, 1),
             "ratio": round(value / baseline, 3), "goal_ratio": 0.9,
+            "pair_ratios": [round(f / q, 3) for q, f in zip(quiet, flooded, strict=True)],
+            "failed_calls": failed[0],
             "flood_frames_sent": int(sent.value),
             "flood_dropped_undecoded": stats.get("dropped:flood", 0),
             "flood_refused_by_budget": stats.get("dropped:budget", 0),
