@@ -157,25 +157,32 @@ def _decompress(data: bytes, max_body: int) -> bytes:
     return bytes(raw)
 
 
+_OPENERS = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])  # every map or array starts so
+
+
 def _unpack(raw: bytes, max_body: int) -> Any:
     # unpackb, not an Unpacker: an Unpacker allocates a 1 MiB read buffer for every message.
-    # The hook counts each map and array as it is finished and stops at MAX_CONTAINERS, so
-    # the work is bounded by the budget, whatever the bytes say (the C unpacker's own stack
-    # bounds how deep it goes before the first one finishes).
-    containers = 0
+    # A hook counts each map and array as it is finished and stops at MAX_CONTAINERS, so the
+    # work is bounded by the budget whatever the bytes say (the C unpacker's own stack bounds
+    # how deep it goes before the first one finishes). The hook doubles msgpack's time, so a
+    # small message whose bytes cannot open more than MAX_CONTAINERS maps and arrays (counted
+    # in C: the bytes that could start one) is unpacked without it.
+    options: dict[str, Any] = {}
+    if len(raw) > 65536 or len(raw) - len(raw.translate(None, _OPENERS)) > MAX_CONTAINERS:
+        containers = 0
 
-    def count(obj: Any) -> Any:
-        nonlocal containers
-        containers += 1
-        if containers > MAX_CONTAINERS:
-            raise BudgetError(f"more than {MAX_CONTAINERS} maps and arrays in one message")
-        return obj
+        def count(obj: Any) -> Any:
+            nonlocal containers
+            containers += 1
+            if containers > MAX_CONTAINERS:
+                raise BudgetError(f"more than {MAX_CONTAINERS} maps and arrays in one message")
+            return obj
 
+        options = {"list_hook": count, "object_hook": count}
     try:
         return msgpack.unpackb(raw, raw=False, max_str_len=4096, max_bin_len=max_body,
                                max_array_len=MAX_ARRAY_DIMS, max_map_len=MAX_MAP,
-                               max_ext_len=0, strict_map_key=True, list_hook=count,
-                               object_hook=count)
+                               max_ext_len=0, strict_map_key=True, **options)
     except BudgetError:
         raise
     except msgpack.ExtraData as e:
