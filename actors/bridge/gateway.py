@@ -301,7 +301,7 @@ class Gateway:
     def _receive(self, sock: zmq.Socket) -> None:
         """Take up to TAKE frames into per-robot queues (admitted or dropped, undecoded), then
         serve the queues in turn, one message each, sending calls made meanwhile at once."""
-        queues: dict[str, collections.deque[tuple[list[zmq.Frame], int]]] = {}
+        queues: dict[str, collections.deque[tuple[list[zmq.Frame], int]]] = {}  # by robot
         for _ in range(TAKE):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -314,7 +314,7 @@ class Gateway:
                 frames, max_body = pending.popleft()
                 if not pending:
                     del queues[owner]
-                self._handle(sock, frames, max_body)
+                self._handle(sock, frames, max_body, owner)
                 if not self._outbox.empty():
                     self._flush_outbox(sock)
 
@@ -344,9 +344,10 @@ class Gateway:
             bucket = buckets[owner] = _Bucket(rate, burst)
         return bucket
 
-    def _handle(self, sock: zmq.Socket, frames: list[zmq.Frame], max_body: int) -> None:
+    def _handle(self, sock: zmq.Socket, frames: list[zmq.Frame], max_body: int,
+                owner: str) -> None:
         try:
-            self._dispatch(sock, frames, max_body)
+            self._dispatch(sock, frames, max_body, owner)
         except _Refused as e:
             self._drop(sock, frames, e.category, str(e))
         except BudgetError as e:
@@ -379,13 +380,12 @@ class Gateway:
 
     _REPLY_RATE = 1.0  # bad_message replies per robot per second, after a burst of 10
 
-    def _dispatch(self, sock: zmq.Socket, frames: list[zmq.Frame], max_body: int) -> None:
+    def _dispatch(self, sock: zmq.Socket, frames: list[zmq.Frame], max_body: int,
+                  owner: str) -> None:
+        """Decode and act on one message of `owner` (the robot id its key is listed for)."""
         if len(frames) != 2:
             raise _Refused("frames", f"{len(frames) - 1} frames, expected 1")
         identity, payload = frames[0].bytes, frames[1]
-        owner = self._keys.get(str(payload.get("User-Id")).encode())
-        if owner is None:
-            raise _Refused("auth", "no allowlisted key on the connection")
         msg = decode(payload.bytes, max_wire=self.config.max_wire_bytes, max_body=max_body)
         if msg.robot_id != owner:
             raise _Refused("identity", f"key of {owner!r} spoke for {msg.robot_id!r}")
