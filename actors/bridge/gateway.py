@@ -332,8 +332,12 @@ class Gateway:
         elif self._bucket(self._unsolicited, owner, self.config.unsolicited_per_s,
                           self.config.unsolicited_burst).take(time.monotonic()):
             max_body = ENVELOPE_BYTES  # no arrays outside a call
-        else:
-            self._drop(sock, frames, "flood", "flood: more messages than were asked for")
+        else:  # the flood's path: count, now and then a log line, nothing else
+            self.stats["dropped:flood"] += 1
+            n = self._drops[(owner, "flood")] = self._drops[(owner, "flood")] + 1
+            if _sparse(n):
+                log.warning("dropped a message from %s: more messages than were asked for (%d "
+                            "such drops so far)", owner, n)
             return
         queues.setdefault(owner, collections.deque()).append((frames, max_body))
 
@@ -361,7 +365,7 @@ class Gateway:
     def _drop(self, sock: zmq.Socket, frames: list[zmq.Frame], category: str,
               reason: str) -> None:
         """Count the reason, log it sparsely, and tell the sender (its key names it) what was
-        wrong, at most `_REPLY_RATE` times a second: a flood gets neither lines nor answers."""
+        wrong, at most `_REPLY_RATE` times a second (a flood is dropped in `_admit`)."""
         identity = frames[0].bytes
         self.stats[f"dropped:{category}"] += 1
         owner = self._keys.get(str(frames[-1].get("User-Id")).encode())
@@ -370,7 +374,7 @@ class Gateway:
         if _sparse(n):
             log.warning("dropped a message from %s: %s (%d such drops so far)",
                         owner or identity.hex()[:10], reason[:300], n)
-        if owner is None or category == "flood" or not self._bucket(
+        if owner is None or not self._bucket(
                 self._replies, owner, self._REPLY_RATE, 10).take(time.monotonic()):
             return
         code = "not_registered" if category == "unregistered" else "bad_message"
