@@ -17,9 +17,11 @@ flooder runs in its own process too, at a lower CPU priority (`nice 10`), standi
 computer: on this 2-core machine its own sending would otherwise take the core the gateway and
 the healthy robot share, which says nothing about the gateway.
 
-Memory bound: ZeroMQ queues at most `receive_hwm` frames per connection and the gateway takes
-`TAKE` frames a round, so the flood can hold about (100 + 64) x 36 KB = 6 MiB of frames;
-`RSS_BOUND_MIB` leaves room for allocator slack.
+Memory bound: ZeroMQ queues at most `receive_hwm` frames per connection (each at most
+`MAX_WIRE_BYTES` here; 2x that is cut by ZeroMQ) and the gateway holds at most `TAKE` frames a
+round, so a connection can pin about (receive_hwm + TAKE) x 1 MiB while the gateway falls behind
+it. The flood includes 1 MiB frames; in practice the gateway drops frames as fast as they come,
+and `RSS_BOUND_MIB` is what the bench holds it to.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import numpy as np
 import zmq
 
 from actors.bridge.gateway import BridgeError, Gateway, GatewayConfig
-from actors.bridge.protocol import Message, encode
+from actors.bridge.protocol import MAX_WIRE_BYTES, Message, encode
 from bench.bridge import _robot
 
 RSS_BOUND_MIB = 64
@@ -75,6 +77,8 @@ def attack_frames(robot_id: str) -> dict[str, bytes]:
         "unasked_observation": encode(Message("observation", robot_id, 2, obs, reply_to=10**9)),
         "heartbeat": encode(Message("heartbeat", robot_id, 3, {"holding": False,
                                                                "estop": False})),
+        # the biggest frame the protocol lets through to the decoder: memory and CURVE's cost
+        "max_wire": np.random.default_rng(0).bytes(MAX_WIRE_BYTES),
     }
 
 

@@ -178,7 +178,9 @@ class Gateway:
         for robot_id in self._keys.values():
             check_str("allowlist robot id", robot_id)
         self._seq = itertools.count(1)  # one counter for everything the gateway sends
-        self._ctx = context or zmq.Context()
+        # Two I/O threads: ZeroMQ spreads connections over them, so one robot's big frames
+        # (CURVE decryption runs in the I/O thread) do not delay another robot's small ones.
+        self._ctx = context or zmq.Context(io_threads=2)
         self._own_ctx = context is None
         self._links: dict[str, _Link] = {}
         self._by_identity: dict[bytes, str] = {}
