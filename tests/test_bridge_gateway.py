@@ -9,6 +9,8 @@ import threading
 import time
 from collections.abc import Iterator
 
+import lz4.frame
+import msgpack
 import numpy as np
 import pytest
 import zmq
@@ -203,3 +205,32 @@ def test_a_flooding_robot_neither_starves_another_nor_grows_the_stats():
     dropped = {k.split(":", 1)[1] for k in gw.stats if k.startswith("dropped:")}
     assert dropped <= DROPS and len(gw.stats) < 30, dict(gw.stats)
     assert len(gw._drops) <= 2 * (len(DROPS) + 1)  # per robot and reason: bounded
+
+
+def test_crafted_frames_from_a_gateway_do_not_end_the_robot_client():
+    """Issue 17: one frame whose map keys mix str and bytes ended the client (a TypeError from
+    the schema check); a decode bomb is refused at the size a robot allows a gateway message."""
+    ctx, stop = zmq.Context(), threading.Event()
+    server = ctx.socket(zmq.ROUTER)
+    server.curve_server = True
+    server.curve_publickey, server.curve_secretkey = SERVER
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    client = BridgeClient(NullDriver(), ClientConfig("raw-1", f"tcp://127.0.0.1:{port}",
+                                                     SERVER[0], *ROBOT), context=ctx)
+    runner = threading.Thread(target=client.run, args=(stop,))
+    runner.start()
+    try:
+        assert server.poll(5000), "the client did not register"
+        identity, _ = server.recv_multipart()
+        mixed = {"v": 1, "kind": "reset", "robot_id": "raw-1", "seq": 1, "reply_to": 0,
+                 "deadline_ms": 1000, "body": {"seed": 1, b"x": 2}}
+        server.send_multipart([identity, lz4.frame.compress(msgpack.packb(
+            mixed, use_bin_type=True), store_size=True)])
+        server.send_multipart([identity, attack_frames("raw-1")["decode_bomb"]])
+        assert wait_for(lambda: client.stats.dropped == 2)
+        assert runner.is_alive()
+    finally:
+        stop.set()
+        runner.join(timeout=10)
+        server.close()
+        ctx.term()
