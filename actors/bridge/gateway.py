@@ -86,6 +86,11 @@ class GatewayConfig:
             raise ValueError("gateway.heartbeat_s must be > 0 and below lost_after_s")
         if not 0 < self.call_timeout_s <= 60:
             raise ValueError("gateway.call_timeout_s must be in (0, 60]")
+        if not (self.unsolicited_per_s > 0 and self.unsolicited_burst >= 1):
+            raise ValueError("gateway.unsolicited_per_s must be > 0 and unsolicited_burst >= 1 "
+                             "(a robot must be able to send heartbeats and register)")
+        if self.receive_hwm < 1:
+            raise ValueError("gateway.receive_hwm must be >= 1")
 
 
 SLACK = 4  # messages a call may bring beyond its answers (a heartbeat or register meanwhile)
