@@ -13,6 +13,8 @@ BENCHES = {  # name -> module; each module has run(quick) -> the JSON line's fie
     "codec": "bench.codec", "collect": "bench.collect",
     "buffer_ingest": "bench.buffer_ingest", "buffer_sample": "bench.buffer_sample",
     "bridge_latency": "bench.bridge",
+    "gateway_flood": "bench.gateway_flood",  # a healthy robot's calls/s while another floods
+    "fuzz": "bench.fuzz",  # every decoder of outside bytes: its own error type, nothing else
     "estop_latency": "bench.estop",  # console e-stop → every robot holding
     "weight_sync": "bench.weight_sync", "ppo_vs_sb3": "bench.ppo_vs_sb3",
     "chaos": "bench.chaos", "mt10": "bench.mt10", "scaling": "bench.scaling",

@@ -172,7 +172,8 @@ def _from_body(body: Any, checked: bool = True) -> RolloutChunk:
     if body.get("v") != FORMAT_VERSION:
         raise RecordError(f"unsupported record format version {body.get('v')!r}")
     if body.keys() != _FIELDS:
-        missing, extra = sorted(_FIELDS - set(body)), sorted(set(body) - _FIELDS)
+        # key=repr: names may arrive as str and bytes, which do not compare
+        missing, extra = sorted(_FIELDS - set(body)), sorted(set(body) - _FIELDS, key=repr)
         raise RecordError(f"record fields differ: missing {missing}, unknown {extra}")
     obs = body["obs"]
     if not isinstance(obs, dict) or not obs:

@@ -121,7 +121,7 @@ VALID = [encode(Message(k, "arm-1", 3, b)) for k, b in sorted(BODIES.items())]
 leaves = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(
     max_size=20) | st.binary(max_size=40)
 trees = st.recursive(leaves, lambda c: st.lists(c, max_size=4) | st.dictionaries(
-    st.text(max_size=10), c, max_size=4), max_leaves=20)
+    st.text(max_size=10) | st.binary(max_size=4), c, max_size=4), max_leaves=20)
 
 
 @settings(max_examples=150, deadline=None)

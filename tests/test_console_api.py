@@ -337,33 +337,3 @@ def test_the_page_forbids_inline_handlers(served):
     nonce = csp.split("'nonce-", 1)[1].split("'", 1)[0]
     assert "unsafe-inline" not in csp and f'<script nonce="{nonce}">' in page
     assert "innerHTML" not in page and "insertAdjacentHTML" not in page
-
-
-def test_the_body_decoder_raises_only_its_own_error():
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-
-    from fleet.console.server import BodyError, parse_body
-
-    def check(raw: bytes) -> None:
-        try:
-            body = parse_body(raw)
-        except BodyError:
-            return
-        assert isinstance(body, dict)
-
-    json_values = st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                       max_size=4),
-        max_leaves=30)
-    chunks = st.sampled_from([b"{", b"}", b"[", b"]", b'"', b"\\", b":", b",", b"1" * 30,
-                              b"-", b"1e999", b"NaN", b"Infinity", b"\xff", b"\x00", b" "])
-
-    @settings(max_examples=400, deadline=None, derandomize=True)
-    @given(st.binary(max_size=200) | st.lists(chunks, max_size=60).map(b"".join)
-           | json_values.map(lambda v: json.dumps(v).encode()))
-    def fuzz(raw: bytes) -> None:
-        check(raw)
-
-    fuzz()

@@ -25,7 +25,16 @@ from typing import Any
 import numpy as np
 import zmq
 
-from .protocol import GATEWAY_KINDS, MAX_WIRE_BYTES, Message, ProtocolError, decode, encode
+from .protocol import (
+    GATEWAY_KINDS,
+    MAX_HORIZON,
+    MAX_WIRE_BYTES,
+    Message,
+    ProtocolError,
+    body_limit,
+    decode,
+    encode,
+)
 from .safety import Safety, SafetyConfig
 
 log = logging.getLogger("fleet.bridge.client")
@@ -161,6 +170,8 @@ class BridgeClient:
                              spec.action_dim)
         self.stats = ClientStats()
         self._period = 1.0 / self.safety.config.control_hz
+        # the biggest message a gateway sends us: an action chunk of MAX_HORIZON actions
+        self._max_body = body_limit({}, MAX_HORIZON * spec.action_dim)
         self._ctx = context or zmq.Context.instance()
         self._requests: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._seq = 0
@@ -224,7 +235,7 @@ class BridgeClient:
         try:
             if len(frames) != 1:
                 raise ProtocolError(f"{len(frames)} frames, expected 1")
-            msg = decode(frames[0])
+            msg = decode(frames[0], max_body=self._max_body)
             if msg.robot_id != self.config.robot_id or msg.kind not in GATEWAY_KINDS:
                 raise ProtocolError(f"{msg.kind} for robot {msg.robot_id!r} is not for us")
         except ProtocolError as e:

@@ -12,6 +12,16 @@ only for its own robot id. One thread owns the socket; a malformed, oversized or
 message is dropped with a logged reason and counted in `stats`, and serving goes on. A robot
 silent for `lost_after_s` is lost: its pending call fails at once with `RobotLost`, and it rejoins
 by registering again. Every call has a deadline (`call_timeout_s`).
+
+One robot cannot starve another (`_receive`): frames are taken from the socket a few at a time,
+queued per robot (per key, not per connection) and served in turn, one message per robot per
+round, with calls sent between messages. Before anything is decoded, a robot must have credit:
+the pending call's answers (its chunk's length, plus a little slack) at the size its `register`
+declared, or else a small rate of messages outside calls (heartbeats, registers) at
+`ENVELOPE_BYTES`. Whatever has no credit is dropped undecoded, so a flood costs a `recv` per
+frame. Answers to finished or unknown calls are dropped, and an `observation`'s `step` must be
+the next one its call expects. Stats keys, drop logs (1st, 10th, 100th... per robot and reason)
+and `bad_message` replies are all bounded.
 """
 
 from __future__ import annotations
@@ -34,7 +44,18 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from actors.robots.base import Feedback, Observation, RobotSpec
 
-from .protocol import MAX_WIRE_BYTES, ROBOT_KINDS, Message, ProtocolError, check_str, decode, encode
+from .protocol import (
+    ENVELOPE_BYTES,
+    MAX_WIRE_BYTES,
+    ROBOT_KINDS,
+    BudgetError,
+    Message,
+    ProtocolError,
+    body_limit,
+    check_str,
+    decode,
+    encode,
+)
 
 log = logging.getLogger("fleet.bridge.gateway")
 
@@ -54,12 +75,62 @@ class GatewayConfig:
     lost_after_s: float = 3.0
     call_timeout_s: float = 5.0
     max_wire_bytes: int = MAX_WIRE_BYTES
+    # Messages a robot may send outside its calls (heartbeats, registers, stray answers): a
+    # token bucket per robot; beyond it they are dropped without being decoded.
+    unsolicited_per_s: float = 10.0
+    unsolicited_burst: int = 20
+    receive_hwm: int = 100  # frames ZeroMQ queues per connection (each <= 2 x max_wire_bytes)
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat_s < self.lost_after_s:
             raise ValueError("gateway.heartbeat_s must be > 0 and below lost_after_s")
         if not 0 < self.call_timeout_s <= 60:
             raise ValueError("gateway.call_timeout_s must be in (0, 60]")
+        if not (self.unsolicited_per_s > 0 and self.unsolicited_burst >= 1):
+            raise ValueError("gateway.unsolicited_per_s must be > 0 and unsolicited_burst >= 1 "
+                             "(a robot must be able to send heartbeats and register)")
+        if self.receive_hwm < 1:
+            raise ValueError("gateway.receive_hwm must be >= 1")
+
+
+SLACK = 4  # messages a call may bring beyond its answers (a heartbeat or register meanwhile)
+TAKE = 64  # frames taken from the socket per round (ZeroMQ fair-queues them by connection)
+DROPS = frozenset({"frames", "auth", "identity", "kind", "unregistered", "schema", "step",
+                   "decode", "budget", "flood", "internal"})  # the `dropped:*` stats keys
+
+
+class _Refused(ProtocolError):
+    """A message refused for a reason in `DROPS`; `category` names it (a bounded stats key)."""
+
+    def __init__(self, category: str, message: str) -> None:
+        super().__init__(f"{category}: {message}")
+        self.category = category
+
+
+@dataclasses.dataclass
+class _Bucket:
+    """A token bucket: `take` says whether one more event fits `rate` per second."""
+
+    rate: float
+    burst: int
+    tokens: float = 0.0
+    stamp: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.tokens, self.stamp = float(self.burst), time.monotonic()
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def _sparse(n: int) -> bool:
+    """Log the 1st, 10th, 100th... of a repeated event, never all of them."""
+    return math.log10(n).is_integer()
 
 
 class _Allowlist:
@@ -92,6 +163,11 @@ class _Link:
     holding: bool = True  # as its last heartbeat said
     estop: bool = True
     pending: int = 0  # the seq of the call being waited for; other answers are late
+    # Set by the serving thread when it sends the call, read before decoding its answers:
+    steps: int = 0  # the observations an action call asks for (its chunk's H); 0 for a reset
+    next_step: int = 0  # the `step` its next observation must carry (-1: a reset's answer)
+    credit: int = 0  # messages it may still bring, decoded at up to `max_body` bytes each
+    max_body: int = ENVELOPE_BYTES  # an observation's size, from the registered obs_spec
 
 
 class Gateway:
@@ -107,12 +183,19 @@ class Gateway:
         for robot_id in self._keys.values():
             check_str("allowlist robot id", robot_id)
         self._seq = itertools.count(1)  # one counter for everything the gateway sends
-        self._ctx = context or zmq.Context()
+        # Two I/O threads: ZeroMQ spreads connections over them, so one robot's big frames
+        # (CURVE decryption runs in the I/O thread) do not delay another robot's small ones.
+        self._ctx = context or zmq.Context(io_threads=2)
         self._own_ctx = context is None
         self._links: dict[str, _Link] = {}
         self._by_identity: dict[bytes, str] = {}
         self._lock = threading.Lock()
-        self._outbox: queue.SimpleQueue[tuple[str, str, int, bytes]] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[str, str, int, bytes, int]] = queue.SimpleQueue()
+        # per allowlisted robot id (so bounded by the allowlist): messages outside calls,
+        # bad_message replies, and how often each reason of drop was seen (for sparse logs)
+        self._unsolicited: dict[str, _Bucket] = {}
+        self._replies: dict[str, _Bucket] = {}
+        self._drops: collections.Counter[tuple[str, str]] = collections.Counter()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._stop = threading.Event()
@@ -131,7 +214,7 @@ class Gateway:
         sock.curve_secretkey, sock.curve_publickey = self._secret, self._public
         for opt, value in ((zmq.LINGER, 0), (zmq.ROUTER_MANDATORY, 1),
                            (zmq.MAXMSGSIZE, 2 * self.config.max_wire_bytes),
-                           (zmq.SNDHWM, 1000), (zmq.RCVHWM, 1000)):
+                           (zmq.SNDHWM, 1000), (zmq.RCVHWM, self.config.receive_hwm)):
             sock.setsockopt(opt, value)
         sock.bind(self.config.endpoint)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -191,7 +274,8 @@ class Gateway:
         deadline_ms = int(self.config.call_timeout_s * 1000)
         data = encode(Message(kind, link.robot_id, seq, body, 0, deadline_ms))
         link.pending = seq
-        self._outbox.put((link.robot_id, kind, seq, data))
+        steps = len(body["chunk"]) if kind == "action" else 0
+        self._outbox.put((link.robot_id, kind, seq, data, steps))
         self._wake()
         return seq
 
@@ -222,64 +306,131 @@ class Gateway:
             sock.close(linger=0)
 
     def _receive(self, sock: zmq.Socket) -> None:
-        for _ in range(1000):  # bounded, so outgoing calls and heartbeats are never starved
+        """Take up to TAKE frames into per-robot queues (admitted or dropped, undecoded), then
+        serve the queues in turn, one message each, sending calls made meanwhile at once."""
+        queues: dict[str, collections.deque[tuple[list[zmq.Frame], int]]] = {}  # by robot
+        for _ in range(TAKE):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
-            try:
-                self._dispatch(sock, frames)
-            except ProtocolError as e:
-                self._drop(sock, frames, str(e))
-            except Exception as e:  # a bug must not stop the other robots' service
-                log.exception("dropped a message that broke the gateway")
-                self._drop(sock, frames, f"internal: {type(e).__name__}")
+                break
+            self._admit(sock, frames, queues)
+        while queues:
+            for owner in list(queues):
+                pending = queues[owner]
+                frames, max_body = pending.popleft()
+                if not pending:
+                    del queues[owner]
+                self._handle(sock, frames, max_body, owner)
+                if not self._outbox.empty():
+                    self._flush_outbox(sock)
 
-    def _drop(self, sock: zmq.Socket, frames: list[zmq.Frame], reason: str) -> None:
-        """Count and log the reason, and tell the sender (its key names it) what was wrong."""
-        identity = frames[0].bytes
-        self.stats[f"dropped:{reason.split(':')[0][:40]}"] += 1
+    def _admit(self, sock: zmq.Socket, frames: list[zmq.Frame],
+               queues: dict[str, collections.deque[tuple[list[zmq.Frame], int]]]) -> None:
+        """Queue a frame with the decompressed size it may have, or drop it undecoded."""
         owner = self._keys.get(str(frames[-1].get("User-Id")).encode())
-        log.warning("dropped a message from %s: %s", owner or identity.hex()[:10], reason)
-        if owner is not None:
-            code = "not_registered" if reason.startswith("unregistered") else "bad_message"
-            err = Message("error", owner, next(self._seq), {"code": code,
-                                                            "message": reason[:1024]})
-            with contextlib.suppress(zmq.ZMQError):
-                sock.send_multipart([identity, encode(err)], zmq.NOBLOCK)
-
-    def _dispatch(self, sock: zmq.Socket, frames: list[zmq.Frame]) -> None:
-        if len(frames) != 2:
-            raise ProtocolError(f"frames: {len(frames) - 1} frames, expected 1")
-        identity, payload = frames[0].bytes, frames[1]
-        owner = self._keys.get(str(payload.get("User-Id")).encode())
         if owner is None:  # the ZAP callback let it in, so this cannot happen; never trust it
-            raise ProtocolError("auth: no allowlisted key on the connection")
-        msg = decode(payload.bytes, max_wire=self.config.max_wire_bytes)
+            self._drop(sock, frames, "auth", "auth: no allowlisted key on the connection")
+            return
+        link = self._links.get(owner)
+        if link is not None and link.credit > 0:  # an answer to the pending call, maybe
+            link.credit -= 1
+            max_body = link.max_body
+        elif self._bucket(self._unsolicited, owner, self.config.unsolicited_per_s,
+                          self.config.unsolicited_burst).take(time.monotonic()):
+            max_body = ENVELOPE_BYTES  # no arrays outside a call
+        else:  # the flood's path: count, now and then a log line, nothing else
+            self.stats["dropped:flood"] += 1
+            n = self._drops[(owner, "flood")] = self._drops[(owner, "flood")] + 1
+            if _sparse(n):
+                log.warning("dropped a message from %s: more messages than were asked for (%d "
+                            "such drops so far)", owner, n)
+            return
+        queues.setdefault(owner, collections.deque()).append((frames, max_body))
+
+    @staticmethod
+    def _bucket(buckets: dict[str, _Bucket], owner: str, rate: float, burst: int) -> _Bucket:
+        bucket = buckets.get(owner)
+        if bucket is None:  # owners come from the allowlist, so these dicts stay small
+            bucket = buckets[owner] = _Bucket(rate, burst)
+        return bucket
+
+    def _handle(self, sock: zmq.Socket, frames: list[zmq.Frame], max_body: int,
+                owner: str) -> None:
+        try:
+            self._dispatch(sock, frames, max_body, owner)
+        except _Refused as e:
+            self._drop(sock, frames, e.category, str(e))
+        except BudgetError as e:
+            self._drop(sock, frames, "budget", f"budget: {e}")
+        except ProtocolError as e:
+            self._drop(sock, frames, "decode", str(e))
+        except Exception as e:  # a bug must not stop the other robots' service
+            log.exception("dropped a message that broke the gateway")
+            self._drop(sock, frames, "internal", f"internal: {type(e).__name__}")
+
+    def _drop(self, sock: zmq.Socket, frames: list[zmq.Frame], category: str,
+              reason: str) -> None:
+        """Count the reason, log it sparsely, and tell the sender (its key names it) what was
+        wrong, at most `_REPLY_RATE` times a second (a flood is dropped in `_admit`)."""
+        identity = frames[0].bytes
+        self.stats[f"dropped:{category}"] += 1
+        owner = self._keys.get(str(frames[-1].get("User-Id")).encode())
+        who = owner or "?"
+        n = self._drops[(who, category)] = self._drops[(who, category)] + 1
+        if _sparse(n):
+            log.warning("dropped a message from %s: %s (%d such drops so far)",
+                        owner or identity.hex()[:10], reason[:300], n)
+        if owner is None or not self._bucket(
+                self._replies, owner, self._REPLY_RATE, 10).take(time.monotonic()):
+            return
+        code = "not_registered" if category == "unregistered" else "bad_message"
+        err = Message("error", owner, next(self._seq), {"code": code, "message": reason[:1024]})
+        with contextlib.suppress(zmq.ZMQError):
+            sock.send_multipart([identity, encode(err)], zmq.NOBLOCK)
+
+    _REPLY_RATE = 1.0  # bad_message replies per robot per second, after a burst of 10
+
+    def _dispatch(self, sock: zmq.Socket, frames: list[zmq.Frame], max_body: int,
+                  owner: str) -> None:
+        """Decode and act on one message of `owner` (the robot id its key is listed for)."""
+        if len(frames) != 2:
+            raise _Refused("frames", f"{len(frames) - 1} frames, expected 1")
+        identity, payload = frames[0].bytes, frames[1]
+        msg = decode(payload.bytes, max_wire=self.config.max_wire_bytes, max_body=max_body)
         if msg.robot_id != owner:
-            raise ProtocolError(f"identity: key of {owner!r} spoke for {msg.robot_id!r}")
+            raise _Refused("identity", f"key of {owner!r} spoke for {msg.robot_id!r}")
         if msg.kind not in ROBOT_KINDS:
-            raise ProtocolError(f"kind: {msg.kind!r} is not sent by robots")
+            raise _Refused("kind", f"{msg.kind!r} is not sent by robots")
         if msg.kind == "register":
             self._register(sock, identity, msg)
             return
         link = self._links.get(msg.robot_id)
         if link is None or link.identity != identity:
-            raise ProtocolError(f"unregistered: {msg.kind} before register")
+            raise _Refused("unregistered", f"{msg.kind} before register")
         link.last_seen, link.lost = time.monotonic(), False
         if msg.kind == "observation":
             _check_obs(msg, link.obs_spec, link.spec.action_dim)
         elif msg.kind == "heartbeat":
             link.holding, link.estop = msg.body["holding"], msg.body["estop"]
             return
-        if msg.reply_to != link.pending:  # late, or unasked: never queued, so never piles up
+        if not link.pending or msg.reply_to != link.pending:  # late or unasked: never queued
             self.stats[f"late:{msg.kind}"] += 1
-            if msg.kind == "error":
-                log.warning("robot %s: %s: %s", msg.robot_id, msg.body["code"],
-                            msg.body["message"])
+            n = self._drops[(owner, "late")] = self._drops[(owner, "late")] + 1
+            if msg.kind == "error" and _sparse(n):
+                log.warning("robot %s: %s: %s (%d late answers so far)", msg.robot_id,
+                            msg.body["code"], msg.body["message"][:300], n)
             return
+        more = _next_step(link, msg.body) if msg.kind == "observation" else False
+        if not more:  # its last observation, or an error: the call is over
+            self._end_call(link)
         link.inbox.put(msg)
         self.stats[f"received:{msg.kind}"] += 1
+
+    @staticmethod
+    def _end_call(link: _Link) -> None:
+        """The call has all its answers: anything more that names it is late."""
+        link.pending = link.credit = 0
 
     def _register(self, sock: zmq.Socket, identity: bytes, msg: Message) -> None:
         b = msg.body
@@ -294,6 +445,7 @@ class Gateway:
                 self._by_identity.pop(link.identity, None)
                 link.identity, link.spec, link.obs_spec = identity, spec, b["obs_spec"]
                 link.last_seen, link.lost = time.monotonic(), False
+            link.max_body = body_limit(b["obs_spec"], spec.action_dim)
             self._by_identity[identity] = msg.robot_id
         self.stats["registered"] += 1
         log.info("robot %s registered (%s, %s)", msg.robot_id, spec.embodiment, spec.task)
@@ -306,11 +458,16 @@ class Gateway:
     def _flush_outbox(self, sock: zmq.Socket) -> None:
         while True:
             try:
-                robot_id, kind, seq, data = self._outbox.get_nowait()
+                robot_id, kind, seq, data, steps = self._outbox.get_nowait()
             except queue.Empty:
                 return
             link = self._links[robot_id]
+            if link.pending == seq:  # what its answers may be, before any of them can arrive
+                link.steps, link.next_step = steps, 0 if kind == "action" else -1
+                link.credit = max(steps, 1) + 1 + SLACK  # the answers, an error, and slack
             if not self._send(sock, link, kind, data):  # fail the call now, not at its deadline
+                if link.pending == seq:
+                    self._end_call(link)
                 link.inbox.put(Message("error", robot_id, seq, {
                     "code": "unreachable", "message": "the gateway could not send"}, seq))
 
@@ -342,15 +499,26 @@ class Gateway:
 def _check_obs(msg: Message, obs_spec: dict[str, Any], action_dim: int) -> None:
     obs, executed = msg.body["obs"], msg.body["executed"]
     if executed is not None and executed.shape != (action_dim,):
-        raise ProtocolError(f"schema: executed has shape {executed.shape}, not ({action_dim},)")
+        raise _Refused("schema", f"executed has shape {executed.shape}, not ({action_dim},)")
     if set(obs) != set(obs_spec):
-        raise ProtocolError(f"schema: observation keys {sorted(obs)} differ from the registered "
-                            f"{sorted(obs_spec)}")
+        raise _Refused("schema", f"observation keys {sorted(obs)} differ from the registered "
+                                 f"{sorted(obs_spec)}")
     for name, arr in obs.items():
         want = obs_spec[name]
         if arr.dtype.name != want["dtype"] or list(arr.shape) != want["shape"]:
-            raise ProtocolError(f"schema: obs.{name} is {arr.dtype} {list(arr.shape)}, "
-                                f"registered {want['dtype']} {want['shape']}")
+            raise _Refused("schema", f"obs.{name} is {arr.dtype} {list(arr.shape)}, "
+                                     f"registered {want['dtype']} {want['shape']}")
+
+
+def _next_step(link: _Link, body: dict[str, Any]) -> bool:
+    """Check an answer's `step` against its call (-1 answers a reset; an action's answers count
+    0, 1, 2... up to its H - 1); True while the call expects more observations."""
+    step, want = body["step"], link.next_step
+    if step != want:
+        raise _Refused("step", f"observation step {step}, expected {want}")
+    link.next_step = step + 1
+    ended = body["success"] or body["failed"] or body["truncated"]
+    return want >= 0 and not ended and link.next_step < link.steps
 
 
 class BridgeRobot:
@@ -409,6 +577,8 @@ class BridgeRobot:
             self._obs = msg.body["obs"]
             self.executed = msg.body["executed"]
             return msg.body
+        if self._link.pending == seq:  # its answers from now on are late, never queued
+            self._link.pending = 0
         raise BridgeError(f"robot {self._link.robot_id!r} did not answer within "
                           f"{self._gateway.config.call_timeout_s} s")
 

@@ -10,6 +10,13 @@ has an exact body schema (`docs/protocol.md`). Decoding trusts nothing: the wire
 the lz4 frame claims (decompressed with a hard `max_length`), msgpack lengths, no extension types,
 dtypes from an allowlist, shapes against byte counts, and NaN/inf anywhere in floats. Nothing is
 unpickled. Imports only numpy, msgpack and lz4, so robot computers can copy this file as it is.
+
+Decoding runs under a budget fixed before any work (`BudgetError` when a message breaks it): the
+receiver says how many decompressed bytes the sender may send (`max_body`: `body_limit(...)` from
+what the sender declared, `ENVELOPE_BYTES` for messages that carry no arrays), and no message
+holds more than `MAX_CONTAINERS` maps and arrays, maps of more than `MAX_MAP` entries or arrays
+of more than `MAX_ARRAY_DIMS`. So a message costs at most about `max_body` bytes of copying, and
+a 36 KB frame can no longer unfold into millions of objects. Every failure is a `ProtocolError`.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ MAX_OBS_KEYS = 16
 MAX_HORIZON = 1024
 MAX_ACTION_DIM = 256
 MAX_DEADLINE_MS = 60_000
+MAX_MAP = 16  # the most fields in any map: 16 observation names; the header has 7
+MAX_CONTAINERS = 64  # maps and arrays in one message; the most a valid one needs is 37
+ENVELOPE_BYTES = 16 << 10  # everything in a message but its array data, at the longest
 DTYPES = frozenset({"float32", "float64", "uint8", "int32", "int64", "bool"})
 ROBOT_KINDS = frozenset({"register", "observation", "heartbeat", "error"})  # robot -> gateway
 GATEWAY_KINDS = frozenset({"ack", "reset", "action", "heartbeat", "error"})  # gateway -> robot
@@ -42,6 +52,10 @@ HEADER = frozenset({"v", "kind", "robot_id", "seq", "reply_to", "deadline_ms", "
 
 class ProtocolError(ValueError):
     """A message that breaks the format or its kind's schema. The message says which part."""
+
+
+class BudgetError(ProtocolError):
+    """A message bigger or more nested than its receiver allows; refused before the work."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +118,22 @@ def decode(data: bytes, *, max_wire: int = MAX_WIRE_BYTES, max_body: int = MAX_B
                    raw["deadline_ms"])
 
 
+def body_limit(arrays: dict[str, Any], action_dim: int = 0) -> int:
+    """The decompressed bytes a message may hold that carries `arrays` (name -> `{"dtype",
+    "shape"}`, as in a `register`'s `obs_spec`) and an executed action of `action_dim` floats:
+    their data plus `ENVELOPE_BYTES`, at most `MAX_BODY_BYTES`.
+
+        gateway: decode(frame, max_body=body_limit(link.obs_spec, link.spec.action_dim))
+        robot:   decode(frame, max_body=body_limit({}, MAX_HORIZON * action_dim))
+    """
+    data = 4 * action_dim
+    for item in arrays.values():
+        data += math.prod(item["shape"]) * np.dtype(item["dtype"]).itemsize
+        if data > MAX_BODY_BYTES:
+            return MAX_BODY_BYTES
+    return min(MAX_BODY_BYTES, ENVELOPE_BYTES + data)
+
+
 def _decompress(data: bytes, max_body: int) -> bytes:
     # The frame header must state the content size; a claim past the limit is refused before
     # anything is allocated, and decompression stops at the claim (headers lie, FACTS.md).
@@ -112,8 +142,8 @@ def _decompress(data: bytes, max_body: int) -> bytes:
         if size == 0:
             raise ProtocolError("lz4 frame does not state its content size (required)")
         if size > max_body:
-            raise ProtocolError(f"lz4 frame claims {size} bytes, past the size limit of "
-                                f"{max_body}")
+            raise BudgetError(f"lz4 frame claims {size} bytes, past the size limit of "
+                              f"{max_body}")
         if size > MAX_RATIO * len(data) + 1024:  # lz4 cannot expand more: the claim is a lie
             raise ProtocolError(f"lz4 frame of {len(data)} bytes claims {size} bytes")
         dec = lz4.frame.LZ4FrameDecompressor()
@@ -127,12 +157,34 @@ def _decompress(data: bytes, max_body: int) -> bytes:
     return bytes(raw)
 
 
+_OPENERS = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])  # every map or array starts so
+
+
 def _unpack(raw: bytes, max_body: int) -> Any:
     # unpackb, not an Unpacker: an Unpacker allocates a 1 MiB read buffer for every message.
+    # A hook counts each map and array as it is finished and stops at MAX_CONTAINERS, so the
+    # work is bounded by the budget whatever the bytes say (the C unpacker's own stack bounds
+    # how deep it goes before the first one finishes). The hook doubles msgpack's time, so a
+    # small message whose bytes cannot open more than MAX_CONTAINERS maps and arrays (counted
+    # in C: the bytes that could start one) is unpacked without it.
+    options: dict[str, Any] = {}
+    if len(raw) > 65536 or len(raw) - len(raw.translate(None, _OPENERS)) > MAX_CONTAINERS:
+        containers = 0
+
+        def count(obj: Any) -> Any:
+            nonlocal containers
+            containers += 1
+            if containers > MAX_CONTAINERS:
+                raise BudgetError(f"more than {MAX_CONTAINERS} maps and arrays in one message")
+            return obj
+
+        options = {"list_hook": count, "object_hook": count}
     try:
         return msgpack.unpackb(raw, raw=False, max_str_len=4096, max_bin_len=max_body,
-                               max_array_len=MAX_HORIZON, max_map_len=64, max_ext_len=0,
-                               strict_map_key=True)
+                               max_array_len=MAX_ARRAY_DIMS, max_map_len=MAX_MAP,
+                               max_ext_len=0, strict_map_key=True, **options)
+    except BudgetError:
+        raise
     except msgpack.ExtraData as e:
         raise ProtocolError("more than one msgpack object in a message") from e
     except (ValueError, TypeError, msgpack.OutOfData, msgpack.FormatError,
@@ -173,7 +225,7 @@ def check_bool(where: str, v: Any) -> bool:
 
 def check_fields(where: str, v: Any, fields: set[str]) -> dict[str, Any]:
     if not isinstance(v, dict) or set(v) != fields:
-        got = sorted(v) if isinstance(v, dict) else type(v).__name__
+        got = sorted(v, key=repr) if isinstance(v, dict) else type(v).__name__
         raise _fail(where, f"needs exactly the fields {sorted(fields)}, got {got}")
     return v
 

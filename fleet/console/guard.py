@@ -1,11 +1,10 @@
 """What keeps the console's secrets and inputs in bounds: where the token comes from, the audit
-log (rate-limited, rotated, redacted) and the one decoder of request bodies.
+log (rate-limited, rotated, redacted). Request bodies are `fleet.console.bodies`'.
 
 Example:
 
     token = token_from(config.token_file)          # $FLEET_CONSOLE_TOKEN or a 0600 file
     audit = AuditLog(run_dir / "audit.jsonl", secret=token)
-    body = parse_body(raw)                         # a small flat JSON object, or BodyError
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 TOKEN_ENV = "FLEET_CONSOLE_TOKEN"
-MAX_JSON_DEPTH = 8  # a command's body is flat; deeper nesting is refused before parsing
 
 
 class TokenError(ValueError):
@@ -129,64 +127,3 @@ def clean(x: Any) -> Any:
     if isinstance(x, list | tuple):
         return [clean(v) for v in x]
     return x
-
-
-class BodyError(ValueError):
-    """A request body that is not a small flat JSON object (the console's only decoder error)."""
-
-
-def _small_int(text: str) -> int:
-    if len(text.lstrip("-")) > 15:
-        raise BodyError("integers in a command have at most 15 digits")
-    return int(text)
-
-
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """A command body: a JSON object, at most `MAX_JSON_DEPTH` deep, integers of at most 15 digits,
-    finite numbers. Raises only `BodyError`."""
-    if not raw.strip():
-        return {}
-    depth = deepest = 0
-    quoted = escaped = False
-    for byte in raw:  # nesting is counted before json.loads could recurse into it
-        if quoted:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                quoted = False
-        elif byte == 0x22:  # double quote
-            quoted = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    if deepest > MAX_JSON_DEPTH:
-        raise BodyError(f"the body nests deeper than {MAX_JSON_DEPTH}")
-
-    def no_constant(name: str) -> Any:
-        raise BodyError(f"{name} is not a number a command takes")
-
-    try:
-        body = json.loads(raw, parse_int=_small_int, parse_constant=no_constant)
-    except BodyError:
-        raise
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise BodyError("the body is not JSON") from e
-    if not isinstance(body, dict):
-        raise BodyError("the body must be a JSON object")
-    if not all(math.isfinite(v) for v in _floats(body)):
-        raise BodyError("numbers must be finite")
-    return body
-
-
-def _floats(x: Any) -> list[float]:
-    if isinstance(x, float):
-        return [x]
-    if isinstance(x, dict):
-        return [f for v in x.values() for f in _floats(v)]
-    if isinstance(x, list):
-        return [f for v in x for f in _floats(v)]
-    return []

@@ -56,18 +56,16 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from actors.control import COMMANDS, CommandError
+from fleet.console.bodies import MAX_BODY, BodyError, parse_body
 from fleet.console.guard import (
     TOKEN_ENV,
     AuditLog,
-    BodyError,
     TokenError,
     clean,
-    parse_body,
     token_from,
 )
 from fleet.console.robots import RayRobots, Robots
 
-MAX_BODY = 4096  # bytes of one request body
 FLEET_COMMANDS = ("pause", "resume", "estop", "arm")
 MAX_POINTS = 2000  # learning-curve points kept (older ones are thinned)
 MAX_STREAMS = 16  # event-stream subscribers at once
@@ -518,13 +516,10 @@ class ConsoleServer:
         except TimeoutError:
             raise _Refused(408, f"the body did not arrive within "
                                 f"{self.config.body_timeout_s} s", close=True) from None
-        if raw and request.content_type != "application/json":
-            # also keeps other web pages out: their cross-site form posts can't send JSON
-            raise _Refused(415, "send Content-Type: application/json")
-        try:
-            return parse_body(raw)
+        try:  # only JSON: other web pages' cross-site form posts can't send it
+            return parse_body(raw, request.content_type)
         except BodyError as e:
-            raise _Refused(400, str(e)) from None
+            raise _Refused(e.status, str(e)) from None
 
     async def _post(self, request: web.BaseRequest, parts: list[str]) -> web.Response:
         if len(parts) == 4 and parts[:2] == ["api", "robots"] and parts[3] in COMMANDS:
