@@ -1,5 +1,6 @@
 """`fleet pretrain`: the base policy, behaviour-cloned from noisy scripted-expert demos (or, for a
-robot without an expert such as `robot=gym`, freshly initialised).
+robot without an expert such as `robot=gym`, freshly initialised), or the policy saved at
+`policy.checkpoint` (no BC then).
 
 Example:
 
@@ -30,7 +31,7 @@ from algorithms.factory import make_policy
 from algorithms.policy import ChunkPolicy, PolicyConfig, config_key_fields, input_keys, policy_input
 from buffers.demos import read_demos, write_demos
 from buffers.records import RolloutChunk
-from fleet.config import Config
+from fleet.config import Config, ConfigError
 
 
 def policy_config(cfg: Config) -> PolicyConfig:
@@ -82,7 +83,11 @@ def collect_task_demos(cfg: Config) -> list[RolloutChunk]:
 
 def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[str, Any]]:
     """The BC base for `cfg` (for a robot without a scripted expert, the fresh policy), trained
-    once and then loaded from the cache."""
+    once and then loaded from the cache; the policy at `policy.checkpoint` when one is given."""
+    if cfg.policy.checkpoint:
+        return checkpoint_base(cfg, Path(cfg.policy.checkpoint)), {
+            "checkpoint": cfg.policy.checkpoint, "demos": 0, "demo_steps": 0, "bc_loss": None,
+            "cached": False, "path": cfg.policy.checkpoint}
     key = cache_key(cfg)
     cache = Path(cfg.pretrain.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -132,3 +137,54 @@ def fresh_policy(cfg: Config, steps: int = 1000) -> tuple[ChunkPolicy, int, floa
     policy = make_policy(policy_config(cfg))
     policy.set_obs_stats(states.mean(0), states.std(0))
     return policy, 0, None
+
+
+def checkpoint_base(cfg: Config, path: Path) -> Any:
+    """The policy of `cfg`'s kind and shape with the weights saved at `path`: a Fleet `.pt` (a
+    learner checkpoint such as `runs/<name>/checkpoints/latest.pt`, a cached base, or a bare
+    state dict; loaded with `weights_only=True`), an `.npz` or a `.safetensors` of
+    `policy_state()`. A file that is missing, unreadable or for another shape is a
+    `ConfigError` naming the file and the first key that does not fit."""
+    where = f"policy.checkpoint={path}"
+    state = read_policy_file(path, where)
+    policy = make_policy(policy_config(cfg))
+    want = {k: tuple(v.shape) for k, v in policy.state_dict().items()}
+    have = {k: tuple(np.shape(v)) for k, v in state.items() if not k.startswith("critic.")}
+    shape = f"obs_dim={cfg.robot.obs_dim}, action_dim={cfg.robot.action_dim}, " \
+            f"horizon={cfg.policy.horizon}, policy.kind={cfg.policy.kind}"
+    for key in want:
+        if key not in have:
+            raise ConfigError(f"{where}: has no {key!r}, which this policy ({shape}) needs")
+        if have[key] != want[key]:
+            raise ConfigError(f"{where}: {key!r} is {list(have[key])} there, this policy "
+                              f"({shape}) needs {list(want[key])}")
+    extra = sorted(set(have) - set(want))
+    if extra:
+        raise ConfigError(f"{where}: holds {extra[0]!r}, which this policy ({shape}) has not")
+    policy.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()})
+    return policy
+
+
+def read_policy_file(path: Path, where: str) -> dict[str, Any]:
+    """Weights by name from `path` (see `checkpoint_base`); nothing in it is unpickled."""
+    if not path.is_file():
+        raise ConfigError(f"{where}: no such file")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return dict(load_file(str(path)))
+        saved = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # a torn, foreign or pickled-object file: say which and why
+        raise ConfigError(f"{where}: cannot read it ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    if isinstance(saved, dict) and isinstance(saved.get("policy"), dict):
+        saved = saved["policy"]  # a learner checkpoint or a cached base
+    if not isinstance(saved, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in saved.items()):
+        raise ConfigError(f"{where}: holds no policy weights (a state dict of tensors, or a "
+                          f"Fleet checkpoint with a 'policy' entry)")
+    return saved
