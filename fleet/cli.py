@@ -1,6 +1,7 @@
 """The `fleet` command.
 
     fleet train [hydra overrides]      the main job (see README)
+    fleet train -m run.seed=0,1,2      a Hydra sweep: one run per point, in turn
     fleet pretrain [hydra overrides]   only build (or load) the BC base and measure it
     fleet bench NAME [--quick]         a benchmark; prints one JSON line last
     fleet buffer info PATH             what a buffer directory holds
@@ -34,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                        ("pretrain", "build (or load) the BC base policy and measure it")):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=smoke")
+        if name == "train":
+            sp.add_argument("-m", "--multirun", action="store_true",
+                            help="a Hydra sweep (run.seed=0,1,2): one run per point, in turn")
     bp = sub.add_parser("bench", help="run a benchmark; its last line is JSON")
     bp.add_argument("name")
     bp.add_argument("--quick", action="store_true", help="a version under a minute")
@@ -69,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     try:
         if args.command == "train":
-            from fleet.run.train import train
-
-            train(load_config(args.overrides), console)
+            return _train(args.overrides, args.multirun, console)
         elif args.command == "pretrain":
             from fleet.run.evaluate import pretrain_and_measure
 
@@ -97,6 +99,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _train(overrides: list[str], multirun: bool, console: Console) -> int:
+    """`fleet train`, or with `-m` one run per point of a Hydra sweep (`fleet.run.sweep`)."""
+    from fleet.run.sweep import run_sweep, sweep_overrides
+
+    sweeps = sweep_overrides(overrides)
+    if sweeps and not multirun:  # said before the job's imports (ray, torch) are paid for
+        raise ConfigError(f"{sweeps[0]} is a sweep: run one run per value with "
+                          f"fleet train -m {' '.join(overrides)} (or quote a value that "
+                          f"holds commas: key='a,b')")
+    from fleet.run.train import train
+
+    if not multirun:
+        train(load_config(overrides), console)
+        return 0
+    summaries = run_sweep(overrides, lambda cfg: train(cfg, console), console.print)
+    for s in summaries:
+        console.print(f"{s['run']}: seed {s['seed']}, success {s['success_before']:.0%} -> "
+                      f"{s['success_after']:.0%}")
     return 0
 
 
