@@ -40,7 +40,11 @@ class Policy(Protocol):
     buffer: its device is the policy's), and PPO `make_critic()` and `critic_input(rows)`;
     BC calls `set_obs_stats(mean, std)` and fits `mean_chunk(rows)` [B, H * A] where there is
     one, else maximises `log_prob`. `rows` are `algorithms.policy.policy_input(obs, keys)`:
-    the state, then each of `input_keys(config)` flattened. The log-probability of `act` must
+    the state, then each of `input_keys(config)` flattened. Optional: `takes_obs_dict` (True:
+    `act` gets the whole observation dict, cameras included) and `act_batch(rows [B, D],
+    deterministic, generator) -> (chunks [B, H, A], logp [B])` as tensors, with which
+    `fleet.inference=server` answers many robots in one pass (else one `act` per request).
+    The log-probability of `act` must
     be that of `log_prob` on the same chunk: it is PPO's behaviour log-probability. A policy
     whose likelihood needs more per call than the chunk (sampled token ids, a flow policy's
     noise) has no column in the rollout record to carry it yet.
