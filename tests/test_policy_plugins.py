@@ -4,6 +4,7 @@ entry point, post-trained by PPO in the serial loop, and a saved policy loaded i
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import sys
 import tomllib
@@ -127,10 +128,41 @@ def test_a_checkpoint_of_another_shape_or_no_file_is_a_config_error(tmp_path):
         np.testing.assert_array_equal(loaded.policy_state()[k], v)
 
 
-def test_fleet_pretrain_with_a_missing_checkpoint_exits_2_naming_it(tmp_path):
-    from tests.test_e2e import fleet
+def test_fleet_pretrain_with_a_missing_checkpoint_exits_2_naming_it(tmp_path, capsys):
+    from fleet.cli import main
 
-    done = fleet("pretrain", "robot=stub", f"policy.checkpoint={tmp_path}/nope.pt",
-                 f"pretrain.cache_dir={tmp_path}/cache", cwd=ROOT, timeout=120)
-    assert done.returncode == 2 and "nope.pt: no such file" in done.stdout.replace("\n", "")
+    assert main(["pretrain", "robot=stub", f"policy.checkpoint={tmp_path}/nope.pt",
+                 f"pretrain.cache_dir={tmp_path}/cache"]) == 2
+    assert "nope.pt: no such file" in capsys.readouterr().out.replace("\n", "")
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_a_fleet_train_sweep_post_trains_the_plugin_from_a_checkpoint(plugin, tmp_path):
+    """`fleet train -m run.seed=0,1` (one run per seed, in turn) with the installed plug-in on
+    Ray's robot and learner actors (they inherit PYTHONPATH, as they would an installed
+    package), each run started from an .npz instead of a BC base."""
+    import os
+    import subprocess
+
+    cfg = load_config(["robot=gym", f"policy.kind={plugin}", "policy.horizon=2"])
+    start = make_policy(dataclasses.replace(cfg.policy, obs_dim=cfg.robot.obs_dim,
+                                            action_dim=cfg.robot.action_dim))
+    start.set_obs_stats(np.zeros(4, np.float32), np.full(4, 2.0, np.float32))
+    np.savez(tmp_path / "start.npz", **start.policy_state())
+    env = dict(os.environ, PYTHONWARNINGS="ignore",
+               PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(ROOT)]))
+    done = subprocess.run(
+        [sys.executable, "-m", "fleet.cli", "train", "-m", "run.seed=0,1", "experiment=smoke",
+         "robot=gym", f"policy.kind={plugin}", "policy.horizon=2",
+         f"policy.checkpoint={tmp_path}/start.npz", "run.name=lin", f"run.dir={tmp_path}/runs",
+         f"pretrain.cache_dir={tmp_path}/c", "train.env_steps=400", "eval.episodes=2",
+         "logger.wandb=disabled", "console.enabled=false"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for seed in (0, 1):
+        summary = json.loads((tmp_path / "runs" / f"lin-{seed}" / "summary.json").read_text())
+        assert summary["pretrain"]["checkpoint"] == f"{tmp_path}/start.npz"
+        assert summary["seed"] == seed and summary["policy_version"] >= 1
+    assert "sweep point 2 of 2" in done.stdout and "base (checkpoint)" in done.stdout
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("base-*"))
