@@ -9,10 +9,20 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from buffers.episodes import iter_episodes
 from buffers.store import ReplayBuffer
 from fleet.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small nets on a shared 2-core machine: intra-op threads only fight (10-50x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _npz(path, T=10, D=3, A=2, **changes):
@@ -145,3 +155,46 @@ def test_a_lerobot_dataset_missing_a_feature_or_of_another_shape_exits_2(tmp_pat
     out = capsys.readouterr().out.replace("\n", "")
     assert "'observation.state': rows of shape [3], meta/info.json declares [4]" in out
     assert not (tmp_path / "b").exists()
+
+
+GOAL = "tests.gym_envs:fleet-tests/Goal-v0"
+
+
+def _goal_demos(folder, episodes=12):
+    """Expert episodes of the Goal env (move toward the goal), as .npz files."""
+    from actors.robots.gym import GymConfig
+
+    robot = GymConfig(GOAL, termination="success").make("expert")
+    folder.mkdir()
+    for i in range(episodes):
+        obs = robot.reset(seed=i)
+        states, actions = [obs["state"]], []
+        for _ in range(20):
+            goal, x = obs["state"]
+            actions.append(np.array([np.clip(4.0 * (goal - x), -1, 1)], np.float32))
+            fb = robot.send_action(actions[-1])
+            obs = robot.get_observation()
+            states.append(obs["state"])
+            if fb.done:
+                break
+        np.savez(folder / f"ep{i}.npz", **{"obs.state": np.array(states), "action":
+                 np.array(actions), "meta.outcome": np.array(fb.outcome)})
+    robot.close()
+
+
+def test_fleet_pretrain_behaviour_clones_the_base_from_imported_demos(tmp_path, capsys):
+    _goal_demos(tmp_path / "eps")
+    assert main(["buffer", "import", str(tmp_path / "eps"), "--out", str(tmp_path / "buf")]) == 0
+    args = ["pretrain", "robot=gym", f"robot.task={GOAL}", "robot.termination=success",
+            "policy.horizon=2", "policy.hidden=32", "pretrain.bc.steps=400", "eval.episodes=10",
+            f"pretrain.cache_dir={tmp_path}/cache"]
+    assert main([*args, f"pretrain.data={tmp_path}/buf"]) == 0
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert "behaviour-cloned the base on 12 episodes" in out
+    success = float(out.split("demos): ")[1].split("%")[0])
+    assert success >= 80, out  # the expert's skill, from its demos alone
+    assert main([*args, f"pretrain.data={tmp_path}/eps"]) == 0  # the .npz folder itself
+    assert main(["pretrain", "robot=stub", f"pretrain.data={tmp_path}/buf",
+                 f"pretrain.cache_dir={tmp_path}/cache"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "buf: episode ep0 has state of size 2, robot.kind=stub reach-point has 16" in out

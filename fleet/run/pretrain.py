@@ -1,6 +1,7 @@
 """`fleet pretrain`: the base policy, behaviour-cloned from noisy scripted-expert demos (or, for a
-robot without an expert such as `robot=gym`, freshly initialised), or the policy saved at
-`policy.checkpoint` (no BC then).
+robot without an expert such as `robot=gym`, freshly initialised), or behaviour-cloned from the
+demonstrations at `pretrain.data` (a buffer, a folder of .npz episodes or a LeRobot dataset; not
+cached), or the policy saved at `policy.checkpoint` (no BC then).
 
 Example:
 
@@ -29,8 +30,11 @@ from actors.robots import make_robot
 from algorithms.bc import chunk_targets, train_bc
 from algorithms.factory import make_policy
 from algorithms.policy import ChunkPolicy, PolicyConfig, config_key_fields, input_keys, policy_input
+from buffers.codec import decode_chunk
 from buffers.demos import read_demos, write_demos
+from buffers.episodes import import_npz
 from buffers.records import RolloutChunk
+from buffers.shards import open_buffer
 from fleet.config import Config, ConfigError
 
 
@@ -88,6 +92,16 @@ def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[st
         return checkpoint_base(cfg, Path(cfg.policy.checkpoint)), {
             "checkpoint": cfg.policy.checkpoint, "demos": 0, "demo_steps": 0, "bc_loss": None,
             "cached": False, "path": cfg.policy.checkpoint}
+    if cfg.pretrain.data:
+        t0 = time.monotonic()
+        demos = data_demos(cfg, Path(cfg.pretrain.data))
+        policy, steps, loss = behaviour_clone(cfg, demos)
+        episodes = len({(d.robot_id, d.episode_id) for d in demos})
+        log(f"behaviour-cloned the base on {episodes} episodes ({steps} steps) of "
+            f"{cfg.pretrain.data}")
+        return policy, {"data": cfg.pretrain.data, "demos": episodes, "demo_steps": steps,
+                        "bc_loss": loss, "pretrain_s": time.monotonic() - t0, "cached": False,
+                        "path": cfg.pretrain.data}
     key = cache_key(cfg)
     cache = Path(cfg.pretrain.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -188,3 +202,42 @@ def read_policy_file(path: Path, where: str) -> dict[str, Any]:
         raise ConfigError(f"{where}: holds no policy weights (a state dict of tensors, or a "
                           f"Fleet checkpoint with a 'policy' entry)")
     return saved
+
+
+def data_demos(cfg: Config, path: Path) -> list[RolloutChunk]:
+    """Every episode at `path` as chunks: a LeRobot dataset (`meta/info.json`), a folder of
+    `.npz` episodes, or a buffer directory (`fleet buffer import` writes one). A `ConfigError`
+    names the path when there is nothing to read or the demos do not fit the robot."""
+    where = f"pretrain.data={path}"
+    try:
+        if (path / "meta" / "info.json").is_file():
+            from buffers.lerobot import import_lerobot
+
+            demos, _ = import_lerobot(path, cfg.policy.horizon)
+        elif list(path.glob("*.npz")):
+            demos = import_npz(path, cfg.policy.horizon)
+        elif path.is_dir():  # a buffer (one shard or many), opened read-only
+            buf = open_buffer(path, read_only=True)
+            try:
+                demos = [decode_chunk(r) for r in buf.read(0, 2**62)[0]]
+            finally:
+                buf.close()
+        else:
+            raise ValueError("no such folder (a buffer, .npz episodes or a LeRobot dataset)")
+    except (ImportError, OSError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from e
+    if not demos:
+        raise ConfigError(f"{where}: holds no episodes")
+    want = {"state": cfg.robot.obs_dim, "action": cfg.robot.action_dim}
+    for d in demos:
+        have = {"state": d.obs["state"].shape[1], "action": d.action.shape[1]}
+        for key, n in want.items():
+            if have[key] != n:
+                raise ConfigError(f"{where}: episode {d.episode_id} has {key} of size "
+                                  f"{have[key]}, robot.kind={cfg.robot.kind} {cfg.robot.task} "
+                                  f"has {n}")
+        missing = [k for k in input_keys(cfg.policy) if k not in d.obs]
+        if missing:
+            raise ConfigError(f"{where}: episode {d.episode_id} has no {missing[0]!r} "
+                              f"observation, which the policy reads")
+    return demos
