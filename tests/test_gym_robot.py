@@ -119,3 +119,19 @@ def test_fleet_train_runs_a_dict_env_from_its_camera(tmp_path):
     summary = json.loads((tmp_path / "runs" / "goal" / "summary.json").read_text())
     assert summary["policy_version"] >= 1 and summary["env_steps"] > 0
     assert summary["tasks"] == [GOAL]
+
+
+def test_wrappers_from_the_config_wrap_the_env_in_order():
+    cfg = load_config(["robot=gym", "robot.task=Pendulum-v1",
+                       "robot.wrappers=[TimeAwareObservation,"
+                       "{name:ClipReward,kwargs:{min_reward:-0.1,max_reward:0.1}}]"])
+    assert cfg.robot.obs_dim == 4  # Pendulum's 3 numbers and the time
+    robot = cfg.robot.make("p")
+    assert robot.reset(seed=0)["state"][3] == 0.0
+    fb = robot.send_action(np.ones(1, np.float32))
+    assert fb.reward == pytest.approx(-0.1) and robot.get_observation()["state"][3] == 1.0
+    robot.close()
+    with pytest.raises(ConfigError, match="no wrapper 'NoSuch'"):
+        load_config(["robot=gym", "robot.wrappers=[NoSuch]"])
+    with pytest.raises(ConfigError, match=r"ClipReward: TypeError: .*'bogus'"):
+        load_config(["robot=gym", "robot.wrappers=[{name:ClipReward,kwargs:{bogus:1}}]"])

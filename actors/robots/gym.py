@@ -9,7 +9,9 @@ Example:
 
 `task` is any registered id; `module:Id` imports `module` first, which is how a package
 registers its envs (`gym_pusht:gym_pusht/PushT-v0`), in the driver and in every Ray worker.
-`kwargs` go to `gymnasium.make`. Actions in [-1, 1] are scaled to the env's bounds.
+`kwargs` go to `gymnasium.make`, then each of `wrappers` wraps the env in order
+(`TimeAwareObservation`, `{name: ClipReward, kwargs: {max_reward: 1.0}}`, `my_pkg:MyWrapper`).
+Actions in [-1, 1] are scaled to the env's bounds.
 
 Observations: a Box (or any space gymnasium can flatten) becomes `obs["state"]`. A Dict space
 is split by its keys: every image (a uint8 Box [H, W, C], C of 1, 3 or 4) is a camera column
@@ -45,10 +47,21 @@ class GymConfig:
     max_episode_steps: int | None = None
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     termination: str = "failure"  # what a termination without info["is_success"] is: or success
+    # gymnasium wrappers applied in order after `make`: "Name" (gymnasium.wrappers.Name) or
+    # "module:Name", or {"name": ..., "kwargs": {...}}
+    wrappers: tuple[Any, ...] = ()
     kind: str = "gym"
 
     def __post_init__(self) -> None:
         check_kind(self, "gym")
+        object.__setattr__(self, "wrappers", tuple(
+            {"name": w} if isinstance(w, str) else w for w in self.wrappers))
+        for w in self.wrappers:
+            if not (isinstance(w, Mapping) and isinstance(w.get("name"), str)
+                    and set(w) <= {"name", "kwargs"}
+                    and isinstance(w.get("kwargs", {}), Mapping)):
+                raise ValueError(f"robot.wrappers: {w!r} is not a wrapper name or "
+                                 f"{{name: ..., kwargs: {{...}}}}")
         if self.termination not in ("failure", "success"):
             raise ValueError(f"robot.termination={self.termination!r}: failure or success (what "
                              f"an episode that terminates without info['is_success'] counts as)")
@@ -104,6 +117,16 @@ def _registered(task: str) -> Any:
         raise ValueError(f"robot.task={task!r} is not a gymnasium env id: {e}") from e
 
 
+def wrapper(name: str) -> Any:
+    """A gymnasium wrapper class by name: `Name` in `gymnasium.wrappers`, or `module:Name`."""
+    module, _, attr = name.rpartition(":")
+    try:
+        found = getattr(importlib.import_module(module or "gymnasium.wrappers"), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"robot.wrappers: no wrapper {name!r} ({e})") from e
+    return found
+
+
 def is_image(space: Any) -> bool:
     """A camera: a uint8 Box [H, W, C] with C of 1, 3 or 4."""
     import gymnasium as gym
@@ -122,6 +145,16 @@ class GymRobot:
         self.config = config = config or GymConfig()
         self._env: Any = gym.make(config.task, max_episode_steps=config.max_episode_steps,
                                   **config.kwargs)
+        for w in config.wrappers:
+            try:
+                cls = wrapper(w["name"])
+                self._env = cls(self._env, **w.get("kwargs", {}))
+            except ValueError:
+                self._env.close()
+                raise
+            except Exception as e:  # a wrapper that cannot wrap this env: say which and why
+                self._env.close()
+                raise ValueError(f"robot.wrappers: {w['name']}: {type(e).__name__}: {e}") from e
         space = self._env.action_space
         try:
             if not isinstance(space, gym.spaces.Box):
