@@ -175,7 +175,8 @@ def checkpoint_base(cfg: Config, path: Path) -> Any:
     extra = sorted(set(have) - set(want))
     if extra:
         raise ConfigError(f"{where}: holds {extra[0]!r}, which this policy ({shape}) has not")
-    policy.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()})
+    policy.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()
+                            if k in want})  # old states' `critic.*` keys stay behind
     return policy
 
 
