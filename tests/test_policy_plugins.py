@@ -113,6 +113,16 @@ def test_ppo_post_trains_the_plugin_and_its_checkpoint_starts_the_next_run(plugi
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
 
 
+def test_params_the_plugin_refuses_exit_2_before_any_demos(plugin, tmp_path, capsys):
+    from fleet.cli import main
+
+    assert main(["pretrain", f"policy.kind={plugin}", "policy.params.init_std=-1",
+                 f"pretrain.cache_dir={tmp_path}/cache"]) == 2
+    out = "".join(capsys.readouterr().out.split())
+    assert "policy.kind=linearwithpolicy.params={'init_std':-1}" in out
+    assert "init_stdmustbe>0" in out and not list(tmp_path.glob("cache/demos-*"))
+
+
 def test_a_checkpoint_of_another_shape_or_no_file_is_a_config_error(tmp_path):
     cfg = load_config(["robot=stub", "policy.hidden=16"])
     policy = make_policy(dataclasses.replace(cfg.policy, obs_dim=cfg.robot.obs_dim + 1,

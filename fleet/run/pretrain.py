@@ -29,7 +29,14 @@ from actors.demos import collect_demos, random_states
 from actors.robots import make_robot
 from algorithms.bc import chunk_targets, train_bc
 from algorithms.factory import make_policy
-from algorithms.policy import ChunkPolicy, PolicyConfig, config_key_fields, input_keys, policy_input
+from algorithms.policy import (
+    BUILTIN_KINDS,
+    ChunkPolicy,
+    PolicyConfig,
+    config_key_fields,
+    input_keys,
+    policy_input,
+)
 from buffers.codec import decode_chunk
 from buffers.demos import read_demos, write_demos
 from buffers.episodes import import_npz
@@ -85,9 +92,21 @@ def collect_task_demos(cfg: Config) -> list[RolloutChunk]:
         robot.close()
 
 
+def new_policy(cfg: Config) -> Any:
+    """A fresh policy of `policy.kind` for the robot; a plug-in that refuses its
+    `policy.params` is a `ConfigError` naming them."""
+    try:
+        return make_policy(policy_config(cfg))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"policy.kind={cfg.policy.kind} with policy.params="
+                          f"{dict(cfg.policy.params)}: {e}") from e
+
+
 def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[str, Any]]:
     """The BC base for `cfg` (for a robot without a scripted expert, the fresh policy), trained
     once and then loaded from the cache; the policy at `policy.checkpoint` when one is given."""
+    if cfg.policy.kind not in BUILTIN_KINDS:
+        new_policy(cfg)  # a plug-in's params are checked before any demos are collected
     if cfg.policy.checkpoint:
         return checkpoint_base(cfg, Path(cfg.policy.checkpoint)), {
             "checkpoint": cfg.policy.checkpoint, "demos": 0, "demo_steps": 0, "bc_loss": None,
@@ -106,9 +125,8 @@ def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[st
     cache = Path(cfg.pretrain.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"base-{key}.pt"
-    shape = policy_config(cfg)
     if path.exists():
-        policy = make_policy(shape)
+        policy = new_policy(cfg)
         saved = torch.load(path, weights_only=False)
         policy.load_state_dict(saved["policy"])
         return policy, dict(saved["info"], cached=True, path=str(path))
@@ -132,7 +150,7 @@ def behaviour_clone(cfg: Config,
     targets = np.concatenate([chunk_targets(d.obs["state"], d.action, cfg.policy.horizon)
                               for d in demos])
     torch.manual_seed(cfg.pretrain.bc.seed)
-    policy = make_policy(policy_config(cfg))
+    policy = new_policy(cfg)
     losses = train_bc(policy, obs, targets, cfg.pretrain.bc)
     return policy, len(obs), float(losses[-1])
 
@@ -148,7 +166,7 @@ def fresh_policy(cfg: Config, steps: int = 1000) -> tuple[ChunkPolicy, int, floa
     finally:
         robot.close()
     torch.manual_seed(cfg.pretrain.bc.seed)
-    policy = make_policy(policy_config(cfg))
+    policy = new_policy(cfg)
     policy.set_obs_stats(states.mean(0), states.std(0))
     return policy, 0, None
 
@@ -161,7 +179,7 @@ def checkpoint_base(cfg: Config, path: Path) -> Any:
     `ConfigError` naming the file and the first key that does not fit."""
     where = f"policy.checkpoint={path}"
     state = read_policy_file(path, where)
-    policy = make_policy(policy_config(cfg))
+    policy = new_policy(cfg)
     want = {k: tuple(v.shape) for k, v in policy.state_dict().items()}
     have = {k: tuple(np.shape(v)) for k, v in state.items() if not k.startswith("critic.")}
     shape = f"obs_dim={cfg.robot.obs_dim}, action_dim={cfg.robot.action_dim}, " \
