@@ -1,42 +1,108 @@
-"""`make_policy(config)`: the policy class that `policy.kind` names, built from `PolicyConfig`.
+"""The policy seam and its registry: `make_policy(config)` builds the class `policy.kind` names.
 
-Example:
+Example (what robots, the inference server and the learner do with any policy):
 
     policy = make_policy(PolicyConfig(kind="token", obs_dim=39, action_dim=4, decode="parallel"))
-    chunk, logp = policy.act(obs)
+    chunk, logp = policy.act(obs)                         # a robot's call: [H, A], float
+    logp = policy.log_prob(rows, chunks)                  # an algorithm's: [B] of executed chunks
+    robot_copy.load_policy_state(policy.policy_state())   # weights out, then in
 
-Every class gives `act`, `log_prob(obs, chunk)`, `actor`, `obs_mean`, `set_obs_stats`,
-`policy_state` and `load_policy_state`, what PPO, GRPO and robots use, and `make_critic` with
-`critic_input` for an algorithm that needs a value function (PPO); the policy holds no critic.
+Built-in kinds are listed in `BUILTIN` (chunk, token, hf) and imported when named. Third-party
+policies plug in through the entry-point group `fleet.policies`: the entry point is a factory
+`make(config: PolicyConfig) -> Policy` (the config carries the robot's sizes, `horizon`, and the
+plug-in's own settings in `policy.params`), selected with `policy.kind=<name>`
+(`examples/policy_plugin/`). Nothing registers itself on import.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from typing import Any, Protocol
 
-from algorithms.policy import ChunkPolicy, PolicyConfig
+import numpy as np
+import torch
+
+from algorithms.policy import GROUP, ChunkPolicy, PolicyConfig, policy_kinds
+
+
+class Policy(Protocol):
+    """Observation -> action chunk; what a robot runs and an on-policy algorithm improves.
+
+        chunk, logp = policy.act(obs)                     # obs: obs["state"] [D], or the whole
+                                                          # observation dict if `takes_obs_dict`
+        logp = policy.log_prob(rows, chunks)              # rows [B, D'], chunks [B, H, A] -> [B]
+        other.load_policy_state(policy.policy_state())    # flat numpy arrays: what robots load
+
+    The policy is a `torch.nn.Module`; besides these, PPO, GRPO and DPO read `config`
+    (`obs_dim`, `action_dim`, `horizon`, and `image_key`/`mask_key` when the rows carry more
+    than the state), `actor` (the module whose parameters the actor step clips), `obs_mean` (a
+    buffer: its device is the policy's), and PPO `make_critic()` and `critic_input(rows)`;
+    BC calls `set_obs_stats(mean, std)` and fits `mean_chunk(rows)` [B, H * A] where there is
+    one, else maximises `log_prob`. `rows` are `algorithms.policy.policy_input(obs, keys)`:
+    the state, then each of `input_keys(config)` flattened. Optional: `takes_obs_dict` (True:
+    `act` gets the whole observation dict, cameras included) and `act_batch(rows [B, D],
+    deterministic, generator) -> (chunks [B, H, A], logp [B])` as tensors, with which
+    `fleet.inference=server` answers many robots in one pass (else one `act` per request).
+    The log-probability of `act` must
+    be that of `log_prob` on the same chunk: it is PPO's behaviour log-probability. A policy
+    whose likelihood needs more per call than the chunk (sampled token ids, a flow policy's
+    noise) has no column in the rollout record to carry it yet.
+    """
+
+    config: Any
+    obs_mean: torch.Tensor
+
+    def act(self, obs: Any, deterministic: bool = False) -> tuple[np.ndarray, float]: ...
+
+    def log_prob(self, obs: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor: ...
+
+    def policy_state(self) -> dict[str, np.ndarray]: ...
+
+    def load_policy_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+
+def _chunk(config: PolicyConfig) -> Any:
+    return ChunkPolicy(config)
+
+
+def _token(config: PolicyConfig) -> Any:
+    from algorithms.token_policy import TokenPolicy, TokenPolicyConfig
+
+    return TokenPolicy(TokenPolicyConfig(
+        obs_dim=config.obs_dim, action_dim=config.action_dim, horizon=config.horizon,
+        bins=config.bins, decode=config.decode, d_model=config.d_model, heads=config.heads,
+        layers=config.layers, hidden=config.hidden))
+
+
+def _hf(config: PolicyConfig) -> Any:
+    from algorithms.hf_adapter import HFPolicyConfig, HFVLAPolicy
+
+    return HFVLAPolicy(HFPolicyConfig(
+        path=config.path, obs_dim=config.obs_dim, action_dim=config.action_dim,
+        horizon=config.horizon, bins=config.bins, hidden=config.hidden))
+
+
+# the kinds of `algorithms.policy.BUILTIN_KINDS`, which PolicyConfig checks without importing this
+BUILTIN: Mapping[str, Callable[[PolicyConfig], Any]] = {"chunk": _chunk, "token": _token,
+                                                        "hf": _hf}
 
 
 def make_policy(config: PolicyConfig) -> Any:
     """chunk -> ChunkPolicy (mlp or transformer backbone); token -> TokenPolicy; hf ->
-    HFVLAPolicy (transformers imported only then)."""
-    if config.kind == "chunk":
-        return ChunkPolicy(config)
-    if config.kind == "token":
-        from algorithms.token_policy import TokenPolicy, TokenPolicyConfig
-
-        policy: Any = TokenPolicy(TokenPolicyConfig(
-            obs_dim=config.obs_dim, action_dim=config.action_dim, horizon=config.horizon,
-            bins=config.bins, decode=config.decode, d_model=config.d_model, heads=config.heads,
-            layers=config.layers, hidden=config.hidden))
-    elif config.kind == "hf":
-        from algorithms.hf_adapter import HFPolicyConfig, HFVLAPolicy
-
-        policy = HFVLAPolicy(HFPolicyConfig(
-            path=config.path, obs_dim=config.obs_dim, action_dim=config.action_dim,
-            horizon=config.horizon, bins=config.bins, hidden=config.hidden))
-    else:
-        raise ValueError(f"policy.kind={config.kind!r}: chunk, token or hf")
+    HFVLAPolicy (transformers imported only then); any other kind -> the `fleet.policies`
+    entry point of that name, called with `config`."""
+    policy = _factory(config.kind)(config)
     if config.instruction:
         policy.set_instruction(config.instruction)
     return policy
+
+
+def _factory(kind: str) -> Callable[[PolicyConfig], Any]:
+    if kind in BUILTIN:
+        return BUILTIN[kind]
+    for ep in metadata.entry_points(group=GROUP):
+        if ep.name == kind:
+            factory: Callable[[PolicyConfig], Any] = ep.load()
+            return factory
+    raise ValueError(f"unknown policy.kind={kind!r}; known: {', '.join(policy_kinds())}")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,7 @@ class PolicyConfig:
     init_std: float = 0.2  # std of the Gaussian head, per action number
     learn_std: bool = False
     init: str = "default"  # default (torch's) | orthogonal (as SB3 / CleanRL, for RL from scratch)
-    kind: str = "chunk"  # chunk (this class) | token (algorithms.token_policy) | hf (hf_adapter)
+    kind: str = "chunk"  # chunk (this class) | token | hf | a `fleet.policies` plug-in's name
     backbone: str = "mlp"  # mlp | transformer (algorithms.backbones.ChunkTransformer)
     d_model: int = 64  # transformer width (backbone=transformer, kind=token)
     heads: int = 4
@@ -60,6 +61,8 @@ class PolicyConfig:
     image_key: str = ""  # kind=chunk: also see obs[image_key], uint8 [size, size, 3] (e.g. pixels)
     image_size: int = 96
     mask_key: str = ""  # kind=chunk: obs[mask_key] [A] marks executed action numbers (padding: 0)
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # a plug-in's own config
+    checkpoint: str = ""  # a saved policy to post-train instead of the BC base (fleet.run.pretrain)
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "horizon", "hidden", "layers"):
@@ -69,23 +72,35 @@ class PolicyConfig:
             raise ValueError(f"policy.init_std must be > 0, got {self.init_std}")
         if self.init not in ("default", "orthogonal"):
             raise ValueError(f"policy.init={self.init!r}: default or orthogonal")
-        if self.kind not in ("chunk", "token", "hf") or self.backbone not in ("mlp", "transformer"):
-            raise ValueError(f"policy.kind={self.kind!r} (chunk|token|hf), "
+        if self.kind not in policy_kinds() or self.backbone not in ("mlp", "transformer"):
+            raise ValueError(f"policy.kind={self.kind!r} ({'|'.join(policy_kinds())}), "
                              f"policy.backbone={self.backbone!r} (mlp|transformer)")
-        if (self.image_key or self.mask_key) and self.kind != "chunk":
-            raise ValueError("policy.image_key and policy.mask_key need policy.kind=chunk")
+        if (self.image_key or self.mask_key) and self.kind in ("token", "hf"):
+            raise ValueError("policy.image_key and policy.mask_key need policy.kind=chunk "
+                             "(or a plug-in that reads them)")
+
+
+BUILTIN_KINDS = ("chunk", "token", "hf")  # `algorithms.factory.BUILTIN` builds each
+GROUP = "fleet.policies"  # the entry-point group of third-party policies
+
+
+def policy_kinds() -> tuple[str, ...]:
+    """Every `policy.kind`: the built-ins, then the installed `fleet.policies` plug-ins."""
+    plugins = sorted({ep.name for ep in metadata.entry_points(group=GROUP)} - set(BUILTIN_KINDS))
+    return BUILTIN_KINDS + tuple(plugins)
 
 
 _ADDED = ("kind", "backbone", "d_model", "heads", "bins", "decode", "instruction", "path",
-          "image_key", "image_size", "mask_key")
+          "image_key", "image_size", "mask_key", "params", "checkpoint")
 
 
 def config_key_fields(config: PolicyConfig) -> dict[str, object]:
     """The config as a dict for cache keys, leaving out fields added after the MLP policy while
-    they hold their defaults, so keys (and cached bases) of MLP policies stay as they were."""
+    they hold their defaults, so keys (and cached bases) of MLP policies stay as they were, and
+    `checkpoint` (a base loaded from a file is never cached; its demos are the BC base's)."""
     default = PolicyConfig()
     return {k: v for k, v in dataclasses.asdict(config).items()
-            if k not in _ADDED or v != getattr(default, k)}
+            if k != "checkpoint" and (k not in _ADDED or v != getattr(default, k))}
 
 
 def input_keys(config: Any) -> tuple[str, ...]:

@@ -207,15 +207,22 @@ class TokenPolicy(nn.Module):
         return index, logp
 
     @torch.no_grad()
+    def act_batch(self, obs: torch.Tensor, deterministic: bool = False,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """B robots' calls at once (the inference server's): obs [B, D] -> (chunks [B, H, A] of
+        bin centres, log-probabilities [B])."""
+        index, logp = self.decode(obs.to(self.obs_mean.device), deterministic, generator)
+        cfg = self.config
+        return from_bins(index, cfg.bins).reshape(len(obs), cfg.horizon, cfg.action_dim), logp
+
+    @torch.no_grad()
     def act(
         self, obs: np.ndarray, deterministic: bool = False, generator: torch.Generator | None = None
     ) -> tuple[np.ndarray, float]:
         """One policy call: obs [D] -> (chunk [H, A] of bin centres, log-prob)."""
-        x = torch.as_tensor(obs, dtype=torch.float32, device=self.obs_mean.device).unsqueeze(0)
-        index, logp = self.decode(x, deterministic, generator)
-        chunk = from_bins(index, self.config.bins).reshape(self.config.horizon,
-                                                           self.config.action_dim)
-        return chunk.cpu().numpy().astype(np.float32), float(logp)
+        x = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+        chunks, logp = self.act_batch(x, deterministic, generator)
+        return chunks[0].cpu().numpy().astype(np.float32), float(logp[0])
 
     def policy_state(self) -> dict[str, np.ndarray]:
         """Weights as flat numpy arrays: what robots load and what crosses process boundaries."""

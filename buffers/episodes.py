@@ -92,14 +92,37 @@ def import_npz(folder: Path, horizon: int = 4, chunk_steps: int = 64,
     chunk_steps = max(horizon, chunk_steps // horizon * horizon)  # whole policy calls per chunk
     chunks: list[RolloutChunk] = []
     for path in sorted(Path(folder).glob("*.npz")):
-        with np.load(path, allow_pickle=False) as f:
-            chunks += _episode_chunks(dict(f.items()), path.stem[-64:], horizon, chunk_steps,
-                                      embodiment)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                episode = dict(f.items())
+            check_episode(episode)
+        except (OSError, ValueError) as e:  # a pickled array is a ValueError too
+            raise ValueError(f"{path}: {e}") from e
+        chunks += episode_chunks(episode, path.stem[-64:], horizon, chunk_steps, embodiment)
     return chunks
 
 
-def _episode_chunks(f: dict[str, np.ndarray], episode_id: str, horizon: int, chunk_steps: int,
-                    embodiment: str) -> list[RolloutChunk]:
+def check_episode(f: dict[str, np.ndarray]) -> None:
+    """Refuse an episode whose columns are missing or do not line up, naming the key."""
+    if "action" not in f or np.ndim(f["action"]) != 2 or len(f["action"]) < 1:
+        raise ValueError("needs 'action' [T, A] with T >= 1")
+    steps = len(f["action"])
+    obs = [k for k in f if k.startswith("obs.")]
+    if "obs.state" not in obs:
+        raise ValueError("needs 'obs.state' [T + 1, D]")
+    for k in obs:
+        if len(f[k]) != steps + 1:
+            raise ValueError(f"{k!r} has {len(f[k])} rows, 'action' {steps}: observations need "
+                             f"T + 1 = {steps + 1}")
+    for k in ("reward", "success"):
+        if k in f and np.shape(f[k]) != (steps,):
+            raise ValueError(f"{k!r} has shape {list(np.shape(f[k]))}, not [{steps}]")
+
+
+def episode_chunks(f: dict[str, np.ndarray], episode_id: str, horizon: int, chunk_steps: int,
+                   embodiment: str) -> list[RolloutChunk]:
+    """One episode's arrays (the `.npz` keys of `import_npz`, passed `check_episode`) as
+    demonstration chunks of at most `chunk_steps` steps (a multiple of `horizon`)."""
     action = f["action"].astype(np.float32)
     steps = len(action)
     cols = {"reward": f["reward"].astype(np.float32) if "reward" in f

@@ -1,9 +1,11 @@
 """The `fleet` command.
 
     fleet train [hydra overrides]      the main job (see README)
+    fleet train -m run.seed=0,1,2      a Hydra sweep: one run per point, in turn
     fleet pretrain [hydra overrides]   only build (or load) the BC base and measure it
     fleet bench NAME [--quick]         a benchmark; prints one JSON line last
     fleet buffer info PATH             what a buffer directory holds
+    fleet buffer import SRC --out BUF  .npz episodes or a LeRobot dataset, as demonstrations
     fleet reward-eval reward=NAME buffer=PATH   a reward model against labelled episodes
     fleet robot run|gateway ...        the real-robot bridge (docs/protocol.md)
     fleet keys ROBOT_ID...             CURVE keys for the gateway and each robot
@@ -34,17 +36,26 @@ def _parser() -> argparse.ArgumentParser:
                        ("pretrain", "build (or load) the BC base policy and measure it")):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=smoke")
+        if name == "train":
+            sp.add_argument("-m", "--multirun", action="store_true",
+                            help="a Hydra sweep (run.seed=0,1,2): one run per point, in turn")
     bp = sub.add_parser("bench", help="run a benchmark; its last line is JSON")
     bp.add_argument("name")
     bp.add_argument("--quick", action="store_true", help="a version under a minute")
     bp.add_argument("--half-open", type=int, default=0, metavar="N",
                     help="estop_latency: hold N slow/half-open connections to the console")
     buf = sub.add_parser("buffer", help="inspect, check or export a replay buffer directory")
-    buf.add_argument("action", choices=["info", "verify", "export"],
+    buf.add_argument("action", choices=["info", "verify", "export", "import"],
                      help="info: counts; verify: damage, changing nothing; export: episodes "
-                          "as .npz files")
+                          "as .npz files; import: a folder of .npz episodes or a LeRobot "
+                          "dataset (PATH) into the buffer --out, as demonstrations")
     buf.add_argument("path")
-    buf.add_argument("--out", help="export: the folder to write episodes to")
+    buf.add_argument("--out", help="export: the folder to write episodes to; import: the "
+                                   "buffer to add them to (made if missing)")
+    buf.add_argument("--horizon", type=int, default=4,
+                     help="import: H, the policy calls' length the chunks are cut into")
+    buf.add_argument("--chunk-steps", type=int, default=64,
+                     help="import: steps per rollout chunk (at most)")
     re_ = sub.add_parser("reward-eval", help="score a reward model on a buffer's labelled episodes")
     re_.add_argument("overrides", nargs="*", help="reward=NAME buffer=PATH [out=FILE]")
     from fleet.robot_cli import add_keys_parser, add_robot_parser
@@ -72,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     try:
         if args.command == "train":
-            from fleet.run.train import train
-
-            train(load_config(args.overrides), console)
+            return _train(args.overrides, args.multirun, console)
         elif args.command == "pretrain":
             from fleet.run.evaluate import pretrain_and_measure
 
@@ -84,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
             options = {"half_open": args.half_open} if args.half_open else {}
             print(json.dumps(run_bench(args.name, args.quick, **options)))
+        elif args.command == "buffer" and args.action == "import":
+            return _import(Path(args.path), args.out, args.horizon, args.chunk_steps, console)
         elif args.command == "buffer":
             return _buffer(args.action, Path(args.path), args.out, console)
         elif args.command == "reward-eval":
@@ -101,6 +112,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _train(overrides: list[str], multirun: bool, console: Console) -> int:
+    """`fleet train`, or with `-m` one run per point of a Hydra sweep (`fleet.run.sweep`)."""
+    from fleet.run.sweep import run_sweep, sweep_overrides
+
+    sweeps = sweep_overrides(overrides)
+    if sweeps and not multirun:  # said before the job's imports (ray, torch) are paid for
+        raise ConfigError(f"{sweeps[0]} is a sweep: run one run per value with "
+                          f"fleet train -m {' '.join(overrides)} (or quote a value that "
+                          f"holds commas: key='a,b')")
+    from fleet.run.train import train
+
+    if not multirun:
+        train(load_config(overrides), console)
+        return 0
+    summaries = run_sweep(overrides, lambda cfg: train(cfg, console), console.print)
+    for s in summaries:
+        console.print(f"{s['run']}: seed {s['seed']}, success {s['success_before']:.0%} -> "
+                      f"{s['success_after']:.0%}")
     return 0
 
 
@@ -137,6 +169,46 @@ def _console(args: argparse.Namespace, console: Console) -> int:
         console.print(status_table(reply))
     else:
         print(json.dumps(reply))
+    return 0
+
+
+def _import(src: Path, out: str | None, horizon: int, chunk_steps: int,
+            console: Console) -> int:
+    """`fleet buffer import SRC --out BUFFER`: every episode checked and encoded before the
+    buffer is opened, so bad input changes nothing (exit 2, the file and key named)."""
+    from buffers.codec import encode_chunk
+    from buffers.episodes import import_npz
+    from buffers.store import ReplayBuffer
+
+    if out is None:
+        raise ConfigError("buffer import needs --out BUFFER (a buffer directory, made if missing)")
+    if not src.is_dir():
+        raise ConfigError(f"{src}: not a folder of .npz episodes or a LeRobot dataset")
+    try:
+        if (src / "meta" / "info.json").is_file():
+            try:
+                import pyarrow  # noqa: F401 -- said here, not as a traceback mid-import
+
+                from buffers.lerobot import import_lerobot
+            except ImportError as e:
+                raise ConfigError(f"{src} is a LeRobot dataset: reading it needs pyarrow "
+                                  f"(pip install pyarrow, or the package's data extra)") from e
+            chunks, skipped = import_lerobot(src, horizon, chunk_steps)
+            if skipped:
+                console.print(f"[yellow]not imported (mp4 video is not decoded): "
+                              f"{', '.join(skipped)}[/]")
+        else:
+            chunks = import_npz(src, horizon, chunk_steps)
+        if not chunks:
+            raise ValueError(f"{src}: no episodes (*.npz, or a LeRobot dataset's meta/info.json)")
+        records = [encode_chunk(c) for c in chunks]  # schema-checked here, before any write
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    with ReplayBuffer(Path(out)) as buf:
+        result = buf.insert(records)
+    episodes = len({(c.robot_id, c.episode_id) for c in chunks})
+    console.print(f"imported {episodes} episodes ({sum(c.num_steps for c in chunks)} steps, "
+                  f"{result.stored} new chunks) from {src} into {out}")
     return 0
 
 

@@ -114,6 +114,7 @@ class PretrainConfig:
     noise: float = 0.3  # std of Gaussian noise on the expert's executed actions
     bc: BCConfig = BCConfig()
     cache_dir: str = "runs/cache"
+    data: str = ""  # BC on these demos, not the expert's: a buffer, .npz folder or LeRobot set
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,10 +9,21 @@ Example:
 
 `task` is any registered id; `module:Id` imports `module` first, which is how a package
 registers its envs (`gym_pusht:gym_pusht/PushT-v0`), in the driver and in every Ray worker.
-`kwargs` go to `gymnasium.make`. Actions in [-1, 1] are scaled to the env's bounds. An episode
-succeeds when the env reports `info["is_success"]`; any other termination is a failure (a
-terminal state such as a fallen pole), and the time limit a truncation. There is no scripted
-expert (`has_expert` is False): `fleet train` starts from the freshly initialised policy.
+`kwargs` go to `gymnasium.make`, then each of `wrappers` wraps the env in order
+(`TimeAwareObservation`, `{name: ClipReward, kwargs: {max_reward: 1.0}}`, `my_pkg:MyWrapper`).
+Actions in [-1, 1] are scaled to the env's bounds.
+
+Observations: a Box (or any space gymnasium can flatten) becomes `obs["state"]`. A Dict space
+is split by its keys: every image (a uint8 Box [H, W, C], C of 1, 3 or 4) is a camera column
+under its own key (`obs["pixels"]`, as PushT's; `policy.image_key=<key>` lets a policy see it),
+and every other key is flattened into `obs["state"]`, in the space's key order.
+
+Outcomes: an episode succeeds when the env reports `info["is_success"]` (or `info["success"]`,
+as Meta-World does). A termination without it is a failure (a terminal state such as a fallen
+pole) by default, or a success with `termination=success` (an env that ends the episode on
+reaching its goal, as MountainCarContinuous does); the time limit is a truncation. There is
+no scripted expert (`has_expert` is False): `fleet train` starts from the freshly initialised
+policy, or from `policy.checkpoint`.
 """
 
 from __future__ import annotations
@@ -35,10 +46,25 @@ class GymConfig:
     task: str = "InvertedPendulum-v5"
     max_episode_steps: int | None = None
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    termination: str = "failure"  # what a termination without info["is_success"] is: or success
+    # gymnasium wrappers applied in order after `make`: "Name" (gymnasium.wrappers.Name) or
+    # "module:Name", or {"name": ..., "kwargs": {...}}
+    wrappers: tuple[Any, ...] = ()
     kind: str = "gym"
 
     def __post_init__(self) -> None:
         check_kind(self, "gym")
+        object.__setattr__(self, "wrappers", tuple(
+            {"name": w} if isinstance(w, str) else w for w in self.wrappers))
+        for w in self.wrappers:
+            if not (isinstance(w, Mapping) and isinstance(w.get("name"), str)
+                    and set(w) <= {"name", "kwargs"}
+                    and isinstance(w.get("kwargs", {}), Mapping)):
+                raise ValueError(f"robot.wrappers: {w!r} is not a wrapper name or "
+                                 f"{{name: ..., kwargs: {{...}}}}")
+        if self.termination not in ("failure", "success"):
+            raise ValueError(f"robot.termination={self.termination!r}: failure or success (what "
+                             f"an episode that terminates without info['is_success'] counts as)")
         limit = _registered(self.task).max_episode_steps
         if self.max_episode_steps is None and limit is None:
             raise ValueError(f"robot.task={self.task!r} registers no time limit: set "
@@ -46,6 +72,8 @@ class GymConfig:
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"robot.max_episode_steps must be >= 1, got "
                              f"{self.max_episode_steps}")
+        self._dims  # noqa: B018 -- builds the env once: a Discrete action space or an
+        # observation without a state part is refused here, at config time, not in a robot
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -89,6 +117,25 @@ def _registered(task: str) -> Any:
         raise ValueError(f"robot.task={task!r} is not a gymnasium env id: {e}") from e
 
 
+def wrapper(name: str) -> Any:
+    """A gymnasium wrapper class by name: `Name` in `gymnasium.wrappers`, or `module:Name`."""
+    module, _, attr = name.rpartition(":")
+    try:
+        found = getattr(importlib.import_module(module or "gymnasium.wrappers"), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"robot.wrappers: no wrapper {name!r} ({e})") from e
+    return found
+
+
+def is_image(space: Any) -> bool:
+    """A camera: a uint8 Box [H, W, C] with C of 1, 3 or 4."""
+    import gymnasium as gym
+
+    shape: tuple[int, ...] = tuple(space.shape or ())
+    return (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(shape) == 3
+            and shape[-1] in (1, 3, 4))
+
+
 class GymRobot:
     """A gymnasium env as a robot (see the module's docstring)."""
 
@@ -98,31 +145,70 @@ class GymRobot:
         self.config = config = config or GymConfig()
         self._env: Any = gym.make(config.task, max_episode_steps=config.max_episode_steps,
                                   **config.kwargs)
+        for w in config.wrappers:
+            try:
+                cls = wrapper(w["name"])
+                self._env = cls(self._env, **w.get("kwargs", {}))
+            except ValueError:
+                self._env.close()
+                raise
+            except Exception as e:  # a wrapper that cannot wrap this env: say which and why
+                self._env.close()
+                raise ValueError(f"robot.wrappers: {w['name']}: {type(e).__name__}: {e}") from e
         space = self._env.action_space
-        if not isinstance(space, gym.spaces.Box):
+        try:
+            if not isinstance(space, gym.spaces.Box):
+                raise ValueError(f"robot.task={config.task}: only Box action spaces are "
+                                 f"supported, not {space}")
+            self._layout(self._env.observation_space)
+        except ValueError:
             self._env.close()
-            raise ValueError(f"robot.task={config.task}: only Box action spaces are supported, "
-                             f"not {space}")
+            raise
         self._low, self._high = space.low.astype(np.float32), space.high.astype(np.float32)
-        obs_dim = int(np.prod(self._env.observation_space.shape or (1,)))
+        obs_dim = sum(gym.spaces.flatdim(s) for s in self._state.values())
         self.spec = RobotSpec(robot_id=robot_id, embodiment="gym", task=config.task,
                               obs_dim=obs_dim, action_dim=int(np.prod(space.shape)))
-        self._obs = np.zeros(obs_dim, np.float32)
+        self._obs: dict[str, np.ndarray] = {"state": np.zeros(obs_dim, np.float32)}
+
+    def _layout(self, space: Any) -> None:
+        """Split the observation space: `_state` (name -> space, flattened into obs["state"];
+        name None: the whole observation) and `cameras` (key -> uint8 image space)."""
+        import gymnasium as gym
+
+        self._state: dict[str | None, Any] = {None: space}
+        self.cameras: dict[str, Any] = {}
+        if isinstance(space, gym.spaces.Dict):
+            self.cameras = {k: s for k, s in space.spaces.items() if is_image(s)}
+            self._state = {k: s for k, s in space.spaces.items() if k not in self.cameras}
+        if "state" in self.cameras or not self._state:
+            raise ValueError(f"robot.task={self.config.task}: its observation space {space} "
+                             f"needs a non-image part for obs['state'] (and no camera named "
+                             f"'state')")
+
+    def _observe(self, obs: Any) -> None:
+        import gymnasium as gym
+
+        parts = [np.asarray(gym.spaces.flatten(s, obs if k is None else obs[k]), np.float32)
+                 for k, s in self._state.items()]
+        self._obs = {"state": np.concatenate(parts).ravel(),
+                     **{k: np.array(obs[k], np.uint8) for k in self.cameras}}
 
     def reset(self, seed: int | None = None) -> Observation:
         obs, _ = self._env.reset(seed=seed)
-        self._obs = np.asarray(obs, np.float32).ravel()
+        self._observe(obs)
         return self.get_observation()
 
     def get_observation(self) -> Observation:
-        return {"state": self._obs.copy()}
+        return {k: v.copy() for k, v in self._obs.items()}
 
     def send_action(self, action: np.ndarray) -> Feedback:
         a = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
         scaled = self._low + (a + 1.0) * 0.5 * (self._high - self._low)
         obs, reward, terminated, truncated, info = self._env.step(scaled)
-        self._obs = np.asarray(obs, np.float32).ravel()
-        success = bool(info.get("is_success", False))
+        self._observe(obs)
+        success = bool(info.get("is_success", info.get("success", False)))
+        if terminated and self.config.termination == "success":
+            success = True
         return Feedback(float(reward), success, bool(truncated) and not terminated,
                         failed=bool(terminated) and not success)
 

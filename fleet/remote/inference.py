@@ -4,8 +4,10 @@ Example:
 
     chunks, logp = batched_act(policy, np.stack([obs_a, obs_b]))   # [B, H, A], [B]
 
-`batched_act` answers B robots' `act` requests with one forward pass of a `ChunkPolicy`; each
-row equals what `policy.act(obs_row)` returns (same mean, same log-prob of the sampled chunk).
+`batched_act` answers B robots' `act` requests with one forward pass (a state-only
+`ChunkPolicy`, or any policy with `act_batch`, such as the token policy), or one `act` per
+request for the rest (image policies, plug-ins); each row equals what `policy.act(obs_row)`
+returns (same mean, same log-prob of the sampled chunk), so every policy kind is served.
 `InferenceServer` (a Ray actor) gathers robots' requests for up to `max_wait_s` or until
 `max_batch`, answers them with one `batched_act`; `RemotePolicy` is the worker's `Policy` over
 it, and its `WeightSource` too.
@@ -29,17 +31,30 @@ from typing import Any
 import numpy as np
 import torch
 
+from algorithms.policy import ChunkPolicy
+
 
 @torch.no_grad()
-def batched_act(policy: Any, obs: np.ndarray, deterministic: bool = False,
+def batched_act(policy: Any, obs: np.ndarray | list[Any], deterministic: bool = False,
                 generator: torch.Generator | None = None,
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """obs [B, D] -> (chunks [B, H, A], log-probs [B]) in one forward pass (no critic: robots
-    act with the actor alone)."""
-    device = policy.log_std.device  # a GPU server keeps its policy there
+    """obs [B, D] (or B observation dicts) -> (chunks [B, H, A], log-probs [B]), answered the
+    fastest way the policy allows: its own `act_batch(obs [B, D], deterministic, generator)`
+    (the token policy decodes B robots at once), one forward pass of a state-only
+    `ChunkPolicy`, or else one `act` per row (any policy: an image policy, a plug-in). No
+    critic: robots act with the actor alone."""
+    if isinstance(obs, list):  # observation dicts
+        return _per_row(policy, obs, deterministic)
     x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
     if x.ndim != 2:
         raise ValueError(f"batched_act needs obs [B, D], got shape {tuple(x.shape)}")
+    if type(policy) is not ChunkPolicy or policy.takes_obs_dict:
+        if hasattr(policy, "act_batch"):
+            chunks, logp = policy.act_batch(x, deterministic, generator)
+            return (chunks.cpu().numpy().astype(np.float32),
+                    logp.cpu().numpy().astype(np.float32))
+        return _per_row(policy, list(np.asarray(obs)), deterministic)
+    device = policy.log_std.device  # a GPU server keeps its policy there
     x = x.to(device)
     mean = policy.mean_chunk(x)
     std = policy.log_std.exp()
@@ -50,6 +65,13 @@ def batched_act(policy: Any, obs: np.ndarray, deterministic: bool = False,
     logp = torch.distributions.Normal(mean, std).log_prob(sample).sum(-1)
     chunks = sample.reshape(x.shape[0], policy.config.horizon, policy.config.action_dim)
     return chunks.cpu().numpy().astype(np.float32), logp.cpu().numpy().astype(np.float32)
+
+
+def _per_row(policy: Any, obs: list[Any], deterministic: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One `policy.act` per observation: correct for every policy, batched for none."""
+    answers = [policy.act(o, deterministic=deterministic) for o in obs]
+    return (np.stack([np.asarray(c, np.float32) for c, _ in answers]),
+            np.array([lp for _, lp in answers], np.float32))
 
 
 class InferenceServerImpl:
@@ -77,7 +99,7 @@ class InferenceServerImpl:
         self.policy_version = policy_version
         self.hub, self.poll_s = hub, poll_s
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
-        self._pending: list[tuple[np.ndarray, bool, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Any, bool, asyncio.Future[Any]]] = []
         self._flush: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self.batches = 0
@@ -91,13 +113,15 @@ class InferenceServerImpl:
         if policy_version is not None:
             self.policy_version = policy_version
 
-    async def act(self, obs: np.ndarray, deterministic: bool = False
+    async def act(self, obs: np.ndarray | dict[str, np.ndarray], deterministic: bool = False
                   ) -> tuple[np.ndarray, float, int]:
-        """obs [D] -> (chunk [H, A], log-prob, policy_version that answered)."""
+        """obs [D] (the observation dict for a policy that `takes_obs_dict`) -> (chunk [H, A],
+        log-prob, policy_version that answered)."""
         if self.hub is not None and self._watch is None:
             self._watch = asyncio.ensure_future(self._adopt_weights())
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((np.asarray(obs, np.float32), deterministic, fut))
+        row = obs if isinstance(obs, dict) else np.asarray(obs, np.float32)
+        self._pending.append((row, deterministic, fut))
         if len(self._pending) >= self.max_batch:
             self._run()
         elif self._flush is None:
@@ -132,7 +156,9 @@ class InferenceServerImpl:
             rows = [b for b in batch if b[1] is det]
             if not rows:
                 continue
-            chunks, logp = batched_act(self.policy, np.stack([r[0] for r in rows]), det)
+            obs = [r[0] for r in rows]
+            chunks, logp = batched_act(
+                self.policy, obs if isinstance(obs[0], dict) else np.stack(obs), det)
             for i, (_, _, fut) in enumerate(rows):
                 if not fut.done():
                     fut.set_result((chunks[i], float(logp[i]), self.policy_version))
@@ -160,12 +186,14 @@ class RemotePolicy:
     is unchanged. `poll` reports the newest server version this robot has been answered by
     (with no weights: the server holds them), so chunks carry the server's policy_version."""
 
-    def __init__(self, server: Any, policy_version: int = 0) -> None:
+    def __init__(self, server: Any, policy_version: int = 0, takes_obs_dict: bool = False
+                 ) -> None:
         self.server = server
         self.policy_version = policy_version
+        self.takes_obs_dict = takes_obs_dict  # send the whole observation (an image policy)
         self.adopt_latency_s = float("nan")  # the server's to measure (`stats`)
 
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, float]:
+    def act(self, obs: Any, deterministic: bool = False) -> tuple[np.ndarray, float]:
         import ray
 
         chunk, logp, version = ray.get(self.server.act.remote(obs, deterministic))

@@ -401,7 +401,8 @@ def result_table(summary: dict[str, Any]) -> Table:
                     f"per task (seeds {summary['eval_seeds'][0]}–{summary['eval_seeds'][1]})")
     for col in ("policy", "success", "env steps", "policy version"):
         t.add_column(col)
-    t.add_row("base (BC)", f"{summary['success_before']:.0%}", "0", "0")
+    base = "base (checkpoint)" if (summary.get("pretrain") or {}).get("checkpoint") else "base (BC)"
+    t.add_row(base, f"{summary['success_before']:.0%}", "0", "0")
     t.add_row("post-trained", f"{summary['success_after']:.0%}", f"{summary['env_steps']:,}",
               str(summary["policy_version"]))
     if len(summary["tasks"]) > 1:
