@@ -138,6 +138,7 @@ class RobotWorker:
         self._episode_steps = 0
         self._first_obs: Observation = {}  # the episode's first: later ones must match it
         self._failing = 0  # faults in a row without a step between them
+        self.fault: RobotFault | None = None  # the newest
 
     def _adopt_weights(self) -> None:
         got = self.weights.poll(self.stats.policy_version)
@@ -180,6 +181,7 @@ class RobotWorker:
     def _fault(self, e: RobotFault) -> None:
         steps = self._episode_steps
         self.abort_episode()
+        self.fault = e
         self.stats.faults += 1
         self.stats.last_fault = str(e)
         log.warning("robot %s: %s; its episode ends truncated after %d steps",

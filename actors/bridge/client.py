@@ -187,7 +187,7 @@ class BridgeClient:
             while not stop.is_set():
                 self._wait_until_tick(sock)
                 now = time.monotonic()
-                self._controls()
+                self._controls(sock)
                 self._tick(sock, now)
                 self._keepalive(sock, now)
                 self._next_tick = max(self._next_tick + self._period, now)
@@ -266,7 +266,7 @@ class BridgeClient:
         self.stats.resets += 1
         self._observe(sock, StepResult(0.0), -1, None, msg.seq)
 
-    def _controls(self) -> None:
+    def _controls(self, sock: zmq.Socket) -> None:
         while True:
             try:
                 what, reason = self._requests.get_nowait()
@@ -277,6 +277,10 @@ class BridgeClient:
             else:
                 self.safety.engage(reason)
                 self.driver.hold()
+                # An action in flight will not run: its call is answered now, not left to time
+                # out (the fleet closes the episode and waits for a heartbeat saying armed).
+                for tag in self.safety.clear():
+                    self._send(sock, "error", {"code": "estop_engaged", "message": reason}, tag)
 
     def _tick(self, sock: zmq.Socket, now: float) -> None:
         was_holding = self.safety.holding

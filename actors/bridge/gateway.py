@@ -12,6 +12,11 @@ only for its own robot id. One thread owns the socket; a malformed, oversized or
 message is dropped with a logged reason and counted in `stats`, and serving goes on. A robot
 silent for `lost_after_s` is lost: its pending call fails at once with `RobotLost`, and it rejoins
 by registering again. Every call has a deadline (`call_timeout_s`).
+
+Registration is checked against the policy's `Contract` (sizes, dtypes, shapes) and refused with
+an error naming the mismatch. Each registration starts a fresh link: nothing of a robot's earlier
+connection (its inbox, the call it was waiting for, its e-stop state) carries over, and a call
+still waiting on the old one fails with `RobotLost`.
 """
 
 from __future__ import annotations
@@ -32,19 +37,58 @@ import numpy as np
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from actors.robots.base import Feedback, Observation, RobotSpec
+from actors.robots.base import Feedback, Observation, RobotFault, RobotSpec
 
 from .protocol import MAX_WIRE_BYTES, ROBOT_KINDS, Message, ProtocolError, check_str, decode, encode
 
 log = logging.getLogger("fleet.bridge.gateway")
 
 
-class BridgeError(ConnectionError):
+class BridgeError(RobotFault):
     """A call to a bridged robot failed: it refused, timed out or was lost."""
 
 
 class RobotLost(BridgeError):
-    pass
+    """The robot went silent, or registered again (its earlier connection is over)."""
+
+
+class RobotEstopped(BridgeError):
+    """The robot's own e-stop is engaged: it answered a call with `estop_engaged`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Contract:
+    """What the policy behind a gateway needs of each robot, checked when it registers.
+
+        Contract(obs_dim=39, action_dim=4)                      # obs["state"] float32 [39]
+        Contract(39, 4, {"pixels": ("uint8", (96, 96, 3))})      # and a camera the policy sees
+    """
+
+    obs_dim: int
+    action_dim: int
+    extra: dict[str, tuple[str, tuple[int, ...]]] = dataclasses.field(default_factory=dict)
+
+
+def check_register(body: dict[str, Any], contract: Contract | None) -> str | None:
+    """Why a registration (its body passed the schema) does not fit, or None. Without a contract
+    the spec must still agree with itself: `state` is float32 [obs_dim]."""
+    spec, state = body["obs_spec"], body["obs_spec"].get("state")
+    if state is None:
+        return f"obs_spec has no 'state' (it has {sorted(spec)}); state is float32 [obs_dim]"
+    if state["dtype"] != "float32" or state["shape"] != [body["obs_dim"]]:
+        return (f"obs_spec.state is {state['dtype']} {state['shape']}, expected float32 "
+                f"[{body['obs_dim']}] (obs_dim)")
+    if contract is None:
+        return None
+    for name, want in (("obs_dim", contract.obs_dim), ("action_dim", contract.action_dim)):
+        if body[name] != want:
+            return f"{name} is {body[name]}, the policy's is {want}"
+    for name, (dtype, shape) in contract.extra.items():
+        got = spec.get(name)
+        if got is None or got["dtype"] != dtype or got["shape"] != list(shape):
+            seen = "missing" if got is None else f"{got['dtype']} {got['shape']}"
+            return f"obs_spec.{name} is {seen}, the policy reads {dtype} {list(shape)}"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +132,10 @@ class _Link:
     last_seen: float
     inbox: queue.SimpleQueue[Message | None] = dataclasses.field(
         default_factory=queue.SimpleQueue)
-    lost: bool = False
+    lost: bool = False  # silent too long, or registered again (then `replaced` too)
+    replaced: bool = False
     holding: bool = True  # as its last heartbeat said
-    estop: bool = True
+    estop: bool = False  # its heartbeat said so, or it answered a call with estop_engaged
     pending: int = 0  # the seq of the call being waited for; other answers are late
 
 
@@ -98,8 +143,10 @@ class Gateway:
     """Serves every allowlisted robot from one thread. `allowlist` maps public keys (Z85) to ids."""
 
     def __init__(self, config: GatewayConfig, server_keys: tuple[bytes, bytes],
-                 allowlist: dict[bytes, str], context: zmq.Context | None = None) -> None:
+                 allowlist: dict[bytes, str], context: zmq.Context | None = None,
+                 contract: Contract | None = None) -> None:
         self.config = config
+        self.contract = contract
         self.stats: collections.Counter[str] = collections.Counter()
         self.endpoint = ""
         self._public, self._secret = server_keys
@@ -112,7 +159,7 @@ class Gateway:
         self._links: dict[str, _Link] = {}
         self._by_identity: dict[bytes, str] = {}
         self._lock = threading.Lock()
-        self._outbox: queue.SimpleQueue[tuple[str, str, int, bytes]] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[_Link, str, int, bytes]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._stop = threading.Event()
@@ -172,15 +219,34 @@ class Gateway:
             time.sleep(0.01)
         raise BridgeError(f"robot {robot_id!r} did not register within {timeout_s} s")
 
+    def wait_live(self, robot_id: str, stop: threading.Event) -> BridgeRobot | None:
+        """The robot once it is registered and its own e-stop released; None once `stop` is set.
+
+            robot = gateway.wait_live("arm-1", stop)      # after a fault, before the next episode
+        """
+        while not stop.is_set():
+            with self._lock:
+                link = self._links.get(robot_id)
+            if link is not None and not link.lost and not link.estop:
+                return BridgeRobot(self, link)
+            stop.wait(0.02)
+        return None
+
     def robots(self) -> dict[str, str]:
-        """Every robot seen: id -> "live" or "lost"."""
+        """Every robot seen: id -> "live", "estop" (its own e-stop is engaged) or "lost"."""
         with self._lock:
-            return {k: "lost" if v.lost else "live" for k, v in self._links.items()}
+            return {k: "lost" if v.lost else "estop" if v.estop else "live"
+                    for k, v in self._links.items()}
 
     def is_lost(self, robot_id: str) -> bool:
         with self._lock:
             link = self._links.get(robot_id)
         return link is None or link.lost
+
+    def link(self, robot_id: str) -> _Link | None:
+        """The robot's current registration."""
+        with self._lock:
+            return self._links.get(robot_id)
 
     def call(self, link: _Link, kind: str, body: dict[str, Any]) -> int:
         """Queue a message for a robot; returns its seq (replies carry it as `reply_to`).
@@ -191,7 +257,7 @@ class Gateway:
         deadline_ms = int(self.config.call_timeout_s * 1000)
         data = encode(Message(kind, link.robot_id, seq, body, 0, deadline_ms))
         link.pending = seq
-        self._outbox.put((link.robot_id, kind, seq, data))
+        self._outbox.put((link, kind, seq, data))
         self._wake()
         return seq
 
@@ -268,7 +334,14 @@ class Gateway:
             raise ProtocolError(f"unregistered: {msg.kind} before register")
         link.last_seen, link.lost = time.monotonic(), False
         if msg.kind == "observation":
-            _check_obs(msg, link.obs_spec, link.spec.action_dim)
+            try:
+                _check_obs(msg, link.obs_spec, link.spec.action_dim)
+            except ProtocolError as e:  # the call it answers fails now, not at its deadline
+                if msg.reply_to == link.pending:
+                    link.inbox.put(Message("error", msg.robot_id, msg.seq, {
+                        "code": "bad_observation", "message": str(e)[:1024]}, msg.reply_to))
+                raise
+            link.estop = False  # it stepped or reset: its e-stop is released
         elif msg.kind == "heartbeat":
             link.holding, link.estop = msg.body["holding"], msg.body["estop"]
             return
@@ -283,17 +356,26 @@ class Gateway:
 
     def _register(self, sock: zmq.Socket, identity: bytes, msg: Message) -> None:
         b = msg.body
+        why = check_register(b, self.contract)
+        if why is not None:  # answered, and nothing of the robot's current link changes
+            self.stats["refused:register"] += 1
+            log.warning("robot %s: registration refused: %s", msg.robot_id, why)
+            with contextlib.suppress(zmq.ZMQError):
+                sock.send_multipart([identity, encode(Message(
+                    "error", msg.robot_id, next(self._seq),
+                    {"code": "bad_register", "message": f"{msg.robot_id}: {why}"[:1024]},
+                    msg.seq))], zmq.NOBLOCK)
+            return
         spec = RobotSpec(msg.robot_id, b["embodiment"], b["task"], b["obs_dim"], b["action_dim"],
                          b["action_low"], b["action_high"], b["control_hz"])
+        fresh = _Link(msg.robot_id, identity, spec, b["obs_spec"], time.monotonic())
         with self._lock:
-            link = self._links.get(msg.robot_id)
-            if link is None:
-                link = self._links[msg.robot_id] = _Link(msg.robot_id, identity, spec,
-                                                         b["obs_spec"], time.monotonic())
-            else:
-                self._by_identity.pop(link.identity, None)
-                link.identity, link.spec, link.obs_spec = identity, spec, b["obs_spec"]
-                link.last_seen, link.lost = time.monotonic(), False
+            old = self._links.get(msg.robot_id)
+            if old is not None:  # its earlier connection is over: a call on it fails now
+                self._by_identity.pop(old.identity, None)
+                old.lost = old.replaced = True
+                old.inbox.put(None)
+            link = self._links[msg.robot_id] = fresh
             self._by_identity[identity] = msg.robot_id
         self.stats["registered"] += 1
         log.info("robot %s registered (%s, %s)", msg.robot_id, spec.embodiment, spec.task)
@@ -306,12 +388,13 @@ class Gateway:
     def _flush_outbox(self, sock: zmq.Socket) -> None:
         while True:
             try:
-                robot_id, kind, seq, data = self._outbox.get_nowait()
+                link, kind, seq, data = self._outbox.get_nowait()
             except queue.Empty:
                 return
-            link = self._links[robot_id]
-            if not self._send(sock, link, kind, data):  # fail the call now, not at its deadline
-                link.inbox.put(Message("error", robot_id, seq, {
+            # A call made on a connection that ended (lost, registered again) is not sent to the
+            # robot's new connection; its caller learns at once.
+            if link.lost or not self._send(sock, link, kind, data):
+                link.inbox.put(Message("error", link.robot_id, seq, {
                     "code": "unreachable", "message": "the gateway could not send"}, seq))
 
     def _send(self, sock: zmq.Socket, link: _Link, kind: str, data: bytes) -> bool:
@@ -368,6 +451,10 @@ class BridgeRobot:
         self.executed: np.ndarray | None = None  # what the robot ran, after its safety limits
 
     def reset(self, seed: int | None = None) -> Observation:
+        """Start an episode on the robot's current registration (it may have registered again
+        since this handle was made; calls in flight never cross registrations)."""
+        self._link = self._gateway.link(self._link.robot_id) or self._link
+        self.spec = self._link.spec
         seq = self._gateway.call(self._link, "reset", {"seed": seed})
         self._await(seq)
         return self.get_observation()
@@ -400,12 +487,16 @@ class BridgeRobot:
             except queue.Empty:
                 break
             if self._link.lost:
-                raise RobotLost(f"robot {self._link.robot_id!r} is lost")
+                raise RobotLost(f"robot {self._link.robot_id!r} "
+                                f"{'registered again' if self._link.replaced else 'is lost'}")
             if msg is None or msg.reply_to != seq:  # a wake-up from an earlier loss, or
                 continue  # a late answer to an earlier call that timed out
             if msg.kind == "error":
-                raise BridgeError(f"robot {self._link.robot_id!r}: {msg.body['code']}: "
-                                  f"{msg.body['message']}")
+                code = msg.body["code"]
+                if code == "estop_engaged":
+                    self._link.estop = True  # until a heartbeat or an observation says not
+                kind = RobotEstopped if code == "estop_engaged" else BridgeError
+                raise kind(f"robot {self._link.robot_id!r}: {code}: {msg.body['message']}")
             self._obs = msg.body["obs"]
             self.executed = msg.body["executed"]
             return msg.body
