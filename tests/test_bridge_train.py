@@ -58,9 +58,6 @@ def test_a_bridged_robot_trains_beside_simulated_ones(tmp_path: Path) -> None:
 
 
 @pytest.mark.chaos
-@pytest.mark.skip(reason="intermittent (2 of 7 runs here): after the robot process is killed and "
-                  "restarted, the gateway sometimes keeps marking the re-registered robot lost "
-                  "and it makes no progress; a known gateway defect, see issue 4's note")
 def test_a_lost_robot_ends_its_episode_truncated_and_rejoins(local_ray, tmp_path: Path) -> None:
     import time
 
@@ -104,7 +101,8 @@ def test_a_lost_robot_ends_its_episode_truncated_and_rejoins(local_ray, tmp_path
     finally:
         second.terminate()
         second.wait()
-    assert stats["error"] is None and stats["lost"] >= 1, stats["last_loss"]
+    assert stats["error"] is None and stats["lost"] >= 1, stats["last_fault"]
+    assert stats["faults"] >= 1 and stats["bridge"] == "live"
     records, _ = local_ray.get(buffer.read.remote(0, 10**6))
     chunks = [decode_chunk(r) for r in records]
     assert len(chunks) == stats["stored"]  # nothing lost, nothing twice
@@ -115,7 +113,8 @@ def test_a_lost_robot_ends_its_episode_truncated_and_rejoins(local_ray, tmp_path
         if c.episode_end is not None:
             ended[c.episode_id] = c.episode_end.outcome
     # The episode the loss cut short (below the 200-step time limit, not a success) is closed
-    # as truncated, or, when the loss fell exactly on a chunk boundary, simply ends there (the
-    # learner bootstraps an episode without an end, as it does a truncated one).
+    # as truncated at whatever step the robot died, a chunk boundary included; only the episode
+    # the actor's stop interrupted may end without an end.
     cut = [e for e, n in steps.items() if n < 200 and ended.get(e) != "success"]
-    assert len(cut) >= 1 and all(ended.get(e) in ("truncated", None) for e in cut), (steps, ended)
+    assert len(cut) >= 1 and all(ended.get(e) == "truncated" for e in cut[:-1]), (steps, ended)
+    assert sum(ended.get(e) == "truncated" for e in cut) >= 1, (steps, ended)

@@ -145,6 +145,7 @@ class ClientStats:
     acted: int = 0
     holds: int = 0  # times the robot went from acting to holding still
     resets: int = 0
+    register_refused: str = ""  # the gateway's reason, when it refused our spec
 
 
 class BridgeClient:
@@ -166,6 +167,7 @@ class BridgeClient:
         self._seq = 0
         self._last_sent = self._last_heard = self._next_tick = 0.0
         self._register_seq = 0
+        self._registered_at = -1e9  # when the newest register went out
 
     # ---- operator controls (any thread) ----
 
@@ -241,6 +243,10 @@ class BridgeClient:
             self.stats.registered = True
         elif msg.kind == "error":
             log.warning("gateway error %s: %s", msg.body["code"], msg.body["message"])
+            if msg.body["code"] == "bad_register" and msg.reply_to == self._register_seq:
+                self.stats.register_refused = msg.body["message"]  # it retries; fix the spec
+            if msg.body["code"] == "not_registered" and now - self._registered_at > 1.0:
+                self._register(sock, now)  # the gateway sees a new connection: register again
 
     def _on_action(self, sock: zmq.Socket, msg: Message, now: float) -> None:
         idle = self.safety.queued == 0
@@ -326,7 +332,7 @@ class BridgeClient:
                 "obs_spec": {k: {"dtype": d, "shape": list(sh)} for k, (d, sh) in
                              s.obs_spec.items()}, "client": "fleet-python/1"}
         self.stats.registered = False
-        self._last_heard = now  # wait a full timeout for the answer before asking again
+        self._last_heard = self._registered_at = now  # a full timeout for the answer
         self._register_seq = self._send(sock, "register", body)
 
     def _send(self, sock: zmq.Socket, kind: str, body: dict[str, Any], reply_to: int = 0) -> int:

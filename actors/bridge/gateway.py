@@ -403,7 +403,18 @@ class Gateway:
             return True
         except zmq.ZMQError as e:  # EHOSTUNREACH (gone) or EAGAIN (its queue is full)
             log.warning("could not send %s to %s: %s", kind, link.robot_id, e)
+            if e.errno == zmq.EHOSTUNREACH:  # that connection is closed for good: a robot
+                self._lose(link, "its connection closed")  # that reconnects registers again
             return False
+
+    def _lose(self, link: _Link, why: str) -> None:
+        if link.lost:
+            return
+        with self._lock:
+            link.lost = True
+        self.stats["lost"] += 1
+        log.warning("robot %s is lost (%s)", link.robot_id, why)
+        link.inbox.put(None)  # wakes a waiting call
 
     def _beat(self, sock: zmq.Socket) -> None:
         now = time.monotonic()
@@ -411,12 +422,7 @@ class Gateway:
             if link.lost:
                 continue
             if now - link.last_seen > self.config.lost_after_s:
-                with self._lock:
-                    link.lost = True
-                self.stats["lost"] += 1
-                log.warning("robot %s is lost (silent for %.1f s)", link.robot_id,
-                            now - link.last_seen)
-                link.inbox.put(None)  # wakes a waiting call
+                self._lose(link, f"silent for {now - link.last_seen:.1f} s")
                 continue
             self._send(sock, link, "heartbeat", encode(Message(
                 "heartbeat", link.robot_id, next(self._seq), {"holding": False, "estop": False})))

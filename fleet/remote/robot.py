@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from actors.bridge.gateway import Contract, Gateway, GatewayConfig, RobotLost
+from actors.bridge.gateway import Contract, Gateway, GatewayConfig
 from actors.bridge.keys import load_allowlist
 from actors.control import RobotControl
 from actors.evaluation import Episode, run_episodes
@@ -235,7 +235,6 @@ class BridgedRobotActorImpl(RobotActorImpl):
         self.worker = None  # type: ignore[assignment]  # made when the robot first registers
         self.controls = RobotControl(policy.action_dim)  # the console's pause, e-stop, labels
         self.paced = None
-        self.lost = 0  # faults where the robot was lost (silent, or registered again)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
@@ -259,8 +258,6 @@ class BridgedRobotActorImpl(RobotActorImpl):
 
     def _rejoin(self, stop: threading.Event) -> None:
         """After a fault: wait until the robot is live again (registered, e-stop released)."""
-        if isinstance(self.worker.fault, RobotLost):
-            self.lost += 1
         robot = self.gateway.wait_live(self.robot_id, stop)
         if robot is not None:
             self.worker.robot = robot
@@ -277,10 +274,10 @@ class BridgedRobotActorImpl(RobotActorImpl):
                     "spilled": self.outbox.spilled, "duplicates": self.outbox.duplicates,
                     "refused": len(self.outbox.refusals), "error": self.error,
                     "adopt_latency_s": self.weights.adopt_latency_s, "missed_deadlines": 0,
-                    "bridge": "waiting", "lost": self.lost, "restarted": False,
+                    "bridge": "waiting", "lost": self.gateway.stats["lost"], "restarted": False,
                     "faults": 0, "last_fault": "", "control": self._control_state("waiting")}
         bridge = self.gateway.robots().get(self.robot_id, "waiting")
-        return dict(super().stats(), bridge=bridge, lost=self.lost,
+        return dict(super().stats(), bridge=bridge, lost=self.gateway.stats["lost"],
                     control=self._control_state(bridge))
 
     def _control_state(self, bridge: str) -> dict[str, Any]:
