@@ -219,10 +219,12 @@ def test_registration_is_checked_against_the_policy_and_refused_with_the_mismatc
             assert reply.body["code"] == "bad_register" and why in reply.body["message"], (
                 why, reply.body)
         assert "arm-1" not in gw.robots() and gw.stats["refused:register"] == len(bad)
+        assert "pixels is missing" in gw.refused["arm-1"]  # what the console shows
         good = {**spec, "obs_spec": {"state": {"dtype": "float32", "shape": [2]},
                                      "pixels": {"dtype": "uint8", "shape": [8, 8, 3]}}}
         sock.send(encode(Message("register", "arm-1", 99, good)))
         assert sock.poll(5000)
         assert decode(sock.recv()).kind == "ack" and gw.robots() == {"arm-1": "live"}
+        assert gw.refused == {}
         sock.close()
     ctx.term()

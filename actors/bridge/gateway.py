@@ -147,6 +147,7 @@ class Gateway:
                  contract: Contract | None = None) -> None:
         self.config = config
         self.contract = contract
+        self.refused: dict[str, str] = {}  # robot id -> why its newest registration was refused
         self.stats: collections.Counter[str] = collections.Counter()
         self.endpoint = ""
         self._public, self._secret = server_keys
@@ -359,6 +360,7 @@ class Gateway:
         why = check_register(b, self.contract)
         if why is not None:  # answered, and nothing of the robot's current link changes
             self.stats["refused:register"] += 1
+            self.refused[msg.robot_id] = why
             log.warning("robot %s: registration refused: %s", msg.robot_id, why)
             with contextlib.suppress(zmq.ZMQError):
                 sock.send_multipart([identity, encode(Message(
@@ -376,6 +378,7 @@ class Gateway:
                 old.lost = old.replaced = True
                 old.inbox.put(None)
             link = self._links[msg.robot_id] = fresh
+            self.refused.pop(msg.robot_id, None)
             self._by_identity[identity] = msg.robot_id
         self.stats["registered"] += 1
         log.info("robot %s registered (%s, %s)", msg.robot_id, spec.embodiment, spec.task)

@@ -275,15 +275,19 @@ class BridgedRobotActorImpl(RobotActorImpl):
                     "refused": len(self.outbox.refusals), "error": self.error,
                     "adopt_latency_s": self.weights.adopt_latency_s, "missed_deadlines": 0,
                     "bridge": "waiting", "lost": self.gateway.stats["lost"], "restarted": False,
-                    "faults": 0, "last_fault": "", "control": self._control_state("waiting")}
+                    "faults": 0, "last_fault": "", "control": self._control_state("waiting"),
+                    "register_refused": self.gateway.refused.get(self.robot_id, "")}
         bridge = self.gateway.robots().get(self.robot_id, "waiting")
         return dict(super().stats(), bridge=bridge, lost=self.gateway.stats["lost"],
-                    control=self._control_state(bridge))
+                    control=self._control_state(bridge),
+                    register_refused=self.gateway.refused.get(self.robot_id, ""))
 
     def _control_state(self, bridge: str) -> dict[str, Any]:
         """The console's state, with the robot's own: a lost, e-stopped (at the robot) or not yet
         registered robot shows so, not "running"."""
         state = self.controls.state()
+        if bridge == "waiting" and self.robot_id in self.gateway.refused:
+            bridge = "registration refused"  # the reason: stats()["register_refused"]
         if bridge != "live" and state["status"] == "running":
             state["status"] = {"estop": "robot e-stop"}.get(bridge, bridge)
         return state
