@@ -16,7 +16,8 @@ import pytest
 import zmq
 
 from actors.bridge.client import BridgeClient, ClientConfig, Driver, DriverSpec, StepResult
-from actors.bridge.gateway import Contract, Gateway, GatewayConfig
+from actors.bridge.contract import Contract
+from actors.bridge.gateway import Gateway, GatewayConfig
 from actors.bridge.protocol import Message, decode, encode
 from actors.bridge.safety import SafetyConfig
 from actors.robots.base import RobotSpec

@@ -18,7 +18,7 @@ over the ZeroMQ bridge (a real robot in `fleet train`):
 Each bridged robot's actor runs its own gateway (bridged robot i binds the endpoint's port + i),
 so with `fleet.robot_resources=true` the actor lands on the node wired to its robot (custom
 resource `robot:<id>`) and the robot connects to that node. The actor waits for its robot to
-register (its spec checked against the policy: `actors.bridge.gateway.Contract`); a robot that is
+register (its spec checked against the policy: `actors.bridge.contract`); a robot that is
 lost, e-stopped, refuses or sends bad data mid-episode has that episode closed as truncated with
 the steps that ran (`RobotWorker`), and the actor waits until the robot is live again (registered,
 its e-stop released). The robots are trained on (their chunks stream
@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import ray
 
-from actors.bridge.gateway import Contract, Gateway, GatewayConfig
+from actors.bridge.contract import Contract
+from actors.bridge.gateway import Gateway, GatewayConfig
 from actors.bridge.keys import load_allowlist
 from actors.control import RobotControl
 from actors.evaluation import Episode, run_episodes
