@@ -75,6 +75,9 @@ class ChunkBuilder:
         """Emit what was gathered as one chunk; the last observation starts the next one."""
         if not self._steps:
             raise RuntimeError("flush() needs at least one step")
+        # A call whose first step never ran (the robot failed there) is not part of the chunk:
+        # a chunk of T steps holds exactly ceil(T / H) calls.
+        calls = self._calls[:-(-len(self._steps) // self.horizon)]
         names = self._obs[0].keys()
         chunk = RolloutChunk(
             robot_id=self.spec.robot_id,
@@ -87,11 +90,11 @@ class ChunkBuilder:
             horizon=self.horizon,
             obs={n: np.stack([o[n] for o in self._obs]) for n in names},
             action=np.stack([s[0] for s in self._steps]),
-            policy_action=np.stack([c[0] for c in self._calls]),
-            logp=np.array([c[1] for c in self._calls], np.float32),
+            policy_action=np.stack([c[0] for c in calls]),
+            logp=np.array([c[1] for c in calls], np.float32),
             # Robots run no critic (it is the algorithm's, STYLE rule 5): the record keeps its
             # value column, as 0.0; PPO computes values on the learner (`PPO.prepare`).
-            value=np.zeros(len(self._calls), np.float32),
+            value=np.zeros(len(calls), np.float32),
             reward=np.array([s[1] for s in self._steps], np.float32),
             success=np.array([s[2] for s in self._steps], bool),
             intervened=np.array([s[3] for s in self._steps], bool),

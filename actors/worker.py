@@ -8,6 +8,12 @@ Example (one process, no Ray; `fleet/` runs the same class inside a Ray actor):
 
 Weights are adopted only between rollout chunks, so every chunk has one `policy_version`; the
 weight check is non-blocking, so a slow learner never stalls the control loop.
+
+A robot's fault never ends the loop: when a robot raises from `reset`, `send_action` or
+`get_observation` (it died, was lost, e-stopped, refused) or sends bad data (a NaN, an observation
+of another shape), the episode is closed as truncated with exactly the steps that ran, the robot
+is named in the log and counted in `stats.faults`, and after a back-off (and `rejoin`, which a
+bridged robot's actor uses to wait for its robot) the next episode starts.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import logging
+import math
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,9 +34,12 @@ from actors.chunker import ChunkBuilder
 from actors.control import RobotControl
 from actors.execution import ChunkExecution
 from actors.operator import SimulatedOperator
-from actors.robots.base import Observation, Robot
+from actors.robots.base import Feedback, Observation, Robot, RobotFault
 from buffers.codec import encode_chunk
-from buffers.records import EpisodeEnd
+from buffers.records import EpisodeEnd, RolloutChunk
+
+log = logging.getLogger("fleet.worker")
+MAX_BACKOFF_S = 5.0  # a robot that faults again and again is retried this often at most
 
 
 class Policy(Protocol):
@@ -81,6 +92,8 @@ class WorkerStats:
     policy_version: int = 0
     chunks_sent: int = 0
     intervened_steps: int = 0  # steps an operator chose
+    faults: int = 0  # episodes a robot fault cut short (closed as truncated)
+    last_fault: str = ""
     recent: collections.deque[bool] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=20))
     by_task: dict[str, collections.deque[bool]] = dataclasses.field(default_factory=dict)
@@ -95,15 +108,19 @@ class WorkerStats:
         return {"env_steps": self.env_steps, "episodes": self.episodes,
                 "policy_version": self.policy_version, "chunks_sent": self.chunks_sent,
                 "intervened_steps": self.intervened_steps, "success_rate": rate,
+                "faults": self.faults, "last_fault": self.last_fault,
                 "success_by_task": {t: float(np.mean(d)) for t, d in self.by_task.items()}}
 
 
 class RobotWorker:
-    """Runs one robot with a local copy of the policy (`inference=local`)."""
+    """Runs one robot with a local copy of the policy (`inference=local`). `rejoin(stop)` is
+    called after a robot's fault and its back-off, before the next episode (a bridged robot's
+    actor waits there for its robot to register again and sets `worker.robot`)."""
 
     def __init__(self, robot: Robot, policy: Policy, outbox: Outbox, weights: WeightSource,
                  config: WorkerConfig, operator: SimulatedOperator | None = None,
-                 control: RobotControl | None = None) -> None:
+                 control: RobotControl | None = None,
+                 rejoin: Callable[[threading.Event], None] | None = None) -> None:
         self.robot = robot
         self.operator = operator
         self.control = control  # a person at the console: pause, e-stop, take over, label
@@ -113,7 +130,15 @@ class RobotWorker:
         self.weights = weights
         self.config = config
         self.stats = WorkerStats()
+        self.rejoin = rejoin
         self._builder = ChunkBuilder(robot.spec, config.horizon, config.calls_per_chunk)
+        # A full chunk is held back until the next step runs: should the robot fail at that
+        # step, the held chunk is the one that closes the episode (as truncated).
+        self._held: RolloutChunk | None = None
+        self._episode_steps = 0
+        self._first_obs: Observation = {}  # the episode's first: later ones must match it
+        self._failing = 0  # faults in a row without a step between them
+        self.fault: RobotFault | None = None  # the newest
 
     def _adopt_weights(self) -> None:
         got = self.weights.poll(self.stats.policy_version)
@@ -122,19 +147,54 @@ class RobotWorker:
             self.policy.load_policy_state(state)
             self.stats.policy_version = version
 
-    def _send(self, end: EpisodeEnd | None = None) -> None:
+    def _flush(self, end: EpisodeEnd | None = None) -> RolloutChunk:
         chunk = self._builder.flush(self.stats.policy_version, end)
         if self.control is not None and self.control.correction:  # stored with the episode
             chunk = dataclasses.replace(chunk, instruction=self.control.correction)
+        return chunk
+
+    def _put(self, chunk: RolloutChunk) -> None:
         self.outbox.put(encode_chunk(chunk))
         self.stats.chunks_sent += 1
+
+    def _release(self) -> None:
+        """The step after a chunk boundary ran: the held chunk goes out."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._put(held)
+
+    def _send(self, end: EpisodeEnd | None = None) -> None:
+        """The episode ended: what is held, then the rest, then the newest weights."""
+        self._release()
+        self._put(self._flush(end))
         self._adopt_weights()
 
     def run_episode(self, seed: int, group: str = "") -> bool:
-        """One training episode, streamed chunk by chunk. Returns whether it succeeded."""
+        """One training episode, streamed chunk by chunk. Returns whether it succeeded. A robot's
+        fault closes the episode as truncated and raises `RobotFault` (which `run` absorbs)."""
+        try:
+            return self._episode(seed, group)
+        except RobotFault as e:  # every call into the robot raises only this (`_step`)
+            self._fault(e)
+            raise
+
+    def _fault(self, e: RobotFault) -> None:
+        steps = self._episode_steps
+        self.abort_episode()
+        self.fault = e
+        self.stats.faults += 1
+        self.stats.last_fault = str(e)
+        log.warning("robot %s: %s; its episode ends truncated after %d steps",
+                    self.robot.spec.robot_id, e, steps)
+
+    def _episode(self, seed: int, group: str) -> bool:
         if self.control is not None and not self.control.wait_free(self._stop):
             return False  # stopped while held: a reset would move a held robot
-        obs = self.robot.reset(seed)
+        self._episode_steps = 0
+        self._held = None
+        obs = self._robot_call("reset", self.robot.reset, seed)
+        self._first_obs = obs
+        self._check_obs(obs)
         self._builder.spec = self.robot.spec  # a multi-task robot changes task between episodes
         self._builder.begin_episode(uuid.uuid4().hex[:16], obs, group)
         if self.operator is not None:
@@ -149,7 +209,8 @@ class RobotWorker:
                     return self._end_by_operator(verdict)
             if self._builder.call_done:
                 if self._builder.full:
-                    self._send()
+                    self._held = self._flush()  # goes out once the next step has run
+                    self._adopt_weights()
                 chunk, logp = self.policy.act(self._policy_obs(obs))
                 self._builder.add_call(chunk, logp)
             action = np.clip(chunk[self._builder.num_steps % self.config.horizon], -1.0, 1.0)
@@ -158,9 +219,10 @@ class RobotWorker:
                 action, taken = self.control.teleop_action(), True
             elif taken and self.operator is not None:
                 action = self.operator.action()
-            fb = self.robot.send_action(action)
-            obs = self.robot.get_observation()
+            fb, obs = self._step(action)
             self._builder.add_step(action, fb, obs, intervened=taken)
+            self._episode_steps += 1
+            self._release()
             if self.operator is not None:
                 self.operator.observe(fb.reward)
             self.stats.env_steps += 1
@@ -183,19 +245,78 @@ class RobotWorker:
         return False
 
     def abort_episode(self) -> None:
-        """Close the episode in progress as truncated (its robot was lost mid-episode)."""
+        """Close the episode in progress as truncated with exactly the steps that ran (its robot
+        failed, or it was cut off). Nothing to close after zero steps; calling it twice closes
+        nothing more."""
+        held, self._held = self._held, None
+        truncated = EpisodeEnd("truncated")
         if self._builder.num_steps:
-            self._send(EpisodeEnd("truncated"))
+            if held is not None:
+                self._put(held)
+            self._put(self._flush(truncated))
+        elif held is not None:  # the robot failed at the first step after a chunk boundary
+            self._put(dataclasses.replace(held, episode_end=truncated))
+        else:
+            return
+        self._adopt_weights()
+
+    def _step(self, action: np.ndarray) -> tuple[Feedback, Observation]:
+        try:
+            fb = self.robot.send_action(action)
+            obs = self.robot.get_observation()
+        except RobotFault:
+            raise
+        except Exception as e:
+            raise RobotFault(f"send_action failed at step {self._episode_steps}: "
+                             f"{type(e).__name__}: {e}") from e
+        if not math.isfinite(fb.reward):
+            raise RobotFault(f"bad data at step {self._episode_steps}: reward {fb.reward}")
+        self._check_obs(obs)
+        return fb, obs
+
+    def _robot_call(self, what: str, call: Callable[..., Observation], *args: object
+                    ) -> Observation:
+        try:
+            return call(*args)
+        except RobotFault:
+            raise
+        except Exception as e:
+            raise RobotFault(f"{what} failed: {type(e).__name__}: {e}") from e
+
+    def _check_obs(self, obs: Observation) -> None:
+        """Same names, shapes and dtypes as the episode's first observation; finite floats."""
+        first = self._first_obs
+        if obs.keys() != first.keys():
+            raise RobotFault(f"bad data at step {self._episode_steps}: observation names "
+                             f"{sorted(obs)}, the episode began with {sorted(first)}")
+        for name, a in obs.items():
+            ref = first[name]
+            if a.shape != ref.shape or a.dtype != ref.dtype:
+                raise RobotFault(f"bad data at step {self._episode_steps}: obs.{name} is "
+                                 f"{a.dtype} {a.shape}, the episode began with {ref.dtype} "
+                                 f"{ref.shape}")
+            # A finite sum proves every element finite (the codec's trick, buffers/codec.py).
+            if a.dtype.kind == "f" and not math.isfinite(a.sum()) and not np.isfinite(a).all():
+                raise RobotFault(f"bad data at step {self._episode_steps}: obs.{name} holds "
+                                 "NaN or inf")
 
     def run(self, stop: threading.Event) -> None:
-        """Train-time loop: episodes back to back until `stop` is set (checked between them)."""
+        """Train-time loop: episodes back to back until `stop` is set (checked between them).
+        A robot's fault ends only its episode; the robot is retried after a back-off that
+        doubles while it keeps failing before its first step (up to `MAX_BACKOFF_S`)."""
         n, size = 0, self.config.group_size
         self._stop = stop
         while not stop.is_set():
             seed = self.config.seed * 1_000_000 + n // size
             group = f"{self.robot.spec.robot_id}/{seed}" if size > 1 else ""
-            self.run_episode(seed, group)
             n += 1
+            try:
+                self.run_episode(seed, group)
+            except RobotFault:
+                self._failing = 0 if self._episode_steps else self._failing + 1
+                stop.wait(min(MAX_BACKOFF_S, 0.05 * 2 ** min(self._failing, 10)))
+                if self.rejoin is not None:
+                    self.rejoin(stop)
 
     def evaluate(self, seeds: Iterable[int], deterministic: bool = True) -> list[bool]:
         """Held-out episodes with the current weights, chunks run as `config.execution` says;

@@ -14,15 +14,17 @@ from buffers.records import RolloutChunk
 class FakeRobot:
     """A point that moves by its actions; succeeds after `succeed_after` steps if set.
 
-    `fail_at_step` makes `send_action` raise there, as a dropped connection would.
+    `fail_at_step` makes `send_action` raise there, as a dropped connection would;
+    `nan_at_step` makes the observation after that step hold a NaN (bad data). Both count steps
+    over the robot's life (`total_steps`), so a fault happens once.
     """
 
     def __init__(self, robot_id: str = "fake-0", obs_dim: int = 3, action_dim: int = 2,
                  max_steps: int = 10, succeed_after: int | None = None,
-                 fail_at_step: int | None = None) -> None:
+                 fail_at_step: int | None = None, nan_at_step: int | None = None) -> None:
         self.spec = RobotSpec(robot_id, "point", "reach", obs_dim, action_dim)
         self.max_steps, self.succeed_after = max_steps, succeed_after
-        self.fail_at_step = fail_at_step
+        self.fail_at_step, self.nan_at_step = fail_at_step, nan_at_step
         self.steps = 0
         self.total_steps = 0
         self.x = np.zeros(obs_dim, np.float32)
@@ -37,8 +39,11 @@ class FakeRobot:
 
     def send_action(self, action: np.ndarray) -> Feedback:
         if self.fail_at_step is not None and self.total_steps == self.fail_at_step:
+            self.total_steps += 1  # the failed step is spent: the next one runs
             raise ConnectionError("fake robot dropped")
         self.x[: self.spec.action_dim] += action
+        if self.nan_at_step is not None and self.total_steps == self.nan_at_step:
+            self.x[0] = np.nan
         self.steps += 1
         self.total_steps += 1
         success = self.succeed_after is not None and self.steps >= self.succeed_after

@@ -154,6 +154,7 @@ class ClientStats:
     acted: int = 0
     holds: int = 0  # times the robot went from acting to holding still
     resets: int = 0
+    register_refused: str = ""  # the gateway's reason, when it refused our spec
 
 
 class BridgeClient:
@@ -177,6 +178,7 @@ class BridgeClient:
         self._seq = 0
         self._last_sent = self._last_heard = self._next_tick = 0.0
         self._register_seq = 0
+        self._registered_at = -1e9  # when the newest register went out
 
     # ---- operator controls (any thread) ----
 
@@ -198,7 +200,7 @@ class BridgeClient:
             while not stop.is_set():
                 self._wait_until_tick(sock)
                 now = time.monotonic()
-                self._controls()
+                self._controls(sock)
                 self._tick(sock, now)
                 self._keepalive(sock, now)
                 self._next_tick = max(self._next_tick + self._period, now)
@@ -252,6 +254,10 @@ class BridgeClient:
             self.stats.registered = True
         elif msg.kind == "error":
             log.warning("gateway error %s: %s", msg.body["code"], msg.body["message"])
+            if msg.body["code"] == "bad_register" and msg.reply_to == self._register_seq:
+                self.stats.register_refused = msg.body["message"]  # it retries; fix the spec
+            if msg.body["code"] == "not_registered" and now - self._registered_at > 1.0:
+                self._register(sock, now)  # the gateway sees a new connection: register again
 
     def _on_action(self, sock: zmq.Socket, msg: Message, now: float) -> None:
         idle = self.safety.queued == 0
@@ -277,7 +283,7 @@ class BridgeClient:
         self.stats.resets += 1
         self._observe(sock, StepResult(0.0), -1, None, msg.seq)
 
-    def _controls(self) -> None:
+    def _controls(self, sock: zmq.Socket) -> None:
         while True:
             try:
                 what, reason = self._requests.get_nowait()
@@ -288,6 +294,10 @@ class BridgeClient:
             else:
                 self.safety.engage(reason)
                 self.driver.hold()
+                # An action in flight will not run: its call is answered now, not left to time
+                # out (the fleet closes the episode and waits for a heartbeat saying armed).
+                for tag in self.safety.clear():
+                    self._send(sock, "error", {"code": "estop_engaged", "message": reason}, tag)
 
     def _tick(self, sock: zmq.Socket, now: float) -> None:
         was_holding = self.safety.holding
@@ -333,7 +343,7 @@ class BridgeClient:
                 "obs_spec": {k: {"dtype": d, "shape": list(sh)} for k, (d, sh) in
                              s.obs_spec.items()}, "client": "fleet-python/1"}
         self.stats.registered = False
-        self._last_heard = now  # wait a full timeout for the answer before asking again
+        self._last_heard = self._registered_at = now  # a full timeout for the answer
         self._register_seq = self._send(sock, "register", body)
 
     def _send(self, sock: zmq.Socket, kind: str, body: dict[str, Any], reply_to: int = 0) -> int:

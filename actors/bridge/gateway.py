@@ -22,6 +22,11 @@ declared, or else a small rate of messages outside calls (heartbeats, registers)
 frame. Answers to finished or unknown calls are dropped, and an `observation`'s `step` must be
 the next one its call expects. Stats keys, drop logs (1st, 10th, 100th... per robot and reason)
 and `bad_message` replies are all bounded.
+
+Registration is checked against the policy's `Contract` (sizes, dtypes, shapes) and refused with
+an error naming the mismatch. Each registration starts a fresh link: nothing of a robot's earlier
+connection (its inbox, the call it was waiting for, its e-stop state) carries over, and a call
+still waiting on the old one fails with `RobotLost`.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ import numpy as np
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from actors.robots.base import Feedback, Observation, RobotSpec
+from actors.robots.base import Feedback, Observation, RobotFault, RobotSpec
 
+from .contract import Contract, check_register
 from .protocol import (
     ENVELOPE_BYTES,
     MAX_WIRE_BYTES,
@@ -60,12 +66,16 @@ from .protocol import (
 log = logging.getLogger("fleet.bridge.gateway")
 
 
-class BridgeError(ConnectionError):
+class BridgeError(RobotFault):
     """A call to a bridged robot failed: it refused, timed out or was lost."""
 
 
 class RobotLost(BridgeError):
-    pass
+    """The robot went silent, or registered again (its earlier connection is over)."""
+
+
+class RobotEstopped(BridgeError):
+    """The robot's own e-stop is engaged: it answered a call with `estop_engaged`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,9 +169,10 @@ class _Link:
     last_seen: float
     inbox: queue.SimpleQueue[Message | None] = dataclasses.field(
         default_factory=queue.SimpleQueue)
-    lost: bool = False
+    lost: bool = False  # silent too long, or registered again (then `replaced` too)
+    replaced: bool = False
     holding: bool = True  # as its last heartbeat said
-    estop: bool = True
+    estop: bool = False  # its heartbeat said so, or it answered a call with estop_engaged
     pending: int = 0  # the seq of the call being waited for; other answers are late
     # Set by the serving thread when it sends the call, read before decoding its answers:
     steps: int = 0  # the observations an action call asks for (its chunk's H); 0 for a reset
@@ -174,8 +185,11 @@ class Gateway:
     """Serves every allowlisted robot from one thread. `allowlist` maps public keys (Z85) to ids."""
 
     def __init__(self, config: GatewayConfig, server_keys: tuple[bytes, bytes],
-                 allowlist: dict[bytes, str], context: zmq.Context | None = None) -> None:
+                 allowlist: dict[bytes, str], context: zmq.Context | None = None,
+                 contract: Contract | None = None) -> None:
         self.config = config
+        self.contract = contract
+        self.refused: dict[str, str] = {}  # robot id -> why its newest registration was refused
         self.stats: collections.Counter[str] = collections.Counter()
         self.endpoint = ""
         self._public, self._secret = server_keys
@@ -190,7 +204,7 @@ class Gateway:
         self._links: dict[str, _Link] = {}
         self._by_identity: dict[bytes, str] = {}
         self._lock = threading.Lock()
-        self._outbox: queue.SimpleQueue[tuple[str, str, int, bytes, int]] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[_Link, str, int, bytes, int]] = queue.SimpleQueue()
         # per allowlisted robot id (so bounded by the allowlist): messages outside calls,
         # bad_message replies, and how often each reason of drop was seen (for sparse logs)
         self._unsolicited: dict[str, _Bucket] = {}
@@ -255,15 +269,34 @@ class Gateway:
             time.sleep(0.01)
         raise BridgeError(f"robot {robot_id!r} did not register within {timeout_s} s")
 
+    def wait_live(self, robot_id: str, stop: threading.Event) -> BridgeRobot | None:
+        """The robot once it is registered and its own e-stop released; None once `stop` is set.
+
+            robot = gateway.wait_live("arm-1", stop)      # after a fault, before the next episode
+        """
+        while not stop.is_set():
+            with self._lock:
+                link = self._links.get(robot_id)
+            if link is not None and not link.lost and not link.estop:
+                return BridgeRobot(self, link)
+            stop.wait(0.02)
+        return None
+
     def robots(self) -> dict[str, str]:
-        """Every robot seen: id -> "live" or "lost"."""
+        """Every robot seen: id -> "live", "estop" (its own e-stop is engaged) or "lost"."""
         with self._lock:
-            return {k: "lost" if v.lost else "live" for k, v in self._links.items()}
+            return {k: "lost" if v.lost else "estop" if v.estop else "live"
+                    for k, v in self._links.items()}
 
     def is_lost(self, robot_id: str) -> bool:
         with self._lock:
             link = self._links.get(robot_id)
         return link is None or link.lost
+
+    def link(self, robot_id: str) -> _Link | None:
+        """The robot's current registration."""
+        with self._lock:
+            return self._links.get(robot_id)
 
     def call(self, link: _Link, kind: str, body: dict[str, Any]) -> int:
         """Queue a message for a robot; returns its seq (replies carry it as `reply_to`).
@@ -275,7 +308,7 @@ class Gateway:
         data = encode(Message(kind, link.robot_id, seq, body, 0, deadline_ms))
         link.pending = seq
         steps = len(body["chunk"]) if kind == "action" else 0
-        self._outbox.put((link.robot_id, kind, seq, data, steps))
+        self._outbox.put((link, kind, seq, data, steps))
         self._wake()
         return seq
 
@@ -410,7 +443,15 @@ class Gateway:
             raise _Refused("unregistered", f"{msg.kind} before register")
         link.last_seen, link.lost = time.monotonic(), False
         if msg.kind == "observation":
-            _check_obs(msg, link.obs_spec, link.spec.action_dim)
+            try:
+                _check_obs(msg, link.obs_spec, link.spec.action_dim)
+            except ProtocolError as e:  # the call it answers fails now, not at its deadline
+                if link.pending and msg.reply_to == link.pending:
+                    self._end_call(link)
+                    link.inbox.put(Message("error", msg.robot_id, msg.seq, {
+                        "code": "bad_observation", "message": str(e)[:1024]}, msg.reply_to))
+                raise
+            link.estop = False  # it stepped or reset: its e-stop is released
         elif msg.kind == "heartbeat":
             link.holding, link.estop = msg.body["holding"], msg.body["estop"]
             return
@@ -434,18 +475,29 @@ class Gateway:
 
     def _register(self, sock: zmq.Socket, identity: bytes, msg: Message) -> None:
         b = msg.body
+        why = check_register(b, self.contract)
+        if why is not None:  # answered, and nothing of the robot's current link changes
+            self.stats["refused:register"] += 1
+            self.refused[msg.robot_id] = why
+            log.warning("robot %s: registration refused: %s", msg.robot_id, why)
+            with contextlib.suppress(zmq.ZMQError):
+                sock.send_multipart([identity, encode(Message(
+                    "error", msg.robot_id, next(self._seq),
+                    {"code": "bad_register", "message": f"{msg.robot_id}: {why}"[:1024]},
+                    msg.seq))], zmq.NOBLOCK)
+            return
         spec = RobotSpec(msg.robot_id, b["embodiment"], b["task"], b["obs_dim"], b["action_dim"],
                          b["action_low"], b["action_high"], b["control_hz"])
+        fresh = _Link(msg.robot_id, identity, spec, b["obs_spec"], time.monotonic())
         with self._lock:
-            link = self._links.get(msg.robot_id)
-            if link is None:
-                link = self._links[msg.robot_id] = _Link(msg.robot_id, identity, spec,
-                                                         b["obs_spec"], time.monotonic())
-            else:
-                self._by_identity.pop(link.identity, None)
-                link.identity, link.spec, link.obs_spec = identity, spec, b["obs_spec"]
-                link.last_seen, link.lost = time.monotonic(), False
+            old = self._links.get(msg.robot_id)
+            if old is not None:  # its earlier connection is over: a call on it fails now
+                self._by_identity.pop(old.identity, None)
+                old.lost = old.replaced = True
+                old.inbox.put(None)
+            link = self._links[msg.robot_id] = fresh
             link.max_body = body_limit(b["obs_spec"], spec.action_dim)
+            self.refused.pop(msg.robot_id, None)
             self._by_identity[identity] = msg.robot_id
         self.stats["registered"] += 1
         log.info("robot %s registered (%s, %s)", msg.robot_id, spec.embodiment, spec.task)
@@ -458,17 +510,18 @@ class Gateway:
     def _flush_outbox(self, sock: zmq.Socket) -> None:
         while True:
             try:
-                robot_id, kind, seq, data, steps = self._outbox.get_nowait()
+                link, kind, seq, data, steps = self._outbox.get_nowait()
             except queue.Empty:
                 return
-            link = self._links[robot_id]
             if link.pending == seq:  # what its answers may be, before any of them can arrive
                 link.steps, link.next_step = steps, 0 if kind == "action" else -1
                 link.credit = max(steps, 1) + 1 + SLACK  # the answers, an error, and slack
-            if not self._send(sock, link, kind, data):  # fail the call now, not at its deadline
+            # A call made on a connection that ended (lost, registered again) is not sent to the
+            # robot's new connection; its caller learns at once, not at its deadline.
+            if link.lost or not self._send(sock, link, kind, data):
                 if link.pending == seq:
                     self._end_call(link)
-                link.inbox.put(Message("error", robot_id, seq, {
+                link.inbox.put(Message("error", link.robot_id, seq, {
                     "code": "unreachable", "message": "the gateway could not send"}, seq))
 
     def _send(self, sock: zmq.Socket, link: _Link, kind: str, data: bytes) -> bool:
@@ -477,7 +530,18 @@ class Gateway:
             return True
         except zmq.ZMQError as e:  # EHOSTUNREACH (gone) or EAGAIN (its queue is full)
             log.warning("could not send %s to %s: %s", kind, link.robot_id, e)
+            if e.errno == zmq.EHOSTUNREACH:  # that connection is closed for good: a robot
+                self._lose(link, "its connection closed")  # that reconnects registers again
             return False
+
+    def _lose(self, link: _Link, why: str) -> None:
+        if link.lost:
+            return
+        with self._lock:
+            link.lost = True
+        self.stats["lost"] += 1
+        log.warning("robot %s is lost (%s)", link.robot_id, why)
+        link.inbox.put(None)  # wakes a waiting call
 
     def _beat(self, sock: zmq.Socket) -> None:
         now = time.monotonic()
@@ -485,12 +549,7 @@ class Gateway:
             if link.lost:
                 continue
             if now - link.last_seen > self.config.lost_after_s:
-                with self._lock:
-                    link.lost = True
-                self.stats["lost"] += 1
-                log.warning("robot %s is lost (silent for %.1f s)", link.robot_id,
-                            now - link.last_seen)
-                link.inbox.put(None)  # wakes a waiting call
+                self._lose(link, f"silent for {now - link.last_seen:.1f} s")
                 continue
             self._send(sock, link, "heartbeat", encode(Message(
                 "heartbeat", link.robot_id, next(self._seq), {"holding": False, "estop": False})))
@@ -536,6 +595,10 @@ class BridgeRobot:
         self.executed: np.ndarray | None = None  # what the robot ran, after its safety limits
 
     def reset(self, seed: int | None = None) -> Observation:
+        """Start an episode on the robot's current registration (it may have registered again
+        since this handle was made; calls in flight never cross registrations)."""
+        self._link = self._gateway.link(self._link.robot_id) or self._link
+        self.spec = self._link.spec
         seq = self._gateway.call(self._link, "reset", {"seed": seed})
         self._await(seq)
         return self.get_observation()
@@ -568,12 +631,16 @@ class BridgeRobot:
             except queue.Empty:
                 break
             if self._link.lost:
-                raise RobotLost(f"robot {self._link.robot_id!r} is lost")
+                raise RobotLost(f"robot {self._link.robot_id!r} "
+                                f"{'registered again' if self._link.replaced else 'is lost'}")
             if msg is None or msg.reply_to != seq:  # a wake-up from an earlier loss, or
                 continue  # a late answer to an earlier call that timed out
             if msg.kind == "error":
-                raise BridgeError(f"robot {self._link.robot_id!r}: {msg.body['code']}: "
-                                  f"{msg.body['message']}")
+                code = msg.body["code"]
+                if code == "estop_engaged":
+                    self._link.estop = True  # until a heartbeat or an observation says not
+                kind = RobotEstopped if code == "estop_engaged" else BridgeError
+                raise kind(f"robot {self._link.robot_id!r}: {code}: {msg.body['message']}")
             self._obs = msg.body["obs"]
             self.executed = msg.body["executed"]
             return msg.body

@@ -93,9 +93,12 @@ class Safety:
         self._last = self.hold_action.copy()
         return dropped
 
-    def clear(self) -> None:
-        """Drop the queue (an episode ended, or a reset came)."""
+    def clear(self) -> list[int]:
+        """Drop the queue (an episode ended, a reset came, the e-stop latched); returns the tags
+        of the chunks that had actions in it, oldest first."""
+        tags = list(dict.fromkeys(tag for _, _, (tag, _) in self._queue))
         self._queue.clear()
+        return tags
 
     def push(self, chunk: np.ndarray, now: float, tag: int = 0,
              grace_s: float | None = None) -> str | None:

@@ -58,6 +58,15 @@ class Feedback:
         return "success" if self.success else "failure" if self.failed else "truncated"
 
 
+class RobotFault(Exception):
+    """A robot could not finish a step: it died, was lost, e-stopped, refused, or sent bad data.
+
+    The worker closes the episode as truncated with the steps that ran, names the robot in the
+    log and its stats, and the robot rejoins (`RobotWorker.run`). Any exception a robot raises
+    from `reset`, `send_action` or `get_observation` reaches the worker as one of these.
+    """
+
+
 @runtime_checkable
 class Robot(Protocol):
     """One robot. `get_observation` is separate from `send_action`, as in LeRobot."""

@@ -18,8 +18,10 @@ over the ZeroMQ bridge (a real robot in `fleet train`):
 Each bridged robot's actor runs its own gateway (bridged robot i binds the endpoint's port + i),
 so with `fleet.robot_resources=true` the actor lands on the node wired to its robot (custom
 resource `robot:<id>`) and the robot connects to that node. The actor waits for its robot to
-register; a robot that is lost mid-episode has that episode closed as truncated, and the actor
-goes back to waiting until the robot reconnects. The robots are trained on (their chunks stream
+register (its spec checked against the policy: `actors.bridge.contract`); a robot that is
+lost, e-stopped, refuses or sends bad data mid-episode has that episode closed as truncated with
+the steps that ran (`RobotWorker`), and the actor waits until the robot is live again (registered,
+its e-stop released). The robots are trained on (their chunks stream
 to the buffer like any robot's) but not evaluated: held-out evaluation runs on simulated robots.
 """
 
@@ -35,7 +37,8 @@ from typing import Any
 import numpy as np
 import ray
 
-from actors.bridge.gateway import BridgeError, Gateway, GatewayConfig
+from actors.bridge.contract import Contract
+from actors.bridge.gateway import Gateway, GatewayConfig
 from actors.bridge.keys import load_allowlist
 from actors.control import RobotControl
 from actors.evaluation import Episode, run_episodes
@@ -135,7 +138,7 @@ class RobotActorImpl:
         try:
             self.worker.run(self._stop)
         except Exception as e:  # reported through stats(); the driver decides what to do
-            self.error = f"{type(e).__name__}: {e}"
+            self.error = f"robot {self.robot.spec.robot_id}: {type(e).__name__}: {e}"
 
     def stop(self) -> dict[str, Any]:
         """Finish the current episode, wait for every ack, and report."""
@@ -186,6 +189,16 @@ class RobotActorImpl:
             self.worker.policy = acting
 
 
+def contract_of(policy: PolicyConfig) -> Contract:
+    """What a bridged robot must register to be driven by this policy."""
+    extra: dict[str, tuple[str, tuple[int, ...]]] = {}
+    if policy.image_key:
+        extra[policy.image_key] = ("uint8", (policy.image_size, policy.image_size, 3))
+    if policy.mask_key:
+        extra[policy.mask_key] = ("float32", (policy.action_dim,))
+    return Contract(policy.obs_dim, policy.action_dim, extra)
+
+
 def endpoint_for(endpoint: str, i: int) -> str:
     """The i-th bridged robot's gateway endpoint: `tcp://host:port` with port + i."""
     host, sep, port = endpoint.rpartition(":")
@@ -214,7 +227,8 @@ class BridgedRobotActorImpl(RobotActorImpl):
         if not allow:
             raise ValueError(f"no key for robot {robot_id!r} in {keys}/robots (run `fleet keys "
                              f"{robot_id} --dir {keys}`)")
-        self.gateway = Gateway(GatewayConfig(endpoint), (public, secret), allow)
+        self.gateway = Gateway(GatewayConfig(endpoint), (public, secret), allow,
+                               contract=contract_of(policy))
         self.gateway.start()
         self.robot_id, self.config, self.policy_version = robot_id, worker, policy_version
         self.net = make_policy(policy)
@@ -224,8 +238,6 @@ class BridgedRobotActorImpl(RobotActorImpl):
         self.worker = None  # type: ignore[assignment]  # made when the robot first registers
         self.controls = RobotControl(policy.action_dim)  # the console's pause, e-stop, labels
         self.paced = None
-        self.lost = 0
-        self.last_loss = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
@@ -234,27 +246,24 @@ class BridgedRobotActorImpl(RobotActorImpl):
 
     def _run(self) -> None:
         try:
-            while not self._stop.is_set():
-                try:
-                    robot = self.gateway.robot(self.robot_id, timeout_s=0.5)
-                except BridgeError:
-                    continue  # not (re)connected yet
-                if self.worker is None:
-                    self.worker = RobotWorker(robot, self.net, self.outbox, self.weights,
-                                              self.config)
-                    self.worker.stats.policy_version = self.policy_version
-                    self.worker.control = self.controls
-                self.worker.robot = robot
-                try:
-                    self.worker.run(self._stop)
-                except BridgeError as e:  # lost, or it stopped answering: wait for it again
-                    self.lost += 1
-                    self.last_loss = str(e)
-                    log.warning("robot %s: %s; its episode ends truncated", self.robot_id, e)
-                    self.worker.abort_episode()
-                    self._stop.wait(0.1)  # back off before asking the gateway again
+            robot = self.gateway.wait_live(self.robot_id, self._stop)
+            if robot is None:
+                return  # stopped before the robot first registered
+            if self.worker is None:
+                self.worker = RobotWorker(robot, self.net, self.outbox, self.weights,
+                                          self.config, control=self.controls,
+                                          rejoin=self._rejoin)
+                self.worker.stats.policy_version = self.policy_version
+            self.worker.robot = robot
+            self.worker.run(self._stop)  # a fault ends the episode, then `_rejoin` waits
         except Exception as e:  # reported through stats(); the driver decides what to do
-            self.error = f"{type(e).__name__}: {e}"
+            self.error = f"robot {self.robot_id}: {type(e).__name__}: {e}"
+
+    def _rejoin(self, stop: threading.Event) -> None:
+        """After a fault: wait until the robot is live again (registered, e-stop released)."""
+        robot = self.gateway.wait_live(self.robot_id, stop)
+        if robot is not None:
+            self.worker.robot = robot
 
     def stop(self) -> dict[str, Any]:
         stats = super().stop()
@@ -268,10 +277,23 @@ class BridgedRobotActorImpl(RobotActorImpl):
                     "spilled": self.outbox.spilled, "duplicates": self.outbox.duplicates,
                     "refused": len(self.outbox.refusals), "error": self.error,
                     "adopt_latency_s": self.weights.adopt_latency_s, "missed_deadlines": 0,
-                    "bridge": "waiting", "lost": self.lost, "restarted": False,
-                    "control": self.controls.state()}
-        return dict(super().stats(), bridge=self.gateway.robots().get(self.robot_id, "waiting"),
-                    lost=self.lost, last_loss=self.last_loss)
+                    "bridge": "waiting", "lost": self.gateway.stats["lost"], "restarted": False,
+                    "faults": 0, "last_fault": "", "control": self._control_state("waiting"),
+                    "register_refused": self.gateway.refused.get(self.robot_id, "")}
+        bridge = self.gateway.robots().get(self.robot_id, "waiting")
+        return dict(super().stats(), bridge=bridge, lost=self.gateway.stats["lost"],
+                    control=self._control_state(bridge),
+                    register_refused=self.gateway.refused.get(self.robot_id, ""))
+
+    def _control_state(self, bridge: str) -> dict[str, Any]:
+        """The console's state, with the robot's own: a lost, e-stopped (at the robot) or not yet
+        registered robot shows so, not "running"."""
+        state = self.controls.state()
+        if bridge == "waiting" and self.robot_id in self.gateway.refused:
+            bridge = "registration refused"  # the reason: stats()["register_refused"]
+        if bridge != "live" and state["status"] == "running":
+            state["status"] = {"estop": "robot e-stop"}.get(bridge, bridge)
+        return state
 
     def evaluate(self, state: dict[str, np.ndarray], episodes: list[Any]) -> list[bool]:
         raise RuntimeError("bridged robots are not evaluated on held-out simulator episodes")

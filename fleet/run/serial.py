@@ -17,13 +17,14 @@ stale by more than one version here.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from actors.robots.base import Robot
+from actors.robots.base import Robot, RobotFault
 from actors.worker import Policy, RobotWorker, WorkerConfig
 from algorithms.policy import ChunkPolicy
 from buffers.store import ReplayBuffer
@@ -75,7 +76,8 @@ class SerialRun:
     def train(self, env_steps: int) -> None:
         episode = 0
         while self.worker.stats.env_steps < env_steps:
-            self.worker.run_episode(seed=self.worker.config.seed * 1_000_000 + episode)
+            with contextlib.suppress(RobotFault):  # closed as truncated and logged; go on
+                self.worker.run_episode(seed=self.worker.config.seed * 1_000_000 + episode)
             episode += 1
             if self.reward_trainer is not None:
                 self.reward_trainer.step()

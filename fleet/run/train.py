@@ -380,7 +380,7 @@ def fleet_snapshot(cfg: Config, stats: list[dict[str, Any]], last: dict[str, flo
 
 def robot_and_task_metrics(stats: list[dict[str, Any]]) -> dict[str, float]:
     """Per-robot and per-task curves for wandb: recent success, steps, interventions, staleness
-    in policy versions behind the newest robot, missed control deadlines."""
+    in policy versions behind the newest robot, missed control deadlines, robot faults."""
     out: dict[str, float] = {}
     newest = max((s["policy_version"] for s in stats), default=0)
     by_task: dict[str, list[float]] = {}
@@ -389,7 +389,8 @@ def robot_and_task_metrics(stats: list[dict[str, Any]]) -> dict[str, float]:
         out.update({f"{r}/success_rate": s["success_rate"], f"{r}/env_steps": s["env_steps"],
                     f"{r}/intervened_steps": s["intervened_steps"],
                     f"{r}/versions_behind": newest - s["policy_version"],
-                    f"{r}/missed_deadlines": s.get("missed_deadlines", 0)})
+                    f"{r}/missed_deadlines": s.get("missed_deadlines", 0),
+                    f"{r}/faults": s.get("faults", 0)})
         for task, rate in s.get("success_by_task", {}).items():
             by_task.setdefault(task, []).append(rate)
     out.update({f"task/{t}/success_rate": float(np.mean(v)) for t, v in by_task.items()})
