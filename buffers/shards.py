@@ -61,6 +61,7 @@ class ShardedBuffer:
     def insert(self, records: Sequence[bytes]) -> InsertResult:
         """Decode each record once, route it to its robot's shard; durable on return."""
         routed: dict[int, list[tuple[bytes, RolloutChunk]]] = collections.defaultdict(list)
+        where: dict[int, list[int]] = collections.defaultdict(list)  # batch index per shard item
         refused: list[tuple[int, str]] = []
         limit = self.shards[0].config.max_record_bytes
         for i, record in enumerate(records):
@@ -69,12 +70,15 @@ class ShardedBuffer:
             except RecordError as e:
                 refused.append((i, str(e)))
                 continue
-            routed[shard_of(chunk.robot_id, len(self.shards))].append((bytes(record), chunk))
-        stored = duplicates = 0
+            k = shard_of(chunk.robot_id, len(self.shards))
+            routed[k].append((bytes(record), chunk))
+            where[k].append(i)
+        stored = duplicates = conflicts = 0
         for k, items in routed.items():
-            s, d = self.shards[k].insert_decoded(items)
-            stored, duplicates = stored + s, duplicates + d
-        return InsertResult(stored, duplicates, tuple(refused))
+            s, d, c = self.shards[k].insert_decoded(items)
+            stored, duplicates, conflicts = stored + s, duplicates + d, conflicts + len(c)
+            refused += [(where[k][j], reason) for j, reason in c]
+        return InsertResult(stored, duplicates, tuple(sorted(refused)), conflicts)
 
     def unpack(self, cursor: int) -> list[int]:
         mask = (1 << CURSOR_BITS) - 1
