@@ -55,6 +55,7 @@ import re
 import struct
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -338,8 +339,9 @@ class SegmentLog:
         self._sync_error: OSError | None = None
         self._flusher: threading.Thread | None = None
         if fsync == "interval_ms" and not read_only:
-            self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
-                                             name=f"fsync {self.root.name}")
+            self._flusher = threading.Thread(  # holds no reference: a dropped log is collected
+                target=_flush_loop, args=(weakref.ref(self), self._kick, self._closed),
+                daemon=True, name=f"fsync {self.root.name}")
             self._flusher.start()
 
     def _open(self, trusted: Mapping[int, list[Position]] | None) -> None:
@@ -448,19 +450,6 @@ class SegmentLog:
         self.synced = (self._segment, self._size)
         self._last_sync = time.monotonic()
 
-    def _flush_loop(self) -> None:
-        """`interval_ms`: fsync at most one interval after an append, whether or not another
-        append follows (a quiet robot's last batch must not wait for the next one)."""
-        while True:
-            self._kick.wait()
-            if self._closed.is_set():
-                return
-            delay = self._last_sync + self.fsync_interval_s - time.monotonic()
-            if delay > 0 and self._closed.wait(delay):
-                return
-            self._kick.clear()  # appends after this point set it again
-            self._sync_in_background()
-
     def _sync_in_background(self) -> None:
         """fsync a duplicate of the segment's fd outside the lock, so appends go on meanwhile
         (and a rotation may close the original)."""
@@ -548,9 +537,9 @@ class SegmentLog:
     def close(self) -> None:
         self._closed.set()
         self._kick.set()
-        if self._flusher is not None:
+        if self._flusher is not None and self._flusher is not threading.current_thread():
             self._flusher.join()
-            self._flusher = None
+        self._flusher = None
         if self._fd >= 0:
             with self._io:
                 self._sync()
@@ -561,8 +550,33 @@ class SegmentLog:
         self._readers.clear()
         self._unlock()
 
+    def __del__(self) -> None:  # a log dropped without close() still lets go of its lock
+        with contextlib.suppress(Exception):
+            self.close()
+
     def _unlock(self) -> None:
         if self._lock_fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)  # closing the fd releases the flock
             self._lock_fd = -1
+
+
+def _flush_loop(ref: weakref.ReferenceType[SegmentLog], kick: threading.Event,
+                closed: threading.Event) -> None:
+    """`interval_ms`: fsync at most one interval after an append, whether or not another
+    append follows (a quiet robot's last batch must not wait for the next one)."""
+    while True:
+        kick.wait()
+        log = ref()
+        if closed.is_set() or log is None:
+            return
+        delay = log._last_sync + log.fsync_interval_s - time.monotonic()
+        del log  # wait holding no reference
+        if delay > 0 and closed.wait(delay):
+            return
+        log = ref()
+        if log is None:
+            return
+        kick.clear()  # appends after this point set it again
+        log._sync_in_background()
+        del log
