@@ -279,16 +279,24 @@ def sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def lock_writer(root: Path) -> int:
-    """Take the exclusive writer lock of the log in `root`; the fd holds it until closed."""
+def lock_writer(root: Path, wait_s: float = 0.0) -> int:
+    """Take the exclusive writer lock of the log in `root`, waiting up to `wait_s` for another
+    holder to let go; the fd returned holds it until closed."""
     fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
+        waited = f" (waited {wait_s:g} s)" if wait_s else ""
         raise LogLockedError(
-            f"{root} is already open for writing by pid {holder}; a log has one writer. "
+            f"{root} is already open for writing by pid {holder}{waited}; a log has one writer. "
             "Stop that process, or open read-only (fleet buffer info/verify/export, "
             "ReplayBuffer(..., read_only=True))") from None
     os.ftruncate(fd, 0)
@@ -301,9 +309,11 @@ class SegmentLog:
                  fsync_interval_ms: int = 200, strict: bool = False,
                  trusted: Mapping[int, list[Position]] | None = None,
                  on_seal: Callable[[int], None] | None = None, read_only: bool = False,
-                 version: int = VERSION) -> None:
+                 version: int = VERSION, lock_wait_s: float = 0.0) -> None:
         """`version` is the frame version appends write (older ones only to make old-format
-        logs in tests); every version in `CHECKSUMS` is read."""
+        logs in tests); every version in `CHECKSUMS` is read. `lock_wait_s`: how long to wait
+        for another writer to let go before `LogLockedError` (a restarted process whose
+        predecessor is still exiting)."""
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync={fsync!r}: use one of {', '.join(FSYNC_POLICIES)}")
         if version not in CHECKSUMS:
@@ -314,7 +324,7 @@ class SegmentLog:
         self._lock_fd = -1
         if not read_only:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = lock_writer(self.root)  # before the scan: it may truncate
+            self._lock_fd = lock_writer(self.root, lock_wait_s)  # before the scan: it truncates
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self.fsync_interval_s = fsync_interval_ms / 1000

@@ -55,8 +55,14 @@ class ShardedBuffer:
         if found and len(found) != n:
             raise ValueError(f"{self.root} holds {len(found)} shards, config asks for {n}: robots "
                              "would move between shards; keep buffer.shards as it was")
-        self.shards = [ReplayBuffer(shard_dir(self.root, k), config, read_only=read_only)
-                       for k in range(n)]
+        self.shards: list[ReplayBuffer] = []
+        try:
+            for k in range(n):
+                self.shards.append(ReplayBuffer(shard_dir(self.root, k), config,
+                                                read_only=read_only))
+        except BaseException:  # e.g. another writer holds one shard: let go of the others
+            self.close()
+            raise
 
     def insert(self, records: Sequence[bytes]) -> InsertResult:
         """Decode each record once, route it to its robot's shard; durable on return."""

@@ -61,6 +61,7 @@ class BufferConfig:
     max_bytes: int = 0  # retention: cap on segment bytes on disk, oldest go first; 0 = no cap
     cache_bytes: int = 256 * 1024 * 1024  # LRU cache of decoded records
     shards: int = 1  # >1: that many logs under shard-NN/, records keyed by robot (buffers.shards)
+    lock_wait_s: float = 0.0  # wait this long for another writer to let go (a restarted server)
 
     def __post_init__(self) -> None:
         if self.fsync not in FSYNC_POLICIES:
@@ -69,6 +70,8 @@ class BufferConfig:
             raise ValueError("buffer.segment_bytes must be at least 4096")
         if self.fsync_interval_ms < 0:
             raise ValueError("buffer.fsync_interval_ms must be >= 0")
+        if self.lock_wait_s < 0:
+            raise ValueError("buffer.lock_wait_s must be >= 0")
         if not 1024 <= self.max_record_bytes <= MAX_RECORD_BYTES:
             raise ValueError(f"buffer.max_record_bytes must be in [1024, {MAX_RECORD_BYTES}]")
         if self.max_bytes and self.max_bytes < 2 * self.segment_bytes:
@@ -117,7 +120,8 @@ class ReplayBuffer:
         trusted = {n: [m.position for m in ix.metas] for n, ix in saved.items()}
         self.log = SegmentLog(self.root, config.segment_bytes, config.fsync,
                               config.fsync_interval_ms, config.strict, trusted=trusted,
-                              on_seal=self._unsealed.append, read_only=read_only)
+                              on_seal=self._unsealed.append, read_only=read_only,
+                              lock_wait_s=config.lock_wait_s)
         self._build(saved)
         self._enforce_retention()
 

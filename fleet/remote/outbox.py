@@ -43,7 +43,7 @@ class BufferOutbox:
         self._spill_next = 0  # index of the next spilled record to resend
         self.inherited = 0  # chunks a crashed predecessor had spilled, resent by this one
         if any(spill_dir.glob("segment-*.log")):  # left by a crashed predecessor: resend it all
-            self._spill = SegmentLog(spill_dir, fsync=fsync)
+            self._spill = self._open_spill()
             self.inherited = len(self._spill.positions)
         self.sent = self.stored = self.duplicates = self.spilled = 0
         self.refusals: list[str] = []
@@ -62,9 +62,13 @@ class BufferOutbox:
 
     def _to_spill(self, record: bytes) -> None:
         if self._spill is None:
-            self._spill = SegmentLog(self.spill_dir, fsync=self.fsync)
+            self._spill = self._open_spill()
         self._spill.append([record])
         self.spilled += 1
+
+    def _open_spill(self) -> SegmentLog:
+        # a crashed predecessor's process may still be exiting, its lock with it
+        return SegmentLog(self.spill_dir, fsync=self.fsync, lock_wait_s=60.0)
 
     def _resend(self) -> None:
         """Move spilled records back to the wire, oldest first, while there is room."""
