@@ -14,7 +14,8 @@ chunk_seq)`; Ray itself retries calls that were in flight when the buffer died.
 
 The spill log is synced as the buffer's own log is (`fsync`: the buffer's `fsync` policy), so a
 spilled chunk is as durable on the robot's disk as a stored one is on the buffer's. A robot
-restarted after a crash resends what its predecessor spilled (`inherited` counts them).
+restarted after a crash resends what its predecessor spilled (`inherited` counts them: the whole
+spill log, so the ones its predecessor had resent already come back as duplicates).
 """
 
 from __future__ import annotations

@@ -106,7 +106,10 @@ def test_a_killed_robots_chunks_are_stored_once_by_its_successor(local_ray, tmp_
     keys = [decode_chunk(r).key for r in records]
     assert len(set(keys)) == len(keys)  # duplicates = 0
     assert all(s["error"] is None and s["refused"] == 0 for s in stats)
-    assert stats[0]["inherited"] == dead["pending_spill"] > 0  # resent by the successor
+    # the successor resends its predecessor's whole spill log: what was resent already comes
+    # back as duplicates, refused idempotently
+    assert stats[0]["inherited"] >= dead["pending_spill"] > 0
+    assert stats[0]["duplicates"] >= stats[0]["inherited"] - dead["pending_spill"]
     # lost = 0, the killed robot included: what both incarnations produced is all there
     assert sum(k[0] == "robot-0" for k in keys) == dead["chunks_sent"] + stats[0]["chunks_sent"]
     assert sum(k[0] == "robot-1" for k in keys) == stats[1]["chunks_sent"]
