@@ -165,13 +165,13 @@ def _header(data: bytes, offset: int) -> _Header | None:
 def _parse(data: bytes, offset: int) -> _Header | None:
     """The header of a whole, valid record at `offset` (header and payload check out)."""
     head = _header(data, offset)
-    if head is None:
-        return None
+    return head if head is not None and _payload_ok(data, offset, head) else None
+
+
+def _payload_ok(data: bytes, offset: int, head: _Header) -> bool:
     start = offset + head.size
     end = start + head.length
-    if end > len(data) or CHECKSUMS[head.version](memoryview(data)[start:end]) != head.crc:
-        return None
-    return head
+    return end <= len(data) and CHECKSUMS[head.version](memoryview(data)[start:end]) == head.crc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +200,7 @@ def scan_segment(data: bytes, newest: bool = False) -> SegmentScan:
         head = _header(data, offset)
         if head is not None:
             end = offset + head.size + head.length
-            if end <= len(data) and _parse(data, offset) is not None:
+            if _payload_ok(data, offset, head):
                 records.append((offset, head.size, head.length))
                 offset = end
                 continue

@@ -26,6 +26,7 @@ from typing import Any
 from crc32c import crc32c
 
 from buffers.codec import RecordError, decode_chunk
+from buffers.log import list_segments
 from buffers.records import RolloutChunk
 from buffers.store import BufferConfig, InsertResult, ReplayBuffer
 
@@ -50,7 +51,7 @@ class ShardedBuffer:
         self.root = Path(root)
         found = sorted(self.root.glob("shard-*"))
         n = config.shards if not read_only or not found else len(found)
-        if any(self.root.glob("segment-*.log")):
+        if list_segments(self.root)[0]:
             raise ValueError(f"{self.root} holds an unsharded buffer; open it with shards=1")
         if found and len(found) != n:
             raise ValueError(f"{self.root} holds {len(found)} shards, config asks for {n}: robots "
