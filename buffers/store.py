@@ -199,7 +199,8 @@ class ReplayBuffer:
             decoded.append((bytes(record), chunk))
         stored, duplicates, conflicts = self.insert_decoded(decoded)
         if conflicts:
-            where = [i for i in range(len(records)) if i not in {j for j, _ in refused}]
+            schema = {j for j, _ in refused}
+            where = [i for i in range(len(records)) if i not in schema]  # of each decoded one
             refused = sorted(refused + [(where[j], reason) for j, reason in conflicts])
         return InsertResult(stored, duplicates, tuple(refused), len(conflicts))
 
