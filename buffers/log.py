@@ -584,9 +584,11 @@ def _flush_loop(ref: weakref.ReferenceType[SegmentLog], kick: threading.Event,
         del log  # wait holding no reference
         if delay > 0 and closed.wait(delay):
             return
-        log = ref()
-        if log is None:
-            return
         kick.clear()  # appends after this point set it again
+        # close() sets `closed` before `kick`: if its kick was just cleared, this sees closed
+        # (and close() syncs itself); otherwise the next wait sees its kick
+        log = ref()
+        if closed.is_set() or log is None:
+            return
         log._sync_in_background()
         del log
