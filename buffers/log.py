@@ -28,9 +28,10 @@ that hides how many records it spanned counts the frame magics in the damaged by
 one), or refused when `strict`. Reads check the checksums again, so damage done after opening is
 caught too.
 
-Durability (`fsync`): `always` fsyncs before `append` returns; `interval_ms` fsyncs from a
-background thread at most `fsync_interval_ms` after an append (plus the fsync itself), even when
-no append follows; `never` leaves it to the kernel (rotation and `close` still fsync). Every
+Durability (`fsync`): `always` fsyncs before `append` returns; `interval_ms` fsyncs once
+`fsync_interval_ms` has passed since the last fsync, in `append` while appends flow and from a
+background thread when none follows, so a record is durable at most one interval (plus the
+fsync) after its append; `never` leaves it to the kernel (rotation and `close` fsync). Every
 policy survives a process crash (the kernel holds what was written); only fsynced records are
 promised to survive a power loss. `synced` is how far the log is known to be durable.
 
@@ -424,8 +425,10 @@ class SegmentLog:
             self._write(iov)
             self.positions += out
             self._dirty = True
-            if self.fsync == "always":
-                self._sync()
+            if self.fsync == "always" or (self.fsync == "interval_ms"
+                                          and time.monotonic() - self._last_sync
+                                          >= self.fsync_interval_s):
+                self._sync()  # while appends flow; the fsync thread covers quiet periods
         if self._flusher is not None:
             self._kick.set()
         return out
@@ -574,7 +577,9 @@ class SegmentLog:
 def _flush_loop(ref: weakref.ReferenceType[SegmentLog], kick: threading.Event,
                 closed: threading.Event) -> None:
     """`interval_ms`: fsync at most one interval after an append, whether or not another
-    append follows (a quiet robot's last batch must not wait for the next one)."""
+    append follows (a quiet robot's last batch must not wait for the next one). While appends
+    flow, `append` itself syncs once an interval has passed, as before this thread existed, so
+    the fsync cadence of a busy log is unchanged and no fsync runs beside its writes."""
     while True:
         kick.wait()
         log = ref()
@@ -582,8 +587,10 @@ def _flush_loop(ref: weakref.ReferenceType[SegmentLog], kick: threading.Event,
             return
         delay = log._last_sync + log.fsync_interval_s - time.monotonic()
         del log  # wait holding no reference
-        if delay > 0 and closed.wait(delay):
-            return
+        if delay > 0:
+            if closed.wait(delay):
+                return
+            continue  # look again: an append may have synced meanwhile
         kick.clear()  # appends after this point set it again
         # close() sets `closed` before `kick`: if its kick was just cleared, this sees closed
         # (and close() syncs itself); otherwise the next wait sees its kick
