@@ -215,7 +215,8 @@ class ReplayBuffer:
         conflicts: list[tuple[int, str]] = []
         for i, (record, chunk) in enumerate(decoded):
             key = chunk.key
-            same = self._same(key, record, seen)
+            fresh_key = key not in self._keys and key not in seen  # the common case, no call
+            same = None if fresh_key else self._same(key, record, seen)
             if same is None:
                 seen[key] = record
                 fresh.append((record, chunk))
