@@ -35,9 +35,10 @@ def _label(name: str, version: str | int) -> Label:
 
 
 class RewardColumns:
-    def __init__(self, root: Path, fsync: str = "interval_ms") -> None:
+    def __init__(self, root: Path, fsync: str = "interval_ms", read_only: bool = False) -> None:
         self.root = root
         self.fsync = fsync
+        self.read_only = read_only  # beside a live writer: take no lock, change nothing
         self._logs: dict[Label, SegmentLog] = {}
         self._values: dict[Label, dict[ChunkKey, np.ndarray]] = {}
 
@@ -52,7 +53,7 @@ class RewardColumns:
         if label in self._values:
             return self._values[label]
         log = SegmentLog(self.root / f"{label[0]}@{label[1]}", segment_bytes=16 << 20,
-                         fsync=self.fsync)
+                         fsync=self.fsync, read_only=self.read_only)
         values: dict[ChunkKey, np.ndarray] = {}
         for _, payload in log:
             robot, episode, seq, data = msgpack.unpackb(payload, raw=False)

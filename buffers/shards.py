@@ -26,6 +26,7 @@ from typing import Any
 from crc32c import crc32c
 
 from buffers.codec import RecordError, decode_chunk
+from buffers.log import list_segments
 from buffers.records import RolloutChunk
 from buffers.store import BufferConfig, InsertResult, ReplayBuffer
 
@@ -50,17 +51,24 @@ class ShardedBuffer:
         self.root = Path(root)
         found = sorted(self.root.glob("shard-*"))
         n = config.shards if not read_only or not found else len(found)
-        if any(self.root.glob("segment-*.log")):
+        if list_segments(self.root)[0]:
             raise ValueError(f"{self.root} holds an unsharded buffer; open it with shards=1")
         if found and len(found) != n:
             raise ValueError(f"{self.root} holds {len(found)} shards, config asks for {n}: robots "
                              "would move between shards; keep buffer.shards as it was")
-        self.shards = [ReplayBuffer(shard_dir(self.root, k), config, read_only=read_only)
-                       for k in range(n)]
+        self.shards: list[ReplayBuffer] = []
+        try:
+            for k in range(n):
+                self.shards.append(ReplayBuffer(shard_dir(self.root, k), config,
+                                                read_only=read_only))
+        except BaseException:  # e.g. another writer holds one shard: let go of the others
+            self.close()
+            raise
 
     def insert(self, records: Sequence[bytes]) -> InsertResult:
         """Decode each record once, route it to its robot's shard; durable on return."""
         routed: dict[int, list[tuple[bytes, RolloutChunk]]] = collections.defaultdict(list)
+        where: dict[int, list[int]] = collections.defaultdict(list)  # batch index per shard item
         refused: list[tuple[int, str]] = []
         limit = self.shards[0].config.max_record_bytes
         for i, record in enumerate(records):
@@ -69,12 +77,15 @@ class ShardedBuffer:
             except RecordError as e:
                 refused.append((i, str(e)))
                 continue
-            routed[shard_of(chunk.robot_id, len(self.shards))].append((bytes(record), chunk))
-        stored = duplicates = 0
+            k = shard_of(chunk.robot_id, len(self.shards))
+            routed[k].append((bytes(record), chunk))
+            where[k].append(i)
+        stored = duplicates = conflicts = 0
         for k, items in routed.items():
-            s, d = self.shards[k].insert_decoded(items)
-            stored, duplicates = stored + s, duplicates + d
-        return InsertResult(stored, duplicates, tuple(refused))
+            s, d, c = self.shards[k].insert_decoded(items)
+            stored, duplicates, conflicts = stored + s, duplicates + d, conflicts + len(c)
+            refused += [(where[k][j], reason) for j, reason in c]
+        return InsertResult(stored, duplicates, tuple(sorted(refused)), conflicts)
 
     def unpack(self, cursor: int) -> list[int]:
         mask = (1 << CURSOR_BITS) - 1

@@ -10,15 +10,24 @@ Example:
 The index lives in memory; each sealed segment's part is also saved beside it (`buffers.index`)
 so reopening need not decode weeks of data, and is rebuilt from the segment whenever that file
 is missing or doubtful. Ingest is idempotent on `(robot_id, episode_id, chunk_seq)`: a resend
-after a fault never duplicates; a record that breaks the schema is refused with its reason and
-changes nothing. A cursor is a record's place in arrival order; it stays valid when retention
-deletes older segments.
+of the same bytes after a fault is a duplicate and changes nothing; a record with a stored key
+but different bytes is a conflict: refused (the first one stays), counted in `info()` and
+logged; a record that breaks the schema is refused with its reason and changes nothing. A
+cursor is a record's place in arrival order; it stays valid when retention deletes older
+segments.
+
+Damage found after opening (a record of a sealed segment whose saved index spared it the scan,
+or bytes changed since) is found when the record is first read: it is counted once, dropped
+from the index (and from the segment's saved index, so a reopen agrees) and its key is freed,
+so the robot's resend of it is stored again. A resend whose stored copy turns out damaged
+replaces it the same way.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,12 +37,14 @@ import numpy as np
 from buffers.cache import DecodedCache, chunk_bytes
 from buffers.codec import MAX_RECORD_BYTES, RecordError, decode_chunk
 from buffers.index import RecordMeta, SegmentIndex, index_path, load_index, save_index
-from buffers.log import FSYNC_POLICIES, CorruptLogError, Position, SegmentLog
+from buffers.log import FSYNC_POLICIES, CorruptLogError, Position, SegmentLog, list_segments
 from buffers.records import ChunkKey, RolloutChunk
 from buffers.relabel import RewardColumns
 from buffers.stats import Counts
 
 __all__ = ["BufferConfig", "InsertResult", "RecordMeta", "ReplayBuffer"]
+
+log = logging.getLogger(__name__)
 
 # Records decoded on insert are kept in the cache only when small: holding large camera chunks
 # there made ingest ~35% slower here (fresh pages for every decode instead of reused ones).
@@ -50,6 +61,7 @@ class BufferConfig:
     max_bytes: int = 0  # retention: cap on segment bytes on disk, oldest go first; 0 = no cap
     cache_bytes: int = 256 * 1024 * 1024  # LRU cache of decoded records
     shards: int = 1  # >1: that many logs under shard-NN/, records keyed by robot (buffers.shards)
+    lock_wait_s: float = 0.0  # wait this long for another writer to let go (a restarted server)
 
     def __post_init__(self) -> None:
         if self.fsync not in FSYNC_POLICIES:
@@ -58,6 +70,8 @@ class BufferConfig:
             raise ValueError("buffer.segment_bytes must be at least 4096")
         if self.fsync_interval_ms < 0:
             raise ValueError("buffer.fsync_interval_ms must be >= 0")
+        if self.lock_wait_s < 0:
+            raise ValueError("buffer.lock_wait_s must be >= 0")
         if not 1024 <= self.max_record_bytes <= MAX_RECORD_BYTES:
             raise ValueError(f"buffer.max_record_bytes must be in [1024, {MAX_RECORD_BYTES}]")
         if self.max_bytes and self.max_bytes < 2 * self.segment_bytes:
@@ -75,6 +89,7 @@ class InsertResult:
     stored: int
     duplicates: int
     refused: tuple[tuple[int, str], ...] = ()  # (index in the batch, reason)
+    conflicts: int = 0  # of `refused`: a stored key with different bytes
 
 
 class ReplayBuffer:
@@ -88,32 +103,33 @@ class ReplayBuffer:
             self.root.mkdir(parents=True, exist_ok=True)
         self.config = config
         self.cache = DecodedCache(config.cache_bytes)
-        self.rewards = RewardColumns(self.root / "rewards", config.fsync)
+        self.rewards = RewardColumns(self.root / "rewards", config.fsync, read_only=read_only)
         self.index: list[RecordMeta | None] = []  # by cursor - self._base; None once deleted
         self._base = 0
-        self._keys: set[ChunkKey] = set()
+        self._keys: dict[ChunkKey, RecordMeta] = {}
         self._segments: dict[int, list[RecordMeta]] = {}
         self._first: dict[int, int] = {}  # segment -> cursor of its first record
         self._damaged: dict[int, int] = collections.Counter()
         self._unsealed: list[int] = []
         self._sealed_sizes: dict[int, int] = {}
         self.counts = Counts()
-        self.unreadable = 0  # records found damaged after opening
+        self.conflicts = 0  # records refused: their key is stored with different bytes
+        self.conflict_notes: list[str] = []  # the first few
         self.retention_notes: list[str] = []
         saved = {} if config.strict else self._saved_indices()  # strict: rescan every byte
         trusted = {n: [m.position for m in ix.metas] for n, ix in saved.items()}
         self.log = SegmentLog(self.root, config.segment_bytes, config.fsync,
                               config.fsync_interval_ms, config.strict, trusted=trusted,
-                              on_seal=self._unsealed.append, read_only=read_only)
+                              on_seal=self._unsealed.append, read_only=read_only,
+                              lock_wait_s=config.lock_wait_s)
         self._build(saved)
         self._enforce_retention()
 
     def _saved_indices(self) -> dict[int, SegmentIndex]:
-        paths = sorted(self.root.glob("segment-*.log"))[:-1]  # the newest is always scanned
+        numbers, _ = list_segments(self.root)
         saved = {}
-        for path in paths:
-            n = int(path.stem.split("-")[1])
-            found = load_index(self.root, n, path.stat().st_size)
+        for n in numbers[:-1]:  # the newest is always scanned
+            found = load_index(self.root, n, (self.root / f"segment-{n:06d}.log").stat().st_size)
             if found is not None:
                 saved[n] = found
         return saved
@@ -157,7 +173,7 @@ class ReplayBuffer:
         self._first[n] = self._cursor_end
         self._segments[n] = list(metas)
         self.index += metas
-        self._keys.update(m.key for m in metas)
+        self._keys.update((m.key, m) for m in metas)
         for m in metas:
             self.counts.update(m, +1)
 
@@ -181,23 +197,33 @@ class ReplayBuffer:
                 refused.append((i, str(e)))
                 continue
             decoded.append((bytes(record), chunk))
-        stored, duplicates = self.insert_decoded(decoded)
-        return InsertResult(stored, duplicates, tuple(refused))
+        stored, duplicates, conflicts = self.insert_decoded(decoded)
+        if conflicts:
+            schema = {j for j, _ in refused}
+            where = [i for i in range(len(records)) if i not in schema]  # of each decoded one
+            refused = sorted(refused + [(where[j], reason) for j, reason in conflicts])
+        return InsertResult(stored, duplicates, tuple(refused), len(conflicts))
 
-    def insert_decoded(self, decoded: Sequence[tuple[bytes, RolloutChunk]]) -> tuple[int, int]:
+    def insert_decoded(self, decoded: Sequence[tuple[bytes, RolloutChunk]]
+                       ) -> tuple[int, int, list[tuple[int, str]]]:
         """Store records that `decode_chunk` (with checks) just returned `chunk` for: what
         `insert` does after decoding, for callers that decoded already (`ShardedBuffer`).
-        Returns (stored, duplicates)."""
+        Returns (stored, duplicates, conflicts as (index in `decoded`, reason))."""
         fresh: list[tuple[bytes, RolloutChunk]] = []
-        seen: set[ChunkKey] = set()
+        seen: dict[ChunkKey, bytes] = {}
         duplicates = 0
-        for record, chunk in decoded:
+        conflicts: list[tuple[int, str]] = []
+        for i, (record, chunk) in enumerate(decoded):
             key = chunk.key
-            if key in self._keys or key in seen:
+            fresh_key = key not in self._keys and key not in seen  # the common case, no call
+            same = None if fresh_key else self._same(key, record, seen)
+            if same is None:
+                seen[key] = record
+                fresh.append((record, chunk))
+            elif same:
                 duplicates += 1
-                continue
-            seen.add(key)
-            fresh.append((record, chunk))
+            else:
+                conflicts.append((i, self._conflict(key)))
         positions = self.log.append([r for r, _ in fresh]) if fresh else []
         for (_, chunk), pos in zip(fresh, positions, strict=True):
             self._add(RecordMeta.of(chunk, pos))
@@ -206,7 +232,48 @@ class ReplayBuffer:
         self._save_unsealed()
         if fresh:
             self._enforce_retention()
-        return len(fresh), duplicates
+        return len(fresh), duplicates, conflicts
+
+    def _same(self, key: ChunkKey, record: bytes, seen: dict[ChunkKey, bytes]) -> bool | None:
+        """None: `key` is new (or its stored copy was found damaged, so this resend repairs
+        it); True: the same bytes are stored (an idempotent resend); False: different bytes."""
+        if key in seen:
+            return seen[key] == record
+        meta = self._keys.get(key)
+        if meta is None:
+            return None
+        try:  # only resends get here: one read of the stored copy
+            return self.log.read(meta.position) == record
+        except CorruptLogError:
+            self._lost(meta)
+            return None
+
+    def _conflict(self, key: ChunkKey) -> str:
+        self.conflicts += 1
+        reason = (f"conflict: record {key} is stored already with different bytes; the stored "
+                  "one is kept (a robot that reuses an episode id, or a resend that changed)")
+        if len(self.conflict_notes) < 10:
+            self.conflict_notes.append(reason)
+        log.warning("%s: %s", self.root, reason)
+        return reason
+
+    def _lost(self, meta: RecordMeta) -> None:
+        """Record `meta` failed its checksum on a read: count it once, forget it (a resend of
+        its key is then stored again) and, in a sealed segment, save the index without it."""
+        if self._keys.get(meta.key) is not meta:
+            return  # counted already (or deleted by retention, or resent since)
+        n = meta.position.segment
+        del self._keys[meta.key]
+        self.index[self._first[n] - self._base + self._segments[n].index(meta)] = None
+        self._segments[n].remove(meta)
+        self.counts.update(meta, -1)
+        self.cache.discard(meta.position)
+        self._damaged[n] += 1
+        log.warning("%s: record %s in segment %d is damaged: dropped (a resend is stored)",
+                    self.root, meta.key, n)
+        if n != self.log.active and not self.read_only:
+            save_index(self.root, n, self.log.segment_size(n),
+                       SegmentIndex(self._segments[n], self._damaged[n], self._first[n]))
 
     def _add(self, meta: RecordMeta) -> None:
         n = meta.position.segment
@@ -214,7 +281,7 @@ class ReplayBuffer:
             self._segments[n], self._first[n] = [], self._cursor_end
         self._segments[n].append(meta)
         self.index.append(meta)
-        self._keys.add(meta.key)
+        self._keys[meta.key] = meta
         self.counts.update(meta, +1)
 
     def read(self, cursor: int, limit: int, min_policy_version: int = 0) -> tuple[list[bytes], int]:
@@ -229,8 +296,8 @@ class ReplayBuffer:
                 continue
             try:
                 out.append(self.log.read(meta.position))
-            except CorruptLogError:  # damaged since opening: skip, and count it
-                self.unreadable += 1
+            except CorruptLogError:  # damaged since opening: skip, count it once, free its key
+                self._lost(meta)
         return out, self._base + i
 
     @property
@@ -253,10 +320,15 @@ class ReplayBuffer:
         return [m for m in self.index if m is not None]
 
     def get(self, meta: RecordMeta) -> RolloutChunk:
-        """The decoded record; raises `CorruptLogError` if it was damaged since opening."""
+        """The decoded record; raises `CorruptLogError` if it was damaged since opening (and
+        drops it, as `read` does)."""
         chunk = self.cache.get(meta.position)
         if chunk is None:
-            payload = self.log.read(meta.position)
+            try:
+                payload = self.log.read(meta.position)
+            except CorruptLogError:
+                self._lost(meta)
+                raise
             # validated when stored and its CRC checked just now: skip the schema check
             chunk = self.cache.put(meta.position, decode_chunk(
                 payload, max_bytes=self.config.max_record_bytes, checked=False))
@@ -300,7 +372,8 @@ class ReplayBuffer:
 
     def _drop(self, n: int) -> None:
         for j, meta in enumerate(self._segments.pop(n)):
-            self._keys.discard(meta.key)  # a resend of a deleted record is stored again
+            if self._keys.get(meta.key) is meta:  # a resend of a deleted record is stored again
+                del self._keys[meta.key]
             self.counts.update(meta, -1)
             self.cache.discard(meta.position)
             self.index[self._first[n] - self._base + j] = None
@@ -322,9 +395,10 @@ class ReplayBuffer:
         return {
             **self.counts.summary(), "segments": len(self._segments),
             "reward_labels": [f"{n}@{v}" for n, v in self.rewards.labels()],
-            "corrupt_records": sum(self._damaged.values()) + self.unreadable,
+            "corrupt_records": sum(self._damaged.values()),
             "torn_bytes": self.log.recovery.torn_bytes,
-            "notes": self.log.recovery.notes + self.retention_notes,
+            "conflicts": self.conflicts, "stray_files": self.log.recovery.strays,
+            "notes": self.log.recovery.notes + self.retention_notes + self.conflict_notes,
         }
 
     def close(self) -> None:

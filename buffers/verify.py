@@ -18,7 +18,7 @@ from typing import Any
 
 from buffers.codec import RecordError, decode_chunk
 from buffers.index import RecordMeta, load_index
-from buffers.log import FRAME, Position, scan_segment
+from buffers.log import Position, list_segments, scan_segment
 from buffers.stats import Counts
 
 
@@ -37,6 +37,8 @@ def verify_buffer(root: Path) -> dict[str, Any]:
         for task, n in part["episodes_per_task"].items():
             report["episodes_per_task"][task] = report["episodes_per_task"].get(task, 0) + n
     report["episodes"] = sum(p["episodes"] for p in parts)
+    report["stray_files"] = [f"{s.name}/{f}" for s, p in zip(shards, parts, strict=True)
+                             for f in p["stray_files"]]
     report["indexes_to_rebuild"] = [f"{s.name}/{i}" for s, p in zip(shards, parts, strict=True)
                                     for i in p["indexes_to_rebuild"]]
     report["notes"] = [f"{s.name}/{n}" for s, p in zip(shards, parts, strict=True)
@@ -46,14 +48,16 @@ def verify_buffer(root: Path) -> dict[str, Any]:
 
 
 def _verify_one(root: Path) -> dict[str, Any]:
-    segments = sorted(Path(root).glob("segment-*.log"))
-    report: dict[str, Any] = {"segments": len(segments), "records": 0, "corrupt_records": 0,
+    numbers, strays = list_segments(Path(root))
+    report: dict[str, Any] = {"segments": len(numbers), "records": 0, "corrupt_records": 0,
                               "unreadable_records": 0, "torn_bytes": 0,
-                              "indexes_to_rebuild": [], "notes": []}
+                              "indexes_to_rebuild": [], "stray_files": strays,
+                              "notes": [f"{name}: not a file of the buffer, ignored"
+                                        for name in strays]}
     counts = Counts()
-    for i, path in enumerate(segments):
-        for meta in _segment(path, int(path.stem.split("-")[1]), i == len(segments) - 1,
-                             report):
+    for i, n in enumerate(numbers):
+        path = Path(root) / f"segment-{n:06d}.log"
+        for meta in _segment(path, n, i == len(numbers) - 1, report):
             counts.update(meta, +1)
     summary = counts.summary()
     report["episodes"] = summary["episodes"]
@@ -63,10 +67,10 @@ def _verify_one(root: Path) -> dict[str, Any]:
 
 def _segment(path: Path, n: int, last: bool, report: dict[str, Any]) -> list[RecordMeta]:
     data = path.read_bytes()
-    found = scan_segment(data)
+    found = scan_segment(data, newest=last)
     report["records"] += len(found.records)
-    report["corrupt_records"] += len(found.damaged)
-    report["notes"] += [f"{path.name}: damaged record at byte {o}" for o in found.damaged]
+    report["corrupt_records"] += found.damaged_records
+    report["notes"] += [f"{path.name}: damaged record at byte {o}" for o, _ in found.damaged]
     if found.tail_at is not None and last:
         report["torn_bytes"] = found.size - found.tail_at
         report["notes"].append(f"{path.name}: torn tail of {report['torn_bytes']} bytes")
@@ -74,8 +78,8 @@ def _segment(path: Path, n: int, last: bool, report: dict[str, Any]) -> list[Rec
         report["corrupt_records"] += 1
         report["notes"].append(f"{path.name}: damaged from byte {found.tail_at} on")
     metas = []
-    for offset, length in found.records:
-        payload = data[offset + FRAME.size:offset + FRAME.size + length]
+    for offset, header, length in found.records:
+        payload = data[offset + header:offset + header + length]
         try:
             metas.append(RecordMeta.of(decode_chunk(payload), Position(n, offset, length)))
         except RecordError as e:  # the checksum holds but the content breaks the schema

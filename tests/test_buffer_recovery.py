@@ -105,7 +105,8 @@ def test_sealed_segments_are_not_decoded_again_on_open(tmp_path):
 def test_damage_after_open_is_caught_on_read(tmp_path):
     recs, _ = _filled(tmp_path, 10)
     with ReplayBuffer(tmp_path, SMALL) as buf:
-        pos = buf.records()[2].position
+        meta = buf.records()[2]
+        pos = meta.position
         seg = tmp_path / f"segment-{pos.segment:06d}.log"
         data = bytearray(seg.read_bytes())
         data[pos.offset + FRAME.size + 30] ^= 0x01
@@ -114,7 +115,9 @@ def test_damage_after_open_is_caught_on_read(tmp_path):
         assert got == recs[:2] + recs[3:] and cursor == 10
         assert buf.info()["corrupt_records"] == 1
         with pytest.raises(CorruptLogError):
-            buf.get(buf.records()[2])
+            buf.get(meta)
+        assert buf.read(0, 100)[0] == got and meta not in buf.records()
+        assert buf.info()["corrupt_records"] == 1  # counted once, however often it is read
 
 
 def test_verify_never_truncates(tmp_path):

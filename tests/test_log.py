@@ -147,8 +147,8 @@ def test_read_rechecks_the_crc(tmp_path):
 
 
 @pytest.mark.parametrize(("policy", "interval_ms", "on_append", "on_close"),
-                         [("always", 200, 5, 0), ("interval_ms", 0, 5, 0),
-                          ("interval_ms", 10**6, 0, 1), ("never", 200, 0, 1)])
+                         [("always", 200, 5, 0), ("interval_ms", 10**6, 0, 1),
+                          ("never", 200, 0, 1)])  # interval_ms in time: test_buffer_durability
 def test_fsync_policies(tmp_path, monkeypatch, policy, interval_ms, on_append, on_close):
     calls = []
     real = log_module.os.fsync
@@ -173,8 +173,10 @@ def test_frames_carry_crc32c_of_the_payload(tmp_path):
     log = SegmentLog(tmp_path)
     log.append([b"123456789"])
     log.close()
-    magic, version, _flags, length, crc = FRAME.unpack_from(segment_files(tmp_path)[0].read_bytes())
-    assert (magic, version, length, crc) == (b"FLTR", 2, 9, 0xE3069283)
+    data = segment_files(tmp_path)[0].read_bytes()
+    magic, version, _flags, length, crc, head_crc = FRAME.unpack_from(data)
+    assert (magic, version, length, crc) == (b"FLTR", 3, 9, 0xE3069283)
+    assert head_crc == crc32c(data[:16]) and len(data) == 20 + 9
 
 
 def test_version_1_frames_with_zlib_crc32_still_read_beside_new_ones(tmp_path):
@@ -185,7 +187,7 @@ def test_version_1_frames_with_zlib_crc32_still_read_beside_new_ones(tmp_path):
     log.append(old)
     log.close()
     first = segment_files(tmp_path)[0].read_bytes()
-    _magic, version, _flags, length, crc = FRAME.unpack_from(first)
+    _magic, version, _flags, length, crc = log_module.FRAME_V2.unpack_from(first)
     assert version == 1 and crc == zlib.crc32(old[0]) and length == len(old[0])
     log = SegmentLog(tmp_path, strict=True)  # reopened by this build: appends CRC-32C frames
     assert contents(log) == old
@@ -198,7 +200,7 @@ def test_version_1_frames_with_zlib_crc32_still_read_beside_new_ones(tmp_path):
 
 
 def test_a_checksum_of_the_wrong_kind_for_its_version_is_damage(tmp_path):
-    log = SegmentLog(tmp_path)
+    log = SegmentLog(tmp_path, version=2)
     log.append(payloads(3))
     log.close()
     path = segment_files(tmp_path)[0]
@@ -209,7 +211,7 @@ def test_a_checksum_of_the_wrong_kind_for_its_version_is_damage(tmp_path):
     assert len(log) == 2 and log.recovery.corrupt_records == 1
     log.close()
     with pytest.raises(ValueError, match="frame version"):
-        SegmentLog(tmp_path, version=3)
+        SegmentLog(tmp_path, version=4)
 
 
 def test_short_writes_go_on_where_they_stopped(tmp_path, monkeypatch):

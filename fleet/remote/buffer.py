@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ class BufferServerImpl:
     """The persistent replay buffer as an actor: robots insert, the learner reads."""
 
     def __init__(self, root: str, config: BufferConfig) -> None:
+        # Ray may restart this actor while its killed predecessor still holds the writer lock
+        config = dataclasses.replace(config, lock_wait_s=max(config.lock_wait_s, 60.0))
         self.buffer = open_buffer(Path(root), config)  # several shards if config.shards > 1
         self.samplers: dict[str, tuple[dict[str, Any], Sampler]] = {}
 

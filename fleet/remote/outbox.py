@@ -11,6 +11,11 @@ unacknowledged (the buffer is slow, or dead and being restarted by Ray), new rec
 local spill log on disk instead, and are resent in order once acknowledgements flow again.
 Resending is safe because the buffer's ingest is idempotent on `(robot_id, episode_id,
 chunk_seq)`; Ray itself retries calls that were in flight when the buffer died.
+
+The spill log is synced as the buffer's own log is (`fsync`: the buffer's `fsync` policy), so a
+spilled chunk is as durable on the robot's disk as a stored one is on the buffer's. A robot
+restarted after a crash resends what its predecessor spilled (`inherited` counts them: the whole
+spill log, so the ones its predecessor had resent already come back as duplicates).
 """
 
 from __future__ import annotations
@@ -28,15 +33,19 @@ from buffers.store import InsertResult
 
 
 class BufferOutbox:
-    def __init__(self, buffer: Any, spill_dir: Path, max_in_flight: int = 8) -> None:
+    def __init__(self, buffer: Any, spill_dir: Path, max_in_flight: int = 8,
+                 fsync: str = "interval_ms") -> None:
         self.buffer = buffer
         self.spill_dir = spill_dir
         self.max_in_flight = max_in_flight
+        self.fsync = fsync
         self.in_flight: collections.deque[ray.ObjectRef] = collections.deque()
         self._spill: SegmentLog | None = None
         self._spill_next = 0  # index of the next spilled record to resend
+        self.inherited = 0  # chunks a crashed predecessor had spilled, resent by this one
         if any(spill_dir.glob("segment-*.log")):  # left by a crashed predecessor: resend it all
-            self._spill = SegmentLog(spill_dir, fsync="never")
+            self._spill = self._open_spill()
+            self.inherited = len(self._spill.positions)
         self.sent = self.stored = self.duplicates = self.spilled = 0
         self.refusals: list[str] = []
 
@@ -54,9 +63,13 @@ class BufferOutbox:
 
     def _to_spill(self, record: bytes) -> None:
         if self._spill is None:
-            self._spill = SegmentLog(self.spill_dir, fsync="never")
+            self._spill = self._open_spill()
         self._spill.append([record])
         self.spilled += 1
+
+    def _open_spill(self) -> SegmentLog:
+        # a crashed predecessor's process may still be exiting, its lock with it
+        return SegmentLog(self.spill_dir, fsync=self.fsync, lock_wait_s=60.0)
 
     def _resend(self) -> None:
         """Move spilled records back to the wire, oldest first, while there is room."""
@@ -87,6 +100,17 @@ class BufferOutbox:
         self.stored += result.stored
         self.duplicates += result.duplicates
         self.refusals += [reason for _, reason in result.refused]
+
+    def settle(self, timeout_s: float = 60.0) -> None:
+        """Wait until every record sent is acknowledged, leaving spilled ones spilled (a robot
+        held still can be inspected, or killed, with its spill log intact)."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight and time.monotonic() < deadline:
+            ready, _ = ray.wait([self.in_flight[0]], timeout=0.5)
+            if ready:
+                self._count(ray.get(self.in_flight.popleft()))
+        if self.in_flight:
+            raise TimeoutError(f"{len(self.in_flight)} chunks unacknowledged after {timeout_s} s")
 
     def flush(self, timeout_s: float = 60.0) -> None:
         """Wait until every record, spilled ones included, is acknowledged."""

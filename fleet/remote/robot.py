@@ -78,6 +78,7 @@ class RobotLaunch:
     operator: OperatorConfig | None = None  # a simulated operator beside it
     pace_hz: float = 0.0  # > 0: step at this control rate, as hardware does
     bridge: Bridge | None = None  # a real robot joining over the bridge
+    spill_fsync: str = "interval_ms"  # the buffer's fsync policy: spill logs are synced alike
 
 
 def start_robot(launch: RobotLaunch, state: dict[str, np.ndarray], buffer: Any, hub: Any,
@@ -108,7 +109,8 @@ class RobotActorImpl:
         self.net = net = make_policy(policy)
         net.load_policy_state(state)
         robot_id, policy_version = launch.robot_id, launch.policy_version
-        self.outbox = BufferOutbox(buffer, Path(launch.spill_dir) / robot_id)
+        self.outbox = BufferOutbox(buffer, Path(launch.spill_dir) / robot_id,
+                                   fsync=launch.spill_fsync)
         remote = (RemotePolicy(server, policy_version, getattr(net, "takes_obs_dict", False))
                   if server is not None else None)
         self.weights: HubWeights | RemotePolicy = remote or HubWeights(hub)
@@ -148,10 +150,17 @@ class RobotActorImpl:
         self.outbox.flush()
         return self.stats()
 
+    def settle(self) -> dict[str, Any]:
+        """Wait for the acknowledgement of every chunk sent, leaving spilled ones spilled (for
+        a robot held by a pause: what a crash now would leave to its successor); its stats."""
+        self.outbox.settle()
+        return self.stats()
+
     def stats(self) -> dict[str, Any]:
         return dict(self.worker.stats.as_dict(), robot_id=self.worker.robot.spec.robot_id,
                     task=self.worker.robot.spec.task, stored=self.outbox.stored,
                     spilled=self.outbox.spilled, duplicates=self.outbox.duplicates,
+                    inherited=self.outbox.inherited, pending_spill=self.outbox.pending_spill,
                     refused=len(self.outbox.refusals), error=self.error,
                     adopt_latency_s=self.weights.adopt_latency_s,
                     missed_deadlines=self.paced.missed if self.paced else 0,
@@ -233,7 +242,7 @@ class BridgedRobotActorImpl(RobotActorImpl):
         self.robot_id, self.config, self.policy_version = robot_id, worker, policy_version
         self.net = make_policy(policy)
         self.net.load_policy_state(state)
-        self.outbox = BufferOutbox(buffer, Path(spill_dir) / robot_id)
+        self.outbox = BufferOutbox(buffer, Path(spill_dir) / robot_id, fsync=launch.spill_fsync)
         self.weights = HubWeights(hub)
         self.worker = None  # type: ignore[assignment]  # made when the robot first registers
         self.controls = RobotControl(policy.action_dim)  # the console's pause, e-stop, labels

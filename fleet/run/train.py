@@ -196,10 +196,11 @@ def robot_launches(cfg: Config, run_dir: Path, pcfg: PolicyConfig,
     n, spill = cfg.fleet.num_robots, str(run_dir / "spill")
     sims = [RobotLaunch(f"robot-{i}", cfg.robot, pcfg, worker_config(cfg, i, version), spill,
                         version, assign_tasks(cfg.robot.tasks, n, i), cfg.operator,
-                        cfg.fleet.pace_hz) for i in range(n)]
+                        cfg.fleet.pace_hz, spill_fsync=cfg.buffer.fsync) for i in range(n)]
     return sims + [RobotLaunch(
         rid, cfg.robot, pcfg, worker_config(cfg, n + j, version), spill, version,
-        bridge=Bridge(endpoint_for(cfg.fleet.bridge_endpoint, j), cfg.fleet.bridge_keys))
+        bridge=Bridge(endpoint_for(cfg.fleet.bridge_endpoint, j), cfg.fleet.bridge_keys),
+        spill_fsync=cfg.buffer.fsync)
         for j, rid in enumerate(cfg.fleet.bridge_robots)]
 
 

@@ -57,26 +57,61 @@ def test_killed_buffer_server_loses_and_duplicates_nothing(local_ray, tmp_path):
     assert all(s["error"] is None for s in stats)
 
 
-def test_killed_robot_actor_is_restarted_and_resumes(local_ray, tmp_path):
+UNAVAILABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+def wait_for(condition, timeout_s=120.0, what="condition"):
+    """Wait on state; the deadline only turns a hang into a failure."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if condition():
+                return
+        except UNAVAILABLE:
+            pass  # an actor being restarted
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout_s} s"
+        time.sleep(0.05)
+
+
+def spill_then_hold(buffer, robot):
+    """Make `robot` spill (its buffer killed, so sends go unanswered), hold it still and wait
+    until everything it sent is acknowledged: what a crash now leaves is exactly its spill log.
+    Its stats then: `chunks_sent` it produced, `pending_spill` its successor must resend."""
+    for _ in range(5):
+        spilled = ray.get(robot.stats.remote())["spilled"]
+        ray.kill(buffer, no_restart=False)  # Ray restarts it; meanwhile the robot spills
+        wait_for(lambda n=spilled: ray.get(robot.stats.remote())["spilled"] > n, what="a spill")
+        ray.get(robot.control.remote({"cmd": "pause"}))
+        wait_for(lambda: ray.get(robot.stats.remote())["control"]["holding"], what="a hold")
+        state = ray.get(robot.settle.remote())  # sent ones acknowledged; spilled ones stay
+        if state["pending_spill"] > 0:
+            return state
+        ray.get(robot.control.remote({"cmd": "resume"}))  # it resent them all first: again
+    raise AssertionError("robot never held with chunks in its spill log")
+
+
+def test_a_killed_robots_chunks_are_stored_once_by_its_successor(local_ray, tmp_path):
+    """The killed robot is counted too: every chunk its dead incarnation produced (acknowledged
+    before the kill, or spilled and resent by the new incarnation) and every chunk the new one
+    produced is stored exactly once."""
     buffer, robots = fleet_of(tmp_path, 2)
-    time.sleep(1.5)
+    wait_for(lambda: steps(robots) > 100, what="robots at work")
+    dead = spill_then_hold(buffer, robots[0])
     ray.kill(robots[0], no_restart=False)
-    deadline = time.monotonic() + 60
-    while True:  # the restarted actor starts from zero and works again on its own
-        try:  # (the old incarnation may answer before the kill lands: wait for the new one)
-            now = ray.get(robots[0].stats.remote())
-            if now["restarted"] and now["env_steps"] > 100:
-                break
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-            pass  # still restarting
-        assert time.monotonic() < deadline, "robot-0 did not come back"
-        time.sleep(0.2)
+    wait_for(lambda: (lambda s: s["restarted"] and s["env_steps"] > 100
+                      and s["pending_spill"] == 0)(ray.get(robots[0].stats.remote())),
+             what="robot-0 back, its predecessor's spill resent")
     stats = ray.get([r.stop.remote() for r in robots])
     records, _ = ray.get(buffer.read.remote(0, 10**6))
     keys = [decode_chunk(r).key for r in records]
-    assert len(set(keys)) == len(keys)
-    assert all(s["error"] is None for s in stats)
-    # what the surviving robot produced is all there, exactly once
+    assert len(set(keys)) == len(keys)  # duplicates = 0
+    assert all(s["error"] is None and s["refused"] == 0 for s in stats)
+    # the successor resends its predecessor's whole spill log: what was resent already comes
+    # back as duplicates, refused idempotently
+    assert stats[0]["inherited"] >= dead["pending_spill"] > 0
+    assert stats[0]["duplicates"] >= stats[0]["inherited"] - dead["pending_spill"]
+    # lost = 0, the killed robot included: what both incarnations produced is all there
+    assert sum(k[0] == "robot-0" for k in keys) == dead["chunks_sent"] + stats[0]["chunks_sent"]
     assert sum(k[0] == "robot-1" for k in keys) == stats[1]["chunks_sent"]
 
 
