@@ -60,6 +60,8 @@ class PolicyConfig:
     image_key: str = ""  # kind=chunk: also see obs[image_key], uint8 [size, size, 3] (e.g. pixels)
     image_size: int = 96
     mask_key: str = ""  # kind=chunk: obs[mask_key] [A] marks executed action numbers (padding: 0)
+    bound: str = "none"  # kind=chunk: none | tanh (the mean chunk squashed into (-1, 1), where
+    # robots clip their actions: an off-policy actor cannot leave the critic's data (algorithms.td)
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "horizon", "hidden", "layers"):
@@ -72,12 +74,15 @@ class PolicyConfig:
         if self.kind not in ("chunk", "token", "hf") or self.backbone not in ("mlp", "transformer"):
             raise ValueError(f"policy.kind={self.kind!r} (chunk|token|hf), "
                              f"policy.backbone={self.backbone!r} (mlp|transformer)")
-        if (self.image_key or self.mask_key) and self.kind != "chunk":
-            raise ValueError("policy.image_key and policy.mask_key need policy.kind=chunk")
+        if self.bound not in ("none", "tanh"):
+            raise ValueError(f"policy.bound={self.bound!r}: none or tanh")
+        if (self.image_key or self.mask_key or self.bound != "none") and self.kind != "chunk":
+            raise ValueError("policy.image_key, policy.mask_key and policy.bound need "
+                             "policy.kind=chunk")
 
 
 _ADDED = ("kind", "backbone", "d_model", "heads", "bins", "decode", "instruction", "path",
-          "image_key", "image_size", "mask_key")
+          "image_key", "image_size", "mask_key", "bound")
 
 
 def config_key_fields(config: PolicyConfig) -> dict[str, object]:
@@ -230,8 +235,9 @@ class ChunkPolicy(nn.Module):
         return (logp * obs[:, d:d + a].repeat(1, self.config.horizon)).sum(-1)
 
     def mean_chunk(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs [B, D] -> mean chunk [B, H * A]."""
-        return self.actor(self._norm(obs))
+        """obs [B, D] -> mean chunk [B, H * A] (in (-1, 1) with `bound=tanh`)."""
+        mean = self.actor(self._norm(obs))
+        return torch.tanh(mean) if self.config.bound == "tanh" else mean
 
     def log_prob(self, obs: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
         """obs [B, D], chunk [B, H, A] -> log-probability [B] of each whole chunk."""
