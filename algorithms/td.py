@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -234,7 +235,7 @@ class Critic(nn.Module):
         super().__init__()
         e, h = config.ensemble, config.hidden
         dims = [inp] + [h] * config.layers
-        self.layers = nn.ModuleList(EnsembleLinear(e, a, b) for a, b in zip(dims, dims[1:]))
+        self.layers = nn.ModuleList(EnsembleLinear(e, a, b) for a, b in itertools.pairwise(dims))
         self.gains = nn.ParameterList(nn.Parameter(torch.ones(e, 1, h)) for _ in self.layers)
         self.shifts = nn.ParameterList(nn.Parameter(torch.zeros(e, 1, h)) for _ in self.layers)
         self.head = EnsembleLinear(e, h, 1)
@@ -412,7 +413,7 @@ class TD:
         actor_loss = -q_pi.mean() / q_pi.abs().mean().detach().clamp(min=1e-6) + cfg.bc_coef * bc
         _step(self.actor_opt, actor_loss, self.policy.actor, cfg.max_grad_norm)
         return {"actor_loss": actor_loss.item(), "bc_loss": bc.item(),
-                "q_pi": float(q_pi.mean())}
+                "q_pi": q_pi.mean().item()}
 
     def _bc(self, b: Transitions, pi: torch.Tensor) -> torch.Tensor:
         """The BC term: L2 to the expert rows' executed steps (valid ones only), or to the

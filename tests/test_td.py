@@ -299,11 +299,12 @@ def test_actor_waits_for_online_steps():
     td = TD(policy, TDConfig(gamma=GAMMA, hidden=16, minibatch=8, updates_per_step=1.0,
                              actor_warmup_steps=4, actor_lr=1e-2))
     before = [p.detach().clone() for p in policy.actor.parameters()]
+    params = policy.actor.parameters
     demo = chain_chunk(0, np.array([1.0, 1.0]), "d")
     td.offline([demo], [demo.reward])
     first = td.update(td.prepare([chain_chunk(0, np.array([-1.0, 1.0]), "x")], [np.zeros(2)]))
     assert first["actor_trained"] == 0.0
-    assert all(torch.equal(a, b) for a, b in zip(before, policy.actor.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, params(), strict=True))
     second = td.update(td.prepare([chain_chunk(1, np.array([1.0, -1.0]), "y")], [np.zeros(2)]))
     assert second["actor_trained"] == 1.0 and second["online_steps"] == 4
-    assert not all(torch.equal(a, b) for a, b in zip(before, policy.actor.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before, params(), strict=True))
