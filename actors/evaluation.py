@@ -5,6 +5,13 @@ Example:
     episodes = held_out(cfg.robot, episodes=50, first_seed=900_000)   # [(task, seed), ...]
     success = run_episodes(worker, robot, episodes)                   # one bool per episode
     by_task(episodes, success)                                        # {"push-v3": 0.96}
+
+During training (`Evaluator`): a robot of its own that only evaluates, given the newest weights
+every so many env steps, so a dip shows when it happens (`fleet train eval.every_steps=N`,
+`fleet bench td_push`):
+
+    evaluator = Evaluator(make_robot(cfg.robot, "eval-0"), copy_of_policy, episodes, config)
+    success = evaluator.evaluate(policy_state)                        # one bool per episode
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from actors.robots.base import RobotConfig, SimRobot
-from actors.worker import RobotWorker
+from actors.worker import RobotWorker, WorkerConfig
 
 Episode = tuple[str, int]  # (task, seed)
 
@@ -54,3 +61,20 @@ class Nowhere:
 
     def poll(self, have_version: int) -> None:
         return None
+
+
+class Evaluator:
+    """Held-out `episodes` on a robot that never trains, with whatever weights it is handed."""
+
+    def __init__(self, robot: SimRobot, policy: object, episodes: Sequence[Episode],
+                 config: WorkerConfig) -> None:
+        self.robot, self.policy, self.episodes = robot, policy, list(episodes)
+        self.worker = RobotWorker(robot, policy, Nowhere(), Nowhere(), config)  # type: ignore[arg-type]
+
+    def evaluate(self, state: dict[str, np.ndarray]) -> list[bool]:
+        """The episodes with the weights `state` (a `policy_state()`), in order."""
+        self.policy.load_policy_state(state)  # type: ignore[attr-defined]
+        return run_episodes(self.worker, self.robot, self.episodes)
+
+    def close(self) -> None:
+        self.robot.close()

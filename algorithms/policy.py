@@ -63,6 +63,8 @@ class PolicyConfig:
     mask_key: str = ""  # kind=chunk: obs[mask_key] [A] marks executed action numbers (padding: 0)
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # a plug-in's own config
     checkpoint: str = ""  # a saved policy to post-train instead of the BC base (fleet.run.pretrain)
+    bound: str = "none"  # kind=chunk: none | tanh (the mean chunk squashed into (-1, 1), where
+    # robots clip their actions: an off-policy actor cannot leave the critic's data (algorithms.td)
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "horizon", "hidden", "layers"):
@@ -75,9 +77,12 @@ class PolicyConfig:
         if self.kind not in policy_kinds() or self.backbone not in ("mlp", "transformer"):
             raise ValueError(f"policy.kind={self.kind!r} ({'|'.join(policy_kinds())}), "
                              f"policy.backbone={self.backbone!r} (mlp|transformer)")
-        if (self.image_key or self.mask_key) and self.kind in ("token", "hf"):
-            raise ValueError("policy.image_key and policy.mask_key need policy.kind=chunk "
-                             "(or a plug-in that reads them)")
+        if self.bound not in ("none", "tanh"):
+            raise ValueError(f"policy.bound={self.bound!r}: none or tanh")
+        chunk_only = self.image_key or self.mask_key or self.bound != "none"
+        if chunk_only and self.kind in ("token", "hf"):
+            raise ValueError("policy.image_key, policy.mask_key and policy.bound need "
+                             "policy.kind=chunk (or a plug-in that reads them)")
 
 
 BUILTIN_KINDS = ("chunk", "token", "hf")  # `algorithms.factory.BUILTIN` builds each
@@ -91,7 +96,7 @@ def policy_kinds() -> tuple[str, ...]:
 
 
 _ADDED = ("kind", "backbone", "d_model", "heads", "bins", "decode", "instruction", "path",
-          "image_key", "image_size", "mask_key", "params", "checkpoint")
+          "image_key", "image_size", "mask_key", "params", "checkpoint", "bound")
 
 
 def config_key_fields(config: PolicyConfig) -> dict[str, object]:
@@ -245,8 +250,9 @@ class ChunkPolicy(nn.Module):
         return (logp * obs[:, d:d + a].repeat(1, self.config.horizon)).sum(-1)
 
     def mean_chunk(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs [B, D] -> mean chunk [B, H * A]."""
-        return self.actor(self._norm(obs))
+        """obs [B, D] -> mean chunk [B, H * A] (in (-1, 1) with `bound=tanh`)."""
+        mean = self.actor(self._norm(obs))
+        return torch.tanh(mean) if self.config.bound == "tanh" else mean
 
     def log_prob(self, obs: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
         """obs [B, D], chunk [B, H, A] -> log-probability [B] of each whole chunk."""

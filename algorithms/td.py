@@ -1,41 +1,62 @@
-"""Chunked TD: a critic ensemble over action chunks, n-step chunk backups, BC-regularised actor.
+"""Chunked TD: an ensemble critic over action chunks, n-step chunk backups, a bounded actor.
 
-Papers: Q-chunking (Li, Zhou, Levine 2025, https://arxiv.org/abs/2507.07969) and CO-RFT
-(Huang et al. 2025, https://arxiv.org/abs/2508.02219): the critic scores a whole chunk,
-Q(s_t, a_t..a_{t+H-1}), and backs up over the H env steps the chunk ran,
+Papers: Q-chunking (Li, Zhou, Levine 2025, https://arxiv.org/abs/2507.07969): the critic scores a
+whole chunk, Q(s_t, a_t..a_{t+H-1}), and backs up over the H env steps the chunk ran,
 
-    y = sum_{i<n} γ^i r_{t+i} + γ^n (1 - done) · agg_j Q̄_j(s_{t+n}, π(s_{t+n}))
+    y = sum_{i<n} γ^i r_{t+i} + γ^n (1 - done) · min_{j in J} Q̄_j(s_{t+n}, π(s_{t+n}))
 
-(n = H except for an episode's short last call; agg = min or mean over the target ensemble,
-Polyak-averaged copies). The actor maximises Q with a BC term to the dataset's chunks, as
-TD3+BC (Fujimoto & Gu 2021, https://arxiv.org/abs/2106.06860) normalises it:
-loss = -Q(s, π(s)) / mean|Q| + α · ||π(s) - a||². Demonstrations and operator-chosen calls go
-to a second replay that fills `demo_ratio` of every minibatch (RLPD, Ball et al. 2023,
-https://arxiv.org/abs/2302.02948). Deviations:
+(n = H unless the episode ends first; J a random subset of `target_subset` of the E
+Polyak-averaged target critics, drawn afresh each gradient step: RLPD, Ball et al. 2023,
+https://arxiv.org/abs/2302.02948, after REDQ). From RLPD also: LayerNorm in every critic layer,
+demonstrations and operator-chosen steps in their own replay that fills `demo_ratio` (50%) of
+every minibatch (symmetric sampling; HIL-SERL, Luo et al. 2024, puts interventions there too),
+and no offline pretraining by default. The actor maximises the ensemble's mean Q with a BC term,
+normalised as TD3+BC does (Fujimoto & Gu 2021, https://arxiv.org/abs/2106.06860):
+loss = -Q(s, π(s)) / mean|Q| + α · BC, where BC is taken only on demo and intervention rows
+(`bc="demos"`) or toward the frozen starting policy on every row (`bc="base"`).
 
-- π(s) is the policy's mean chunk (deterministic, like TD3); robots explore with its Gaussian.
-- Off-policy replay is in memory here, filled from every chunk the learner reads (the whole
-  buffer from cursor 0) plus the demos; it is saved with checkpoints.
+Transitions start at every env step (`starts="step"`, as Q-chunking samples sequences): the H
+executed actions from step t, stitched across the rollout chunks of one episode. A sequence that
+runs past the episode's end is kept with `valid` = 0 on the steps after it (padded with the last
+executed action): its reward sums only the steps before the end and it bootstraps from the last
+observation (or not at all after a terminal state); nothing from another episode enters it.
+
+Deviations from the published recipes (and why):
+
+- π(s) is the policy's mean chunk (deterministic, as TD3; no SAC entropy); robots explore with
+  the policy's fixed Gaussian. Use `policy.bound=tanh` so π stays in [-1, 1], where robots clip
+  their actions and the critic has data (the issue measured 7% of numbers outside).
+- Gradient steps per env step (`updates_per_step`) defaults to 0.25, one per policy call of
+  H = 4: RLPD uses 20 and Q-chunking 1, which a 2-core CPU learner cannot afford; raise it on a
+  GPU. The critic is 2×256 (RLPD), not Q-chunking's 4×512, for the same reason.
+- The actor waits for `actor_warmup_steps` online env steps in the replay (the critic has then
+  seen the policy's own failures, not only the demos' successes; the issue measured the offline
+  phase alone taking the push-v3 base from 62% to 32%).
+- Sequences crossing an episode end are kept with a correct shorter backup; Q-chunking instead
+  drops them from the critic loss (its flat buffer cannot tell the next episode's actions apart).
 
 Example:
 
     td = TD(policy, TDConfig())
-    td.offline(demo_chunks, demo_rewards)      # offline phase: demos only
-    batch = td.prepare(chunks, rewards)        # fresh chunks -> transitions, one per call
-    metrics = td.update(batch)                 # into the replay, then `utd` gradient steps
+    td.offline(demo_chunks, demo_rewards)      # demos into the demo replay
+    batch = td.prepare(chunks, rewards)        # fresh chunks -> one row per env step
+    metrics = td.update(batch)                 # into the replay, then its share of gradient steps
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from algorithms.policy import ChunkPolicy, mlp
+from algorithms.policy import ChunkPolicy
 from algorithms.returns import chunk_rewards
 from buffers.feed import DataNeeds
 from buffers.records import RolloutChunk
@@ -44,40 +65,53 @@ from buffers.records import RolloutChunk
 @dataclasses.dataclass(frozen=True)
 class TDConfig:
     gamma: float = 0.99  # per env step; a full chunk bootstraps with γ^H
-    ensemble: int = 2  # critics
-    target: str = "min"  # min | mean over the target ensemble
+    ensemble: int = 10  # critics (RLPD: 10)
+    target_subset: int = 2  # target = min (or mean) over a random subset of this many (RLPD: 2)
+    target: str = "min"  # min | mean over the subset
     tau: float = 0.005  # Polyak rate of the target critics
     critic_lr: float = 3e-4
     actor_lr: float = 1e-4
     hidden: int = 256
     layers: int = 2
-    minibatch: int = 256  # policy calls
-    utd: int = 8  # gradient steps per learner update (update-to-data ratio)
-    bc_coef: float = 2.5  # α: weight of BC to the dataset's chunks in the actor loss
-    demo_ratio: float = 0.5  # share of each minibatch drawn from demos and operator calls
-    offline_updates: int = 1000  # gradient steps on demos alone before online training
-    capacity: int = 200_000  # policy calls kept in each replay (oldest go first)
+    layer_norm: bool = True  # in every hidden critic layer (RLPD)
+    minibatch: int = 256  # rows
+    updates_per_step: float = 0.25  # gradient steps per online env step (RLPD 20, Q-chunking 1)
+    starts: str = "step"  # step: a row at every env step | call: one per policy call
+    bc: str = "demos"  # demos: BC on demo/intervention rows | base: toward the frozen start | none
+    bc_coef: float = 2.5  # α: weight of the BC term in the actor loss
+    demo_ratio: float = 0.5  # share of each minibatch drawn from demos and interventions
+    actor_warmup_steps: int = 10_000  # online env steps in the replay before the actor trains
+    offline_updates: int = 0  # critic-only gradient steps on the demos before online data
+    capacity: int = 300_000  # rows kept in each replay (oldest go first)
     max_grad_norm: float = 10.0
 
     def __post_init__(self) -> None:
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
             raise ValueError("td: gamma and tau must be in (0, 1]")
-        if self.ensemble < 1 or self.minibatch < 1 or self.utd < 1 or self.capacity < 1:
-            raise ValueError("td: ensemble, minibatch, utd and capacity must be >= 1")
+        if self.ensemble < 1 or self.minibatch < 1 or self.capacity < 1:
+            raise ValueError("td: ensemble, minibatch and capacity must be >= 1")
+        if not 1 <= self.target_subset <= self.ensemble:
+            raise ValueError(f"td.target_subset={self.target_subset}: 1..ensemble")
         if self.target not in ("min", "mean"):
             raise ValueError(f"td.target={self.target!r}: min or mean")
+        if self.starts not in ("step", "call") or self.bc not in ("demos", "base", "none"):
+            raise ValueError("td.starts: step | call; td.bc: demos | base | none")
         if not 0 <= self.demo_ratio <= 1 or self.bc_coef < 0 or self.offline_updates < 0:
             raise ValueError("td: demo_ratio in [0, 1], bc_coef and offline_updates >= 0")
+        if self.updates_per_step < 0 or self.actor_warmup_steps < 0:
+            raise ValueError("td: updates_per_step and actor_warmup_steps must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
 class Transitions:
-    """One row per policy call: obs [N, D], chunk [N, H*A] (the executed actions), reward [N]
-    (discounted sum over the call's steps), discount [N] (γ^n, 0 after a terminal state),
-    next_obs [N, D], expert [N] (an operator or demonstrator chose every step)."""
+    """One row per sequence start: obs [N, D], chunk [N, H*A] (the executed actions, padded
+    after an episode's end), valid [N, H] (1: the step ran before the end), reward [N]
+    (discounted sum over the valid steps), discount [N] (γ^n, 0 after a terminal state),
+    next_obs [N, D], expert [N] (an operator or demonstrator chose every valid step)."""
 
     obs: torch.Tensor
     chunk: torch.Tensor
+    valid: torch.Tensor
     reward: torch.Tensor
     discount: torch.Tensor
     next_obs: torch.Tensor
@@ -97,10 +131,11 @@ class Transitions:
 
 def chunk_transitions(chunk: RolloutChunk, reward: np.ndarray,
                       gamma: float) -> dict[str, np.ndarray]:
-    """The n-step chunk backups of one rollout chunk, as numpy columns (see `Transitions`).
+    """One row per policy call (`starts="call"`), as numpy columns (see `Transitions`).
 
     Call k starts at step kH and bootstraps from obs[min((k+1)H, T)]; only the last call of a
-    chunk that ends an episode in a terminal state gets discount 0.
+    chunk that ends an episode in a terminal state gets discount 0. A short last call keeps the
+    policy's unexecuted tail as its chunk (valid 0 there).
     """
     calls, horizon, steps = chunk.num_calls, chunk.horizon, chunk.num_steps
     state = chunk.obs["state"].astype(np.float32)
@@ -112,24 +147,108 @@ def chunk_transitions(chunk: RolloutChunk, reward: np.ndarray,
     starts = np.arange(calls) * horizon
     taken = np.zeros(calls * horizon, bool)
     taken[:steps] = chunk.intervened
+    valid = (np.arange(calls * horizon) < steps).reshape(calls, horizon)
     return {"obs": state[starts], "chunk": executed.reshape(calls, -1),
+            "valid": valid.astype(np.float32),
             "reward": r.astype(np.float32), "discount": disc.astype(np.float32),
             "next_obs": state[np.minimum(starts + horizon, steps)],
             "expert": np.asarray(taken.reshape(calls, horizon).all(axis=1))}
 
 
-class Critic(nn.Module):
-    """An ensemble of E MLPs Q_j(s, chunk): obs [B, D], chunk [B, H*A] -> [E, B]."""
+@dataclasses.dataclass
+class Segment:
+    """Consecutive steps of one episode: state [T+1, D], action [T, A], reward [T],
+    intervened [T]; `end` is None (the episode goes on), "terminal" or "truncated"."""
 
-    def __init__(self, policy: ChunkPolicy, config: TDConfig) -> None:
+    state: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    intervened: np.ndarray
+    end: str | None
+
+    def tail(self, start: int) -> Segment:
+        """Steps from `start` on, still open."""
+        return Segment(self.state[start:], self.action[start:], self.reward[start:],
+                       self.intervened[start:], None)
+
+    def then(self, nxt: Segment) -> Segment:
+        """This open segment followed by the next steps of the same episode."""
+        return Segment(np.concatenate([self.state[:-1], nxt.state]),
+                       np.concatenate([self.action, nxt.action]),
+                       np.concatenate([self.reward, nxt.reward]),
+                       np.concatenate([self.intervened, nxt.intervened]), nxt.end)
+
+
+def step_transitions(seg: Segment, horizon: int,
+                     gamma: float) -> tuple[dict[str, np.ndarray], int]:
+    """The rows of every step of `seg` whose H-step sequence is known (`starts="step"`), and the
+    first start still waiting for the episode's next steps (T when none waits).
+
+    A sequence from t covers n = min(H, T - t) steps when the segment ends the episode (the
+    rest is padding, valid 0), and must cover H steps otherwise (later starts wait).
+    """
+    steps = len(seg.action)
+    ready = steps if seg.end is not None else max(0, steps - horizon + 1)
+    t = np.arange(ready)
+    idx = t[:, None] + np.arange(horizon)[None, :]  # [N, H]
+    valid = idx < steps
+    idx = np.minimum(idx, steps - 1)  # padding repeats the last executed action
+    n = valid.sum(1)
+    powers = gamma ** np.arange(horizon)
+    reward = (seg.reward[idx] * powers * valid).sum(1)
+    discount = gamma ** n.astype(np.float64)
+    if seg.end == "terminal":
+        discount[t + n == steps] = 0.0
+    rows = {"obs": seg.state[t],
+            "chunk": seg.action[idx].reshape(len(t), horizon * seg.action.shape[1]),
+            "valid": valid.astype(np.float32), "reward": reward.astype(np.float32),
+            "discount": discount.astype(np.float32), "next_obs": seg.state[t + n],
+            "expert": (seg.intervened[idx] | ~valid).all(1)}
+    return rows, ready
+
+
+def _segment(chunk: RolloutChunk, reward: np.ndarray) -> Segment:
+    end = None if chunk.episode_end is None else (
+        "terminal" if chunk.episode_end.terminal else "truncated")
+    return Segment(chunk.obs["state"].astype(np.float32), chunk.action.astype(np.float32),
+                   np.asarray(reward, np.float32), np.asarray(chunk.intervened, bool), end)
+
+
+class EnsembleLinear(nn.Module):
+    """E independent linear layers applied at once: x [E, B, in] -> [E, B, out]."""
+
+    def __init__(self, members: int, inp: int, out: int) -> None:
         super().__init__()
-        pc = policy.config
-        self.nets = nn.ModuleList(mlp(pc.obs_dim + pc.horizon * pc.action_dim, config.hidden,
-                                      config.layers, 1) for _ in range(config.ensemble))
+        bound = 1 / math.sqrt(inp)  # nn.Linear's default scale
+        self.weight = nn.Parameter(torch.empty(members, inp, out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members, 1, out).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class Critic(nn.Module):
+    """An ensemble of E MLPs Q_j(s, chunk): obs [B, D], chunk [B, H*A] -> [E, B]. Each hidden
+    layer is linear → LayerNorm (own gain and shift per member) → ReLU, as RLPD's critic."""
+
+    def __init__(self, inp: int, config: TDConfig) -> None:
+        super().__init__()
+        e, h = config.ensemble, config.hidden
+        dims = [inp] + [h] * config.layers
+        self.layers = nn.ModuleList(EnsembleLinear(e, a, b) for a, b in itertools.pairwise(dims))
+        self.gains = nn.ParameterList(nn.Parameter(torch.ones(e, 1, h)) for _ in self.layers)
+        self.shifts = nn.ParameterList(nn.Parameter(torch.zeros(e, 1, h)) for _ in self.layers)
+        self.head = EnsembleLinear(e, h, 1)
+        self.members, self.layer_norm = e, config.layer_norm
 
     def forward(self, obs_normed: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([obs_normed, chunk], dim=-1)
-        return torch.stack([net(x).squeeze(-1) for net in self.nets])
+        x = torch.cat([obs_normed, chunk], dim=-1).unsqueeze(0).expand(self.members, -1, -1)
+        for layer, gain, shift in zip(self.layers, self.gains, self.shifts, strict=True):
+            x = layer(x)
+            if self.layer_norm:
+                x = F.layer_norm(x, x.shape[-1:]) * gain + shift
+            x = F.relu(x)
+        return self.head(x).squeeze(-1)
 
 
 class _Replay:
@@ -172,12 +291,18 @@ class TD:
     def __init__(self, policy: ChunkPolicy, config: TDConfig) -> None:
         self.policy, self.config = policy, config
         device = policy.obs_mean.device
-        self.critic = Critic(policy, config).to(device)
+        pc = policy.config
+        self.critic = Critic(pc.obs_dim + pc.horizon * pc.action_dim, config).to(device)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.base = copy.deepcopy(policy).requires_grad_(False)  # bc="base": the frozen start
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
         self.actor_opt = torch.optim.Adam(policy.actor.parameters(), lr=config.actor_lr)
         self.online, self.demos = _Replay(config.capacity), _Replay(config.capacity)
         self.gen = torch.Generator().manual_seed(0)
+        self.online_steps = 0  # env steps whose rows entered the online replay
+        self.gradient_steps = 0
+        self._credit = 0.0  # gradient steps owed by `updates_per_step`, not yet taken
+        self._open: dict[tuple[str, str], tuple[int, Segment]] = {}  # episodes' waiting tails
 
     def q(self, obs: torch.Tensor, chunk: torch.Tensor, target: bool = False) -> torch.Tensor:
         """obs [B, D], chunk [B, H*A] -> Q [E, B] of the (target) ensemble."""
@@ -186,35 +311,76 @@ class TD:
     @torch.no_grad()
     def prepare(self, chunks: Sequence[RolloutChunk],
                 rewards: Sequence[np.ndarray]) -> Transitions:
-        cols = [chunk_transitions(c, r, self.config.gamma)
-                for c, r in zip(chunks, rewards, strict=True)]
+        """Rows of `chunks` (in arrival order). With `starts="step"` the last H-1 starts of a
+        chunk whose episode goes on wait for its next chunk (same robot and episode, next
+        `chunk_seq`); a gap in `chunk_seq` drops the waiting starts."""
+        cfg = self.config
+        if cfg.starts == "call":
+            cols = [chunk_transitions(c, r, cfg.gamma)
+                    for c, r in zip(chunks, rewards, strict=True)]
+        else:
+            cols = [self._step_rows(c, r) for c, r in zip(chunks, rewards, strict=True)]
         device = self.policy.obs_mean.device
         return Transitions(*(torch.as_tensor(np.concatenate([c[f.name] for c in cols]),
                                              device=device)
                              for f in dataclasses.fields(Transitions)))
 
+    def _step_rows(self, chunk: RolloutChunk, reward: np.ndarray) -> dict[str, np.ndarray]:
+        key = (chunk.robot_id, chunk.episode_id)
+        seg = _segment(chunk, reward)
+        waiting = self._open.pop(key, None)
+        if waiting is not None and waiting[0] == chunk.chunk_seq - 1:
+            seg = waiting[1].then(seg)
+        rows, ready = step_transitions(seg, chunk.horizon, self.config.gamma)
+        if seg.end is None:
+            self._open[key] = (chunk.chunk_seq, seg.tail(ready))
+            while len(self._open) > 4096:  # robots lost mid-episode never send the rest
+                self._open.pop(next(iter(self._open)))
+        return rows
+
     def offline(self, chunks: Sequence[RolloutChunk],
                 rewards: Sequence[np.ndarray]) -> dict[str, float]:
-        """The offline phase: demos into the demo replay, `offline_updates` steps on them."""
+        """Demos into the demo replay (every row counts as expert), then `offline_updates`
+        critic-only steps on them."""
         demos = self.prepare(chunks, rewards)
-        self.demos.add(demos.rows(torch.arange(len(demos))))
-        stats = [self._gradient_step(self.demos.sample(self.config.minibatch, self.gen), True)
+        self.demos.add(dataclasses.replace(demos, expert=torch.ones_like(demos.expert)))
+        stats = [self._gradient_step(self.demos.sample(self.config.minibatch, self.gen), False)
                  for _ in range(self.config.offline_updates)]
-        return _mean(stats)
+        return dict(_mean(stats), demo_rows=float(len(self.demos)))
 
-    def update(self, batch: Transitions, train_actor: bool = True) -> dict[str, float]:
-        """Add `batch` to the replays (operator calls count as demos), then `utd` steps."""
+    def add(self, batch: Transitions) -> int:
+        """`batch` into the online replay (fully intervened rows into the demo replay too);
+        returns the env steps it carries."""
         self.online.add(batch)
         if bool(batch.expert.any()):
             self.demos.add(batch.rows(batch.expert.nonzero().squeeze(-1)))
-        stats = [self._gradient_step(self._minibatch(), train_actor)
-                 for _ in range(self.config.utd)]
-        return dict(_mean(stats), replay_calls=float(len(self.online)),
-                    demo_calls=float(len(self.demos)))
+        steps = len(batch) if self.config.starts == "step" else int(batch.valid.sum())
+        self.online_steps += steps
+        return steps
+
+    def train(self, steps: int, train_actor: bool = True) -> dict[str, float]:
+        """`steps` gradient steps; the actor's only once the warm-up is over."""
+        actor = train_actor and self.online_steps >= self.config.actor_warmup_steps
+        stats = [self._gradient_step(self._minibatch(), actor) for _ in range(steps)]
+        return dict(_mean(stats), actor_trained=float(actor and steps > 0))
+
+    def update(self, batch: Transitions, train_actor: bool = True) -> dict[str, float]:
+        """Add `batch`, then `updates_per_step` gradient steps per env step it carries."""
+        self._credit += self.add(batch) * self.config.updates_per_step
+        steps, self._credit = int(self._credit), self._credit - int(self._credit)
+        out = self.train(steps, train_actor)
+        return dict(out, gradient_steps=float(steps), gradient_steps_total=self.gradient_steps,
+                    updates_per_step=self.config.updates_per_step,
+                    online_steps=float(self.online_steps), replay_rows=float(len(self.online)),
+                    demo_rows=float(len(self.demos)))
 
     def _minibatch(self) -> Transitions:
+        """Symmetric sampling: `demo_ratio` of the rows from the demo replay, the rest online
+        (all from whichever replay is the only one filled)."""
         n = self.config.minibatch
         n_demo = round(n * self.config.demo_ratio) if len(self.demos) else 0
+        if not len(self.online):
+            n_demo = n
         parts = [self.online.sample(n - n_demo, self.gen)] if n > n_demo else []
         if n_demo:
             parts.append(self.demos.sample(n_demo, self.gen))
@@ -224,37 +390,63 @@ class TD:
         cfg = self.config
         with torch.no_grad():
             next_q = self.q(b.next_obs, self.policy.mean_chunk(b.next_obs), target=True)
-            agg = next_q.min(0).values if cfg.target == "min" else next_q.mean(0)
+            subset = next_q[torch.randperm(cfg.ensemble, generator=self.gen)[:cfg.target_subset]
+                            .to(next_q.device)]
+            agg = subset.min(0).values if cfg.target == "min" else subset.mean(0)
             y = b.reward + b.discount * agg
         critic_loss = ((self.q(b.obs, b.chunk) - y) ** 2).mean()
         _step(self.critic_opt, critic_loss, self.critic, cfg.max_grad_norm)
         out = {"critic_loss": critic_loss.item(), "q_mean": float(y.mean())}
         if train_actor:
-            pi = self.policy.mean_chunk(b.obs)
-            q_pi = self.q(b.obs, pi).mean(0)
-            bc = ((pi - b.chunk) ** 2).mean()
-            actor_loss = -q_pi.mean() / q_pi.abs().mean().detach().clamp(min=1e-6) \
-                + cfg.bc_coef * bc
-            _step(self.actor_opt, actor_loss, self.policy.actor, cfg.max_grad_norm)
-            out.update(actor_loss=actor_loss.item(), bc_loss=bc.item())
+            out.update(self._actor_step(b))
         with torch.no_grad():
             for p, tp in zip(self.critic.parameters(), self.target.parameters(), strict=True):
                 tp.lerp_(p, cfg.tau)
+        self.gradient_steps += 1
         return out
 
+    def _actor_step(self, b: Transitions) -> dict[str, float]:
+        cfg = self.config
+        pi = self.policy.mean_chunk(b.obs)
+        q_pi = self.q(b.obs, pi).mean(0)
+        bc = self._bc(b, pi)
+        actor_loss = -q_pi.mean() / q_pi.abs().mean().detach().clamp(min=1e-6) + cfg.bc_coef * bc
+        _step(self.actor_opt, actor_loss, self.policy.actor, cfg.max_grad_norm)
+        return {"actor_loss": actor_loss.item(), "bc_loss": bc.item(),
+                "q_pi": q_pi.mean().item()}
+
+    def _bc(self, b: Transitions, pi: torch.Tensor) -> torch.Tensor:
+        """The BC term: L2 to the expert rows' executed steps (valid ones only), or to the
+        frozen starting policy's chunk on every row."""
+        if self.config.bc == "none":
+            return pi.new_zeros(())
+        if self.config.bc == "base":
+            with torch.no_grad():
+                anchor = self.base.mean_chunk(b.obs)
+            return ((pi - anchor) ** 2).mean()
+        a = pi.shape[1] // b.valid.shape[1]
+        weight = b.valid.repeat_interleave(a, dim=1) * b.expert[:, None]
+        return ((pi - b.chunk) ** 2 * weight).sum() / weight.sum().clamp(min=1.0)
+
     def state_dict(self) -> dict[str, object]:
-        return {"critic": self.critic.state_dict(), "target": self.target.state_dict(),
-                "critic_opt": self.critic_opt.state_dict(),
-                "actor_opt": self.actor_opt.state_dict(),
-                "online": _replay_state(self.online), "demos": _replay_state(self.demos)}
+        return {"format": 2, "critic": self.critic.state_dict(),
+                "target": self.target.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+                "actor_opt": self.actor_opt.state_dict(), "base": self.base.state_dict(),
+                "online": _replay_state(self.online), "demos": _replay_state(self.demos),
+                "counters": (self.online_steps, self.gradient_steps, self._credit)}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
+        if state.get("format") != 2:
+            raise ValueError("this TD checkpoint predates the LayerNorm ensemble critic and "
+                             "per-step rows (TD format 2): start a new run")
         self.critic.load_state_dict(state["critic"])  # type: ignore[arg-type]
         self.target.load_state_dict(state["target"])  # type: ignore[arg-type]
         self.critic_opt.load_state_dict(state["critic_opt"])  # type: ignore[arg-type]
         self.actor_opt.load_state_dict(state["actor_opt"])  # type: ignore[arg-type]
+        self.base.load_state_dict(state["base"])  # type: ignore[arg-type]
         for replay, saved in ((self.online, state["online"]), (self.demos, state["demos"])):
             replay.data, replay.next = saved  # type: ignore[misc]
+        self.online_steps, self.gradient_steps, self._credit = state["counters"]  # type: ignore[misc]
 
 
 def _replay_state(replay: _Replay) -> tuple[Transitions | None, int]:

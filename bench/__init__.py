@@ -19,6 +19,7 @@ BENCHES = {  # name -> module; each module has run(quick) -> the JSON line's fie
     "weight_sync": "bench.weight_sync", "ppo_vs_sb3": "bench.ppo_vs_sb3",
     "chaos": "bench.chaos", "mt10": "bench.mt10", "scaling": "bench.scaling",
     "actor_overhead": "bench.actor_overhead", "fleet_capacity": "bench.fleet_capacity",
+    "td_push": "bench.td_push",  # chunked TD from the push-v3 base, evaluated as it trains
 }
 
 

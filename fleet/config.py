@@ -130,10 +130,12 @@ class EvalConfig:
     execution: str = "open_loop"  # how chunks run when evaluating: receding, ensemble too
     replan_every: int = 0  # receding: a policy call every this many steps (< policy.horizon)
     ensemble_decay: float = 0.01  # ensemble: ACT's exp(-decay * i) weights, oldest chunk first
+    every_steps: int = 0  # > 0: also evaluate the newest weights every this many env steps
+    # while training (a robot of the driver's own, in a thread), logged as eval/success
 
     def __post_init__(self) -> None:
-        if self.episodes < 1:
-            raise ValueError("eval.episodes must be >= 1")
+        if self.episodes < 1 or self.every_steps < 0:
+            raise ValueError("eval.episodes must be >= 1 and eval.every_steps >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

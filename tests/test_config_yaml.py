@@ -148,7 +148,8 @@ def test_the_repeat_check_can_fail():
 
 @pytest.mark.parametrize("override", [
     "logger.wandb=disabled", "fleet.num_robots=3", "buffer.fsync=always", "resume=some-run",
-    "learner.batch_calls=64", "algorithm.td.utd=3", "pretrain.bc.steps=10", "policy.mask_key=m"])
+    "learner.batch_calls=64", "algorithm.td.ensemble=3", "pretrain.bc.steps=10",
+    "policy.mask_key=m"])
 def test_a_key_the_yaml_leaves_out_can_still_be_set(override):
     key, value = override.split("=")
     assert str(at(load_config([override]), tuple(key.split(".")))) == value

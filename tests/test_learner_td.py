@@ -30,20 +30,21 @@ def test_td_learner_keeps_stale_chunks_and_runs_the_offline_phase_once(tmp_path)
         fill(buf, 12, policy_version=0)  # 48 calls, all from version 0
         torch.manual_seed(0)
         policy = ChunkPolicy(PolicyConfig(obs_dim=39, action_dim=4, horizon=4, hidden=32))
-        td = TD(policy, TDConfig(hidden=32, minibatch=16, utd=2, offline_updates=5))
+        td = TD(policy, TDConfig(hidden=32, minibatch=16, updates_per_step=0.05,
+                                 offline_updates=5))
         learner = Learner(policy, td, ConstantReward(), buf, ListWeights(),
                           LearnerConfig(batch_calls=16, max_staleness=0, critic_warmup=0,
                                         max_wait_s=0.5), tmp_path / "ckpt", demos)
         first = learner.step()
-        assert first["offline_critic_loss"] > 0 and len(td.demos) == 3 * 4
+        assert first["offline_critic_loss"] > 0 and len(td.demos) == 3 * 16
         second = learner.step()  # version-0 data at learner version 1: stale, still used
         assert "offline_critic_loss" not in second and second["dropped_stale"] == 0
         learner.step()
-        assert len(td.online) == 48  # every call of the buffer replayed
+        assert len(td.online) == 12 * 16  # every step of the buffer replayed
         path = learner.save_checkpoint()
         again = TD(ChunkPolicy(policy.config), TDConfig(hidden=32))
         restored = Learner(again.policy, again, ConstantReward(), buf, ListWeights(),
                            LearnerConfig(), tmp_path / "ckpt", demos)
         restored.load_checkpoint(path)
-        assert len(again.online) == 48 and len(again.demos) == 12
+        assert len(again.online) == 192 and len(again.demos) == 48
         assert restored.updates == 3  # so step() runs no second offline phase

@@ -60,7 +60,7 @@ def test_serial_run_gives_td_its_demos_and_offline_phase(tmp_path):
     write_demos(tmp_path / "demos", [  # what `fleet pretrain` leaves behind
         make_chunk(rng, T=8, H=2, A=2, D=3, robot_id="expert", episode_id=f"d{i}",
                    end=EpisodeEnd("success"), intervened=True) for i in range(3)])
-    td = TDConfig(hidden=16, minibatch=8, utd=1, offline_updates=3)
+    td = TDConfig(hidden=16, minibatch=8, updates_per_step=0.5, offline_updates=3)
     parts = LearnerParts(small(), None, AlgorithmConfig(name="td", td=td), RewardConfig("env"),
                          LearnerConfig(batch_calls=8, critic_warmup=0, device="cpu"),
                          tmp_path / "checkpoints", demos=tmp_path / "demos")
@@ -68,10 +68,10 @@ def test_serial_run_gives_td_its_demos_and_offline_phase(tmp_path):
                     tmp_path / "run")
     run.train(env_steps=48)
     algorithm = run.learner.algorithm
-    assert isinstance(algorithm, TD) and len(algorithm.demos) == 3 * 4  # every demo call
+    assert isinstance(algorithm, TD) and len(algorithm.demos) == 3 * 8  # every demo step
     assert "offline_critic_loss" in run.metrics[0]
     assert not any("offline_critic_loss" in m for m in run.metrics[1:])
-    assert len(algorithm.online) == 48 // 2  # every call the robot made, replayed
+    assert len(algorithm.online) == 48  # every step the robot made, replayed
     run.close()
 
 

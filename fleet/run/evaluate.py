@@ -1,4 +1,5 @@
-"""`fleet pretrain`: build (or load) the base and measure it on the held-out episodes.
+"""`fleet pretrain`: build (or load) the base and measure it on the held-out episodes; and
+`DuringTraining`, `fleet train`'s held-out evaluations while it trains (`eval.every_steps`).
 
 Example:
 
@@ -7,14 +8,17 @@ Example:
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 
-from actors.evaluation import Nowhere, by_task, held_out, run_episodes
+from actors.evaluation import Episode, Evaluator, Nowhere, by_task, held_out, run_episodes
 from actors.robots import make_robot
 from actors.worker import RobotWorker, WorkerConfig
+from algorithms.factory import make_policy
 from fleet.config import Config
 from fleet.run.pretrain import pretrained_base
 
@@ -41,3 +45,64 @@ def pretrain_and_measure(cfg: Config, console: Console) -> float:
                   f"{info['demos']} demos): {success:.0%} success on {cfg.eval.episodes} held-out "
                   f"episodes per task of {cfg.robot.task}")
     return success
+
+
+class DuringTraining:
+    """`eval.every_steps`: the newest weights on the held-out episodes every N env steps, in a
+    thread of the driver with a simulated robot of its own, so robots and learner go on.
+
+        during = DuringTraining(cfg, policy_config(cfg), episodes)
+        during.maybe_start(env_steps, newest_weights)     # each loop turn; cheap when not due
+        for result in during.finished(): metrics.log(result, step=env_steps)
+    """
+
+    def __init__(self, cfg: Config, policy: Any, episodes: list[Episode]) -> None:
+        self.cfg, self.policy, self.episodes = cfg, policy, episodes
+        self.every, self.next_at = cfg.eval.every_steps, cfg.eval.every_steps
+        self._evaluator: Evaluator | None = None
+        self._thread: threading.Thread | None = None
+        self._done: list[dict[str, float]] = []
+        self.curve: list[list[float]] = []  # [env steps, policy_version, success]
+        self._lock = threading.Lock()
+
+    def maybe_start(self, env_steps: int,
+                    newest: Callable[[], tuple[int, dict[str, np.ndarray]]]) -> bool:
+        """Start an evaluation of `newest()` if one is due and none is running."""
+        if not self.every or env_steps < self.next_at or self.busy:
+            return False
+        self.next_at = (env_steps // self.every + 1) * self.every
+        version, state = newest()
+        self._thread = threading.Thread(target=self._run, args=(env_steps, version, state),
+                                        name="eval-during-training", daemon=True)
+        self._thread.start()
+        return True
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self, env_steps: int, version: int, state: dict[str, np.ndarray]) -> None:
+        if self._evaluator is None:
+            self._evaluator = Evaluator(
+                make_robot(self.cfg.robot, "eval-during-training"), make_policy(self.policy),
+                self.episodes, WorkerConfig(self.cfg.policy.horizon, **eval_execution(self.cfg)))
+        success = self._evaluator.evaluate(state)
+        result = {"eval/success": float(np.mean(success)), "eval/env_steps": float(env_steps),
+                  "eval/policy_version": float(version),
+                  **{f"eval/task/{t}": r for t, r in by_task(self.episodes, success).items()}}
+        with self._lock:
+            self._done.append(result)
+            self.curve.append([env_steps, version, result["eval/success"]])
+
+    def finished(self) -> list[dict[str, float]]:
+        """Evaluations completed since the last call."""
+        with self._lock:
+            done, self._done = self._done, []
+        return done
+
+    def close(self) -> None:
+        """Wait for a running evaluation, then free the robot."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._evaluator is not None:
+            self._evaluator.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +74,12 @@ class SerialRun:
         self.worker = RobotWorker(robot, acting, _BufferOutbox(self.buffer), weights, worker)
         self.metrics: list[dict[str, float]] = []
 
-    def train(self, env_steps: int) -> None:
-        episode = 0
+    def train(self, env_steps: int, every: int = 0,
+              hook: Callable[[int], None] | None = None) -> None:
+        """Episodes until `env_steps`, the learner updating whenever a batch is ready; `hook`
+        (e.g. a held-out evaluation) is called with the env steps so far each time they pass
+        a multiple of `every`."""
+        episode, next_hook = 0, every
         while self.worker.stats.env_steps < env_steps:
             with contextlib.suppress(RobotFault):  # closed as truncated and logged; go on
                 self.worker.run_episode(seed=self.worker.config.seed * 1_000_000 + episode)
@@ -83,6 +88,9 @@ class SerialRun:
                 self.reward_trainer.step()
             while (metrics := self.learner.try_step()) is not None:
                 self.metrics.append(metrics)
+            if hook is not None and every and self.worker.stats.env_steps >= next_hook:
+                hook(self.worker.stats.env_steps)
+                next_hook = (self.worker.stats.env_steps // every + 1) * every
 
     def close(self) -> None:
         self.buffer.close()

@@ -42,7 +42,7 @@ from fleet.remote.learner import LearnerActor
 from fleet.remote.reward import RewardTrainer
 from fleet.remote.robot import Bridge, RobotLaunch, endpoint_for, start_robot
 from fleet.remote.weights import HubWeights, WeightHub
-from fleet.run.evaluate import eval_execution
+from fleet.run.evaluate import DuringTraining, eval_execution
 from fleet.run.metrics import MetricsLogger
 from fleet.run.pretrain import cache_key, policy_config, pretrained_base
 from fleet.run.view import LiveView, Throughput
@@ -244,11 +244,15 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
         console.print(f"base policy: {np.mean(before):.0%} success on {cfg.eval.episodes} "
                       f"held-out episodes per task of {cfg.robot.task}")
         steps_done = int(ray.get(fleet.buffer.info.remote())["steps"])
+        during = DuringTraining(cfg, policy_config(cfg), episodes)
         with MetricsLogger(cfg, run_dir) as metrics:
             metrics.summary({"success_before": float(np.mean(before))})
+            metrics.log({"eval/success": float(np.mean(before)), "eval/env_steps": steps_done,
+                         "eval/policy_version": 0}, step=steps_done)
             train_s, robot_stats, last = post_train(
                 cfg, console, fleet.robots + fleet.bridged, fleet.learner, metrics, steps_done,
-                watch=operators.record if operators else None)
+                watch=operators.record if operators else None, during=during,
+                newest=lambda: newest_weights(fleet.hub, base.policy_state()))
             reward_stats = (ray.get(fleet.reward_trainer.stop.remote())
                             if fleet.reward_trainer is not None else None)
             wandb_id = run_dir / "wandb_id"
@@ -269,6 +273,7 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
                 "reward_trainer": reward_stats,
                 **stream_counts(ray.get(fleet.buffer.info.remote()), robot_stats),
                 "per_episode_before": before, "per_episode_after": after,
+                "eval_during": during.curve,  # [env steps, policy_version, success]
             }
             metrics.summary({k: v for k, v in summary.items() if isinstance(v, int | float)})
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -322,13 +327,30 @@ def base_success(run_dir: Path, robots: list[Any], state: dict[str, np.ndarray],
     return results
 
 
+def newest_weights(hub: Any, base: dict[str, np.ndarray]) -> tuple[int, dict[str, np.ndarray]]:
+    """(policy_version, float32 policy_state) of the hub's newest publication; the base before
+    the first."""
+    import ray
+
+    got = ray.get(hub.poll.remote(-1))
+    if got is None:
+        return 0, base
+    version, refs, _ = got
+    state = ray.get(refs[0])
+    return int(version), {k: v.astype(np.float32) if v.dtype == np.float16 else v
+                          for k, v in state.items()}
+
+
 def post_train(cfg: Config, console: Console, robots: list[Any], learner: Any,
                metrics: MetricsLogger, steps_done: int = 0,
                watch: Callable[[dict[str, Any]], None] | None = None,
+               during: DuringTraining | None = None,
+               newest: Callable[[], tuple[int, dict[str, np.ndarray]]] | None = None,
                ) -> tuple[float, list[dict[str, Any]], dict[str, float]]:
     """Run robots and learner until the step budget (counting `steps_done` from earlier
     sessions) or the time budget; returns (seconds, robot stats, last learner metrics).
-    `watch` sees each fleet snapshot (the console's learning curve)."""
+    `watch` sees each fleet snapshot (the console's learning curve); `during` evaluates
+    `newest()` weights every `eval.every_steps` env steps, logged as `eval/*`."""
     import ray
 
     t0 = time.monotonic()
@@ -356,12 +378,30 @@ def post_train(cfg: Config, console: Console, robots: list[Any], learner: Any,
                                  **{f"fleet/{k}": v for k, v in snap.items()},
                                  **robot_and_task_metrics(stats)}, step=steps)
                 snapshot_at = time.monotonic()
+                if during is not None and newest is not None:
+                    during.maybe_start(steps, newest)
+                    log_evaluations(during, metrics, console, steps)
                 if steps >= cfg.train.env_steps or time.monotonic() - t0 > cfg.train.max_wall_s:
                     break
+    if during is not None:
+        during.close()
+        log_evaluations(during, metrics, console, steps)
     robot_stats = ray.get([r.stop.remote() for r in robots])
     ray.get(learner.interrupt.remote())
     last = ray.get(pending) or last
     return time.monotonic() - t0, robot_stats, last
+
+
+def log_evaluations(during: DuringTraining, metrics: MetricsLogger, console: Console,
+                    steps: int) -> None:
+    """Evaluations finished since the last call: to metrics.jsonl / wandb (at the current
+    step, as wandb wants steps in order; `eval/env_steps` says when the weights were taken)
+    and one console line each."""
+    for result in during.finished():
+        metrics.log(result, step=steps)
+        console.print(f"held-out success {result['eval/success']:.0%} at "
+                      f"{int(result['eval/env_steps']):,} env steps "
+                      f"(policy_version {int(result['eval/policy_version'])})")
 
 
 def fleet_snapshot(cfg: Config, stats: list[dict[str, Any]], last: dict[str, float], steps: int,
