@@ -53,6 +53,7 @@ def run_once(name: str, quick: bool) -> dict[str, Any]:
 
 
 def record(name: str, quick: bool, repeats: int, note: str = "") -> dict[str, Any]:
+    at = commit()  # before the runs: edits made while they run are not what they measured
     runs = []
     for i in range(repeats):
         runs.append(run_once(name, quick))
@@ -65,7 +66,7 @@ def record(name: str, quick: bool, repeats: int, note: str = "") -> dict[str, An
         "runs_ratio": [r.get("ratio") for r in runs],
         "runs_loadavg": [f"{r['loadavg_before']} -> {r['loadavg_after']}" for r in runs],
         "runs_s": [r["run_s"] for r in runs],
-        "median_of_runs": statistics.median(values), "commit": commit(),
+        "median_of_runs": statistics.median(values), "commit": at,
         "date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "cpus": os.cpu_count(),
         "command": f"fleet bench {name}" + (" --quick" if quick else ""),
     })
