@@ -31,6 +31,7 @@ def run(quick: bool) -> dict[str, object]:
                   100 * summary["success_before"], experiment=experiment,
                   tasks=summary["tasks"], eval_episodes_per_task=summary["eval_episodes"],
                   env_steps=summary["env_steps"], train_s=round(summary["train_s"], 1),
+                  policy_version=summary["policy_version"],
                   per_task_before=summary["per_task_before"],
                   per_task_after=summary["per_task_after"],
                   failed_by_base=[t for t, v in summary["per_task_before"].items() if v <= 0.1])
