@@ -166,7 +166,9 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
         buffer, hub, cfg.run.seed, demos=demos,  # TD's offline phase
         reward_hub=reward_hub)
     version, state = 0, base
+    learner_asks = {"learner": (learner, {"GPU": float(learner_gpus(cfg))})}
     if checkpoint is not None:
+        await_placement(learner_asks, cfg.fleet.placement_timeout_s)  # restore waits on it
         try:
             ray.get(learner.restore.remote(str(checkpoint)))
         except ray.exceptions.RayTaskError as e:  # e.g. a checkpoint this Fleet cannot resume
@@ -185,7 +187,7 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
                            num_cpus=cfg.fleet.robot_cpus,
                            resources=robot_resources(cfg, launch.robot_id))
                for launch in launches]
-    await_placement({"learner": (learner, {"GPU": float(learner_gpus(cfg))}), **{
+    await_placement({**learner_asks, **{
         launch.robot_id: (h, {"CPU": cfg.fleet.robot_cpus,
                               **robot_resources(cfg, launch.robot_id)})
         for launch, h in zip(launches, handles, strict=True)}}, cfg.fleet.placement_timeout_s)
