@@ -55,6 +55,7 @@ def _action_half_range() -> float:
     import gymnasium as gym
 
     space = gym.make(ENV).action_space
+    assert isinstance(space, gym.spaces.Box)
     return float((space.high - space.low).mean() / 2)
 
 
