@@ -89,6 +89,7 @@ class FleetConfig:
     inference_max_batch: int = 64  # server: answer at most this many robots' calls at once
     inference_max_wait_s: float = 0.002  # server: wait this long for a batch to fill
     inference_gpus: float = 0.0  # server: GPUs it asks Ray for (> 0: its policy runs on CUDA)
+    placement_timeout_s: float = 300.0  # learner and robots not placed by then: fail, naming why
 
     def __post_init__(self) -> None:
         if self.inference not in ("local", "server"):
@@ -99,6 +100,9 @@ class FleetConfig:
                              " and fleet.inference_gpus >= 0")
         if self.num_robots < 1 or self.calls_per_chunk < 1:
             raise ValueError("fleet.num_robots and fleet.calls_per_chunk must be >= 1")
+        if self.placement_timeout_s <= 0:
+            raise ValueError(f"fleet.placement_timeout_s must be > 0, got "
+                             f"{self.placement_timeout_s}")
         if self.pace_hz < 0:
             raise ValueError(f"fleet.pace_hz must be >= 0 (0: unpaced), got {self.pace_hz}")
         object.__setattr__(self, "bridge_robots", tuple(self.bridge_robots))

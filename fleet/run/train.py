@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -165,7 +166,9 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
         buffer, hub, cfg.run.seed, demos=demos,  # TD's offline phase
         reward_hub=reward_hub)
     version, state = 0, base
+    learner_asks = {"learner": (learner, {"GPU": float(learner_gpus(cfg))})}
     if checkpoint is not None:
+        await_placement(learner_asks, cfg.fleet.placement_timeout_s)  # restore waits on it
         try:
             ray.get(learner.restore.remote(str(checkpoint)))
         except ray.exceptions.RayTaskError as e:  # e.g. a checkpoint this Fleet cannot resume
@@ -184,8 +187,54 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
                            num_cpus=cfg.fleet.robot_cpus,
                            resources=robot_resources(cfg, launch.robot_id))
                for launch in launches]
+    await_placement({**learner_asks, **{
+        launch.robot_id: (h, {"CPU": cfg.fleet.robot_cpus,
+                              **robot_resources(cfg, launch.robot_id)})
+        for launch, h in zip(launches, handles, strict=True)}}, cfg.fleet.placement_timeout_s)
     n = cfg.fleet.num_robots
     return Fleet(buffer, hub, learner, handles[:n], handles[n:], server, trainer)
+
+
+class PlacementError(ConfigError):
+    """Actors the cluster could not place: a resource no node offers (a robot's node, a GPU)."""
+
+
+def await_placement(actors: dict[str, tuple[Any, dict[str, float]]], timeout_s: float) -> None:
+    """Wait until every actor (name -> (handle, the resources it asked for)) is placed and
+    constructed, at most `timeout_s`; else raise `PlacementError` naming each one still
+    pending, what it asked for and which of that no node of the cluster offers.
+
+    Ray keeps an actor it cannot place pending forever (an autoscaler may yet add a node), so
+    without this a missing robot node or GPU made `fleet train` wait with no word."""
+    import ray
+
+    pending = {h.__ray_ready__.remote(): name for name, (h, _) in actors.items()}
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        ready, _ = ray.wait(list(pending), num_returns=len(pending),
+                            timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        for ref in ready:
+            name = pending.pop(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError as e:  # it started and died: say so now
+                raise PlacementError(f"{name} failed to start: {e}") from e
+    if not pending:
+        return
+    total = ray.cluster_resources()
+    lines = []
+    for name in sorted(pending.values()):
+        asks = {k: v for k, v in actors[name][1].items() if v > 0}
+        missing = [f"{k} (the cluster has {total.get(k, 0):g})" for k, v in asks.items()
+                   if total.get(k, 0) < v]
+        lines.append(f"{name} asks for {asks}" + (
+            f"; no node offers {', '.join(missing)}" if missing else
+            "; the cluster has these but they are taken or the actor is still starting"))
+    raise PlacementError(
+        f"not placed within fleet.placement_timeout_s={timeout_s:g} s: " + "; ".join(lines)
+        + ". Start the node that offers it (a robot's node: ray start --resources "
+        "'{\"robot:<id>\": 1}'; a GPU node for the learner), or set learner.device=cpu / "
+        "fleet.robot_resources=false.")
 
 
 def robot_launches(cfg: Config, run_dir: Path, pcfg: PolicyConfig,
@@ -269,7 +318,7 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
                 "per_task_after": by_task(episodes, after),
                 "policy_version": int(version), "train_s": train_s, "resumed": bool(checkpoint),
                 "wall_s": time.monotonic() - t_start, "seed": cfg.run.seed,
-                "pretrain": pre_info, "learner_last": last, "reward": cfg.reward.name,
+                "pretrain": pre_info, "learner_last": last, **provenance(cfg),
                 "reward_trainer": reward_stats,
                 **stream_counts(ray.get(fleet.buffer.info.remote()), robot_stats),
                 "per_episode_before": before, "per_episode_after": after,
@@ -285,6 +334,14 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
     console.print(result_table(summary))
     console.print(f"summary: {run_dir / 'summary.json'}")
     return summary
+
+
+def provenance(cfg: Config) -> dict[str, Any]:
+    """What produced a run, for its summary.json: the algorithm, the reward model, the policy
+    kind and the exact command line (`sys.argv`, as the shell passed it)."""
+    return {"algorithm": cfg.algorithm.name, "reward": cfg.reward.name,
+            "reward_params": dict(cfg.reward.params), "policy_kind": cfg.policy.kind,
+            "policy_backbone": cfg.policy.backbone, "command": list(sys.argv)}
 
 
 def start_console(cfg: Config, fleet: Fleet, run_dir: Path, console: Console,
