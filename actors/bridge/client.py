@@ -52,6 +52,9 @@ class DriverSpec:
     control_hz: float
     action_low: float = -1.0
     action_high: float = 1.0
+    # "chunk": ask the fleet for each policy call's whole chunk, run open loop at control_hz;
+    # "step" (the default): one action per message, a round trip per step
+    execution: str = "step"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,6 +345,8 @@ class BridgeClient:
                 "action_high": s.action_high, "control_hz": s.control_hz,
                 "obs_spec": {k: {"dtype": d, "shape": list(sh)} for k, (d, sh) in
                              s.obs_spec.items()}, "client": "fleet-python/1"}
+        if s.execution != "step":  # optional: a step robot's register is what it always was
+            body["execution"] = s.execution
         self.stats.registered = False
         self._last_heard = self._registered_at = now  # a full timeout for the answer
         self._register_seq = self._send(sock, "register", body)
