@@ -7,7 +7,9 @@ Example (one process, no Ray; `fleet/` runs the same class inside a Ray actor):
     successes = worker.evaluate(seeds=range(100_000, 100_020))
 
 Weights are adopted only between rollout chunks, so every chunk has one `policy_version`; the
-weight check is non-blocking, so a slow learner never stalls the control loop.
+weight check is non-blocking, so a slow learner never stalls the control loop. A robot whose
+`spec.execution` is "chunk" (a `ChunkRobot`) is sent each policy call's whole chunk with that
+`policy_version` and runs it open loop; the loop then reads its steps one by one as for any robot.
 
 A robot's fault never ends the loop: when a robot raises from `reset`, `send_action` or
 `get_observation` (it died, was lost, e-stopped, refused) or sends bad data (a NaN, an observation

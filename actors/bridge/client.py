@@ -9,7 +9,9 @@ Example (about what `fleet robot run` does):
 
 The client connects out (a DEALER to the gateway's ROUTER, CURVE-encrypted), registers the
 driver's spec, answers `reset` with an observation, and runs `action` chunks through `Safety` at
-the control rate, sending one observation per executed action. It needs only this file,
+the control rate, sending one observation per executed action. A driver whose spec says
+`execution="chunk"` asks the fleet for each policy call's whole chunk (open loop) instead of one
+action per round trip. It needs only this file,
 `protocol.py` and `safety.py`; copy the three onto a robot that has no fleet installed.
 """
 
