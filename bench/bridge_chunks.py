@@ -67,7 +67,12 @@ def _robot(endpoint: str, keys: tuple[bytes, bytes, bytes], kind: str, execution
                           SafetyConfig(control_hz=HZ, watchdog_periods=10_000))
     client.arm()
     done = threading.Event()
-    threading.Thread(target=lambda: (stop.wait(), done.set()), daemon=True).start()
+
+    def relay() -> None:  # a process-shared event, turned into the thread event `run` wants
+        stop.wait()
+        done.set()
+
+    threading.Thread(target=relay, daemon=True).start()
     client.run(done)
 
 
