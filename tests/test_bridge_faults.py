@@ -20,6 +20,7 @@ from actors.bridge.contract import Contract
 from actors.bridge.gateway import BridgeError, Gateway, GatewayConfig
 from actors.bridge.protocol import Message, ProtocolError, decode, encode
 from actors.bridge.safety import SafetyConfig
+from actors.control import RobotControl
 from actors.robots.base import RobotSpec
 from actors.worker import RobotWorker, WorkerConfig
 from buffers.codec import decode_chunk
@@ -296,3 +297,20 @@ def test_a_malformed_chunk_is_refused():
     assert decode(encode(Message("register", "a", 1, spec))).body["execution"] == "step"
     with pytest.raises(ProtocolError, match=r"register\.execution"):
         encode(Message("register", "a", 1, {**spec, "execution": "burst"}))
+
+
+def test_a_take_over_sends_a_chunk_robot_the_operators_actions_one_by_one():
+    """While a person at the console has the robot, each of their actions goes alone (flagged
+    intervened); once they let go, whole chunks again."""
+    with FleetSide() as side:
+        side.worker.control = control = RobotControl(2)
+        control.command({"cmd": "takeover", "on": True})
+        with client(side.gw, Scripted(execution="chunk")) as c:
+            assert wait_for(lambda: side.worker.stats.intervened_steps >= 6, timeout_s=10)
+            control.command({"cmd": "takeover", "on": False})
+            n = len(c.chunks)
+            assert wait_for(lambda: len(c.chunks) >= n + 3, timeout_s=10)
+            side.finish()
+    rows = [shape[0] for shape, _ in c.chunks]
+    assert rows[:6] == [1] * 6 and rows[-1] == H, rows
+    assert side.worker.stats.intervened_steps >= 6
