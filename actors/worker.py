@@ -7,7 +7,9 @@ Example (one process, no Ray; `fleet/` runs the same class inside a Ray actor):
     successes = worker.evaluate(seeds=range(100_000, 100_020))
 
 Weights are adopted only between rollout chunks, so every chunk has one `policy_version`; the
-weight check is non-blocking, so a slow learner never stalls the control loop.
+weight check is non-blocking, so a slow learner never stalls the control loop. A robot whose
+`spec.execution` is "chunk" (a `ChunkRobot`) is sent each policy call's whole chunk with that
+`policy_version` and runs it open loop; the loop then reads its steps one by one as for any robot.
 
 A robot's fault never ends the loop: when a robot raises from `reset`, `send_action` or
 `get_observation` (it died, was lost, e-stopped, refused) or sends bad data (a NaN, an observation
@@ -34,7 +36,7 @@ from actors.chunker import ChunkBuilder
 from actors.control import RobotControl
 from actors.execution import ChunkExecution
 from actors.operator import SimulatedOperator
-from actors.robots.base import Feedback, Observation, Robot, RobotFault
+from actors.robots.base import ChunkRobot, Feedback, Observation, Robot, RobotFault
 from buffers.codec import encode_chunk
 from buffers.records import EpisodeEnd, RolloutChunk
 
@@ -202,6 +204,7 @@ class RobotWorker:
         if self.control is not None:
             self.control.begin_episode()
         chunk = np.zeros((0, 0), np.float32)
+        sent: np.ndarray | None = None  # this call's chunk, when it went to the robot whole
         while True:
             if self.control is not None:  # held here while paused or e-stopped
                 verdict = self.control.before_step(self._stop)
@@ -213,12 +216,17 @@ class RobotWorker:
                     self._adopt_weights()
                 chunk, logp = self.policy.act(self._policy_obs(obs))
                 self._builder.add_call(chunk, logp)
-            action = np.clip(chunk[self._builder.num_steps % self.config.horizon], -1.0, 1.0)
-            taken = self.operator is not None and self.operator.active
-            if self.control is not None and self.control.taken_over:
-                action, taken = self.control.teleop_action(), True
-            elif taken and self.operator is not None:
-                action = self.operator.action()
+                sent = self._start_chunk(chunk)
+            i = self._builder.num_steps % self.config.horizon
+            if sent is not None:  # the robot runs the chunk it was sent; a take-over waits for
+                action, taken = sent[i], False  # the next policy call
+            else:
+                action = np.clip(chunk[i], -1.0, 1.0)
+                taken = self.operator is not None and self.operator.active
+                if self.control is not None and self.control.taken_over:
+                    action, taken = self.control.teleop_action(), True
+                elif taken and self.operator is not None:
+                    action = self.operator.action()
             fb, obs = self._step(action)
             self._builder.add_step(action, fb, obs, intervened=taken)
             self._episode_steps += 1
@@ -233,6 +241,28 @@ class RobotWorker:
                 self._send(EpisodeEnd(fb.outcome))
                 self.stats.episode_done(self.robot.spec.task, fb.success)
                 return fb.success
+
+    def _start_chunk(self, chunk: np.ndarray) -> np.ndarray | None:
+        """Send the call's whole chunk [H, A] (clipped to [-1, 1] as each step's action is) with
+        its `policy_version` to a robot that runs chunks open loop, unless a person or the
+        simulated operator is choosing actions now. What was sent, or None."""
+        if self.robot.spec.execution != "chunk":
+            return None
+        if (self.control is not None and self.control.taken_over) or (
+                self.operator is not None and self.operator.active):
+            return None  # step by step while someone else acts
+        if not isinstance(self.robot, ChunkRobot):
+            raise TypeError(f"robot {self.robot.spec.robot_id} declares chunk execution but "
+                            f"{type(self.robot).__name__} has no start_chunk")
+        sent = np.clip(chunk, -1.0, 1.0).astype(np.float32)
+        try:
+            self.robot.start_chunk(sent, self.stats.policy_version)
+        except RobotFault:
+            raise
+        except Exception as e:
+            raise RobotFault(f"start_chunk failed at step {self._episode_steps}: "
+                             f"{type(e).__name__}: {e}") from e
+        return sent
 
     def _end_by_operator(self, verdict: str) -> bool:
         """A label ends the episode with the operator's outcome; a reset, or a stop while held,

@@ -13,6 +13,7 @@ BENCHES = {  # name -> module; each module has run(quick) -> the JSON line's fie
     "codec": "bench.codec", "collect": "bench.collect",
     "buffer_ingest": "bench.buffer_ingest", "buffer_sample": "bench.buffer_sample",
     "bridge_latency": "bench.bridge",
+    "bridge_chunks": "bench.bridge_chunks",  # a bridged robot's steps/s, chunk vs step execution
     "gateway_flood": "bench.gateway_flood",  # a healthy robot's calls/s while another floods
     "fuzz": "bench.fuzz",  # every decoder of outside bytes: its own error type, nothing else
     "estop_latency": "bench.estop",  # console e-stop → every robot holding

@@ -16,6 +16,7 @@ until an operator types `arm` (`stop` latches the e-stop again, `quit` ends the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import signal
@@ -53,6 +54,10 @@ def add_robot_parser(sub: Any) -> None:
                        help="drive a simulated Meta-World robot (e.g. push-v3; needs metaworld)")
     run.add_argument("--hz", type=float, default=50.0,
                      help="control rate for --gym and --metaworld")
+    run.add_argument("--execution", choices=("step", "chunk"), default=None,
+                     help="chunk: ask for each policy call's whole action chunk and run it open "
+                          "loop at the control rate; step: one action per round trip (default: "
+                          "the driver's spec, step for --gym and --metaworld)")
     run.add_argument("--arm", action="store_true", help="release the e-stop at start")
     run.add_argument("--console", action="store_true",
                      help="read operator words on stdin: arm, stop (e-stop), quit (on by "
@@ -72,6 +77,13 @@ def _load_pair(path: str) -> tuple[bytes, bytes]:
 
 
 def _driver(args: argparse.Namespace) -> Any:
+    driver = _make_driver(args)
+    if args.execution is not None:  # what the robot asks for at `register`
+        driver.spec = dataclasses.replace(driver.spec, execution=args.execution)
+    return driver
+
+
+def _make_driver(args: argparse.Namespace) -> Any:
     from actors.bridge.client import GymDriver
 
     if args.gym:

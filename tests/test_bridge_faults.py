@@ -17,9 +17,10 @@ import zmq
 
 from actors.bridge.client import BridgeClient, ClientConfig, Driver, DriverSpec, StepResult
 from actors.bridge.contract import Contract
-from actors.bridge.gateway import Gateway, GatewayConfig
-from actors.bridge.protocol import Message, decode, encode
+from actors.bridge.gateway import BridgeError, Gateway, GatewayConfig
+from actors.bridge.protocol import Message, ProtocolError, decode, encode
 from actors.bridge.safety import SafetyConfig
+from actors.control import RobotControl
 from actors.robots.base import RobotSpec
 from actors.worker import RobotWorker, WorkerConfig
 from buffers.codec import decode_chunk
@@ -38,8 +39,10 @@ class Scripted(Driver):
     e-stop before that step runs) or "bad" (its observation after that step has the wrong
     dtype). Later episodes run clean."""
 
-    def __init__(self, fault: str = "", ats: tuple[int, ...] = ()) -> None:
-        self.spec = DriverSpec("point", "reach", {"state": ("float32", (2,))}, 2, 200.0)
+    def __init__(self, fault: str = "", ats: tuple[int, ...] = (), execution: str = "step"
+                 ) -> None:
+        self.spec = DriverSpec("point", "reach", {"state": ("float32", (2,))}, 2, 200.0,
+                               execution=execution)
         self.fault, self.ats, self.client = fault, ats, None
         self.episode, self.step, self.bad = -1, 0, False
         self.dead = threading.Event()
@@ -67,7 +70,14 @@ class Scripted(Driver):
 
 
 class DyingClient(BridgeClient):
-    """Sends nothing once its driver is dead, as a robot killed with SIGKILL."""
+    """Sends nothing once its driver is dead, as a robot killed with SIGKILL. Keeps the shape and
+    `policy_version` of every action chunk it was sent."""
+
+    chunks: list[tuple[tuple[int, ...], int]]
+
+    def _on_action(self, sock: zmq.Socket, msg: Message, now: float) -> None:
+        self.chunks.append((msg.body["chunk"].shape, msg.body["policy_version"]))
+        super()._on_action(sock, msg, now)
 
     def _send(self, sock: zmq.Socket, kind: str, body: dict[str, Any], reply_to: int = 0) -> int:
         if isinstance(self.driver, Scripted) and self.driver.dead.is_set():
@@ -81,6 +91,7 @@ def client(gw: Gateway, driver: Scripted) -> Iterator[BridgeClient]:
     cfg = ClientConfig("arm-1", gw.endpoint, KEYS["server"][0], public, secret,
                        heartbeat_s=0.05, gateway_timeout_s=1.0)
     c = DyingClient(driver, cfg, SafetyConfig(control_hz=200.0, watchdog_periods=200))
+    c.chunks = []
     driver.client = c
     c.arm()
     stop = threading.Event()
@@ -158,17 +169,19 @@ def check_closed(chunks: list[RolloutChunk], steps: int) -> None:
 AT = (8, 4, 9, 10, 11, 1)
 
 
+@pytest.mark.parametrize("execution", ["step", "chunk"])
 @pytest.mark.parametrize("fault", ["die", "estop", "bad"])
-def test_a_bridged_robot_faulting_at_every_step_offset_is_closed_and_rejoins(fault):
+def test_a_bridged_robot_faulting_at_every_step_offset_is_closed_and_rejoins(fault, execution):
+    """In chunk execution the robot holds the whole call's chunk when it faults mid-chunk."""
     with FleetSide() as side:
         worker, gw = side.worker, side.gw
         if fault == "die":  # a new robot process after each death
             for i, at in enumerate(AT):
-                with client(gw, Scripted(fault, (at,))):
+                with client(gw, Scripted(fault, (at,), execution)):
                     assert wait_for(lambda i=i: worker.stats.faults > i, timeout_s=10), at
-            healthy = Scripted()
+            healthy = Scripted(execution=execution)
         else:  # one robot, one fault in each of its first episodes
-            healthy = Scripted(fault, AT)
+            healthy = Scripted(fault, AT, execution)
         with client(gw, healthy) as c:
             for i, at in enumerate(AT if fault != "die" else ()):
                 assert wait_for(lambda i=i: worker.stats.faults > i, timeout_s=10), at
@@ -178,6 +191,8 @@ def test_a_bridged_robot_faulting_at_every_step_offset_is_closed_and_rejoins(fau
                     c.arm()  # the worker resumes once a heartbeat says so
             assert wait_for(lambda: worker.stats.episodes >= 1, timeout_s=10)
             side.finish()
+            rows = {shape[0] for shape, _ in c.chunks}
+            assert rows == ({H} if execution == "chunk" else {1}), rows
     eps = episodes(side.outbox)
     cut = [e for e in eps if sum(c.num_steps for c in e) < LIMIT]
     assert len(cut) == len(AT), [sum(c.num_steps for c in e) for e in eps]
@@ -229,3 +244,73 @@ def test_registration_is_checked_against_the_policy_and_refused_with_the_mismatc
         assert gw.refused == {}
         sock.close()
     ctx.term()
+
+
+def test_a_chunk_robot_runs_whole_chunks_open_loop_with_their_policy_version():
+    """A robot that registered `execution: "chunk"` gets each policy call's chunk in one message,
+    stamped with the weights' version, and answers every step; the stored records carry the
+    same version. An episode the robot ends mid-chunk (step LIMIT = 14, not a multiple of H)
+    drops the chunk's rest."""
+    with FleetSide() as side:
+        side.worker.stats.policy_version = 7
+        with client(side.gw, Scripted(execution="chunk")) as c:
+            assert wait_for(lambda: side.worker.stats.episodes >= 2, timeout_s=10)
+            side.finish()
+            assert side.gw.link("arm-1").spec.execution == "chunk"
+    eps = episodes(side.outbox)
+    done = [e for e in eps if e[-1].episode_end == EpisodeEnd("truncated")]
+    assert len(done) >= 2 and side.worker.stats.faults == 0
+    for chunks in done:
+        assert sum(ch.num_steps for ch in chunks) == LIMIT
+        assert {ch.policy_version for ch in chunks} == {7}
+        assert all(np.allclose(ch.action, 0.1) for ch in chunks)  # the chunk the robot ran
+    calls = -(-LIMIT // H)  # 4 messages an episode, not 14 round trips
+    assert len(c.chunks) >= calls * len(done)
+    assert set(c.chunks) == {((H, 2), 7)}
+    assert side.gw.stats["received:observation"] >= (LIMIT + 1) * len(done)
+
+
+def test_a_malformed_chunk_is_refused():
+    """Before it is sent (NaN, an impossible H) the gateway's encoder refuses it in the caller;
+    a chunk of the wrong width reaches the robot, which answers `refused_action`; a register
+    with an unknown execution is refused by the schema."""
+    gw = Gateway(GatewayConfig("tcp://127.0.0.1:*", call_timeout_s=2.0), KEYS["server"],
+                 {KEYS["arm-1"][0]: "arm-1"}, contract=Contract(2, 2))
+    with gw, client(gw, Scripted(execution="chunk")):
+        robot = gw.robot("arm-1", timeout_s=10)
+        robot.reset(seed=0)
+        for bad in (np.full((H, 2), np.nan, np.float32), np.zeros((1025, 2), np.float32)):
+            with pytest.raises(ProtocolError):
+                robot.start_chunk(bad, 0)
+        robot.start_chunk(np.zeros((H, 3), np.float32), 0)
+        with pytest.raises(BridgeError, match="refused_action"):
+            robot.send_action(np.zeros(3, np.float32))
+        robot.reset(seed=1)  # the robot is fine: the next chunk runs whole
+        robot.start_chunk(np.zeros((H, 2), np.float32), 3)
+        assert len([robot.send_action(np.zeros(2, np.float32)) for _ in range(H)]) == H
+        with pytest.raises(ValueError, match="step 0 of the chunk"):  # not the chunk it sent
+            robot.start_chunk(np.zeros((H, 2), np.float32), 3)
+            robot.send_action(np.ones(2, np.float32))
+    spec = {"embodiment": "raw", "task": "t", "obs_dim": 2, "action_dim": 2, "action_low": -1.0,
+            "action_high": 1.0, "control_hz": 50.0, "client": "test/1",
+            "obs_spec": {"state": {"dtype": "float32", "shape": [2]}}}
+    assert decode(encode(Message("register", "a", 1, spec))).body["execution"] == "step"
+    with pytest.raises(ProtocolError, match=r"register\.execution"):
+        encode(Message("register", "a", 1, {**spec, "execution": "burst"}))
+
+
+def test_a_take_over_sends_a_chunk_robot_the_operators_actions_one_by_one():
+    """While a person at the console has the robot, each of their actions goes alone (flagged
+    intervened); once they let go, whole chunks again."""
+    with FleetSide() as side:
+        side.worker.control = control = RobotControl(2)
+        control.command({"cmd": "takeover", "on": True})
+        with client(side.gw, Scripted(execution="chunk")) as c:
+            assert wait_for(lambda: side.worker.stats.intervened_steps >= 6, timeout_s=10)
+            control.command({"cmd": "takeover", "on": False})
+            n = len(c.chunks)
+            assert wait_for(lambda: len(c.chunks) >= n + 3, timeout_s=10)
+            side.finish()
+    rows = [shape[0] for shape, _ in c.chunks]
+    assert rows[:6] == [1] * 6 and rows[-1] == H, rows
+    assert side.worker.stats.intervened_steps >= 6

@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def robot_process(keys: Path, robot_id: str, endpoint: str, seconds: float,
-                  driver: str = "") -> subprocess.Popen:
+                  driver: str = "", execution: str = "step") -> subprocess.Popen:
     sim = ["--driver", driver] if driver else ["--metaworld", "push-v3", "--hz", "400"]
+    sim += ["--execution", execution]
     return subprocess.Popen(
         [sys.executable, "-m", "fleet.robot_cli", "robot", "run", robot_id, "--gateway",
          endpoint, "--server-key", str(keys / "server.key"),
@@ -34,7 +35,8 @@ def robot_process(keys: Path, robot_id: str, endpoint: str, seconds: float,
 
 def test_a_bridged_robot_trains_beside_simulated_ones(tmp_path: Path) -> None:
     """The robot's first process dies at the first step of a policy call (the step whose chunk
-    once could not be closed, ending the run); the run goes on, and a restarted process rejoins."""
+    once could not be closed, ending the run); the run goes on, and a restarted process rejoins,
+    asking this time for whole chunks to run open loop."""
     keys = tmp_path / "keys"
     assert main(["keys", "arm-0", "--dir", str(keys)]) == 0
     endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -43,7 +45,7 @@ def test_a_bridged_robot_trains_beside_simulated_ones(tmp_path: Path) -> None:
 
     def restart() -> None:  # as systemd would, once the first process is gone
         robots[0].wait()
-        robots.append(robot_process(keys, "arm-0", endpoint, seconds=150))
+        robots.append(robot_process(keys, "arm-0", endpoint, seconds=150, execution="chunk"))
 
     supervisor = threading.Thread(target=restart, daemon=True)
     supervisor.start()

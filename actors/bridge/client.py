@@ -9,7 +9,9 @@ Example (about what `fleet robot run` does):
 
 The client connects out (a DEALER to the gateway's ROUTER, CURVE-encrypted), registers the
 driver's spec, answers `reset` with an observation, and runs `action` chunks through `Safety` at
-the control rate, sending one observation per executed action. It needs only this file,
+the control rate, sending one observation per executed action. A driver whose spec says
+`execution="chunk"` asks the fleet for each policy call's whole chunk (open loop) instead of one
+action per round trip. It needs only this file,
 `protocol.py` and `safety.py`; copy the three onto a robot that has no fleet installed.
 """
 
@@ -52,6 +54,9 @@ class DriverSpec:
     control_hz: float
     action_low: float = -1.0
     action_high: float = 1.0
+    # "chunk": ask the fleet for each policy call's whole chunk, run open loop at control_hz;
+    # "step" (the default): one action per message, a round trip per step
+    execution: str = "step"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,6 +347,8 @@ class BridgeClient:
                 "action_high": s.action_high, "control_hz": s.control_hz,
                 "obs_spec": {k: {"dtype": d, "shape": list(sh)} for k, (d, sh) in
                              s.obs_spec.items()}, "client": "fleet-python/1"}
+        if s.execution != "step":  # optional: a step robot's register is what it always was
+            body["execution"] = s.execution
         self.stats.registered = False
         self._last_heard = self._registered_at = now  # a full timeout for the answer
         self._register_seq = self._send(sock, "register", body)

@@ -487,7 +487,7 @@ class Gateway:
                     msg.seq))], zmq.NOBLOCK)
             return
         spec = RobotSpec(msg.robot_id, b["embodiment"], b["task"], b["obs_dim"], b["action_dim"],
-                         b["action_low"], b["action_high"], b["control_hz"])
+                         b["action_low"], b["action_high"], b["control_hz"], b["execution"])
         fresh = _Link(msg.robot_id, identity, spec, b["obs_spec"], time.monotonic())
         with self._lock:
             old = self._links.get(msg.robot_id)
@@ -500,7 +500,8 @@ class Gateway:
             self.refused.pop(msg.robot_id, None)
             self._by_identity[identity] = msg.robot_id
         self.stats["registered"] += 1
-        log.info("robot %s registered (%s, %s)", msg.robot_id, spec.embodiment, spec.task)
+        log.info("robot %s registered (%s, %s, %s execution)", msg.robot_id, spec.embodiment,
+                 spec.task, spec.execution)
         cfg = self.config
         self._send(sock, link, "ack", encode(Message(
             "ack", msg.robot_id, next(self._seq), {"heartbeat_ms": int(cfg.heartbeat_s * 1000),
@@ -581,11 +582,14 @@ def _next_step(link: _Link, body: dict[str, Any]) -> bool:
 
 
 class BridgeRobot:
-    """A bridged robot behind the `Robot` protocol: each call is a message with a deadline.
+    """A bridged robot behind the `Robot` protocol (and `ChunkRobot`'s `start_chunk` for a robot
+    that registered `execution: "chunk"`): each call is a message with a deadline.
 
         obs = robot.reset(seed=7)
         fb = robot.send_action(action)              # a chunk of one action, lock-step
-        feedbacks = robot.send_chunk(chunk)         # [H, A], run at the robot's control rate
+        robot.start_chunk(chunk, policy_version=3)  # [H, A] in one message, run open loop...
+        fb = robot.send_action(chunk[0])            # ...then its steps' answers, one by one
+        feedbacks = robot.send_chunk(chunk)         # [H, A], all its answers at once
     """
 
     def __init__(self, gateway: Gateway, link: _Link) -> None:
@@ -593,10 +597,13 @@ class BridgeRobot:
         self.spec = link.spec
         self._obs: Observation = {}
         self.executed: np.ndarray | None = None  # what the robot ran, after its safety limits
+        # the chunk in flight (`start_chunk`): its call's seq, actions, and the next step's index
+        self._chunk_seq, self._chunk, self._chunk_next = 0, np.zeros((0, 0), np.float32), 0
 
     def reset(self, seed: int | None = None) -> Observation:
         """Start an episode on the robot's current registration (it may have registered again
         since this handle was made; calls in flight never cross registrations)."""
+        self._chunk_seq = 0  # a chunk still in flight belongs to no episode
         self._link = self._gateway.link(self._link.robot_id) or self._link
         self.spec = self._link.spec
         seq = self._gateway.call(self._link, "reset", {"seed": seed})
@@ -606,8 +613,28 @@ class BridgeRobot:
     def get_observation(self) -> Observation:
         return {k: v.copy() for k, v in self._obs.items()}
 
+    def start_chunk(self, chunk: np.ndarray, policy_version: int) -> None:
+        """Send a whole chunk [H, A] at once, to run open loop at the robot's control rate; each
+        of the next (up to) H `send_action` calls, given that step's action, returns its step."""
+        chunk = np.ascontiguousarray(chunk, np.float32)
+        self._chunk_seq = 0
+        seq = self._gateway.call(self._link, "action", {"chunk": chunk,
+                                                        "policy_version": policy_version})
+        self._chunk_seq, self._chunk, self._chunk_next = seq, chunk, 0
+
     def send_action(self, action: np.ndarray) -> Feedback:
-        return self.send_chunk(np.asarray(action, np.float32)[None])[-1]
+        if not self._chunk_seq:  # lock-step: a chunk of one action, a round trip
+            return self.send_chunk(np.asarray(action, np.float32)[None])[-1]
+        i, seq = self._chunk_next, self._chunk_seq
+        if not np.array_equal(action, self._chunk[i]):
+            raise ValueError(f"step {i} of the chunk in flight is {self._chunk[i]}, not {action}")
+        self._chunk_next = i + 1
+        self._chunk_seq = 0  # again below, unless this step fails or ends the chunk
+        b = self._await(seq)
+        fb = Feedback(b["reward"], b["success"], b["truncated"], failed=b["failed"])
+        if not fb.done and i + 1 < len(self._chunk):
+            self._chunk_seq = seq
+        return fb
 
     def send_chunk(self, chunk: np.ndarray, policy_version: int = 0) -> list[Feedback]:
         """Run a chunk [H, A]; one Feedback per executed step, fewer if the episode ended."""

@@ -267,10 +267,19 @@ def _obs_spec(where: str, v: Any) -> dict[str, dict[str, Any]]:
 
 SPEC_FIELDS = {"embodiment", "task", "obs_dim", "action_dim", "action_low", "action_high",
                "control_hz", "obs_spec", "client"}
+# How a robot runs the actions it is sent (an optional `register` field; absent means "step"):
+# "step": one action per `action` message, a round trip per control step (the fleet waits for
+# each observation before it sends the next action); "chunk": the policy's whole chunk in one
+# message, run open loop at the control rate, H observations back.
+EXECUTIONS = ("step", "chunk")
 
 
 def _register(b: dict[str, Any]) -> None:
-    check_fields("register", b, SPEC_FIELDS)
+    check_fields("register", b, SPEC_FIELDS | ({"execution"} if "execution" in b else set()))
+    b.setdefault("execution", "step")
+    if b["execution"] not in EXECUTIONS:
+        raise _fail("register.execution", f"must be one of {list(EXECUTIONS)}, got "
+                                          f"{b['execution']!r}")
     for k in ("embodiment", "task", "client"):
         check_str(f"register.{k}", b[k])
     check_int("register.obs_dim", b["obs_dim"], 1, 1 << 20)

@@ -19,12 +19,13 @@ from actors.bridge.client import Driver, DriverSpec, Observation, StepResult
 class RobotDriver(Driver):
     """Adapts the `Robot` protocol (reset / send_action / get_observation) to a bridge `Driver`."""
 
-    def __init__(self, robot: Any, control_hz: float | None = None) -> None:
+    def __init__(self, robot: Any, control_hz: float | None = None,
+                 execution: str = "step") -> None:
         self.robot = robot
         s = robot.spec
         self.spec = DriverSpec(s.embodiment, s.task, {"state": ("float32", (s.obs_dim,))},
                                s.action_dim, control_hz or s.control_hz,
-                               s.action_low, s.action_high)
+                               s.action_low, s.action_high, execution)
 
     def reset(self, seed: int | None) -> None:
         self.robot.reset(seed)
@@ -43,8 +44,8 @@ class RobotDriver(Driver):
             close()
 
 
-def metaworld_driver(task: str, control_hz: float) -> RobotDriver:
+def metaworld_driver(task: str, control_hz: float, execution: str = "step") -> RobotDriver:
     """A Meta-World robot (one task, v3 names) for `fleet robot run --metaworld TASK`."""
     from actors.robots.metaworld import MetaWorldConfig, MetaWorldRobot
 
-    return RobotDriver(MetaWorldRobot(MetaWorldConfig(task=task)), control_hz)
+    return RobotDriver(MetaWorldRobot(MetaWorldConfig(task=task)), control_hz, execution)

@@ -38,6 +38,15 @@ class RobotSpec:
     action_low: float = -1.0
     action_high: float = 1.0
     control_hz: float = 80.0  # Meta-World: frame_skip 5 at 2.5 ms
+    # "step": the robot takes one action per `send_action`; "chunk": it runs a policy call's
+    # whole chunk open loop once given it (`ChunkRobot.start_chunk`), as a bridged robot that
+    # registered `execution: "chunk"` does (docs/protocol.md, `register`)
+    execution: str = "step"
+
+    def __post_init__(self) -> None:
+        if self.execution not in ("step", "chunk"):
+            raise ValueError(f"robot {self.robot_id}: execution must be 'step' or 'chunk', got "
+                             f"{self.execution!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +89,20 @@ class Robot(Protocol):
     def send_action(self, action: np.ndarray) -> Feedback: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ChunkRobot(Robot, Protocol):
+    """A robot that runs a policy call's chunk open loop (`spec.execution == "chunk"`): the whole
+    chunk goes out at once, then each `send_action` (given that step's action) returns its step.
+
+        robot.start_chunk(chunk, policy_version)        # [H, A], sent whole
+        for action in chunk:
+            fb = robot.send_action(action)              # step i's feedback, as it arrives
+            if fb.done: break                           # the robot drops the rest
+    """
+
+    def start_chunk(self, chunk: np.ndarray, policy_version: int) -> None: ...
 
 
 @runtime_checkable
