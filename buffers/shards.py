@@ -25,7 +25,7 @@ from typing import Any
 
 from crc32c import crc32c
 
-from buffers.codec import RecordError, decode_chunk
+from buffers.codec import RecordError, check_chunk
 from buffers.log import list_segments
 from buffers.records import RolloutChunk
 from buffers.store import BufferConfig, InsertResult, ReplayBuffer
@@ -67,18 +67,18 @@ class ShardedBuffer:
 
     def insert(self, records: Sequence[bytes]) -> InsertResult:
         """Decode each record once, route it to its robot's shard; durable on return."""
-        routed: dict[int, list[tuple[bytes, RolloutChunk]]] = collections.defaultdict(list)
+        routed: dict[int, list[tuple[bytes, RolloutChunk, bool]]] = collections.defaultdict(list)
         where: dict[int, list[int]] = collections.defaultdict(list)  # batch index per shard item
         refused: list[tuple[int, str]] = []
         limit = self.shards[0].config.max_record_bytes
         for i, record in enumerate(records):
             try:
-                chunk = decode_chunk(record, max_bytes=limit)
+                chunk, whole = check_chunk(record, max_bytes=limit)
             except RecordError as e:
                 refused.append((i, str(e)))
                 continue
             k = shard_of(chunk.robot_id, len(self.shards))
-            routed[k].append((bytes(record), chunk))
+            routed[k].append((bytes(record), chunk, whole))
             where[k].append(i)
         stored = duplicates = conflicts = 0
         for k, items in routed.items():
