@@ -8,7 +8,9 @@ sensor noise, since real images compress and pure noise would not; the frames st
 through ingest). baseline = the strongest plain write of the same record bytes to one file in
 the same directory with the same fsync cadence, batch for batch: the faster of a buffered file
 (`write` per record, `flush` per batch) and one `os.writev` per batch, alternating with the
-buffer runs. Medians over the repeats.
+buffer runs. Medians over the repeats. `cpu_ratio` (and `camera_cpu_ratio`): the baseline's
+CPU seconds over the buffer's (process time, every thread), which a loaded machine skews less
+than wall clock.
 """
 
 from __future__ import annotations
@@ -100,23 +102,28 @@ def _ours(root: Path, batches: list[list[bytes]]) -> None:
 
 
 def _timed(fn: Callable[[Path, list[list[bytes]]], None], path: Path,
-           batches: list[list[bytes]]) -> float:
-    t0 = time.perf_counter()
+           batches: list[list[bytes]]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process: user + system, every thread)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn(path, batches)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def measure(records: list[bytes], batch: int, repeats: int) -> tuple[float, float]:
-    """Median MB/s of (buffer, raw file), alternating so both see the same disk weather."""
+def measure(records: list[bytes], batch: int, repeats: int) -> tuple[float, float, float]:
+    """Median MB/s of (buffer, strongest raw write), alternating so both see the same disk
+    weather, and the ratio of their median CPU seconds (raw / buffer: what load cannot skew)."""
     batches = [records[i:i + batch] for i in range(0, len(records), batch)]
     mb = sum(map(len, records)) / 1e6
-    ours, raw, raw_writev = [], [], []
+    runs: dict[str, list[tuple[float, float]]] = {"ours": [], "raw": [], "writev": []}
     for _ in range(repeats):
         with tempfile.TemporaryDirectory(dir=os.environ.get("FLEET_BENCH_DIR")) as tmp:
-            raw.append(mb / _timed(_raw, Path(tmp) / "raw.log", batches))
-            raw_writev.append(mb / _timed(_raw_writev, Path(tmp) / "raw-writev.log", batches))
-            ours.append(mb / _timed(_ours, Path(tmp) / "buf", batches))
-    return statistics.median(ours), max(statistics.median(raw), statistics.median(raw_writev))
+            runs["raw"].append(_timed(_raw, Path(tmp) / "raw.log", batches))
+            runs["writev"].append(_timed(_raw_writev, Path(tmp) / "raw-writev.log", batches))
+            runs["ours"].append(_timed(_ours, Path(tmp) / "buf", batches))
+    wall = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
+    best = min(("raw", "writev"), key=wall.__getitem__)
+    return mb / wall["ours"], mb / wall[best], cpu[best] / max(cpu["ours"], 1e-9)
 
 
 def run(quick: bool) -> dict[str, object]:
@@ -124,12 +131,13 @@ def run(quick: bool) -> dict[str, object]:
     state = [encode_chunk(state_chunk(seed=i % 7, chunk_seq=i)) for i in range(n_state)]
     cams = camera_chunks(n_cam)
     cam = [encode_chunk(c) for c in cams]
-    value, baseline = measure(state, 16, repeats)
-    cam_value, cam_baseline = measure(cam, 2, repeats)
+    value, baseline, cpu_ratio = measure(state, 16, repeats)
+    cam_value, cam_baseline, cam_cpu_ratio = measure(cam, 2, repeats)
     raw_cam = sum(a.nbytes for a in cams[0].obs.values())
     return result("buffer_ingest", "state_mb_per_s", value, "MB/s", baseline,
                   camera_value=round(cam_value, 1), camera_baseline=round(cam_baseline, 1),
                   camera_ratio=round(cam_value / cam_baseline, 3),
+                  cpu_ratio=round(cpu_ratio, 3), camera_cpu_ratio=round(cam_cpu_ratio, 3),
                   state_mb=round(sum(map(len, state)) / 1e6, 1),
                   camera_mb=round(sum(map(len, cam)) / 1e6, 1),
                   camera_compression=round(raw_cam / len(cam[0]), 2), repeats=repeats)

@@ -30,7 +30,8 @@ import numpy as np
 
 from actors.bridge.protocol import Message, ProtocolError, decode, encode
 from bench.common import state_chunk
-from buffers.codec import RecordError, check_chunk, decode_chunk, encode_chunk
+from buffers.check import check_record
+from buffers.codec import RecordError, decode_chunk, encode_chunk
 from buffers.records import EpisodeEnd
 from fleet.console.bodies import BodyError, parse_body
 
@@ -186,7 +187,7 @@ def _plain_v3(data: bytes) -> Any:
 
 
 def _check(data: bytes) -> Any:
-    return check_chunk(data)
+    return check_record(data)
 
 
 def _with(chunk: Any, **fields: Any) -> Any:

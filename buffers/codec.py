@@ -4,7 +4,7 @@ Example:
 
     data = encode_chunk(chunk)         # bytes, safe to send or store
     chunk = decode_chunk(data)         # raises RecordError on anything malformed
-    chunk, whole = check_chunk(data)   # ingest: the same checks, compressed obs left compressed
+    head = check_record(data)          # ingest (buffers.check): the same checks, no arrays
 
 Format version 3 is a bare msgpack map. Each array is `{dtype, shape, data}` (raw bytes) or,
 for an observation that lz4 makes at least 10% smaller (camera frames; float state rarely),
@@ -15,9 +15,9 @@ lz4 frame around the whole map; they still decode (the envelope is told by the l
 Decoding trusts nothing: the compressed size, the decompressed size (lz4 frames carry sizes that
 lie, FACTS.md), msgpack lengths, dtypes (an allowlist), shapes against byte counts and against
 each other, and finiteness of actions and rewards are all checked before use. Nothing is
-unpickled. `check_chunk` (ingest) checks a compressed observation from its metadata: the size
-its frame claims must be exactly its shape's bytes; the frame itself is inflated (and refused
-if it lies) only when the record is read.
+unpickled. Ingest (`buffers.check.check_record`) reads the same rules off the msgpack map and
+checks a compressed observation from its metadata: the size its frame claims must be exactly
+its shape's bytes; the frame itself is inflated (and refused if it lies) when it is decoded.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ HEADER = ("robot_id", "embodiment", "task", "episode_id", "chunk_seq", "policy_v
 COLUMNS = ("action", "policy_action", "logp", "value", "reward", "success", "intervened")
 FINITE = ("action", "policy_action", "logp", "value", "reward")
 _FIELDS = frozenset({"v", "obs", *HEADER, *COLUMNS})
-_RAW_KEYS = frozenset({"dtype", "shape", "data"})
-_LZ4_KEYS = frozenset({"dtype", "shape", "lz4"})
 
 
 class RecordError(ValueError):
@@ -97,20 +95,11 @@ def decode_chunk(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES,
     allocation they would drive: nothing bigger than `max_bytes` is ever inflated.
     `checked=False` skips only the schema check (`validate_chunk`), for records this process
     already validated when they were stored and whose CRC still holds (the sampler's reads)."""
-    return _from_body(_body(data, max_bytes), max_bytes, checked, inflate=True)[0]
+    return _from_body(body(data, max_bytes), max_bytes, checked)
 
 
-def check_chunk(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> tuple[RolloutChunk, bool]:
-    """Ingest's check: every check `decode_chunk` makes, without inflating compressed
-    observations. Returns (chunk, whole); `whole` is False when some observation was left
-    compressed: its place in `chunk.obs` holds a read-only stand-in of its shape and dtype
-    (zeros, no memory), so that chunk is for its header and columns only, never to be cached.
-
-    Example: `chunk, whole = check_chunk(record)` then `RecordMeta.of(chunk, position)`."""
-    return _from_body(_body(data, max_bytes), max_bytes, True, inflate=False)
-
-
-def _body(data: bytes, max_bytes: int) -> Any:
+def body(data: bytes, max_bytes: int) -> Any:
+    """The record's msgpack map, unchecked: out of its lz4 envelope for versions 1 and 2."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise RecordError(f"a record must be bytes, got {type(data).__name__}")
     if len(data) > max_bytes:
@@ -185,15 +174,14 @@ def _unpack(raw: bytes, max_bytes: int) -> Any:
         raise RecordError(f"bad msgpack body: {e}") from e
 
 
-def _array(field: str, spec: Any, budget: list[int] | None = None,
-           inflate: bool = True) -> np.ndarray:
-    """One array spec. `budget` ([bytes left]) given: an observation, which may be an lz4
-    frame; what it inflates to is charged to the budget before anything is inflated."""
+def array_spec(field: str, spec: Any, obs: bool = False) -> tuple[np.dtype, list[int], int]:
+    """Check an array spec's keys, dtype and shape; returns (dtype, shape, its bytes). An
+    observation (`obs`) may hold an lz4 frame in place of its raw data."""
     # The ingest hot path (8 arrays a record): exact-type checks and one loop, no generators.
-    if type(spec) is not dict or len(spec) != 3 or not (
-            spec.keys() == _RAW_KEYS or (budget is not None and spec.keys() == _LZ4_KEYS)):
+    if type(spec) is not dict or len(spec) != 3 or "dtype" not in spec or "shape" not in spec or (
+            "data" not in spec and not (obs and "lz4" in spec)):
         raise RecordError(f"{field}: an array needs exactly dtype, shape and data"
-                          + (" (or lz4)" if budget is not None else ""))
+                          + (" (or lz4)" if obs else ""))
     dtype, shape = spec["dtype"], spec["shape"]
     np_dtype = _DTYPE.get(dtype) if type(dtype) is str else None
     if np_dtype is None:
@@ -205,20 +193,21 @@ def _array(field: str, spec: Any, budget: list[int] | None = None,
         if type(d) is not int or not 0 <= d < 2**31:
             raise RecordError(f"{field}: bad shape {shape!r}")
         count *= d
-    if "lz4" in spec:
-        return _compressed(field, spec["lz4"], np_dtype, shape, count * np_dtype.itemsize,
-                           budget, inflate)
+    return np_dtype, shape, count * np_dtype.itemsize
+
+
+def raw_data(field: str, spec: dict[str, Any], size: int) -> bytes:
     data = spec["data"]
-    if type(data) is not bytes or len(data) != count * np_dtype.itemsize:
+    if type(data) is not bytes or len(data) != size:
         raise RecordError(f"{field}: {len(data) if isinstance(data, bytes) else 'no'} bytes do "
-                          f"not fill shape {shape} of {dtype}")
-    return np.frombuffer(data, dtype=np_dtype).reshape(shape)
+                          f"not fill shape {spec['shape']} of {spec['dtype']}")
+    return data
 
 
-def _compressed(field: str, frame: Any, dtype: np.dtype, shape: list[int], size: int,
-                budget: list[int] | None, inflate: bool) -> np.ndarray:
-    """An observation stored as an lz4 frame: its claimed size must be exactly `size`."""
-    assert budget is not None
+def frame_claim(field: str, spec: dict[str, Any], size: int, budget: list[int]) -> bytes:
+    """A compressed observation's lz4 frame, once the size it claims is exactly `size` and
+    fits what the record may still inflate to (`budget`, charged here)."""
+    frame = spec["lz4"]
     if type(frame) is not bytes:
         raise RecordError(f"{field}: lz4 must be bytes")
     try:
@@ -226,22 +215,32 @@ def _compressed(field: str, frame: Any, dtype: np.dtype, shape: list[int], size:
     except RuntimeError as e:
         raise RecordError(f"{field}: bad lz4 frame: {e}") from e
     if claimed != size:
-        raise RecordError(f"{field}: lz4 frame claims {claimed} bytes, shape {shape} of "
-                          f"{dtype.name} needs {size}")
+        raise RecordError(f"{field}: lz4 frame claims {claimed} bytes, shape {spec['shape']} of "
+                          f"{spec['dtype']} needs {size}")
     if size > budget[0]:
         raise RecordError(f"{field}: inflates past the record limit")
-    if not inflate:
-        budget[0] -= size
-        return np.broadcast_to(np.zeros((), dtype), shape)
-    raw = _inflate(frame, budget[0])  # capped by what the record may still inflate to
     budget[0] -= size
-    if len(raw) != size:
-        raise RecordError(f"{field}: lz4 frame holds {len(raw)} bytes, not the {size} it claims")
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return frame
 
 
-def _from_body(body: Any, max_bytes: int, checked: bool,
-               inflate: bool) -> tuple[RolloutChunk, bool]:
+def _array(field: str, spec: Any, budget: list[int] | None = None) -> np.ndarray:
+    """One array. `budget` ([bytes the record may still inflate to]) given: an observation,
+    which may be an lz4 frame, inflated within that budget and refused if it lies."""
+    dtype, shape, size = array_spec(field, spec, budget is not None)
+    if budget is not None and "lz4" in spec:
+        left = budget[0]
+        data = _inflate(frame_claim(field, spec, size, budget), left)
+        if len(data) != size:
+            raise RecordError(f"{field}: lz4 frame holds {len(data)} bytes, not the {size} it "
+                              "claims")
+    else:
+        data = raw_data(field, spec, size)
+    return np.ndarray(shape, dtype, data)
+
+
+def versioned(body: Any) -> dict[str, Any]:
+    """The record map, once its version is known and its fields are exactly the schema's (a
+    version 1 record gains `group` "")."""
     if not isinstance(body, dict):
         raise RecordError("a record body must be a map")
     if body.get("v") == 1:
@@ -258,22 +257,26 @@ def _from_body(body: Any, max_bytes: int, checked: bool,
     if not all(isinstance(k, str) for k in obs):  # msgpack map keys may also arrive as bytes
         raise RecordError("obs names must be strings")
     end = body["episode_end"]
-    if end is not None:
-        if not (isinstance(end, list) and len(end) == 2):
-            raise RecordError("episode_end must be null or [outcome, source]")
-        end = EpisodeEnd(*end)
+    if end is not None and not (isinstance(end, list) and len(end) == 2):
+        raise RecordError("episode_end must be null or [outcome, source]")
+    return body
+
+
+def _from_body(body: Any, max_bytes: int, checked: bool) -> RolloutChunk:
+    body = versioned(body)
+    end = body["episode_end"]
     try:
         fields: dict[str, Any] = {k: body[k] for k in HEADER[:-1]}
         fields.update({k: _array(k, body[k]) for k in COLUMNS})
         budget = [max_bytes]
-        fields["obs"] = {k: _array(f"obs.{k[:MAX_STRING]}", v, budget, inflate)
-                         for k, v in obs.items()}
-        chunk = RolloutChunk(**fields, episode_end=end)
+        fields["obs"] = {k: _array(f"obs.{k[:MAX_STRING]}", v, budget)
+                         for k, v in body["obs"].items()}
+        chunk = RolloutChunk(**fields, episode_end=None if end is None else EpisodeEnd(*end))
     except TypeError as e:
         raise RecordError(str(e)) from e
     if checked:
         validate_chunk(chunk)
-    return chunk, inflate or budget[0] == max_bytes
+    return chunk
 
 
 def validate_chunk(chunk: RolloutChunk) -> None:

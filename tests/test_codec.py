@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from buffers.codec import COLUMNS, RecordError, check_chunk, decode_chunk, encode_chunk
+from buffers.check import check_record
+from buffers.codec import COLUMNS, RecordError, decode_chunk, encode_chunk
 from buffers.records import EpisodeEnd
 from tests.chunks import make_chunk
 
@@ -333,17 +334,16 @@ def _camera_record(rng, *, lie: int = 0) -> bytes:
     return _encode_body(body)
 
 
-def test_check_chunk_leaves_camera_frames_compressed_but_checks_their_claimed_size():
+def test_check_record_leaves_camera_frames_compressed_but_checks_their_claimed_size():
     rng = np.random.default_rng(13)
     record = _camera_record(rng)
-    chunk, whole = check_chunk(record)
-    assert not whole and chunk.obs["camera"].shape == (9, 32, 32, 3)
-    assert chunk.obs["camera"].strides == (0, 0, 0, 0)  # a stand-in: nothing was inflated
-    assert check_chunk(encode_chunk(make_chunk(rng, T=8)))[1]  # nothing compressed: whole
+    head = check_record(record)
+    chunk = decode_chunk(record)
+    assert head.key == chunk.key and head.num_steps == 8 and head.task == chunk.task
     with pytest.raises(RecordError, match="claims"):
-        check_chunk(_camera_record(rng, lie=3))
+        check_record(_camera_record(rng, lie=3))
     with pytest.raises(RecordError, match="record limit"):
-        check_chunk(record, max_bytes=len(record) + 100)  # it would inflate past the limit
+        check_record(record, max_bytes=len(record) + 100)  # it would inflate past the limit
 
 
 def test_a_compressed_column_is_refused():
@@ -351,4 +351,4 @@ def test_a_compressed_column_is_refused():
     body["reward"] = {"dtype": "float32", "shape": [8],
                       "lz4": lz4.frame.compress(bytes(32), store_size=True)}
     with pytest.raises(RecordError, match="exactly dtype, shape and data"):
-        check_chunk(_encode_body(body))
+        check_record(_encode_body(body))
