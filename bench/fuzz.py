@@ -8,7 +8,7 @@ another type or size (then packed and framed again, so it reaches the schema che
 the inner msgpack or JSON flipped, cut or repeated (then framed again), bytes of the outer lz4
 frame flipped or cut, and plain random bytes. 1 M inputs per decoder (`--quick`: 30 k).
 
-value = inputs/s through our three decoders; baseline = the same inputs through the plain
+value = inputs/s through our decoders; baseline = the same inputs through the plain
 libraries with the same size cap and no schema (lz4 then `msgpack.unpackb`; `json.loads`), timed
 in the same run on the same batches; `unexpected` counts exceptions of any other type (the goal
 is 0), with the first few named in `unexpected_examples`.
@@ -30,6 +30,7 @@ import numpy as np
 
 from actors.bridge.protocol import Message, ProtocolError, decode, encode
 from bench.common import state_chunk
+from buffers.check import check_record
 from buffers.codec import RecordError, decode_chunk, encode_chunk
 from buffers.records import EpisodeEnd
 from fleet.console.bodies import BodyError, parse_body
@@ -144,7 +145,11 @@ def _targets() -> list[_Target]:
     chunks = [state_chunk(steps=4, horizon=2),
               _with(state_chunk(steps=3, horizon=4), episode_end=EpisodeEnd("success"),
                     instruction="push", group="r/1")]
-    record_trees = [msgpack.unpackb(lz4.frame.decompress(encode_chunk(c))) for c in chunks]
+    flat = np.zeros((5, 16, 16, 3), np.uint8)  # lz4 shrinks it: a compressed observation
+    chunks.append(_with(chunks[0], obs={**chunks[0].obs, "wrist": flat}))
+    record_trees = [msgpack.unpackb(encode_chunk(c)) for c in chunks]
+    old_trees = [{**t, "v": 2, "obs": {k: _raw_spec(o) for k, o in t["obs"].items()}}
+                 for t in record_trees]
     body_trees: list[Any] = [{}, {"on": True}, {"action": [0.1, -0.2, 0.3, 1.0]},
                              {"outcome": "success"}, {"text": "push the red block"},
                              {"operator": "ana"}]
@@ -160,10 +165,29 @@ def _targets() -> list[_Target]:
 
     return [
         _Target("bridge_frame", decode, ProtocolError, _plain_frame, bridge_trees, pack, _framed),
-        _Target("buffer_record", decode_chunk, RecordError, _plain_frame, record_trees, pack,
-                _framed),
+        _Target("buffer_record", decode_chunk, RecordError, _plain_frame, old_trees, pack,
+                _framed),  # format version 2: one lz4 frame around the map
+        _Target("buffer_record_v3", decode_chunk, RecordError, _plain_v3, record_trees, pack,
+                lambda b: b),
+        _Target("buffer_ingest_v3", _check, RecordError, _plain_v3, record_trees, pack,
+                lambda b: b),
         _Target("console_body", body, BodyError, json.loads, body_trees, dumps, lambda b: b),
     ]
+
+
+def _raw_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    if "lz4" not in spec:
+        return spec
+    return {"dtype": spec["dtype"], "shape": spec["shape"],
+            "data": lz4.frame.decompress(spec["lz4"])}
+
+
+def _plain_v3(data: bytes) -> Any:
+    return msgpack.unpackb(data, max_bin_len=8 << 20)
+
+
+def _check(data: bytes) -> Any:
+    return check_record(data)
 
 
 def _with(chunk: Any, **fields: Any) -> Any:

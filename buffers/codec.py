@@ -1,14 +1,23 @@
-"""The record codec: a rollout chunk as a msgpack map, compressed as one lz4 frame.
+"""The record codec: a rollout chunk as a msgpack map whose large observations are lz4 frames.
 
 Example:
 
     data = encode_chunk(chunk)         # bytes, safe to send or store
     chunk = decode_chunk(data)         # raises RecordError on anything malformed
+    head = check_record(data)          # ingest (buffers.check): the same checks, no arrays
+
+Format version 3 is a bare msgpack map. Each array is `{dtype, shape, data}` (raw bytes) or,
+for an observation that lz4 makes at least 10% smaller (camera frames; float state rarely),
+`{dtype, shape, lz4}` (one lz4 frame that states its size). Columns (actions, rewards, ...) are
+always raw, so their finiteness is checked without inflating anything. Versions 1 and 2 were one
+lz4 frame around the whole map; they still decode (the envelope is told by the lz4 magic).
 
 Decoding trusts nothing: the compressed size, the decompressed size (lz4 frames carry sizes that
 lie, FACTS.md), msgpack lengths, dtypes (an allowlist), shapes against byte counts and against
 each other, and finiteness of actions and rewards are all checked before use. Nothing is
-unpickled. Format version 2 (see `FORMAT_VERSION`).
+unpickled. Ingest (`buffers.check.check_record`) reads the same rules off the msgpack map and
+checks a compressed observation from its metadata: the size its frame claims must be exactly
+its shape's bytes; the frame itself is inflated (and refused if it lies) when it is decoded.
 """
 
 from __future__ import annotations
@@ -22,7 +31,11 @@ import numpy as np
 
 from buffers.records import EpisodeEnd, RolloutChunk
 
-FORMAT_VERSION = 2  # 2 added `group`; version 1 records still decode, with group ""
+FORMAT_VERSION = 3  # 3: bare msgpack, lz4 per observation; 2 added `group` (1 decodes, group "")
+VERSIONS = (1, 2, 3)
+COMPRESS_MIN_BYTES = 4096  # smaller observations are stored raw without trying
+COMPRESS_KEEP = 0.9  # keep the lz4 frame only if it is at most this fraction of the raw bytes
+_LZ4_MAGIC = b"\x04\x22\x4d\x18"
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # decompressed, and so also compressed
 MAX_STRING = 256
 DTYPES = frozenset({"float32", "float64", "uint8", "bool", "int32", "int64"})
@@ -49,6 +62,18 @@ def _pack_array(a: np.ndarray) -> dict[str, Any]:
     return {"dtype": name, "shape": list(a.shape), "data": a.tobytes()}
 
 
+def _pack_obs(a: np.ndarray) -> dict[str, Any]:
+    """An observation, as an lz4 frame when that pays (>= 10% smaller), else raw."""
+    spec = _pack_array(a)
+    raw = spec["data"]
+    if len(raw) >= COMPRESS_MIN_BYTES:
+        frame = lz4.frame.compress(raw, compression_level=0, store_size=True)
+        if len(frame) <= COMPRESS_KEEP * len(raw):
+            del spec["data"]
+            spec["lz4"] = bytes(frame)
+    return spec
+
+
 def encode_chunk(chunk: RolloutChunk) -> bytes:
     validate_chunk(chunk)
     body: dict[str, Any] = {"v": FORMAT_VERSION}
@@ -56,11 +81,10 @@ def encode_chunk(chunk: RolloutChunk) -> bytes:
         body[name] = getattr(chunk, name)
     end = chunk.episode_end
     body["episode_end"] = None if end is None else [end.outcome, end.source]
-    body["obs"] = {k: _pack_array(v) for k, v in chunk.obs.items()}
+    body["obs"] = {k: _pack_obs(v) for k, v in chunk.obs.items()}
     for name in COLUMNS:
         body[name] = _pack_array(getattr(chunk, name))
-    return bytes(lz4.frame.compress(msgpack.packb(body, use_bin_type=True),
-                                    compression_level=0, store_size=True))
+    return msgpack.packb(body, use_bin_type=True)
 
 
 def decode_chunk(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES,
@@ -71,11 +95,18 @@ def decode_chunk(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES,
     allocation they would drive: nothing bigger than `max_bytes` is ever inflated.
     `checked=False` skips only the schema check (`validate_chunk`), for records this process
     already validated when they were stored and whose CRC still holds (the sampler's reads)."""
+    return _from_body(body(data, max_bytes), max_bytes, checked)
+
+
+def body(data: bytes, max_bytes: int) -> Any:
+    """The record's msgpack map, unchecked: out of its lz4 envelope for versions 1 and 2."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise RecordError(f"a record must be bytes, got {type(data).__name__}")
     if len(data) > max_bytes:
         raise RecordError(f"record of {len(data)} bytes exceeds the limit of {max_bytes}")
-    return _from_body(_unpack(_inflate(bytes(data), max_bytes), max_bytes), checked)
+    if data[:4] == _LZ4_MAGIC:  # versions 1 and 2: one lz4 frame around the map
+        return _unpack(_inflate(bytes(data), max_bytes), max_bytes)
+    return _unpack(data, max_bytes)
 
 
 def _inflate(data: bytes, max_bytes: int) -> bytes:
@@ -143,11 +174,15 @@ def _unpack(raw: bytes, max_bytes: int) -> Any:
         raise RecordError(f"bad msgpack body: {e}") from e
 
 
-def _array(field: str, spec: Any) -> np.ndarray:
+def array_spec(field: str, spec: Any, obs: bool = False) -> tuple[np.dtype, list[int], int]:
+    """Check an array spec's keys, dtype and shape; returns (dtype, shape, its bytes). An
+    observation (`obs`) may hold an lz4 frame in place of its raw data."""
     # The ingest hot path (8 arrays a record): exact-type checks and one loop, no generators.
-    if type(spec) is not dict or len(spec) != 3 or not {"dtype", "shape", "data"} <= spec.keys():
-        raise RecordError(f"{field}: an array needs exactly dtype, shape and data")
-    dtype, shape, data = spec["dtype"], spec["shape"], spec["data"]
+    if type(spec) is not dict or len(spec) != 3 or "dtype" not in spec or "shape" not in spec or (
+            "data" not in spec and not (obs and "lz4" in spec)):
+        raise RecordError(f"{field}: an array needs exactly dtype, shape and data"
+                          + (" (or lz4)" if obs else ""))
+    dtype, shape = spec["dtype"], spec["shape"]
     np_dtype = _DTYPE.get(dtype) if type(dtype) is str else None
     if np_dtype is None:
         raise RecordError(f"{field}: dtype {dtype!r} is not allowed ({', '.join(sorted(DTYPES))})")
@@ -158,18 +193,59 @@ def _array(field: str, spec: Any) -> np.ndarray:
         if type(d) is not int or not 0 <= d < 2**31:
             raise RecordError(f"{field}: bad shape {shape!r}")
         count *= d
-    if type(data) is not bytes or len(data) != count * np_dtype.itemsize:
+    return np_dtype, shape, count * np_dtype.itemsize
+
+
+def raw_data(field: str, spec: dict[str, Any], size: int) -> bytes:
+    data = spec["data"]
+    if type(data) is not bytes or len(data) != size:
         raise RecordError(f"{field}: {len(data) if isinstance(data, bytes) else 'no'} bytes do "
-                          f"not fill shape {shape} of {dtype}")
-    return np.frombuffer(data, dtype=np_dtype).reshape(shape)
+                          f"not fill shape {spec['shape']} of {spec['dtype']}")
+    return data
 
 
-def _from_body(body: Any, checked: bool = True) -> RolloutChunk:
+def frame_claim(field: str, spec: dict[str, Any], size: int, budget: list[int]) -> bytes:
+    """A compressed observation's lz4 frame, once the size it claims is exactly `size` and
+    fits what the record may still inflate to (`budget`, charged here)."""
+    frame = spec["lz4"]
+    if type(frame) is not bytes:
+        raise RecordError(f"{field}: lz4 must be bytes")
+    try:
+        claimed = lz4.frame.get_frame_info(frame)["content_size"]
+    except RuntimeError as e:
+        raise RecordError(f"{field}: bad lz4 frame: {e}") from e
+    if claimed != size:
+        raise RecordError(f"{field}: lz4 frame claims {claimed} bytes, shape {spec['shape']} of "
+                          f"{spec['dtype']} needs {size}")
+    if size > budget[0]:
+        raise RecordError(f"{field}: inflates past the record limit")
+    budget[0] -= size
+    return frame
+
+
+def _array(field: str, spec: Any, budget: list[int] | None = None) -> np.ndarray:
+    """One array. `budget` ([bytes the record may still inflate to]) given: an observation,
+    which may be an lz4 frame, inflated within that budget and refused if it lies."""
+    dtype, shape, size = array_spec(field, spec, budget is not None)
+    if budget is not None and "lz4" in spec:
+        left = budget[0]
+        data = _inflate(frame_claim(field, spec, size, budget), left)
+        if len(data) != size:
+            raise RecordError(f"{field}: lz4 frame holds {len(data)} bytes, not the {size} it "
+                              "claims")
+    else:
+        data = raw_data(field, spec, size)
+    return np.ndarray(shape, dtype, data)
+
+
+def versioned(body: Any) -> dict[str, Any]:
+    """The record map, once its version is known and its fields are exactly the schema's (a
+    version 1 record gains `group` "")."""
     if not isinstance(body, dict):
         raise RecordError("a record body must be a map")
     if body.get("v") == 1:
-        body = {**body, "v": FORMAT_VERSION, "group": ""}
-    if body.get("v") != FORMAT_VERSION:
+        body = {**body, "v": 2, "group": ""}
+    if body.get("v") not in VERSIONS or type(body.get("v")) is not int:
         raise RecordError(f"unsupported record format version {body.get('v')!r}")
     if body.keys() != _FIELDS:
         # key=repr: names may arrive as str and bytes, which do not compare
@@ -181,15 +257,21 @@ def _from_body(body: Any, checked: bool = True) -> RolloutChunk:
     if not all(isinstance(k, str) for k in obs):  # msgpack map keys may also arrive as bytes
         raise RecordError("obs names must be strings")
     end = body["episode_end"]
-    if end is not None:
-        if not (isinstance(end, list) and len(end) == 2):
-            raise RecordError("episode_end must be null or [outcome, source]")
-        end = EpisodeEnd(*end)
+    if end is not None and not (isinstance(end, list) and len(end) == 2):
+        raise RecordError("episode_end must be null or [outcome, source]")
+    return body
+
+
+def _from_body(body: Any, max_bytes: int, checked: bool) -> RolloutChunk:
+    body = versioned(body)
+    end = body["episode_end"]
     try:
         fields: dict[str, Any] = {k: body[k] for k in HEADER[:-1]}
         fields.update({k: _array(k, body[k]) for k in COLUMNS})
-        fields["obs"] = {k: _array(f"obs.{k[:MAX_STRING]}", v) for k, v in obs.items()}
-        chunk = RolloutChunk(**fields, episode_end=end)
+        budget = [max_bytes]
+        fields["obs"] = {k: _array(f"obs.{k[:MAX_STRING]}", v, budget)
+                         for k, v in body["obs"].items()}
+        chunk = RolloutChunk(**fields, episode_end=None if end is None else EpisodeEnd(*end))
     except TypeError as e:
         raise RecordError(str(e)) from e
     if checked:

@@ -3,6 +3,7 @@
 Example:
 
     meta = RecordMeta.of(chunk, position)           # one per stored record
+    meta = RecordMeta.checked(check_record(data), position)   # the same, at ingest
     save_index(root, 3, size=seg_size, index=SegmentIndex(metas, damaged=0, first=1200))
     index = load_index(root, 3, size=seg_size) or rebuild()     # None: rebuild from the segment
 
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import numpy as np
 
+from buffers.check import RecordHead
 from buffers.log import Position, sync_dir
 from buffers.records import ChunkKey, RolloutChunk
 
@@ -49,8 +52,14 @@ class RecordMeta:
     def of(chunk: RolloutChunk, position: Position) -> RecordMeta:
         end = chunk.episode_end
         return RecordMeta(chunk.key, chunk.task, chunk.group, chunk.policy_version,
-                          chunk.num_steps, int(chunk.intervened.sum()),
+                          chunk.num_steps, int(np.count_nonzero(chunk.intervened)),
                           None if end is None else end.outcome, position)
+
+    @staticmethod
+    def checked(head: RecordHead, position: Position) -> RecordMeta:
+        """From ingest's check (`buffers.check`), which agrees with `of` on the decoded chunk."""
+        return RecordMeta(head.key, head.task, head.group, head.policy_version, head.num_steps,
+                          head.intervened, head.outcome, position)
 
     @property
     def episode(self) -> tuple[str, str]:

@@ -25,9 +25,9 @@ from typing import Any
 
 from crc32c import crc32c
 
-from buffers.codec import RecordError, decode_chunk
+from buffers.check import RecordHead, check_record
+from buffers.codec import RecordError
 from buffers.log import list_segments
-from buffers.records import RolloutChunk
 from buffers.store import BufferConfig, InsertResult, ReplayBuffer
 
 CURSOR_BITS = 48
@@ -66,19 +66,19 @@ class ShardedBuffer:
             raise
 
     def insert(self, records: Sequence[bytes]) -> InsertResult:
-        """Decode each record once, route it to its robot's shard; durable on return."""
-        routed: dict[int, list[tuple[bytes, RolloutChunk]]] = collections.defaultdict(list)
+        """Check each record once, route it to its robot's shard; durable on return."""
+        routed: dict[int, list[tuple[bytes, RecordHead]]] = collections.defaultdict(list)
         where: dict[int, list[int]] = collections.defaultdict(list)  # batch index per shard item
         refused: list[tuple[int, str]] = []
         limit = self.shards[0].config.max_record_bytes
         for i, record in enumerate(records):
             try:
-                chunk = decode_chunk(record, max_bytes=limit)
+                head = check_record(record, max_bytes=limit)
             except RecordError as e:
                 refused.append((i, str(e)))
                 continue
-            k = shard_of(chunk.robot_id, len(self.shards))
-            routed[k].append((bytes(record), chunk))
+            k = shard_of(head.key[0], len(self.shards))
+            routed[k].append((bytes(record), head))
             where[k].append(i)
         stored = duplicates = conflicts = 0
         for k, items in routed.items():

@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from buffers.cache import DecodedCache, chunk_bytes
+from buffers.cache import DecodedCache
+from buffers.check import RecordHead, check_record
 from buffers.codec import MAX_RECORD_BYTES, RecordError, decode_chunk
 from buffers.index import RecordMeta, SegmentIndex, index_path, load_index, save_index
 from buffers.log import FSYNC_POLICIES, CorruptLogError, Position, SegmentLog, list_segments
@@ -45,11 +46,6 @@ from buffers.stats import Counts
 __all__ = ["BufferConfig", "InsertResult", "RecordMeta", "ReplayBuffer"]
 
 log = logging.getLogger(__name__)
-
-# Records decoded on insert are kept in the cache only when small: holding large camera chunks
-# there made ingest ~35% slower here (fresh pages for every decode instead of reused ones).
-CACHE_ON_INSERT_BYTES = 1 << 20
-
 
 @dataclasses.dataclass(frozen=True)
 class BufferConfig:
@@ -154,11 +150,11 @@ class ReplayBuffer:
         metas = []
         for pos in positions:
             try:
-                chunk = decode_chunk(self.log.read(pos), max_bytes=self.config.max_record_bytes)
+                head = check_record(self.log.read(pos), max_bytes=self.config.max_record_bytes)
             except (RecordError, CorruptLogError):  # checksum fine but schema not
                 self._damaged[n] += 1
                 continue
-            metas.append(RecordMeta.of(chunk, pos))
+            metas.append(RecordMeta.checked(head, pos))
         return metas
 
     @property
@@ -188,15 +184,15 @@ class ReplayBuffer:
 
     def insert(self, records: Sequence[bytes]) -> InsertResult:
         """Validate, drop duplicates, append; returns once durable per `config.fsync`."""
-        decoded: list[tuple[bytes, RolloutChunk]] = []
+        decoded: list[tuple[bytes, RecordHead]] = []
         refused: list[tuple[int, str]] = []
         for i, record in enumerate(records):
-            try:
-                chunk = decode_chunk(record, max_bytes=self.config.max_record_bytes)
+            try:  # every rule of the schema, read off the msgpack map; nothing is inflated
+                head = check_record(record, max_bytes=self.config.max_record_bytes)
             except RecordError as e:
                 refused.append((i, str(e)))
                 continue
-            decoded.append((bytes(record), chunk))
+            decoded.append((bytes(record), head))
         stored, duplicates, conflicts = self.insert_decoded(decoded)
         if conflicts:
             schema = {j for j, _ in refused}
@@ -204,31 +200,29 @@ class ReplayBuffer:
             refused = sorted(refused + [(where[j], reason) for j, reason in conflicts])
         return InsertResult(stored, duplicates, tuple(refused), len(conflicts))
 
-    def insert_decoded(self, decoded: Sequence[tuple[bytes, RolloutChunk]]
+    def insert_decoded(self, decoded: Sequence[tuple[bytes, RecordHead]]
                        ) -> tuple[int, int, list[tuple[int, str]]]:
-        """Store records that `decode_chunk` (with checks) just returned `chunk` for: what
-        `insert` does after decoding, for callers that decoded already (`ShardedBuffer`).
+        """Store records that `check_record` just returned `head` for: what `insert` does
+        after checking, for callers that checked already (`ShardedBuffer`).
         Returns (stored, duplicates, conflicts as (index in `decoded`, reason))."""
-        fresh: list[tuple[bytes, RolloutChunk]] = []
+        fresh: list[tuple[bytes, RecordHead]] = []
         seen: dict[ChunkKey, bytes] = {}
         duplicates = 0
         conflicts: list[tuple[int, str]] = []
-        for i, (record, chunk) in enumerate(decoded):
-            key = chunk.key
+        for i, (record, head) in enumerate(decoded):
+            key = head.key
             fresh_key = key not in self._keys and key not in seen  # the common case, no call
             same = None if fresh_key else self._same(key, record, seen)
             if same is None:
                 seen[key] = record
-                fresh.append((record, chunk))
+                fresh.append((record, head))
             elif same:
                 duplicates += 1
             else:
                 conflicts.append((i, self._conflict(key)))
         positions = self.log.append([r for r, _ in fresh]) if fresh else []
-        for (_, chunk), pos in zip(fresh, positions, strict=True):
-            self._add(RecordMeta.of(chunk, pos))
-            if chunk_bytes(chunk) <= CACHE_ON_INSERT_BYTES:  # on-policy sampling wants it next
-                self.cache.put(pos, chunk)
+        for (_, head), pos in zip(fresh, positions, strict=True):
+            self._add(RecordMeta.checked(head, pos))
         self._save_unsealed()
         if fresh:
             self._enforce_retention()
@@ -330,8 +324,13 @@ class ReplayBuffer:
                 self._lost(meta)
                 raise
             # validated when stored and its CRC checked just now: skip the schema check
-            chunk = self.cache.put(meta.position, decode_chunk(
-                payload, max_bytes=self.config.max_record_bytes, checked=False))
+            try:
+                chunk = decode_chunk(payload, max_bytes=self.config.max_record_bytes,
+                                     checked=False)
+            except RecordError as e:  # a compressed observation whose frame lied at ingest
+                self._lost(meta)
+                raise CorruptLogError(f"record {meta.key}: {e}") from e
+            chunk = self.cache.put(meta.position, chunk)
         return chunk
 
     def set_rewards(self, key: ChunkKey, name: str, version: str | int,

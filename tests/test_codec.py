@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from buffers.codec import RecordError, decode_chunk, encode_chunk
+from buffers.check import check_record
+from buffers.codec import COLUMNS, RecordError, decode_chunk, encode_chunk
 from buffers.records import EpisodeEnd
 from tests.chunks import make_chunk
 
@@ -59,11 +60,21 @@ def test_refuses_oversized_record():
 
 
 def _body(chunk):
-    return msgpack.unpackb(lz4.frame.decompress(encode_chunk(chunk)), raw=False)
+    return msgpack.unpackb(encode_chunk(chunk), raw=False)
 
 
 def _encode_body(body):
-    return lz4.frame.compress(msgpack.packb(body, use_bin_type=True))
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def _v2(chunk) -> bytes:
+    """The record as format version 2 wrote it: every array raw, one lz4 frame around all."""
+    body = {**_body(chunk), "v": 2}
+    for spec in body["obs"].values():
+        if "lz4" in spec:
+            spec["data"] = lz4.frame.decompress(spec.pop("lz4"))
+    return bytes(lz4.frame.compress(msgpack.packb(body, use_bin_type=True),
+                                    compression_level=0, store_size=True))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -180,7 +191,7 @@ def test_bomb_is_refused_without_allocating_its_size(store_size, lie, match):
 
 
 def test_header_that_lies_about_a_real_record_is_refused():
-    data = encode_chunk(make_chunk(np.random.default_rng(10)))
+    data = _v2(make_chunk(np.random.default_rng(10)))
     size = lz4.frame.get_frame_info(data)["content_size"]
     assert _claiming(data, size) == data  # the forger is faithful
     for claim in (size - 1, size + 1):
@@ -189,9 +200,11 @@ def test_header_that_lies_about_a_real_record_is_refused():
 
 
 def test_refuses_bytes_after_the_frame():
-    data = encode_chunk(make_chunk(np.random.default_rng(5)))
+    data = _v2(make_chunk(np.random.default_rng(5)))
     with pytest.raises(RecordError, match="follow the lz4 frame"):
         decode_chunk(data + b"extra")
+    with pytest.raises(RecordError, match="msgpack"):  # version 3: bytes after the map
+        decode_chunk(encode_chunk(make_chunk(np.random.default_rng(5))) + b"extra")
 
 
 def test_refuses_empty_action_dimension():
@@ -273,7 +286,7 @@ def test_inflated_bound_walks_lz4_blocks_and_gives_up_on_strange_frames():
     assert len(raw) <= _inflated_bound(frame) == 5 * (64 << 10)
     assert _inflated_bound(frame[:-4]) > 1 << 60  # no end mark: unknown, take the careful path
     assert _inflated_bound(b"\x04\x22\x4d\x18") > 1 << 60
-    record = encode_chunk(make_chunk(np.random.default_rng(0)))
+    record = _v2(make_chunk(np.random.default_rng(0)))
     assert _inflated_bound(record) < 1 << 20  # what the one-shot path takes
     with pytest.raises(RecordError, match="follow the lz4 frame"):
         decode_chunk(record + b"\x00")
@@ -293,3 +306,49 @@ def test_finiteness_check_is_exact_where_sums_overflow_or_cancel(values, ok):
     else:
         with pytest.raises(RecordError, match="action must be finite"):
             encode_chunk(bad)
+
+
+def test_v3_compresses_only_observations_that_shrink_and_old_records_still_decode():
+    rng = np.random.default_rng(12)
+    chunk = make_chunk(rng, T=16, camera=True)
+    chunk = dataclasses.replace(chunk, obs={**chunk.obs, "camera": np.zeros((17, 32, 32, 3),
+                                                                           np.uint8)})
+    body = _body(chunk)
+    assert body["v"] == 3 and "lz4" in body["obs"]["camera"]  # zeros shrink: compressed
+    assert all("data" in body[c] for c in COLUMNS)  # columns stay raw (finiteness is cheap)
+    noise = dataclasses.replace(chunk, obs={"state": rng.standard_normal((17, 64), np.float32)})
+    assert "data" in _body(noise)["obs"]["state"]  # float noise: lz4 would not pay, kept raw
+    for c in (chunk, noise):
+        assert_same(c, decode_chunk(encode_chunk(c)))
+        assert_same(c, decode_chunk(_v2(c)))  # format version 2: one lz4 frame around it all
+
+
+def _camera_record(rng, *, lie: int = 0) -> bytes:
+    chunk = make_chunk(rng, T=8, camera=True)
+    chunk = dataclasses.replace(chunk, obs={**chunk.obs, "camera": np.zeros((9, 32, 32, 3),
+                                                                           np.uint8)})
+    body = _body(chunk)
+    if lie:
+        body["obs"]["camera"]["lz4"] = _claiming(body["obs"]["camera"]["lz4"], 9 * 32 * 32 * 3
+                                                 + lie)
+    return _encode_body(body)
+
+
+def test_check_record_leaves_camera_frames_compressed_but_checks_their_claimed_size():
+    rng = np.random.default_rng(13)
+    record = _camera_record(rng)
+    head = check_record(record)
+    chunk = decode_chunk(record)
+    assert head.key == chunk.key and head.num_steps == 8 and head.task == chunk.task
+    with pytest.raises(RecordError, match="claims"):
+        check_record(_camera_record(rng, lie=3))
+    with pytest.raises(RecordError, match="record limit"):
+        check_record(record, max_bytes=len(record) + 100)  # it would inflate past the limit
+
+
+def test_a_compressed_column_is_refused():
+    body = _body(make_chunk(np.random.default_rng(14), T=8))
+    body["reward"] = {"dtype": "float32", "shape": [8],
+                      "lz4": lz4.frame.compress(bytes(32), store_size=True)}
+    with pytest.raises(RecordError, match="exactly dtype, shape and data"):
+        check_record(_encode_body(body))

@@ -40,7 +40,7 @@ def test_refused_record_changes_nothing_else(tmp_path):
     with ReplayBuffer(tmp_path) as buf:
         result = buf.insert([recs[0], b"not a record", recs[1]])
         assert result.stored == 2 and result.refused[0][0] == 1
-        assert "lz4" in result.refused[0][1]
+        assert "msgpack" in result.refused[0][1]
         assert len(buf) == 2
     with ReplayBuffer(tmp_path) as buf:
         assert len(buf) == 2
@@ -121,3 +121,31 @@ def test_log_refuses_unknown_fsync_policy(tmp_path):
         SegmentLog(tmp_path, fsync="sometimes")
     with pytest.raises(ValueError, match="fsync"):
         BufferConfig(fsync="sometimes")
+
+
+def test_a_camera_frame_that_lies_inside_is_stored_then_dropped_when_read(tmp_path):
+    """Ingest checks a compressed camera frame's claimed size without inflating it; a frame
+    whose content falls short of its claim is found on the first read: counted as damaged once,
+    dropped, and its key freed so the robot's resend is stored."""
+    import dataclasses
+
+    import lz4.frame
+    import msgpack
+
+    from tests.test_codec import _claiming
+
+    rng = np.random.default_rng(21)
+    chunk = make_chunk(rng, T=8)
+    flat = np.zeros((9, 32, 32, 3), np.uint8)
+    good = encode_chunk(dataclasses.replace(chunk, obs={**chunk.obs, "camera": flat}))
+    body = msgpack.unpackb(good)
+    short = lz4.frame.compress(bytes(flat.nbytes - 1), store_size=True)
+    body["obs"]["camera"]["lz4"] = _claiming(short, flat.nbytes)
+    liar = msgpack.packb(body, use_bin_type=True)
+    with ReplayBuffer(tmp_path) as buf:
+        assert buf.insert([liar]).stored == 1
+        with pytest.raises(CorruptLogError, match="lz4"):
+            buf.get(buf.records()[0])
+        assert len(buf) == 0 and buf.info()["corrupt_records"] == 1
+        assert buf.insert([good]).stored == 1
+        np.testing.assert_array_equal(buf.get(buf.records()[0]).obs["camera"], flat)
