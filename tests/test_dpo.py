@@ -125,21 +125,21 @@ def one_round(config, hidden=256):
 
 def test_a_round_collects_a_set_trains_it_and_refreshes_the_reference():
     """set_pairs 24, groups of 4 bandit episodes, every 3rd group with pairs held out: batches
-    are empty until 24 training pairs are held; one update with the default lr, epochs and β
-    (policy 2×256, as on push-v3) moves the margin by > 1 nat per call and the loss well
-    below log 2, where the old settings (lr 1e-5, 4 steps, β 0.1) moved it by < 0.1; it
-    predicts held-out pairs, reports drift, and leaves the reference equal to the policy."""
+    are empty until 24 training pairs are held; one update with the default lr, epochs, β and
+    NLL weight (policy 2×256, as on push-v3) moves the margin by > 0.3 nat per call and raises
+    the winners' log-prob, where the old settings (lr 1e-5, 4 steps, β 0.1) moved it by < 0.1;
+    it predicts held-out pairs, drifts little, and leaves the reference equal to the policy."""
     config = DPOConfig(group_size=4, set_pairs=24, held_out_every=3)
     dpo, batch, held = one_round(config)
     assert held >= 3 and len(batch.pairs) >= 24 and len(batch.held_out) > 0
     m = dpo.update(batch)
-    assert m["margin_gain"] > 1.0 and m["dpo_loss"] < 0.5 and m["pair_accuracy"] > 0.9, m
+    assert m["margin_gain"] > 0.3 and m["dpo_loss"] < 0.6 and m["pair_accuracy"] > 0.9, m
     assert m["heldout_pair_accuracy"] > 0.9 and m["same_outcome_share"] == 0.0, m
-    assert m["drift_kl"] > 0 and m["winner_logp_change"] > 0, m
+    assert 0 < m["drift_kl"] < 0.1 and m["winner_logp_change"] > 0, m  # 1e-4: 0.38
     for a, b in zip(dpo.reference.parameters(), dpo.policy.parameters(), strict=True):
         assert torch.equal(a, b)
     assert dpo.holding() == {"pairs_held": 0.0, "heldout_pairs_held": 0.0, "groups_seen": 0.0}
-    old = dataclasses.replace(config, lr=1e-5, epochs=4, beta=0.1)
+    old = dataclasses.replace(config, lr=1e-5, epochs=4, beta=0.1, nll_coef=0.0)
     dpo, batch, _ = one_round(old)
     assert dpo.update(batch)["margin_gain"] < 0.1
 
