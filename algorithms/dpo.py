@@ -1,26 +1,38 @@
-"""DPO over episode preference pairs, against a frozen reference policy.
+"""DPO over episode preference pairs, in rounds: collect a preference set, train, refresh.
 
 Paper: Rafailov et al. 2023 (https://arxiv.org/abs/2305.18290); for robot policies GRAPE
-(Zhang et al. 2024, https://arxiv.org/abs/2411.19309) and NORA-1.5 prefer whole
-trajectories ranked by a reward model. Loss per
-pair (w preferred over l):
+(Zhang et al. 2024, https://arxiv.org/abs/2411.19309) and NORA-1.5, which collect preferences
+with the current policy, train on them, and repeat. Loss per pair (w preferred over l):
 
-    -log σ(β · [(log π(w) - log π_ref(w)) - (log π(l) - log π_ref(l))])
+    -log σ(β · [(log π(w) - log π_ref(w)) - (log π(l) - log π_ref(l))])  -  α · log π(w)
 
-Deviations:
+Choices:
 
-- A pair is two episodes of one group (same task and start state, see `buffers.groups`), ranked
-  by their summed rewards, from any reward model: the env, a VLM, or human labels (a human
-  reward model scores what operators labelled). Every better/worse pair in a group counts;
-  equal returns give no pair.
-- An episode's log-prob is the *mean* over its policy calls of the chunk log-probs, so a short
-  (often successful) episode is not preferred or penalised for its length.
+- **Pairs by outcome, never by summed dense reward**: two episodes of one group (same task and
+  start state, see `buffers.groups`); every success is preferred to every failure of its group
+  (a truncated episode is a failure). The outcome is the episode's `EpisodeEnd`, whoever said it
+  (the env, or an operator's label from the console). Two successes are paired only with
+  `same_outcome_pairs` (the shorter preferred; equal lengths give no pair), so the share of
+  same-outcome pairs is 0 by default. Failures are never paired with each other.
+- **Rounds** (GRAPE-style iterative DPO): `prepare` adds each group's episodes and pairs to a
+  preference set and returns an empty batch until the set holds `set_pairs` training pairs
+  (the learner then holds without publishing, so the whole set comes from one policy). An
+  update trains `epochs` full-batch steps on the set, then **refreshes the reference** to the
+  trained policy for the next round.
+- An **NLL term on winners** (`nll_coef` α, the RPO / Llama-3 recipe) keeps their likelihood from
+  sliding while the margin grows.
+- An episode's log-prob is the *mean* over its policy calls of the chunk log-probs, so length
+  alone neither helps nor hurts an episode.
+- Every `held_out_every`-th group with pairs is kept out of training: its pairs give
+  `heldout_pair_accuracy` (implicit-reward margin > 0 after the update). `drift_kl` is the k3
+  estimate of KL(π_ref ‖ π) over the set's calls (sampled by the reference) before the refresh.
 
 Example:
 
-    dpo = DPO(policy, DPOConfig(beta=0.1, group_size=4))
+    dpo = DPO(policy, DPOConfig(group_size=4))
     batch = dpo.prepare(chunks, rewards)       # complete groups of complete episodes
-    metrics = dpo.update(batch)
+    if len(batch):                             # 0: the preference set is still filling
+        metrics = dpo.update(batch)
 """
 
 from __future__ import annotations
@@ -33,7 +45,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from algorithms.policy import ChunkPolicy
+from algorithms.grpo import k3_kl
+from algorithms.policy import ChunkPolicy, input_keys, policy_input
 from buffers.feed import DataNeeds
 from buffers.groups import complete_groups
 from buffers.records import RolloutChunk
@@ -41,10 +54,17 @@ from buffers.records import RolloutChunk
 
 @dataclasses.dataclass(frozen=True)
 class DPOConfig:
-    beta: float = 0.1  # β: strength of the implicit KL to the reference
+    beta: float = 1.0  # β: strength of the implicit KL to the reference; larger than LLM DPO's
+    # 0.1 because an episode's log-prob here is a mean over calls, not a sum over tokens
     group_size: int = 4  # episodes per start state; pairs are formed inside a group
-    epochs: int = 4  # full-batch passes per update
-    lr: float = 1e-5
+    epochs: int = 8  # full-batch steps on a preference set per update
+    lr: float = 3e-5  # 1e-4 with nll_coef 0.1 moved push-v3 ~3.5 nats/call a round and
+    # collapsed it (62% -> 10%); 3e-5 with nll_coef 1 lifted it to 82% (docs/results.md)
+    nll_coef: float = 1.0  # α: weight of the winners' negative log-likelihood (0: off)
+    set_pairs: int = 64  # training pairs a preference set needs before an update
+    held_out_every: int = 5  # every n-th group with pairs is held out (0: none)
+    same_outcome_pairs: bool = False  # also pair two successes, the shorter preferred
+    refresh_reference: bool = True  # the reference becomes the trained policy after an update
     max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
@@ -52,18 +72,24 @@ class DPOConfig:
             raise ValueError("dpo: beta and lr must be > 0")
         if self.group_size < 2 or self.epochs < 1:
             raise ValueError("dpo: group_size must be >= 2 (a pair) and epochs >= 1")
+        if self.nll_coef < 0 or self.set_pairs < 1 or self.held_out_every < 0:
+            raise ValueError("dpo: nll_coef >= 0, set_pairs >= 1, held_out_every >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
 class DPOBatch:
     """Calls of the paired episodes: obs [N, D], chunk [N, H, A], episode [N] (row -> episode
-    index), ref_logp [E] (mean per episode under the reference); pairs [P, 2] (winner, loser)."""
+    index), ref_logp [E] (mean per episode under the reference); pairs [P, 2] (winner, loser)
+    to train on, held_out [Q, 2] to evaluate on; same_outcome: the share of all pairs whose
+    two episodes had the same outcome."""
 
     obs: torch.Tensor
     chunk: torch.Tensor
     episode: torch.Tensor
     ref_logp: torch.Tensor
     pairs: torch.Tensor
+    held_out: torch.Tensor | None = None
+    same_outcome: float = 0.0
 
     def __len__(self) -> int:
         return len(self.obs)
@@ -75,14 +101,30 @@ def dpo_loss(logp_w: torch.Tensor, logp_l: torch.Tensor, ref_w: torch.Tensor, re
     return -F.logsigmoid(beta * ((logp_w - ref_w) - (logp_l - ref_l))).mean()
 
 
-def preference_pairs(returns: Sequence[float]) -> list[tuple[int, int]]:
-    """Every (better, worse) pair of indices with different returns."""
-    return [(i, j) for i, ri in enumerate(returns) for j, rj in enumerate(returns) if ri > rj]
+def dpo_objective(logp_w: torch.Tensor, logp_l: torch.Tensor, ref_w: torch.Tensor,
+                  ref_l: torch.Tensor, beta: float, nll_coef: float) -> torch.Tensor:
+    """The DPO loss plus `nll_coef` times the winners' mean negative log-likelihood."""
+    return dpo_loss(logp_w, logp_l, ref_w, ref_l, beta) - nll_coef * logp_w.mean()
+
+
+def outcome_pairs(success: Sequence[bool], length: Sequence[int],
+                  same_outcome: bool = False) -> list[tuple[int, int]]:
+    """(winner, loser) indices: every success over every failure; with `same_outcome`, also
+    the shorter of two successes over the longer. Failures are never ranked among themselves."""
+    pairs = [(i, j) for i, si in enumerate(success) for j, sj in enumerate(success)
+             if si and not sj]
+    if same_outcome:
+        pairs += [(i, j) for i, si in enumerate(success) for j, sj in enumerate(success)
+                  if si and sj and length[i] < length[j]]
+    return pairs
 
 
 def episode_logp(policy: ChunkPolicy, batch: DPOBatch) -> torch.Tensor:
     """Mean chunk log-prob per episode, [E]."""
-    logp = policy.log_prob(batch.obs, batch.chunk)
+    return _per_episode(policy.log_prob(batch.obs, batch.chunk), batch)
+
+
+def _per_episode(logp: torch.Tensor, batch: DPOBatch) -> torch.Tensor:
     episodes = len(batch.ref_logp)
     total = torch.zeros(episodes, device=logp.device).index_add(0, batch.episode, logp)
     count = torch.zeros(episodes, device=logp.device).index_add(
@@ -91,12 +133,20 @@ def episode_logp(policy: ChunkPolicy, batch: DPOBatch) -> torch.Tensor:
 
 
 class DPO:
-    """Updates only the actor; the reference is the policy as it was when DPO started."""
+    """Updates only the actor; the reference is the policy at the start of each round."""
 
     def __init__(self, policy: ChunkPolicy, config: DPOConfig) -> None:
         self.policy, self.config = policy, config
         self.reference = copy.deepcopy(policy).requires_grad_(False)
         self.opt = torch.optim.Adam(policy.actor.parameters(), lr=config.lr)
+        # the preference set being collected: episodes' (obs, chunk) rows, pairs of indices
+        # into it (train, held out), same-outcome pair count, groups seen
+        self._episodes: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pairs: list[tuple[int, int]] = []
+        self._held: list[tuple[int, int]] = []
+        self._same = 0
+        self._groups = 0  # groups with pairs, ever (for the held-out split)
+        self._seen = 0  # groups seen in this round
 
     @staticmethod
     def needs(config: DPOConfig) -> DataNeeds:
@@ -105,52 +155,109 @@ class DPO:
 
     @torch.no_grad()
     def prepare(self, chunks: Sequence[RolloutChunk], rewards: Sequence[np.ndarray]) -> DPOBatch:
-        score = {c.key: float(r.sum()) for c, r in zip(chunks, rewards, strict=True)}
-        groups, _ = complete_groups(list(chunks), self.config.group_size)
+        """Adds the complete groups of `chunks` to the preference set; returns the set once it
+        holds `set_pairs` training pairs, else an empty batch. `rewards` are not used: pairs
+        come from outcomes only."""
+        cfg = self.config
+        groups, _ = complete_groups(list(chunks), cfg.group_size)
         device = self.policy.obs_mean.device
-        obs, acts, rows, pairs = [], [], [], []
-        episodes = 0
+        keys = input_keys(self.policy.config)
         for group in groups:
-            returns = [sum(score[c.key] for c in ep) for ep in group]
-            pairs += [(episodes + w, episodes + ll) for w, ll in preference_pairs(returns)]
+            self._seen += 1
+            success = [ep[-1].episode_end is not None and ep[-1].episode_end.outcome == "success"
+                       for ep in group]
+            length = [sum(c.num_steps for c in ep) for ep in group]
+            pairs = outcome_pairs(success, length, cfg.same_outcome_pairs)
+            if not pairs:
+                continue
+            first = len(self._episodes)
             for episode in group:
-                for c in episode:
-                    obs.append(c.obs["state"][: c.num_steps : c.horizon].astype(np.float32))
-                    acts.append(c.policy_action.astype(np.float32))
-                    rows.append(np.full(c.num_calls, episodes))
-                episodes += 1
-        d, pc = self.policy.config.obs_dim, self.policy.config
+                obs = torch.cat([policy_input(c.obs, keys, device)[: c.num_steps : c.horizon]
+                                 for c in episode])
+                act = torch.cat([torch.as_tensor(c.policy_action, dtype=torch.float32,
+                                                 device=device) for c in episode])
+                self._episodes.append((obs, act))
+            self._same += sum(success[w] == success[lo] for w, lo in pairs)
+            self._groups += 1
+            held = cfg.held_out_every and self._groups % cfg.held_out_every == 0
+            (self._held if held else self._pairs).extend((first + w, first + lo)
+                                                         for w, lo in pairs)
+        if len(self._pairs) < cfg.set_pairs:
+            return self._empty(device)
+        rows = [len(o) for o, _ in self._episodes]
         batch = DPOBatch(
-            obs=torch.as_tensor(np.concatenate(obs) if obs else np.zeros((0, d), np.float32),
-                                device=device),
-            chunk=torch.as_tensor(np.concatenate(acts) if acts else
-                                  np.zeros((0, pc.horizon, pc.action_dim), np.float32),
-                                  device=device),
-            episode=torch.as_tensor(np.concatenate(rows) if rows else np.zeros(0, np.int64),
-                                    device=device),
-            ref_logp=torch.zeros(episodes, device=device),
-            pairs=torch.as_tensor(np.array(pairs, np.int64).reshape(-1, 2), device=device))
+            obs=torch.cat([o for o, _ in self._episodes]),
+            chunk=torch.cat([a for _, a in self._episodes]),
+            episode=torch.repeat_interleave(torch.arange(len(rows), device=device),
+                                            torch.tensor(rows, device=device)),
+            ref_logp=torch.zeros(len(rows), device=device),
+            pairs=torch.tensor(self._pairs, dtype=torch.int64, device=device),
+            held_out=torch.tensor(self._held, dtype=torch.int64, device=device).reshape(-1, 2),
+            same_outcome=self._same / (len(self._pairs) + len(self._held)))
+        self._episodes, self._pairs, self._held, self._same, self._seen = [], [], [], 0, 0
         return dataclasses.replace(batch, ref_logp=episode_logp(self.reference, batch))
 
+    def _empty(self, device: torch.device) -> DPOBatch:
+        pc = self.policy.config
+        none = torch.zeros(0, 2, dtype=torch.int64, device=device)
+        return DPOBatch(torch.zeros(0, pc.obs_dim, device=device),
+                        torch.zeros(0, pc.horizon, pc.action_dim, device=device),
+                        torch.zeros(0, dtype=torch.int64, device=device),
+                        torch.zeros(0, device=device), none, none)
+
+    def holding(self) -> dict[str, float]:
+        """The preference set so far: training pairs, held-out pairs, groups seen."""
+        return {"pairs_held": float(len(self._pairs)), "heldout_pairs_held": float(len(self._held)),
+                "groups_seen": float(self._seen)}
+
     def update(self, batch: DPOBatch, train_actor: bool = True) -> dict[str, float]:
-        """`train_actor` is ignored: there is no critic to warm up first."""
-        if len(batch.pairs) == 0:  # every group's returns were equal
+        """`epochs` full-batch steps on a preference set, then the reference refresh.
+        `train_actor` is ignored: there is no critic to warm up first."""
+        cfg = self.config
+        if len(batch.pairs) == 0:  # the set is still filling (or no group had a pair)
             return {"dpo_loss": 0.0, "pairs": 0.0, "margin": 0.0, "pair_accuracy": 0.0}
         w, lo = batch.pairs[:, 0], batch.pairs[:, 1]
-        for _ in range(self.config.epochs):
+        with torch.no_grad():
+            ref_rows = self.reference.log_prob(batch.obs, batch.chunk)
+            start = episode_logp(self.policy, batch)
+        margin_before = self._margin(start, batch, batch.pairs)
+        losses = []
+        for _ in range(cfg.epochs):
             logp = episode_logp(self.policy, batch)
-            loss = dpo_loss(logp[w], logp[lo], batch.ref_logp[w], batch.ref_logp[lo],
-                            self.config.beta)
+            loss = dpo_objective(logp[w], logp[lo], batch.ref_logp[w], batch.ref_logp[lo],
+                                 cfg.beta, cfg.nll_coef)
             self.opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.policy.actor.parameters(),
-                                           self.config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.policy.actor.parameters(), cfg.max_grad_norm)
             self.opt.step()
+            losses.append(dpo_loss(logp[w], logp[lo], batch.ref_logp[w], batch.ref_logp[lo],
+                                   cfg.beta).item())
         with torch.no_grad():
-            logp = episode_logp(self.policy, batch)
-            margin = (logp[w] - batch.ref_logp[w]) - (logp[lo] - batch.ref_logp[lo])
-        return {"dpo_loss": loss.item(), "pairs": float(len(w)), "margin": float(margin.mean()),
-                "pair_accuracy": float((margin > 0).float().mean())}
+            rows = self.policy.log_prob(batch.obs, batch.chunk)
+            logp = _per_episode(rows, batch)
+            margin = self._margin(logp, batch, batch.pairs)
+            out = {"dpo_loss": losses[-1], "dpo_loss_first": losses[0],
+                   "pairs": float(len(w)), "margin": float(margin.mean()),
+                   "margin_gain": float((margin - margin_before).mean()),
+                   "pair_accuracy": float((margin > 0).float().mean()),
+                   "winner_logp_change": float((logp[w] - start[w]).mean()),
+                   "same_outcome_share": batch.same_outcome,
+                   "drift_kl": float(k3_kl(ref_rows, rows)),
+                   "drift_logp": float((rows - ref_rows).mean())}
+            held = batch.held_out
+            if held is not None and len(held):
+                m = self._margin(logp, batch, held)
+                out |= {"heldout_pairs": float(len(held)),
+                        "heldout_pair_accuracy": float((m > 0).float().mean()),
+                        "heldout_margin": float(m.mean())}
+        if cfg.refresh_reference:
+            self.reference.load_state_dict(self.policy.state_dict())
+        return out
+
+    @staticmethod
+    def _margin(logp: torch.Tensor, batch: DPOBatch, pairs: torch.Tensor) -> torch.Tensor:
+        w, lo = pairs[:, 0], pairs[:, 1]
+        return (logp[w] - batch.ref_logp[w]) - (logp[lo] - batch.ref_logp[lo])
 
     def state_dict(self) -> dict[str, object]:
         return {"opt": self.opt.state_dict(), "reference": self.reference.state_dict()}

@@ -72,6 +72,8 @@ class PPOBatch:
     own: torch.Tensor | None = None  # [N] bool: the policy chose every step of the call
     expert: torch.Tensor | None = None  # [N] bool: an operator chose every step; `chunk` then
     # holds the executed actions, learned by behaviour cloning (HG-DAgger)
+    weight: torch.Tensor | None = None  # [N] per-row loss weight (GRPO: 1 / calls of the
+    # row's episode, so every episode counts the same); PPO ignores it
 
     def __len__(self) -> int:
         return len(self.obs)

@@ -147,6 +147,15 @@ class Learner:
                     "learner_env_steps": self.env_steps, "reward_faults": faults,
                     "reward_waiting": float(waiting), "batch_skipped": 1.0, "wait_s": t_data}
         batch = self.algorithm.prepare(chunks, rewards)
+        held = getattr(self.algorithm, "holding", None)
+        if held is not None and len(batch) == 0:  # the algorithm holds the data for a later
+            # batch (GRPO's dynamic sampling, DPO's preference set): no update and no new
+            # version, so what it holds stays on-policy
+            self.env_steps += sum(c.num_steps for c in chunks)
+            return {"policy_version": self.policy_version, "updates": self.updates,
+                    "learner_env_steps": self.env_steps, "reward_faults": 0,
+                    "reward_waiting": 0.0, "batch_skipped": 0.0, "batch_held": 1.0,
+                    "wait_s": t_data} | held()
         warm = self.updates >= self.config.critic_warmup
         metrics = self.algorithm.update(batch, train_actor=warm)
         self.updates += 1
@@ -167,7 +176,7 @@ class Learner:
             "train_success": float(np.mean([e.outcome == "success" for e in ends])) if ends
             else float("nan"),
             "reward_mean": float(np.mean([r.mean() for r in rewards])),
-            "reward_faults": 0, "reward_waiting": 0.0, "batch_skipped": 0.0,
+            "reward_faults": 0, "reward_waiting": 0.0, "batch_skipped": 0.0, "batch_held": 0.0,
         })
         if str(self.reward.version).isdigit():  # a learned reward's weights version
             metrics["reward_version"] = float(self.reward.version)

@@ -41,8 +41,9 @@ def test_td_smoke_run(tmp_path, cache):
 def test_dpo_smoke_run(tmp_path, cache):
     done = fleet("train", "experiment=smoke", "algorithm=dpo", "run.name=dpo",
                  f"run.dir={tmp_path}/runs", f"pretrain.cache_dir={cache}",
-                 "algorithm.dpo.group_size=2", "train.env_steps=1500",
-                 "logger.wandb=disabled", cwd=ROOT)
+                 "algorithm.dpo.group_size=2", "algorithm.dpo.set_pairs=1", "train.env_steps=1500",
+                 "robot.task=reach-v3",  # pairs need a success and a failure in one group: the
+                 "logger.wandb=disabled", cwd=ROOT)  # smoke push base never succeeds, reach does
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "dpo" / "summary.json").read_text())
     assert summary["policy_version"] >= 1
