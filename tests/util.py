@@ -4,7 +4,7 @@ import time
 from collections.abc import Callable
 
 
-def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0, poll_s: float = 0.01) -> bool:
+def wait_for(cond: Callable[[], bool], timeout_s: float = 60.0, poll_s: float = 0.01) -> bool:
     """Poll `cond` until it holds or `timeout_s` passes; every wait in a test is bounded."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
