@@ -13,3 +13,14 @@ def local_ray():
              logging_level=logging.ERROR)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small nets on a shared 2-core machine: intra-op threads only fight (10-50x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

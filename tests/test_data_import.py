@@ -9,20 +9,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from buffers.episodes import iter_episodes
 from buffers.store import ReplayBuffer
 from fleet.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small nets on a shared 2-core machine: intra-op threads only fight (10-50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _said(text, out):

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from actors.robots.gym import GymConfig
 from actors.worker import WorkerConfig
@@ -24,13 +23,7 @@ from rewards.base import RewardConfig
 GOAL = "tests.gym_envs:fleet-tests/Goal-v0"
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small nets on a shared 2-core machine: intra-op threads only fight (10-50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _to_goal(robot, obs, steps=40):

@@ -20,13 +20,7 @@ TOKEN = PolicyConfig(kind="token", obs_dim=5, action_dim=2, horizon=3, bins=16, 
                      heads=2, layers=1, hidden=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small nets on a shared 2-core machine: intra-op threads only fight (10-50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_token_policy_decodes_a_batch_as_it_decodes_each_call():
