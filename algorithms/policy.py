@@ -74,7 +74,8 @@ class PolicyConfig:
             raise ValueError(f"policy.init_std must be > 0, got {self.init_std}")
         if self.init not in ("default", "orthogonal"):
             raise ValueError(f"policy.init={self.init!r}: default or orthogonal")
-        if self.kind not in policy_kinds() or self.backbone not in ("mlp", "transformer"):
+        known = self.kind in BUILTIN_KINDS or self.kind in policy_kinds()  # (scans plug-ins)
+        if not known or self.backbone not in ("mlp", "transformer"):
             raise ValueError(f"policy.kind={self.kind!r} ({'|'.join(policy_kinds())}), "
                              f"policy.backbone={self.backbone!r} (mlp|transformer)")
         if self.bound not in ("none", "tanh"):
