@@ -75,7 +75,8 @@ HEADER_BYTES = {1: FRAME_V2.size, 2: FRAME_V2.size, 3: FRAME.size}
 FSYNC_POLICIES = ("always", "interval_ms", "never")
 LOCK_NAME = "writer.lock"
 _SEGMENT = re.compile(r"segment-(\d{6,})\.log")
-_OWN = re.compile(r"segment-\d{6,}\.(log|idx|idx\.tmp)|" + re.escape(LOCK_NAME))
+# The log's own files, and the owner's manifest of a demonstration buffer (`buffers.demos`)
+_OWN = re.compile(r"segment-\d{6,}\.(log|idx|idx\.tmp)|" + re.escape(LOCK_NAME) + r"|demos\.json")
 _IOV_MAX = 1024  # buffers per writev (Linux's IOV_MAX)
 
 

@@ -58,7 +58,7 @@ def test_the_token_is_nowhere_in_the_run(tmp_path):
             assert job.poll() is None, log.read_text()[-3000:]
             return bool(found)
 
-        assert wait_for(console_up, timeout_s=150, poll_s=0.2), log.read_text()[-3000:]
+        assert wait_for(console_up, timeout_s=400, poll_s=0.2), log.read_text()[-3000:]
         url = found[0].split("#", 1)[0]
         assert f"#token={token}" in found[0]  # the token it was given, not a generated one
         assert request(url, "GET", "/api/robots")[0] == 401
@@ -68,7 +68,7 @@ def test_the_token_is_nowhere_in_the_run(tmp_path):
             status, view = request(url, "GET", "/api/robots", token=token)
             return status == 200 and all((r.get("env_steps") or 0) > 0 for r in view["robots"])
 
-        assert wait_for(stepping, timeout_s=150, poll_s=0.5)  # the robots answer once built
+        assert wait_for(stepping, timeout_s=400, poll_s=0.5)  # the robots answer once built
         assert request(url, "POST", "/api/robots/robot-0/say", {"text": "x"}, token=token,
                        operator="ada")[0] == 200
         pids = session_pids(job.pid)

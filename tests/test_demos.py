@@ -56,6 +56,8 @@ def test_reading_back_checks_the_count_that_was_written(tmp_path):
     demos = [make_chunk(rng, episode_id=f"d{i}", intervened=True) for i in range(2)]
     write_demos(tmp_path / "demos", demos)
     assert [d.key for d in read_demos(tmp_path / "demos")] == [d.key for d in demos]
+    with ReplayBuffer(tmp_path / "demos", read_only=True) as buf:  # the manifest is no stray
+        assert buf.info()["stray_files"] == []
     with pytest.raises(ValueError, match="exists already"):
         write_demos(tmp_path / "demos", demos)
     (tmp_path / "demos" / MANIFEST).write_text(json.dumps({"chunks": 3}))
