@@ -44,9 +44,14 @@ class NullDriver(Driver):
 
 
 def _robot(endpoint: str, keys: tuple[bytes, bytes, bytes], stop: Any) -> None:
+    run_client(NullDriver(), endpoint, keys, stop)
+
+
+def run_client(driver: Any, endpoint: str, keys: tuple[bytes, bytes, bytes], stop: Any) -> None:
+    """A robot process of a bench: `driver` behind an armed client as `bench-0` until `stop`."""
     server, public, secret = keys
     safety = SafetyConfig(control_hz=HZ, watchdog_periods=10_000)  # 1 s: a slow core, not a trip
-    client = BridgeClient(NullDriver(), ClientConfig("bench-0", endpoint, server, public, secret),
+    client = BridgeClient(driver, ClientConfig("bench-0", endpoint, server, public, secret),
                           safety)
     client.arm()  # the bench is its own operator
     done = threading.Event()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import threading
 import time
 from typing import Any
 
@@ -24,11 +23,11 @@ import numpy as np
 import torch
 import zmq
 
-from actors.bridge.client import BridgeClient, ClientConfig, Driver, DriverSpec, StepResult
+from actors.bridge.client import Driver, DriverSpec, StepResult
 from actors.bridge.gateway import Gateway, GatewayConfig
-from actors.bridge.safety import SafetyConfig
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
+from bench.bridge import run_client
 
 HZ, LIMIT = 10_000.0, 200  # no pacing; steps per episode
 
@@ -62,18 +61,7 @@ def _robot(endpoint: str, keys: tuple[bytes, bytes, bytes], kind: str, execution
                                      HZ, execution)
     else:
         driver = NullArm(execution)
-    server, public, secret = keys
-    client = BridgeClient(driver, ClientConfig("bench-0", endpoint, server, public, secret),
-                          SafetyConfig(control_hz=HZ, watchdog_periods=10_000))
-    client.arm()
-    done = threading.Event()
-
-    def relay() -> None:  # a process-shared event, turned into the thread event `run` wants
-        stop.wait()
-        done.set()
-
-    threading.Thread(target=relay, daemon=True).start()
-    client.run(done)
+    run_client(driver, endpoint, keys, stop)
 
 
 class _Sink:
