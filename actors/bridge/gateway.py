@@ -493,6 +493,8 @@ class Gateway:
             old = self._links.get(msg.robot_id)
             if old is not None:  # its earlier connection is over: a call on it fails now
                 self._by_identity.pop(old.identity, None)
+                if not old.lost:  # back before its silence was noticed: still a lost link
+                    self.stats["lost"] += 1
                 old.lost = old.replaced = True
                 old.inbox.put(None)
             link = self._links[msg.robot_id] = fresh
