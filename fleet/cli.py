@@ -6,6 +6,8 @@
     fleet bench NAME [--quick]         a benchmark; prints one JSON line last
     fleet buffer info PATH             what a buffer directory holds
     fleet buffer import SRC --out BUF  .npz episodes or a LeRobot dataset, as demonstrations
+    fleet data import SRC --out BUF    the same (a LeRobot v3/v2.x dataset with mp4 videos)
+    fleet data export RUN --format lerobot|npz OUT   a run's episodes (docs/buffer-format.md)
     fleet reward-eval reward=NAME buffer=PATH   a reward model against labelled episodes
     fleet robot run|gateway ...        the real-robot bridge (docs/protocol.md)
     fleet keys ROBOT_ID...             CURVE keys for the gateway and each robot
@@ -58,7 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="import: steps per rollout chunk (at most)")
     re_ = sub.add_parser("reward-eval", help="score a reward model on a buffer's labelled episodes")
     re_.add_argument("overrides", nargs="*", help="reward=NAME buffer=PATH [out=FILE]")
+    from fleet.data_cli import add_data_parser
     from fleet.robot_cli import add_keys_parser, add_robot_parser
+
+    add_data_parser(sub)
 
     add_robot_parser(sub)
     add_keys_parser(sub)
@@ -94,7 +99,14 @@ def main(argv: list[str] | None = None) -> int:
             options = {"half_open": args.half_open} if args.half_open else {}
             print(json.dumps(run_bench(args.name, args.quick, **options)))
         elif args.command == "buffer" and args.action == "import":
-            return _import(Path(args.path), args.out, args.horizon, args.chunk_steps, console)
+            from fleet.data_cli import import_demos
+
+            return import_demos(Path(args.path), args.out, args.horizon, args.chunk_steps,
+                                console)
+        elif args.command == "data":
+            from fleet import data_cli
+
+            return data_cli.main(args, console)
         elif args.command == "buffer":
             return _buffer(args.action, Path(args.path), args.out, console)
         elif args.command == "reward-eval":
@@ -169,46 +181,6 @@ def _console(args: argparse.Namespace, console: Console) -> int:
         console.print(status_table(reply))
     else:
         print(json.dumps(reply))
-    return 0
-
-
-def _import(src: Path, out: str | None, horizon: int, chunk_steps: int,
-            console: Console) -> int:
-    """`fleet buffer import SRC --out BUFFER`: every episode checked and encoded before the
-    buffer is opened, so bad input changes nothing (exit 2, the file and key named)."""
-    from buffers.codec import encode_chunk
-    from buffers.episodes import import_npz
-    from buffers.store import ReplayBuffer
-
-    if out is None:
-        raise ConfigError("buffer import needs --out BUFFER (a buffer directory, made if missing)")
-    if not src.is_dir():
-        raise ConfigError(f"{src}: not a folder of .npz episodes or a LeRobot dataset")
-    try:
-        if (src / "meta" / "info.json").is_file():
-            try:
-                import pyarrow  # noqa: F401 -- said here, not as a traceback mid-import
-
-                from buffers.lerobot import import_lerobot
-            except ImportError as e:
-                raise ConfigError(f"{src} is a LeRobot dataset: reading it needs pyarrow "
-                                  f"(pip install pyarrow, or the package's data extra)") from e
-            chunks, skipped = import_lerobot(src, horizon, chunk_steps)
-            if skipped:
-                console.print(f"[yellow]not imported (mp4 video is not decoded): "
-                              f"{', '.join(skipped)}[/]")
-        else:
-            chunks = import_npz(src, horizon, chunk_steps)
-        if not chunks:
-            raise ValueError(f"{src}: no episodes (*.npz, or a LeRobot dataset's meta/info.json)")
-        records = [encode_chunk(c) for c in chunks]  # schema-checked here, before any write
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    with ReplayBuffer(Path(out)) as buf:
-        result = buf.insert(records)
-    episodes = len({(c.robot_id, c.episode_id) for c in chunks})
-    console.print(f"imported {episodes} episodes ({sum(c.num_steps for c in chunks)} steps, "
-                  f"{result.stored} new chunks) from {src} into {out}")
     return 0
 
 
