@@ -42,11 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from buffers.codec import decode_chunk
 from buffers.episodes import Episode, join
+from buffers.index import RecordMeta
+from buffers.log import CorruptLogError
 from buffers.records import RolloutChunk
 from buffers.store import ReplayBuffer
-from buffers.video import write_mp4
+from buffers.video import Mp4Writer
 
 DATA = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
@@ -66,24 +67,36 @@ class RunEpisode:
     outcome_source: str
 
 
-def run_episodes(buffers: Iterable[ReplayBuffer]) -> list[RunEpisode]:
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where one episode's records lie; `load` decodes them (one episode in memory at a time)."""
+
+    buffer: ReplayBuffer
+    metas: list[RecordMeta]
+
+    def load(self) -> RunEpisode | None:
+        """None when a record of the episode is damaged (the buffer counts it)."""
+        buf = self.buffer
+        try:
+            chunks = sorted((buf.get(m) for m in self.metas), key=lambda c: c.chunk_seq)
+        except CorruptLogError:
+            return None
+        labels = {f"{n}@{v}": np.concatenate([_label(buf, c, n, v) for c in chunks])
+                  for n, v in buf.rewards.labels()}
+        end = chunks[-1].episode_end
+        return RunEpisode(join(chunks), np.repeat(
+            [c.policy_version for c in chunks], [c.num_steps for c in chunks]).astype(np.int64),
+            labels, end.source if end else "")
+
+
+def run_episodes(buffers: Iterable[ReplayBuffer]) -> list[Source]:
     """Every episode of every buffer (a run's shards), in the order they started."""
     out = []
     for buf in buffers:
-        labels = buf.rewards.labels()
-        groups: dict[tuple[str, str], list[RolloutChunk]] = collections.OrderedDict()
-        for record in buf.read(0, 2**62)[0]:
-            chunk = decode_chunk(record)
-            groups.setdefault((chunk.robot_id, chunk.episode_id), []).append(chunk)
-        for chunks in groups.values():
-            chunks.sort(key=lambda c: c.chunk_seq)
-            cols = {f"{n}@{v}": np.concatenate([_label(buf, c, n, v) for c in chunks])
-                    for n, v in labels}
-            end = chunks[-1].episode_end
-            out.append(RunEpisode(
-                join(chunks), np.repeat([c.policy_version for c in chunks],
-                                        [c.num_steps for c in chunks]).astype(np.int64),
-                cols, end.source if end else ""))
+        groups: dict[tuple[str, str], list[RecordMeta]] = collections.OrderedDict()
+        for meta in buf.records():
+            groups.setdefault(meta.key[:2], []).append(meta)
+        out += [Source(buf, metas) for metas in groups.values()]
     return out
 
 
@@ -97,20 +110,22 @@ def _label(buf: ReplayBuffer, chunk: RolloutChunk, name: str, version: str) -> n
 def export_lerobot(buffers: Iterable[ReplayBuffer], out: Path, fps: int = 10,
                    robot_type: str = "fleet") -> dict[str, int]:
     """Write the buffers' episodes to `out` (which must not exist) as a LeRobot v3.0 dataset;
-    returns {"episodes", "frames", "videos"}. `ValueError` names what is refused."""
+    returns {"episodes", "frames", "videos", "damaged"} (episodes left out for a damaged
+    record). `ValueError` names what is refused."""
     if out.exists():
         raise ValueError(f"{out}: exists already (give a new folder: nothing is overwritten)")
     if fps < 1:
         raise ValueError(f"fps must be >= 1, got {fps}")
-    episodes = run_episodes(buffers)
-    if not episodes:
+    buffers = list(buffers)
+    sources = run_episodes(buffers)
+    if not sources:
         raise ValueError("the buffer holds no episodes")
-    layout = _layout(episodes)
+    labels = sorted({f"{n}@{v}" for buf in buffers for n, v in buf.rewards.labels()})
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         (tmp / "meta").mkdir(parents=True)
-        summary = _write(tmp, episodes, layout, fps, robot_type)
+        summary = _write(tmp, sources, labels, fps, robot_type)
         os.rename(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -119,31 +134,35 @@ def export_lerobot(buffers: Iterable[ReplayBuffer], out: Path, fps: int = 10,
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
+    """The columns of the first episode, which every other must have."""
+
+    first: Episode
     cameras: list[str]  # obs names stored as video
-    numbers: dict[str, tuple[int, ...]]  # obs name -> per-step shape (state first)
-    action_dim: int
+    numbers: list[str]  # other obs names, state first
     labels: list[str]
 
+    @staticmethod
+    def of(first: Episode, labels: list[str]) -> Layout:
+        cameras = [k for k, v in first.obs.items() if v.dtype == np.uint8 and v.ndim == 4]
+        for k in cameras:
+            if first.obs[k].shape[-1] != 3:
+                raise ValueError(f"episode {first.episode_id}: camera {k!r} has "
+                                 f"{first.obs[k].shape[-1]} channels; video needs 3 (RGB)")
+        numbers = [k for k in first.obs if k not in cameras]
+        for k in numbers:
+            if first.obs[k].ndim != 2:
+                raise ValueError(f"episode {first.episode_id}: observation {k!r} has per-step "
+                                 f"shape {list(first.obs[k].shape[1:])}; only vectors and "
+                                 f"uint8 [H, W, 3] cameras are exported")
+        if "state" not in numbers:
+            raise ValueError(f"episode {first.episode_id}: has no 'state' observation")
+        return Layout(first, sorted(cameras),
+                      ["state", *sorted(k for k in numbers if k != "state")], labels)
 
-def _layout(episodes: list[RunEpisode]) -> Layout:
-    """The columns every episode shares; an episode that differs is refused by name."""
-    first = episodes[0].episode
-    cameras = [k for k, v in first.obs.items() if v.dtype == np.uint8 and v.ndim == 4]
-    for k in cameras:
-        if first.obs[k].shape[-1] != 3:
-            raise ValueError(f"episode {first.episode_id}: camera {k!r} has "
-                             f"{first.obs[k].shape[-1]} channels; video needs 3 (RGB)")
-    numbers = {k: v.shape[1:] for k, v in first.obs.items() if k not in cameras}
-    for k, shape in numbers.items():
-        if len(shape) != 1:
-            raise ValueError(f"episode {first.episode_id}: observation {k!r} has per-step "
-                             f"shape {list(shape)}; only vectors and uint8 [H, W, 3] cameras "
-                             f"are exported")
-    if "state" not in numbers:
-        raise ValueError(f"episode {first.episode_id}: has no 'state' observation")
-    want = {k: first.obs[k].shape[1:] for k in first.obs}
-    for run in episodes[1:]:
-        ep = run.episode
+    def check(self, ep: Episode) -> None:
+        """Refuse an episode whose observations or action differ from the first's, by name."""
+        first = self.first
+        want = {k: v.shape[1:] for k, v in first.obs.items()}
         have = {k: v.shape[1:] for k, v in ep.obs.items()}
         for k in sorted(set(want) | set(have)):
             if want.get(k) != have.get(k):
@@ -151,13 +170,10 @@ def _layout(episodes: list[RunEpisode]) -> Layout:
                     f"episode {ep.robot_id}/{ep.episode_id}: observation {k!r} has shape "
                     f"{_shape(have.get(k))}, episode {first.robot_id}/{first.episode_id} "
                     f"{_shape(want.get(k))}: one dataset needs one shape per feature")
-        if ep.action.shape[1] != first.action.shape[1]:
-            raise ValueError(f"episode {ep.robot_id}/{ep.episode_id}: action has "
-                             f"{ep.action.shape[1]} dims, the first episode "
-                             f"{first.action.shape[1]}")
-    labels = sorted({k for run in episodes for k in run.labels})
-    order = ["state", *sorted(k for k in numbers if k != "state")]
-    return Layout(sorted(cameras), {k: numbers[k] for k in order}, first.action.shape[1], labels)
+        if ep.action.shape[1:] != first.action.shape[1:]:
+            raise ValueError(f"episode {ep.robot_id}/{ep.episode_id}: action has shape "
+                             f"{list(ep.action.shape[1:])}, episode {first.robot_id}/"
+                             f"{first.episode_id} {list(first.action.shape[1:])}")
 
 
 def _shape(shape: tuple[int, ...] | None) -> str:
@@ -193,59 +209,80 @@ def _obs_key(name: str) -> str:
     return "observation.state" if name == "state" else f"observation.{name}"
 
 
-def _write(root: Path, episodes: list[RunEpisode], layout: Layout, fps: int,
+def _write(root: Path, sources: list[Source], labels: list[str], fps: int,
            robot_type: str) -> dict[str, int]:
+    """One pass over the episodes: columns gathered (no cameras), frames straight to video."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tasks = list(dict.fromkeys(run.episode.task for run in episodes))
+    tasks: dict[str, int] = {}
     columns: dict[str, list[np.ndarray]] = collections.defaultdict(list)
     meta_rows: list[dict[str, Any]] = []
-    start = 0
-    for i, run in enumerate(episodes):
-        cols = _frames(run, layout)
-        n = len(cols["action"])
-        cols |= {"timestamp": (np.arange(n) / fps).astype(np.float32),
-                 "frame_index": np.arange(n, dtype=np.int64),
-                 "episode_index": np.full(n, i, np.int64),
-                 "index": np.arange(start, start + n, dtype=np.int64),
-                 "task_index": np.full(n, tasks.index(run.episode.task), np.int64)}
-        for k, v in cols.items():
-            columns[k].append(v)
-        meta_rows.append(_episode_row(i, run, start, n, fps, layout))
-        start += n
+    videos: dict[str, Mp4Writer] = {}
+    samples: dict[str, list[np.ndarray]] = collections.defaultdict(list)  # for camera stats
+    layout: Layout | None = None
+    start, damaged = 0, 0
+    try:
+        for source in sources:
+            run = source.load()
+            if run is None:
+                damaged += 1
+                continue
+            i = len(meta_rows)
+            if layout is None:
+                layout = Layout.of(run.episode, labels)
+                for cam in layout.cameras:
+                    key = f"observation.images.{cam}"
+                    path = root / VIDEO.format(video_key=key, chunk_index=0, file_index=0)
+                    path.parent.mkdir(parents=True)
+                    videos[key] = Mp4Writer(path, fps)
+            layout.check(run.episode)
+            cols = _frames(run, layout)
+            n = len(cols["action"])
+            task = tasks.setdefault(run.episode.task, len(tasks))
+            cols |= {"timestamp": (np.arange(n) / fps).astype(np.float32),
+                     "frame_index": np.arange(n, dtype=np.int64),
+                     "episode_index": np.full(n, i, np.int64),
+                     "index": np.arange(start, start + n, dtype=np.int64),
+                     "task_index": np.full(n, task, np.int64)}
+            for k, v in cols.items():
+                columns[k].append(v)
+            for cam in layout.cameras:
+                frames = run.episode.obs[cam]
+                videos[f"observation.images.{cam}"].add(frames)
+                samples[cam].append(frames[:: max(1, len(frames) // 4)])
+            meta_rows.append(_episode_row(i, run, start, n, fps, layout))
+            start += n
+    finally:
+        for writer in videos.values():
+            writer.close()
+    if layout is None:
+        raise ValueError("every episode has a damaged record (fleet buffer verify)")
     data = {k: np.concatenate(v) for k, v in columns.items()}
     features = {k: _feature(v) for k, v in data.items()}
-    videos = {}
+    stats = {k: _stats(v, False) for k, v in data.items()}
     for cam in layout.cameras:
-        key = f"observation.images.{cam}"
-        path = root / VIDEO.format(video_key=key, chunk_index=0, file_index=0)
-        path.parent.mkdir(parents=True)
-        frames = np.concatenate([run.episode.obs[cam] for run in episodes])
-        videos[key] = write_mp4(path, frames, fps)
-        h, w, c = frames.shape[1:]
-        features[key] = {"dtype": "video", "shape": [h, w, c],
-                         "names": ["height", "width", "channels"], "info": videos[key]}
-        data[key] = frames  # for stats only
+        key, writer = f"observation.images.{cam}", videos[f"observation.images.{cam}"]
+        features[key] = {"dtype": "video", "shape": [*layout.first.obs[cam].shape[1:]],
+                         "names": ["height", "width", "channels"], "info": writer.info}
+        stats[key] = _stats(np.concatenate(samples[cam]), True) | {"count": [start]}
     path = root / DATA.format(chunk_index=0, file_index=0)
     path.parent.mkdir(parents=True)
-    pq.write_table(pa.table({k: _arrow(v) for k, v in data.items() if k not in videos}), path)
+    pq.write_table(pa.table({k: _arrow(v) for k, v in data.items()}), path)
     (root / EPISODES).parent.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(meta_rows), root / EPISODES)
-    _write_tasks(root / "meta" / "tasks.parquet", tasks)
-    order = [*[k for k in data if not k.startswith("observation.") and k not in INDEX],
-             *INDEX]
-    feats = {**{k: features[k] for k in data if k.startswith("observation.")},
-             **{k: features[k] for k in order}}
+    _write_tasks(root / "meta" / "tasks.parquet", list(tasks))
+    order = [*sorted(k for k in features if k.startswith("observation.")),
+             *[k for k in data if not k.startswith("observation.") and k not in INDEX], *INDEX]
     info = {"codebase_version": "v3.0", "robot_type": robot_type, "total_episodes":
-            len(episodes), "total_frames": start, "total_tasks": len(tasks), "chunks_size": 1000,
-            "data_files_size_in_mb": 100, "video_files_size_in_mb": 200, "fps": fps,
-            "splits": {"train": f"0:{len(episodes)}"}, "data_path": DATA,
-            "video_path": VIDEO if videos else None, "features": feats}
+            len(meta_rows), "total_frames": start, "total_tasks": len(tasks),
+            "chunks_size": 1000, "data_files_size_in_mb": 100, "video_files_size_in_mb": 200,
+            "fps": fps, "splits": {"train": f"0:{len(meta_rows)}"}, "data_path": DATA,
+            "video_path": VIDEO if videos else None, "features": {k: features[k] for k in order}}
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=4))
-    stats = {k: _stats(v, k in videos) for k, v in data.items()}
     (root / "meta" / "stats.json").write_text(json.dumps(stats, indent=4))
-    return {"episodes": len(episodes), "frames": start, "videos": len(videos)}
+    return {"episodes": len(meta_rows), "frames": start, "videos": len(videos),
+            "damaged": damaged}
 
 
 def _episode_row(i: int, run: RunEpisode, start: int, n: int, fps: int,
@@ -305,7 +342,7 @@ def _write_tasks(path: Path, tasks: list[str]) -> None:
 def _stats(values: np.ndarray, image: bool) -> dict[str, Any]:
     """LeRobot's per-feature stats: over frames (and pixels, per channel in [0, 1], shaped
     [3, 1, 1], for a camera). NaN (an unlabelled step) is left out."""
-    if image:  # at most ~100 frames, evenly spaced: pixels are many and alike
+    if image:  # a few frames per episode (`_write`), at most ~100: pixels are many and alike
         step = max(1, len(values) // 100)
         x = values[::step].reshape(-1, 3).astype(np.float64) / 255.0
     else:

@@ -29,25 +29,72 @@ GOP = 2  # LeRobot's default `g`: a keyframe every 2 frames, so a seek decodes a
 def write_mp4(path: Path, frames: np.ndarray, fps: int, codec: str = CODEC,
               crf: int = CRF) -> dict[str, object]:
     """Encode uint8 frames [N, H, W, 3] at `fps`; returns LeRobot's `video.*` info for them."""
-    import av
+    with Mp4Writer(path, fps, codec, crf) as writer:
+        writer.add(frames)
+    return writer.info
 
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
-        raise ValueError(f"{path.name}: frames must be uint8 [N, H, W, 3], got "
-                         f"{frames.dtype} {list(frames.shape)}")
-    _, height, width, _ = frames.shape
-    pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
-    with av.open(str(path), "w") as out:
-        stream = cast("av.video.stream.VideoStream",
-                      out.add_stream(codec, rate=fps, options={"crf": str(crf), "g": str(GOP)}))
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        for i, image in enumerate(frames):
+
+class Mp4Writer:
+    """Frames appended episode by episode into one mp4, so a long run is never held whole.
+
+        with Mp4Writer(path, fps=10) as w:
+            for frames in episodes: w.add(frames)      # uint8 [n, H, W, 3], same H, W
+        w.info                                         # LeRobot's `video.*` info
+    """
+
+    def __init__(self, path: Path, fps: int, codec: str = CODEC, crf: int = CRF) -> None:
+        import av
+
+        self.path, self.fps, self.frames, self.closed = path, fps, 0, False
+        self.info: dict[str, object] = {}
+        self._out = av.open(str(path), "w")
+        self._stream = cast("av.video.stream.VideoStream", self._out.add_stream(
+            codec, rate=fps, options={"crf": str(crf), "g": str(GOP)}))
+
+    def add(self, frames: np.ndarray) -> None:
+        import av
+
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"{self.path.name}: frames must be uint8 [N, H, W, 3], got "
+                             f"{frames.dtype} {list(frames.shape)}")
+        stream = self._stream
+        if not self.frames:  # 4:2:0 needs even sizes
+            stream.height, stream.width = frames.shape[1:3]
+            even = stream.height % 2 == 0 and stream.width % 2 == 0
+            stream.pix_fmt = "yuv420p" if even else "yuv444p"
+        elif list(frames.shape[1:3]) != [stream.height, stream.width]:
+            raise ValueError(f"{self.path.name}: frames of {list(frames.shape[1:3])}, the "
+                             f"first were {[stream.height, stream.width]}")
+        for image in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
+            frame.pts = self.frames
+            self._out.mux(stream.encode(frame))
+            self.frames += 1
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        stream, out = self._stream, self._out
+        self.closed = True
+        if not self.frames:
+            out.close()
+            raise ValueError(f"{self.path.name}: no frames")
         out.mux(stream.encode())
-    return {"video.height": height, "video.width": width, "video.codec": _codec_name(path),
-            "video.pix_fmt": pix_fmt, "video.is_depth_map": False, "video.fps": fps,
-            "video.channels": 3, "has_audio": False}
+        out.close()
+        self.info = {"video.height": stream.height, "video.width": stream.width,
+                     "video.codec": _codec_name(self.path), "video.pix_fmt": stream.pix_fmt,
+                     "video.is_depth_map": False, "video.fps": self.fps, "video.channels": 3,
+                     "has_audio": False}
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        elif not self.closed:  # an error on the way: the file is left to its folder's cleanup
+            self.closed = True
+            self._out.close()
 
 
 def _codec_name(path: Path) -> str:

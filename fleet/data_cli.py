@@ -126,6 +126,9 @@ def export_run(run: str, out: Path, fmt: str, fps: int, robot_type: str,
     console.print(f"wrote {summary['episodes']} episodes ({summary['frames']} frames, "
                   f"{summary['videos']} camera videos) from {path} to {out} as a LeRobot v3.0 "
                   f"dataset", highlight=False)
+    if summary["damaged"]:
+        console.print(f"[yellow]left out {summary['damaged']} episodes with a damaged record "
+                      f"(fleet buffer verify {path})[/]", highlight=False)
     return 0
 
 
