@@ -56,7 +56,8 @@ def import_lerobot(root: Path, horizon: int = 4, chunk_steps: int = 64
     features: dict[str, Any] = info["features"]
     cameras = [k for k, f in features.items()
                if k.startswith("observation.") and f.get("dtype") in ("image", "video")]
-    numbers = [k for k in features if k.startswith("observation.") and k not in cameras]
+    numbers = [k for k, f in features.items() if k.startswith("observation.")
+               and k not in cameras and _numeric(f)]
     images = [k for k in cameras if features[k]["dtype"] == "image"]
     step = [k for k in STEP if k in features]
     unused = [k for k in features if k not in (*cameras, *numbers, "action", *step, *INDEX)]
@@ -86,6 +87,10 @@ def import_lerobot(root: Path, horizon: int = 4, chunk_steps: int = 64
         name = meta.get("fleet/episode_id") or f"episode_{int(index):06d}"
         chunks += episode_chunks(arrays, str(name)[:64], horizon, chunk_steps, "lerobot")
     return chunks, unused
+
+
+def _numeric(feature: dict[str, Any]) -> bool:
+    return str(feature.get("dtype", "")).startswith(("float", "int", "uint", "bool"))
 
 
 def _info(root: Path) -> dict[str, Any]:

@@ -80,8 +80,10 @@ def test_a_run_exported_as_lerobot_imports_back_with_the_same_steps(run, tmp_pat
         assert b.obs["pixels"].shape == a.obs["pixels"].shape and b.intervened.all()
         diff = np.abs(b.obs["pixels"].astype(int) - a.obs["pixels"])
         assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 16, (diff.mean(), diff.max())
-    # the old name still imports
+    # the old name still imports; --format npz writes one file per episode
     assert main(["buffer", "import", str(out), "--out", str(tmp_path / "old")]) == 0
+    assert main(["data", "export", str(run[0]), str(tmp_path / "npz"), "--format", "npz"]) == 0
+    assert len(list((tmp_path / "npz").glob("*.npz"))) == 2
 
 
 def test_the_export_has_the_published_v3_layout_and_fleet_columns(run, tmp_path):
