@@ -194,3 +194,30 @@ def test_a_dataset_missing_its_video_or_of_another_shape_exits_2_naming_it(run, 
     assert main(["data", "import", str(out), "--out", str(tmp_path / "buf")]) == 2
     assert _said("has no 'action' feature", capsys.readouterr().out)
     assert not (tmp_path / "buf").exists()
+
+
+def test_a_dataset_written_by_lerobot_itself_imports(tmp_path, capsys):
+    """tests/fixtures/lerobot-v3-by-lerobot: LeRobot 0.4.4's own writer, AV1 video (its README
+    says how its states, actions and frames were made, so they are rebuilt here)."""
+    from pathlib import Path
+
+    src = Path(__file__).parent / "fixtures" / "lerobot-v3-by-lerobot"
+    assert main(["data", "import", str(src), "--out", str(tmp_path / "buf"), "--horizon",
+                 "4"]) == 0
+    assert _said("imported 2 episodes (45 steps", capsys.readouterr().out)
+    with ReplayBuffer(tmp_path / "buf") as buf:
+        episodes = sorted(iter_episodes(buf), key=lambda e: e.episode_id)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:64]
+    for e, (ep, n, task) in zip(episodes, ((0, 20, "pick the cube"), (1, 27, "place it")),
+                                strict=True):
+        rows = [(rng.standard_normal(3).astype(np.float32),
+                 rng.uniform(-1, 1, 2).astype(np.float32)) for _ in range(n)]
+        frames = np.stack([np.stack([(xx * 4 + t * 3) % 256, (yy * 5 + ep * 60) % 256,
+                                     np.full_like(xx, 40 * t % 256)], -1) for t in range(n)])
+        assert (e.task, e.robot_id, e.outcome, len(e.action)) == (task, "so100", "truncated",
+                                                                  n - 1)
+        np.testing.assert_array_equal(e.obs["state"], np.stack([s for s, _ in rows]))
+        np.testing.assert_array_equal(e.action, np.stack([a for _, a in rows[:-1]]))
+        diff = np.abs(e.obs["top"].astype(int) - frames)  # AV1 at LeRobot's CRF 30
+        assert diff.mean() < 6 and np.percentile(diff, 99) <= 48, (diff.mean(), diff.max())
