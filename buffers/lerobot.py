@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,14 @@ def import_lerobot(root: Path, horizon: int = 4, chunk_steps: int = 64
     """(chunks of every episode in episode order, features with no Fleet column). A missing
     feature, column, video file or frame, or a shape that differs from `meta/info.json`, raises
     `ValueError` naming the file and the feature."""
+    episodes, unused = iter_lerobot(root, horizon, chunk_steps)
+    return [c for chunks in episodes for c in chunks], unused
+
+
+def iter_lerobot(root: Path, horizon: int = 4, chunk_steps: int = 64
+                 ) -> tuple[Iterator[list[RolloutChunk]], list[str]]:
+    """`import_lerobot` one episode at a time (its chunks), so that only one episode's camera
+    frames are decoded at once; info.json is checked and the parquet read before it returns."""
     info = _info(root)
     features: dict[str, Any] = info["features"]
     cameras = [k for k, f in features.items()
@@ -65,28 +74,30 @@ def import_lerobot(root: Path, horizon: int = 4, chunk_steps: int = 64
     tasks = _tasks(root)
     fleet = _episodes_meta(root)
     videos = _Videos(root, info, fleet, [k for k in cameras if k not in images])
-    chunks: list[RolloutChunk] = []
-    order = np.lexsort((frames["frame_index"], frames["episode_index"]))
-    episode = frames["episode_index"][order]
-    for index in np.unique(episode):
-        rows = order[episode == index]
-        if len(rows) < 2:
-            continue  # one frame: no step from it
-        arrays = _episode(frames, rows, features, numbers, images)
-        for key in videos.keys:
-            arrays["obs." + key.rsplit(".", 1)[-1]] = videos.episode(key, int(index), frames,
-                                                                     rows)
-        meta = fleet.get(int(index), {})
-        task = tasks.get(int(frames["task_index"][rows[0]]), "lerobot") \
-            if "task_index" in frames else "lerobot"
-        robot = meta.get("fleet/robot_id") or str(info.get("robot_type") or "lerobot")
-        arrays |= {"meta.task": np.array(task[:200]), "meta.robot_id": np.array(robot[:64])}
-        if meta.get("fleet/outcome") in ("success", "failure", "truncated"):
-            arrays["meta.outcome"] = np.array(meta["fleet/outcome"])
-        check_episode(arrays)
-        name = meta.get("fleet/episode_id") or f"episode_{int(index):06d}"
-        chunks += episode_chunks(arrays, str(name)[:64], horizon, chunk_steps, "lerobot")
-    return chunks, unused
+
+    def episodes() -> Iterator[list[RolloutChunk]]:
+        order = np.lexsort((frames["frame_index"], frames["episode_index"]))
+        episode = frames["episode_index"][order]
+        for index in np.unique(episode):
+            rows = order[episode == index]
+            if len(rows) < 2:
+                continue  # one frame: no step from it
+            arrays = _episode(frames, rows, features, numbers, images)
+            for key in videos.keys:
+                arrays["obs." + key.rsplit(".", 1)[-1]] = videos.episode(key, int(index),
+                                                                         frames, rows)
+            meta = fleet.get(int(index), {})
+            task = tasks.get(int(frames["task_index"][rows[0]]), "lerobot") \
+                if "task_index" in frames else "lerobot"
+            robot = meta.get("fleet/robot_id") or str(info.get("robot_type") or "lerobot")
+            arrays |= {"meta.task": np.array(task[:200]), "meta.robot_id": np.array(robot[:64])}
+            if meta.get("fleet/outcome") in ("success", "failure", "truncated"):
+                arrays["meta.outcome"] = np.array(meta["fleet/outcome"])
+            check_episode(arrays)
+            name = meta.get("fleet/episode_id") or f"episode_{int(index):06d}"
+            yield episode_chunks(arrays, str(name)[:64], horizon, chunk_steps, "lerobot")
+
+    return episodes(), unused
 
 
 def _numeric(feature: dict[str, Any]) -> bool:
@@ -207,14 +218,13 @@ def _episodes_meta(root: Path) -> dict[int, dict[str, Any]]:
 
 
 class _Videos:
-    """Each `video` feature's frames for one episode; a file is decoded once, when first needed
-    (episodes are read in order, so one file per feature is held at a time)."""
+    """Each `video` feature's frames for one episode: its span of the file, decoded from the
+    keyframe before it (LeRobot writes one every 2 frames)."""
 
     def __init__(self, root: Path, info: dict[str, Any], episodes: dict[int, dict[str, Any]],
                  keys: list[str]) -> None:
         self.root, self.info, self.episodes, self.keys = root, info, episodes, keys
         self.fps = float(info.get("fps") or 0)
-        self._held: dict[str, tuple[Path, tuple[np.ndarray, np.ndarray]]] = {}
         if keys and not self.fps > 0:
             raise ValueError(f"{root / 'meta' / 'info.json'}: video features need a fps > 0")
         if keys and not isinstance(info.get("video_path"), str):
@@ -227,18 +237,17 @@ class _Videos:
         from buffers.video import frames_at, read_mp4
 
         path, start = self._where(key, index)
-        if key not in self._held or self._held[key][0] != path:
-            if not path.is_file():
-                raise ValueError(f"{path}: no such video (feature {key!r}, episode {index})")
-            try:
-                self._held[key] = (path, read_mp4(path))
-            except ImportError as e:
-                raise ValueError(f"{path}: decoding mp4 needs PyAV (pip install av, or the "
-                                 f"package's data extra)") from e
-        times, images = self._held[key][1]
-        stamps = (frames["timestamp"][rows].astype(np.float64) if "timestamp" in frames
-                  else frames["frame_index"][rows] / self.fps)
-        got = frames_at(times, images, start + stamps, 0.4 / self.fps,
+        if not path.is_file():
+            raise ValueError(f"{path}: no such video (feature {key!r}, episode {index})")
+        stamps = start + (frames["timestamp"][rows].astype(np.float64) if "timestamp" in frames
+                          else frames["frame_index"][rows] / self.fps)
+        tolerance = 0.4 / self.fps
+        try:  # only this episode's span of the file is decoded
+            times, images = read_mp4(path, stamps.min() - tolerance, stamps.max() + tolerance)
+        except ImportError as e:
+            raise ValueError(f"{path}: decoding mp4 needs PyAV (pip install av, or the "
+                             f"package's data extra)") from e
+        got = frames_at(times, images, stamps, tolerance,
                         f"{path} (feature {key!r}, episode {index})")
         self._check_shape(key, got)
         return got

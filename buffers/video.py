@@ -105,8 +105,11 @@ def _codec_name(path: Path) -> str:
         return str(f.streams.video[0].codec_context.codec.canonical_name)
 
 
-def read_mp4(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Every frame of the first video stream: (timestamps in s [N], uint8 RGB [N, H, W, 3])."""
+def read_mp4(path: Path, start: float | None = None, end: float | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The frames of the first video stream (those from `start` to `end` seconds, if given:
+    a seek to the keyframe before `start`, then decoding up to `end`): (timestamps in s [N],
+    uint8 RGB [N, H, W, 3])."""
     import av
 
     times, frames = [], []
@@ -114,15 +117,22 @@ def read_mp4(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with av.open(str(path)) as f:
             stream = f.streams.video[0]
             base = stream.time_base
+            if start is not None and base is not None and start > 0:
+                f.seek(int(start / base), stream=stream, backward=True, any_frame=False)
             for frame in f.decode(stream):
                 if frame.pts is None or base is None:
                     continue
-                times.append(float(frame.pts * base))
-                frames.append(frame.to_ndarray(format="rgb24"))
+                t = float(frame.pts * base)
+                if end is not None and t > end:
+                    break
+                if start is None or t >= start:
+                    times.append(t)
+                    frames.append(frame.to_ndarray(format="rgb24"))
     except (av.error.FFmpegError, IndexError) as e:  # IndexError: no video stream
         raise ValueError(f"{path}: cannot decode it as video ({e})") from e
     if not frames:
-        raise ValueError(f"{path}: holds no video frames")
+        span = "" if start is None or end is None else f" from {start:.3f} s to {end:.3f} s"
+        raise ValueError(f"{path}: holds no video frames{span}")
     order = np.argsort(times, kind="stable")
     return np.asarray(times)[order], np.stack(frames)[order]
 

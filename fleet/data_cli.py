@@ -68,26 +68,29 @@ def import_demos(src: Path, out: str | None, horizon: int, chunk_steps: int,
             try:
                 import pyarrow  # noqa: F401 -- said here, not as a traceback mid-import
 
-                from buffers.lerobot import import_lerobot
+                from buffers.lerobot import iter_lerobot
             except ImportError as e:
                 raise ConfigError(f"{src} is a LeRobot dataset: reading it needs pyarrow "
                                   f"(pip install pyarrow, or the package's data extra)") from e
-            chunks, unused = import_lerobot(src, horizon, chunk_steps)
+            episodes, unused = iter_lerobot(src, horizon, chunk_steps)
             if unused:
                 console.print(f"[yellow]not imported (no Fleet column): "
                               f"{escape(', '.join(unused))}[/]", highlight=False)
         else:
-            chunks = import_npz(src, horizon, chunk_steps)
-        if not chunks:
+            episodes = iter([import_npz(src, horizon, chunk_steps)])
+        records, keys, steps = [], set(), 0  # encoded (lz4) as each episode is decoded
+        for chunks in episodes:
+            records += [encode_chunk(c) for c in chunks]  # schema-checked, before any write
+            keys |= {(c.robot_id, c.episode_id) for c in chunks}
+            steps += sum(c.num_steps for c in chunks)
+        if not records:
             raise ValueError(f"{src}: no episodes (*.npz, or a LeRobot dataset's meta/info.json)")
-        records = [encode_chunk(c) for c in chunks]  # schema-checked here, before any write
     except ValueError as e:
         raise ConfigError(str(e)) from e
     with ReplayBuffer(Path(out)) as buf:
         result = buf.insert(records)
-    episodes = len({(c.robot_id, c.episode_id) for c in chunks})
-    console.print(f"imported {episodes} episodes ({sum(c.num_steps for c in chunks)} steps, "
-                  f"{result.stored} new chunks) from {src} into {out}", highlight=False)
+    console.print(f"imported {len(keys)} episodes ({steps} steps, {result.stored} new chunks) "
+                  f"from {src} into {out}", highlight=False)
     return 0
 
 
