@@ -221,3 +221,45 @@ def test_a_dataset_written_by_lerobot_itself_imports(tmp_path, capsys):
         np.testing.assert_array_equal(e.action, np.stack([a for _, a in rows[:-1]]))
         diff = np.abs(e.obs["top"].astype(int) - frames)  # AV1 at LeRobot's CRF 30
         assert diff.mean() < 6 and np.percentile(diff, 99) <= 48, (diff.mean(), diff.max())
+
+
+def test_a_v2_dataset_with_one_video_per_episode_imports(tmp_path, capsys):
+    """LeRobot v2.x: `videos/chunk-000/<key>/episode_<i>.mp4`, each starting at 0 s, no
+    meta/episodes/ parquet."""
+    from buffers.video import write_mp4
+
+    root, fps, rng = tmp_path / "v21", 5, np.random.default_rng(1)
+    yy, xx = np.mgrid[0:16, 0:24]
+    frames = {ep: np.stack([np.stack([(xx * 8 + t * 20) % 256, yy * 12 + ep * 40,
+                                      np.full_like(xx, 30 * t)], -1).astype(np.uint8)
+                            for t in range(n)]) for ep, n in ((0, 6), (1, 9))}
+    for ep, images in frames.items():
+        n = len(images)
+        video = root / "videos" / "chunk-000" / CAM / f"episode_{ep:06d}.mp4"
+        video.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(video, images, fps)
+        (root / "data" / "chunk-000").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({
+            "observation.state": rng.standard_normal((n, 2)).astype(np.float32).tolist(),
+            "action": rng.uniform(-1, 1, (n, 2)).astype(np.float32).tolist(),
+            "timestamp": (np.arange(n) / fps).astype(np.float32), "frame_index": np.arange(n),
+            "episode_index": np.full(n, ep), "task_index": np.zeros(n, np.int64)}),
+            root / "data" / "chunk-000" / f"episode_{ep:06d}.parquet")
+    (root / "meta").mkdir()
+    (root / "meta" / "tasks.jsonl").write_text('{"task_index": 0, "task": "wave"}\n')
+    vec = {"dtype": "float32", "shape": [2], "names": None}
+    (root / "meta" / "info.json").write_text(json.dumps({
+        "codebase_version": "v2.1", "fps": fps, "chunks_size": 1000, "video_path":
+        "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
+        "features": {"observation.state": vec, "action": vec, CAM: {
+            "dtype": "video", "shape": [16, 24, 3], "names": ["height", "width", "channels"]}}}))
+    assert main(["data", "import", str(root), "--out", str(tmp_path / "buf")]) == 0
+    assert _said("imported 2 episodes (13 steps", capsys.readouterr().out)
+    with ReplayBuffer(tmp_path / "buf") as buf:
+        back = sorted(iter_episodes(buf), key=lambda e: e.episode_id)
+    for e, ep in zip(back, (0, 1), strict=True):
+        assert e.task == "wave"
+        got = e.obs["pixels"].astype(int)
+        diff = np.abs(got - frames[ep]).mean()  # small sharp-edged frames: H.264's worst case
+        off_by_one = np.abs(got[1:] - frames[ep][:-1]).mean()
+        assert diff < 6 and off_by_one > 3 * diff, (diff, off_by_one)  # each at its own time
