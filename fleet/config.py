@@ -148,10 +148,14 @@ class LoggerConfig:
     project: str = "fleet"
     live: bool = True  # rich live view when stdout is a terminal, plain lines otherwise
     every_s: float = 5.0
+    videos: int = 1  # held-out episodes per evaluation kept as video (robots with cameras)
+    video_fps: int = 20  # frames per second of those videos (runs/<name>/videos/*.gif)
 
     def __post_init__(self) -> None:
         if self.wandb not in ("offline", "online", "disabled"):
             raise ValueError(f"logger.wandb={self.wandb!r}: use offline, online or disabled")
+        if self.videos < 0 or self.video_fps < 1:
+            raise ValueError("logger.videos must be >= 0 and logger.video_fps >= 1")
 
 
 @dataclasses.dataclass(frozen=True)

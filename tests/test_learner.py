@@ -86,9 +86,10 @@ def test_checkpoint_round_trip(tmp_path):
         learner, _ = make_learner(tmp_path, buf)
         learner.step()
         path = learner.save_checkpoint({"wandb_id": "abc"})
-        assert (tmp_path / "ckpt" / "latest.pt").resolve() == path.resolve()
+        assert (tmp_path / "ckpt" / "latest.safetensors").resolve() == path.resolve()
         other, _ = make_learner(tmp_path, buf)
-        assert other.load_checkpoint(tmp_path / "ckpt" / "latest.pt") == {"wandb_id": "abc"}
+        extra = other.load_checkpoint(tmp_path / "ckpt" / "latest.safetensors")
+        assert extra == {"wandb_id": "abc"}
         assert (other.policy_version, other.updates) == (1, 1)
         assert other.feed.cursor == learner.feed.cursor
         for k, v in learner.policy.policy_state().items():
