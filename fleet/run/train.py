@@ -348,10 +348,25 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
 
 def provenance(cfg: Config) -> dict[str, Any]:
     """What produced a run, for its summary.json: the algorithm, the reward model, the policy
-    kind and the exact command line (`sys.argv`, as the shell passed it)."""
+    kind, the exact command line (`sys.argv`, as the shell passed it) and the versions of the
+    packages results depend on (Meta-World's rewards differ between releases)."""
     return {"algorithm": cfg.algorithm.name, "reward": cfg.reward.name,
             "reward_params": dict(cfg.reward.params), "policy_kind": cfg.policy.kind,
-            "policy_backbone": cfg.policy.backbone, "command": list(sys.argv)}
+            "policy_backbone": cfg.policy.backbone, "command": list(sys.argv),
+            "versions": package_versions(("torch", "metaworld", "gymnasium", "gym-pusht"))}
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """The installed version of each distribution (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def start_console(cfg: Config, fleet: Fleet, run_dir: Path, console: Console,
