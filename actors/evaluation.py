@@ -12,6 +12,11 @@ every so many env steps, so a dip shows when it happens (`fleet train eval.every
 
     evaluator = Evaluator(make_robot(cfg.robot, "eval-0"), copy_of_policy, episodes, config)
     success = evaluator.evaluate(policy_state)                        # one bool per episode
+
+With returns, lengths and, for a robot with cameras, the frames of the first `record` episodes
+(what `fleet train` logs as `eval/episode_return`, `eval/episode_length` and `eval/video/*`):
+
+    recorded = record_episodes(worker, robot, episodes, record=1)    # [EvalEpisode, ...]
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from actors.robots.base import RobotConfig, SimRobot
-from actors.worker import RobotWorker, WorkerConfig
+from actors.worker import EvalEpisode, RobotWorker, WorkerConfig
 
 Episode = tuple[str, int]  # (task, seed)
 
@@ -36,11 +41,18 @@ def run_episodes(worker: RobotWorker, robot: SimRobot,
                  episodes: Sequence[Episode]) -> list[bool]:
     """Run held-out episodes on a simulated robot (it can `pin_task`) with the worker's current
     weights; nothing is streamed."""
-    results = []
+    return [e.success for e in record_episodes(worker, robot, episodes)]
+
+
+def record_episodes(worker: RobotWorker, robot: SimRobot, episodes: Sequence[Episode],
+                    record: int = 0) -> list[EvalEpisode]:
+    """`run_episodes` with each episode's return and length, and the camera frames of the
+    first `record` episodes."""
+    results: list[EvalEpisode] = []
     try:
         for task, seed in episodes:
             robot.pin_task(task)
-            results += worker.evaluate([seed])
+            results += worker.evaluate_episodes([seed], record=int(len(results) < record))
     finally:
         robot.pin_task(None)
     return results
@@ -73,8 +85,13 @@ class Evaluator:
 
     def evaluate(self, state: dict[str, np.ndarray]) -> list[bool]:
         """The episodes with the weights `state` (a `policy_state()`), in order."""
+        return [e.success for e in self.evaluate_episodes(state)]
+
+    def evaluate_episodes(self, state: dict[str, np.ndarray],
+                          record: int = 0) -> list[EvalEpisode]:
+        """`evaluate` with returns, lengths and the first `record` episodes' frames."""
         self.policy.load_policy_state(state)  # type: ignore[attr-defined]
-        return run_episodes(self.worker, self.robot, self.episodes)
+        return record_episodes(self.worker, self.robot, self.episodes, record)
 
     def close(self) -> None:
         self.robot.close()

@@ -99,10 +99,17 @@ class WorkerStats:
     recent: collections.deque[bool] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=20))
     by_task: dict[str, collections.deque[bool]] = dataclasses.field(default_factory=dict)
+    returns: collections.deque[float] = dataclasses.field(  # recent episodes' env reward sums
+        default_factory=lambda: collections.deque(maxlen=20))
+    lengths: collections.deque[int] = dataclasses.field(  # and their env steps
+        default_factory=lambda: collections.deque(maxlen=20))
 
-    def episode_done(self, task: str, success: bool) -> None:
+    def episode_done(self, task: str, success: bool, episode_return: float = math.nan,
+                     length: int = 0) -> None:
         self.episodes += 1
         self.recent.append(success)
+        self.returns.append(episode_return)
+        self.lengths.append(length)
         self.by_task.setdefault(task, collections.deque(maxlen=20)).append(success)
 
     def as_dict(self) -> dict[str, Any]:
@@ -111,7 +118,26 @@ class WorkerStats:
                 "policy_version": self.policy_version, "chunks_sent": self.chunks_sent,
                 "intervened_steps": self.intervened_steps, "success_rate": rate,
                 "faults": self.faults, "last_fault": self.last_fault,
+                "episode_return": float(np.mean(self.returns)) if self.returns else math.nan,
+                "episode_length": float(np.mean(self.lengths)) if self.lengths else math.nan,
                 "success_by_task": {t: float(np.mean(d)) for t, d in self.by_task.items()}}
+
+
+@dataclasses.dataclass
+class EvalEpisode:
+    """One held-out episode: whether it succeeded, its return (env rewards summed), its length
+    in env steps and, when recorded, each camera's frames [T+1, H, W, C] uint8 (the first
+    observation, then one per step)."""
+
+    success: bool
+    episode_return: float
+    length: int
+    frames: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+def is_camera(value: np.ndarray) -> bool:
+    """An observation that is an image: uint8 [H, W, C] with C of 1, 3 or 4."""
+    return value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] in (1, 3, 4)
 
 
 class RobotWorker:
@@ -138,6 +164,7 @@ class RobotWorker:
         # step, the held chunk is the one that closes the episode (as truncated).
         self._held: RolloutChunk | None = None
         self._episode_steps = 0
+        self._episode_return = 0.0  # env rewards of the episode so far
         self._first_obs: Observation = {}  # the episode's first: later ones must match it
         self._failing = 0  # faults in a row without a step between them
         self.fault: RobotFault | None = None  # the newest
@@ -192,7 +219,7 @@ class RobotWorker:
     def _episode(self, seed: int, group: str) -> bool:
         if self.control is not None and not self.control.wait_free(self._stop):
             return False  # stopped while held: a reset would move a held robot
-        self._episode_steps = 0
+        self._episode_steps, self._episode_return = 0, 0.0
         self._held = None
         obs = self._robot_call("reset", self.robot.reset, seed)
         self._first_obs = obs
@@ -230,6 +257,7 @@ class RobotWorker:
             fb, obs = self._step(action)
             self._builder.add_step(action, fb, obs, intervened=taken)
             self._episode_steps += 1
+            self._episode_return += fb.reward
             self._release()
             if self.operator is not None:
                 self.operator.observe(fb.reward)
@@ -239,7 +267,8 @@ class RobotWorker:
                 self.control.stepped(obs)
             if fb.done:
                 self._send(EpisodeEnd(fb.outcome))
-                self.stats.episode_done(self.robot.spec.task, fb.success)
+                self.stats.episode_done(self.robot.spec.task, fb.success, self._episode_return,
+                                        self._episode_steps)
                 return fb.success
 
     def _start_chunk(self, chunk: np.ndarray) -> np.ndarray | None:
@@ -269,7 +298,8 @@ class RobotWorker:
         cuts it off (truncated)."""
         if verdict in ("success", "failure") and self._builder.num_steps:
             self._send(EpisodeEnd("success" if verdict == "success" else "failure", "human"))
-            self.stats.episode_done(self.robot.spec.task, verdict == "success")
+            self.stats.episode_done(self.robot.spec.task, verdict == "success",
+                                    self._episode_return, self._episode_steps)
             return verdict == "success"
         self.abort_episode()
         return False
@@ -351,19 +381,32 @@ class RobotWorker:
     def evaluate(self, seeds: Iterable[int], deterministic: bool = True) -> list[bool]:
         """Held-out episodes with the current weights, chunks run as `config.execution` says;
         nothing is streamed."""
+        return [e.success for e in self.evaluate_episodes(seeds, deterministic)]
+
+    def evaluate_episodes(self, seeds: Iterable[int], deterministic: bool = True,
+                          record: int = 0) -> list[EvalEpisode]:
+        """`evaluate`, with each episode's return and length, and the camera frames of the
+        first `record` episodes (for a robot with cameras: its uint8 [H, W, C] observations)."""
         c = self.config
         run = ChunkExecution(c.execution, c.horizon, c.replan_every, c.ensemble_decay)
         results = []
-        for seed in seeds:
+        for n, seed in enumerate(seeds):
             obs = self.robot.reset(seed)
             run.reset()
+            frames: dict[str, list[np.ndarray]] = {k: [v.copy()] for k, v in obs.items()
+                                                   if n < record and is_camera(v)}
             done = success = False
+            ret, length = 0.0, 0
             while not done:
                 action = run.next(functools.partial(self._plan, obs, deterministic))
                 fb = self.robot.send_action(np.clip(action, -1.0, 1.0))
                 obs = self.robot.get_observation()
                 success, done = fb.success, fb.done
-            results.append(success)
+                ret, length = ret + fb.reward, length + 1
+                for k, seen in frames.items():
+                    seen.append(obs[k].copy())  # a robot may reuse its image buffer
+            results.append(EvalEpisode(success, ret, length,
+                                       {k: np.stack(v) for k, v in frames.items()}))
         return results
 
     def _plan(self, obs: Observation, deterministic: bool) -> np.ndarray:

@@ -50,6 +50,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -445,12 +446,16 @@ class TD:
         self.actor_opt.load_state_dict(state["actor_opt"])  # type: ignore[arg-type]
         self.base.load_state_dict(state["base"])  # type: ignore[arg-type]
         for replay, saved in ((self.online, state["online"]), (self.demos, state["demos"])):
-            replay.data, replay.next = saved  # type: ignore[misc]
+            rows, replay.next = cast(tuple[dict[str, torch.Tensor] | None, int], saved)
+            replay.data = None if rows is None else Transitions(**rows)
         self.online_steps, self.gradient_steps, self._credit = state["counters"]  # type: ignore[misc]
 
 
-def _replay_state(replay: _Replay) -> tuple[Transitions | None, int]:
-    return replay.data, replay.next
+def _replay_state(replay: _Replay) -> tuple[dict[str, torch.Tensor] | None, int]:
+    """The ring as plain tensors by field name (a checkpoint holds data, not classes)."""
+    data = replay.data
+    return (None if data is None else {f.name: getattr(data, f.name)
+                                       for f in dataclasses.fields(data)}), replay.next
 
 
 def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module, clip: float) -> None:

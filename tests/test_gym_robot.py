@@ -106,12 +106,21 @@ def test_fleet_train_runs_a_dict_env_from_its_camera(tmp_path):
                  "policy=chunk_cnn", "policy.image_key=camera", "policy.image_size=24",
                  "policy.horizon=2", "experiment=smoke", "run.name=goal",
                  f"run.dir={tmp_path}/runs", f"pretrain.cache_dir={tmp_path}/c",
-                 "train.env_steps=600", "logger.wandb=disabled", "console.enabled=false",
+                 "train.env_steps=600", "logger.wandb=offline", "console.enabled=false",
                  cwd=ROOT, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = json.loads((tmp_path / "runs" / "goal" / "summary.json").read_text())
+    run = tmp_path / "runs" / "goal"
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["policy_version"] >= 1 and summary["env_steps"] > 0
     assert summary["tasks"] == [GOAL]
+    # wandb (offline, read back): the base's and the post-trained policy's held-out episodes,
+    # each with its return, length and camera video; the checkpoint not uploaded, and said so
+    from tests.test_wandb import offline_run
+
+    rows = [r for r in offline_run(run)["rows"] if "eval/video/camera/_type" in r]
+    assert len(rows) == 2 and all("eval/episode_return" in r for r in rows)
+    assert len(list((run / "videos").glob("eval-*-camera-0.gif"))) == 2
+    assert "not logged as artifacts" in " ".join(done.stdout.split())
 
 
 def test_wrappers_from_the_config_wrap_the_env_in_order():

@@ -86,12 +86,21 @@ def test_checkpoint_round_trip(tmp_path):
         learner, _ = make_learner(tmp_path, buf)
         learner.step()
         path = learner.save_checkpoint({"wandb_id": "abc"})
-        assert (tmp_path / "ckpt" / "latest.pt").resolve() == path.resolve()
+        assert (tmp_path / "ckpt" / "latest.safetensors").resolve() == path.resolve()
         other, _ = make_learner(tmp_path, buf)
-        assert other.load_checkpoint(tmp_path / "ckpt" / "latest.pt") == {"wandb_id": "abc"}
+        extra = other.load_checkpoint(tmp_path / "ckpt" / "latest.safetensors")
+        assert extra == {"wandb_id": "abc"}
         assert (other.policy_version, other.updates) == (1, 1)
         assert other.feed.cursor == learner.feed.cursor
         for k, v in learner.policy.policy_state().items():
             np.testing.assert_array_equal(v, other.policy.policy_state()[k])
         for k, v in learner.algorithm.critic.state_dict().items():  # PPO's critic comes back
             torch.testing.assert_close(v, other.algorithm.critic.state_dict()[k], rtol=0, atol=0)
+        # an older Fleet's pickle (what save_checkpoint wrote before) resumes, read weights-only
+        old = tmp_path / "ckpt" / "ckpt-000001.pt"
+        torch.save({"policy": learner.policy.state_dict(),
+                    "algorithm": learner.algorithm.state_dict(), "policy_version": 1,
+                    "updates": 1, "env_steps": learner.env_steps, "cursor": learner.feed.cursor,
+                    "torch_rng": torch.get_rng_state(), "extra": {"wandb_id": "old"}}, old)
+        third, _ = make_learner(tmp_path, buf)
+        assert third.load_checkpoint(old) == {"wandb_id": "old"} and third.updates == 1

@@ -77,3 +77,13 @@ def test_a_multi_task_expert_solves_each_task_it_is_pinned_to():
                 break
         assert fb.success, task
     robot.close()
+
+
+def test_a_metaworld_without_the_private_attributes_fleet_sets_is_refused():
+    from actors.robots.metaworld import seeded_goal_observable
+
+    class Renamed:  # a later Meta-World that renamed them: setting them would do nothing
+        _partially_observable = True
+
+    with pytest.raises(RuntimeError, match=r"has no _freeze_rand_vec, _set_task_called"):
+        seeded_goal_observable(Renamed())

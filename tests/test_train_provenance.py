@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,7 @@ def test_summary_records_algorithm_reward_policy_and_command(tmp_path, cache):
     assert summary["policy_kind"] == "chunk"
     assert summary["command"][1:] == args  # argv[0] is how Python was pointed at the CLI
     assert Path(summary["command"][0]).name in ("cli.py", "fleet")
+    assert summary["versions"]["metaworld"] == version("metaworld")  # rewards differ by release
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""Meta-World v3 (metaworld 3.1.1, V2 reward) as a simulated Sawyer arm: `robot.kind=metaworld`,
-the default.
+"""Meta-World v3 (metaworld 3.0 or 3.1, V2 reward; results in docs/ are on 3.1.1) as a
+simulated Sawyer arm: `robot.kind=metaworld`, the default.
 
 Example:
 
@@ -22,6 +22,36 @@ from actors.robots.base import Feedback, Observation, RobotSpec, check_kind
 
 TASK_SETS = ("mt10", "mt50")
 SAWYER_ACTIONS = 4  # Meta-World's action: end-effector xyz delta and gripper
+
+
+# Meta-World's private attributes that `seeded_goal_observable` sets (the same in 3.0.0 and 3.1.1).
+PRIVATE = ("_partially_observable", "_freeze_rand_vec", "_set_task_called")
+
+
+def seeded_goal_observable(env: Any) -> Any:
+    """A Meta-World v3 env whose observation shows the goal and whose every `reset()` draws a
+    fresh start state (object and goal positions) from the env's own generator, which
+    `env.seed(seed)` reseeds: a seed is an episode.
+
+    Meta-World has no public API for this, and this is the one place Fleet reaches into its
+    private attributes: its public ways to build an env fix the start states (the
+    `*-goal-observable` classes freeze the first one drawn; `MT1(...).train_tasks` with
+    `set_task` hold 50), and its gymnasium ids wrap those. A Meta-World without these
+    attributes is refused here, not run with settings that silently do nothing."""
+    missing = [name for name in PRIVATE if not hasattr(env, name)]
+    if missing:
+        from importlib.metadata import version
+
+        raise RuntimeError(f"metaworld {version('metaworld')} has no {', '.join(missing)}: "
+                           f"Fleet runs on metaworld 3.0 and 3.1 (pyproject.toml)")
+    env._partially_observable = False  # the goal is part of the observation
+    del env.sawyer_observation_space  # cached with the goal hidden; step() clips to it
+    # Start states from the env's own generator, which `env.seed` reseeds (`seeded_rand_vec`);
+    # a frozen vector would loop forever in tasks that resample until object and goal are apart.
+    env._freeze_rand_vec = False
+    env.seeded_rand_vec = True
+    env._set_task_called = True  # no `set_task`: its step() and reset() refuse to run without
+    return env
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,16 +139,8 @@ class MetaWorldRobot:
         if task not in self._envs:
             import metaworld  # registers the envs in this process (Ray workers have their own)
 
-            env = metaworld.env_dict.ALL_V3_ENVIRONMENTS[task]()
-            env._partially_observable = False  # the goal is part of the observation
-            del env.sawyer_observation_space  # cached with the goal hidden; step() clips to it
-            # Draw start states from the env's own generator, which reset() below reseeds; a
-            # frozen vector would loop forever in tasks that resample until object and goal are
-            # apart.
-            env._freeze_rand_vec = False
-            env.seeded_rand_vec = True
-            env._set_task_called = True
-            self._envs[task] = env
+            self._envs[task] = seeded_goal_observable(
+                metaworld.env_dict.ALL_V3_ENVIRONMENTS[task]())
         return self._envs[task]
 
     def pin_task(self, task: str | None) -> None:

@@ -41,12 +41,12 @@ from actors.bridge.contract import Contract
 from actors.bridge.gateway import Gateway, GatewayConfig
 from actors.bridge.keys import load_allowlist
 from actors.control import RobotControl
-from actors.evaluation import Episode, run_episodes
+from actors.evaluation import Episode, record_episodes
 from actors.operator import OperatorConfig, SimulatedOperator
 from actors.pacing import Paced
 from actors.robots import make_robot
 from actors.robots.base import RobotConfig
-from actors.worker import RobotWorker, WorkerConfig, WorkerStats
+from actors.worker import EvalEpisode, RobotWorker, WorkerConfig, WorkerStats
 from algorithms.factory import make_policy
 from algorithms.policy import PolicyConfig
 from fleet.remote import actor, one_thread
@@ -189,11 +189,16 @@ class RobotActorImpl:
     def evaluate(self, state: dict[str, np.ndarray], episodes: list[Episode]) -> list[bool]:
         """Held-out (task, seed) episodes with the given weights (call while the loop is
         stopped)."""
+        return [e.success for e in self.evaluate_episodes(state, episodes)]
+
+    def evaluate_episodes(self, state: dict[str, np.ndarray], episodes: list[Episode],
+                          record: int = 0) -> list[EvalEpisode]:
+        """`evaluate` with returns, lengths and the first `record` episodes' camera frames."""
         self.net.load_policy_state(state)
         acting, self.worker.policy = self.worker.policy, self.net  # the given weights, locally
         try:
             with self.paced.unpaced() if self.paced else contextlib.nullcontext():
-                return run_episodes(self.worker, self.robot, episodes)
+                return record_episodes(self.worker, self.robot, episodes, record)
         finally:
             self.worker.policy = acting
 
@@ -305,6 +310,10 @@ class BridgedRobotActorImpl(RobotActorImpl):
         return state
 
     def evaluate(self, state: dict[str, np.ndarray], episodes: list[Any]) -> list[bool]:
+        raise RuntimeError("bridged robots are not evaluated on held-out simulator episodes")
+
+    def evaluate_episodes(self, state: dict[str, np.ndarray], episodes: list[Any],
+                          record: int = 0) -> list[EvalEpisode]:
         raise RuntimeError("bridged robots are not evaluated on held-out simulator episodes")
 
 

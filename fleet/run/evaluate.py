@@ -53,7 +53,9 @@ class DuringTraining:
 
         during = DuringTraining(cfg, policy_config(cfg), episodes)
         during.maybe_start(env_steps, newest_weights)     # each loop turn; cheap when not due
-        for result in during.finished(): metrics.log(result, step=env_steps)
+        for result in during.finished():                  # numbers, and the episodes
+            metrics.log_episodes("eval", result.pop("eval/episodes"), step=env_steps)
+            metrics.log(result, step=env_steps)
     """
 
     def __init__(self, cfg: Config, policy: Any, episodes: list[Episode]) -> None:
@@ -61,7 +63,7 @@ class DuringTraining:
         self.every, self.next_at = cfg.eval.every_steps, cfg.eval.every_steps
         self._evaluator: Evaluator | None = None
         self._thread: threading.Thread | None = None
-        self._done: list[dict[str, float]] = []
+        self._done: list[dict[str, Any]] = []
         self.curve: list[list[float]] = []  # [env steps, policy_version, success]
         self._lock = threading.Lock()
 
@@ -86,16 +88,20 @@ class DuringTraining:
             self._evaluator = Evaluator(
                 make_robot(self.cfg.robot, "eval-during-training"), make_policy(self.policy),
                 self.episodes, WorkerConfig(self.cfg.policy.horizon, **eval_execution(self.cfg)))
-        success = self._evaluator.evaluate(state)
-        result = {"eval/success": float(np.mean(success)), "eval/env_steps": float(env_steps),
-                  "eval/policy_version": float(version),
-                  **{f"eval/task/{t}": r for t, r in by_task(self.episodes, success).items()}}
+        episodes = self._evaluator.evaluate_episodes(state, record=self.cfg.logger.videos)
+        success = [e.success for e in episodes]
+        result: dict[str, Any] = {
+            "eval/success": float(np.mean(success)), "eval/env_steps": float(env_steps),
+            "eval/policy_version": float(version),
+            **{f"eval/task/{t}": r for t, r in by_task(self.episodes, success).items()},
+            "eval/episodes": episodes}  # returns, lengths, frames (`log_episodes`)
         with self._lock:
             self._done.append(result)
             self.curve.append([env_steps, version, result["eval/success"]])
 
-    def finished(self) -> list[dict[str, float]]:
-        """Evaluations completed since the last call."""
+    def finished(self) -> list[dict[str, Any]]:
+        """Evaluations completed since the last call: numbers, and the `EvalEpisode`s under
+        `eval/episodes`."""
         with self._lock:
             done, self._done = self._done, []
         return done

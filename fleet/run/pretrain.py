@@ -8,8 +8,8 @@ Example:
     policy, info = pretrained_base(cfg)      # cached under pretrain.cache_dir after first use
 
 Demonstrations are stored in Fleet's own buffer format (`demos-<key>/`, written and read whole by
-`buffers.demos`), the base weights as `base-<key>.pt`; the key hashes every setting that changes
-them, so a changed setting never reuses a stale cache.
+`buffers.demos`), the base weights as `base-<key>.safetensors` (`learner.checkpoint`); the key
+hashes every setting that changes them, so a changed setting never reuses a stale cache.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from buffers.episodes import import_npz
 from buffers.records import RolloutChunk
 from buffers.shards import open_buffer
 from fleet.config import Config, ConfigError
+from learner.checkpoint import CheckpointError, is_fleet_state, read_state, write_state
 
 
 def policy_config(cfg: Config) -> PolicyConfig:
@@ -124,22 +124,37 @@ def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[st
     key = cache_key(cfg)
     cache = Path(cfg.pretrain.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"base-{key}.pt"
-    if path.exists():
+    path = cache / f"base-{key}.safetensors"
+    cached = cached_base(path)
+    if cached is not None:
         policy = new_policy(cfg)
-        saved = torch.load(path, weights_only=False)
-        policy.load_state_dict(saved["policy"])
-        return policy, dict(saved["info"], cached=True, path=str(path))
+        policy.load_state_dict(cached["policy"])
+        return policy, dict(cached["info"], cached=True, path=str(path))
     t0 = time.monotonic()
     demos = load_or_collect_demos(cfg, cache / f"demos-{key}")
     policy, steps, loss = behaviour_clone(cfg, demos) if demos else fresh_policy(cfg)
     info = {"demos": len(demos), "demo_steps": steps, "bc_loss": loss,
             "pretrain_s": time.monotonic() - t0, "key": key}
-    tmp = path.with_suffix(".tmp")
-    torch.save({"policy": policy.state_dict(), "info": info}, tmp)
-    os.replace(tmp, path)
+    write_state(path, {"policy": policy.state_dict(), "info": info})
     log(f"pretrained base on {len(demos)} demos ({steps} steps) in {info['pretrain_s']:.0f} s")
     return policy, dict(info, cached=False, path=str(path))
+
+
+def cached_base(path: Path) -> dict[str, Any] | None:
+    """The cached base at `path` ({"policy": state dict, "info": ...}), or None. A cache an
+    older Fleet wrote beside it as `base-<key>.pt` is read with `weights_only=True` and kept
+    as safetensors; one that needs unpickling is trained again."""
+    if path.exists():
+        return read_state(path)
+    legacy = path.with_suffix(".pt")
+    if not legacy.exists():
+        return None
+    try:
+        saved = read_state(legacy)
+    except CheckpointError:
+        return None
+    write_state(path, saved)
+    return saved
 
 
 def behaviour_clone(cfg: Config,
@@ -172,9 +187,10 @@ def fresh_policy(cfg: Config, steps: int = 1000) -> tuple[ChunkPolicy, int, floa
 
 
 def checkpoint_base(cfg: Config, path: Path) -> Any:
-    """The policy of `cfg`'s kind and shape with the weights saved at `path`: a Fleet `.pt` (a
-    learner checkpoint such as `runs/<name>/checkpoints/latest.pt`, a cached base, or a bare
-    state dict; loaded with `weights_only=True`), an `.npz` or a `.safetensors` of
+    """The policy of `cfg`'s kind and shape with the weights saved at `path`: a Fleet checkpoint
+    (a learner's such as `runs/<name>/checkpoints/latest.safetensors`, a cached base; an older
+    Fleet's `.pt` or a bare state dict loaded with `weights_only=True`), an `.npz` or a
+    `.safetensors` of
     `policy_state()`. A file that is missing, unreadable or for another shape is a
     `ConfigError` naming the file and the first key that does not fit."""
     where = f"policy.checkpoint={path}"
@@ -206,11 +222,13 @@ def read_policy_file(path: Path, where: str) -> dict[str, Any]:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors" and not is_fleet_state(path):
             from safetensors.torch import load_file
 
             return dict(load_file(str(path)))
-        saved = torch.load(path, weights_only=True, map_location="cpu")
+        saved = read_state(path)  # a Fleet checkpoint (`.safetensors` or an old `.pt`)
+    except CheckpointError as e:
+        raise ConfigError(f"{where}: {str(e).removeprefix(f'{path}: ')}") from e
     except Exception as e:  # a torn, foreign or pickled-object file: say which and why
         raise ConfigError(f"{where}: cannot read it ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''})") from e

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from actors.evaluation import Episode, by_task, held_out
 from actors.robots import assign_tasks
-from actors.worker import WorkerConfig
+from actors.worker import EvalEpisode, WorkerConfig
 from algorithms.policy import PolicyConfig
 from fleet.config import Config, ConfigError, run_path, saved_config, to_dict
 from fleet.console.server import TOKEN_ENV, ConsoleServer, RayRobots, TokenError, read_token
@@ -47,6 +47,7 @@ from fleet.run.evaluate import DuringTraining, eval_execution
 from fleet.run.metrics import MetricsLogger
 from fleet.run.pretrain import cache_key, policy_config, pretrained_base
 from fleet.run.view import LiveView, Throughput
+from learner.loop import LATEST
 from rewards.base import make_reward
 from rewards.trainer import trainable
 
@@ -72,7 +73,9 @@ def open_run(cfg: Config) -> tuple[Config, Path, Path | None]:
         saved = saved_config(json.loads((run_dir / "config.json").read_text()))
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot resume {run_dir}: {e}") from e
-    checkpoint = run_dir / "checkpoints" / "latest.pt"
+    checkpoint = run_dir / "checkpoints" / LATEST
+    if not checkpoint.exists():  # an older Fleet's run: its pickle is read with weights_only=True
+        checkpoint = checkpoint.with_name("latest.pt")
     if not checkpoint.exists():
         raise ConfigError(f"cannot resume {run_dir}: it has no checkpoint yet")
     return dataclasses.replace(saved, train=cfg.train, logger=cfg.logger), run_dir, checkpoint
@@ -122,15 +125,16 @@ def on_this_node() -> Any:
     return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
-def evaluate(robots: list[Any], state: dict[str, np.ndarray],
-             episodes: list[Episode]) -> list[bool]:
+def evaluate(robots: list[Any], state: dict[str, np.ndarray], episodes: list[Episode],
+             record: int = 0) -> list[EvalEpisode]:
     """The same held-out (task, seed) episodes, shared round robin across the robots, results
-    in the episodes' order."""
+    in the episodes' order; the first robot records the frames of its first `record`."""
     import ray
 
     n = len(robots)
-    parts = ray.get([r.evaluate.remote(state, episodes[i::n]) for i, r in enumerate(robots)])
-    out = [False] * len(episodes)
+    parts = ray.get([r.evaluate_episodes.remote(state, episodes[i::n], record if i == 0 else 0)
+                     for i, r in enumerate(robots)])
+    out: list[Any] = [None] * len(episodes)
     for i, part in enumerate(parts):
         out[i::n] = part
     return out
@@ -289,15 +293,17 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
                             console)
         operators = start_console(cfg, fleet, run_dir, console, token)
         episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)
-        before = base_success(run_dir, fleet.robots, base.policy_state(), episodes)
+        before, before_episodes = base_success(run_dir, fleet.robots, base.policy_state(),
+                                               episodes, cfg.logger.videos)
         console.print(f"base policy: {np.mean(before):.0%} success on {cfg.eval.episodes} "
                       f"held-out episodes per task of {cfg.robot.task}")
         steps_done = int(ray.get(fleet.buffer.info.remote())["steps"])
         during = DuringTraining(cfg, policy_config(cfg), episodes)
-        with MetricsLogger(cfg, run_dir) as metrics:
+        with MetricsLogger(cfg, run_dir, say=console.print) as metrics:
             metrics.summary({"success_before": float(np.mean(before))})
             metrics.log({"eval/success": float(np.mean(before)), "eval/env_steps": steps_done,
                          "eval/policy_version": 0}, step=steps_done)
+            metrics.log_episodes("eval", before_episodes, step=steps_done)
             train_s, robot_stats, last = post_train(
                 cfg, console, fleet.robots + fleet.bridged, fleet.learner, metrics, steps_done,
                 watch=operators.record if operators else None, during=during,
@@ -305,10 +311,12 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
             reward_stats = (ray.get(fleet.reward_trainer.stop.remote())
                             if fleet.reward_trainer is not None else None)
             wandb_id = run_dir / "wandb_id"
-            ray.get(fleet.learner.checkpoint.remote(
+            saved = ray.get(fleet.learner.checkpoint.remote(
                 {"wandb_id": wandb_id.read_text() if wandb_id.exists() else None}))
             version, state = ray.get(fleet.learner.policy_state.remote())
-            after = evaluate(fleet.robots, state, episodes)
+            metrics.log_checkpoint(Path(saved), int(version))
+            after_episodes = evaluate(fleet.robots, state, episodes, cfg.logger.videos)
+            after = [e.success for e in after_episodes]
             summary = {
                 "run": run_dir.name, "task": cfg.robot.task, "robots": cfg.fleet.num_robots,
                 "success_before": float(np.mean(before)), "success_after": float(np.mean(after)),
@@ -324,6 +332,8 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
                 "per_episode_before": before, "per_episode_after": after,
                 "eval_during": during.curve,  # [env steps, policy_version, success]
             }
+            metrics.log_episodes("eval", after_episodes,  # wandb's steps only go forward
+                                 step=max(summary["env_steps"], metrics.last_step))
             metrics.summary({k: v for k, v in summary.items() if isinstance(v, int | float)})
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         ray.get(fleet.buffer.close.remote())
@@ -338,10 +348,25 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
 
 def provenance(cfg: Config) -> dict[str, Any]:
     """What produced a run, for its summary.json: the algorithm, the reward model, the policy
-    kind and the exact command line (`sys.argv`, as the shell passed it)."""
+    kind, the exact command line (`sys.argv`, as the shell passed it) and the versions of the
+    packages results depend on (Meta-World's rewards differ between releases)."""
     return {"algorithm": cfg.algorithm.name, "reward": cfg.reward.name,
             "reward_params": dict(cfg.reward.params), "policy_kind": cfg.policy.kind,
-            "policy_backbone": cfg.policy.backbone, "command": list(sys.argv)}
+            "policy_backbone": cfg.policy.backbone, "command": list(sys.argv),
+            "versions": package_versions(("torch", "metaworld", "gymnasium", "gym-pusht"))}
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """The installed version of each distribution (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def start_console(cfg: Config, fleet: Fleet, run_dir: Path, console: Console,
@@ -372,16 +397,19 @@ def stream_counts(stored: dict[str, Any], robot_stats: list[dict[str, Any]]) -> 
 
 
 def base_success(run_dir: Path, robots: list[Any], state: dict[str, np.ndarray],
-                 episodes: list[Episode]) -> list[bool]:
-    """The base policy's held-out results: measured once per run, kept for resumes."""
+                 episodes: list[Episode], record: int = 0
+                 ) -> tuple[list[bool], list[EvalEpisode]]:
+    """The base policy's held-out results: measured once per run, kept for resumes (the
+    episodes themselves, with returns and frames, only when measured)."""
     path = run_dir / "base_eval.json"
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("episodes") == [list(e) for e in episodes]:
-            return [bool(x) for x in saved["success"]]
-    results = evaluate(robots, state, episodes)
+            return [bool(x) for x in saved["success"]], []
+    recorded = evaluate(robots, state, episodes, record)
+    results = [e.success for e in recorded]
     path.write_text(json.dumps({"episodes": episodes, "success": results}))
-    return results
+    return results, recorded
 
 
 def newest_weights(hub: Any, base: dict[str, np.ndarray]) -> tuple[int, dict[str, np.ndarray]]:
@@ -455,6 +483,7 @@ def log_evaluations(during: DuringTraining, metrics: MetricsLogger, console: Con
     step, as wandb wants steps in order; `eval/env_steps` says when the weights were taken)
     and one console line each."""
     for result in during.finished():
+        metrics.log_episodes("eval", result.pop("eval/episodes", []), step=steps)
         metrics.log(result, step=steps)
         console.print(f"held-out success {result['eval/success']:.0%} at "
                       f"{int(result['eval/env_steps']):,} env steps "
@@ -464,11 +493,17 @@ def log_evaluations(during: DuringTraining, metrics: MetricsLogger, console: Con
 def fleet_snapshot(cfg: Config, stats: list[dict[str, Any]], last: dict[str, float], steps: int,
                    steps_per_s: float, t0: float) -> dict[str, Any]:
     rates = [s["success_rate"] for s in stats if not math.isnan(s["success_rate"])]
+    returns = [s.get("episode_return", math.nan) for s in stats]
+    returns = [r for r in returns if not math.isnan(r)]
+    lengths = [s.get("episode_length", math.nan) for s in stats]
+    lengths = [n for n in lengths if not math.isnan(n)]
     latency = [s["adopt_latency_s"] for s in stats if not math.isnan(s["adopt_latency_s"])]
     return {"run": cfg.run.name, "elapsed_s": time.monotonic() - t0, "env_steps": steps,
             "adopt_latency_s": float(np.median(latency)) if latency else float("nan"),
             "steps_per_s": steps_per_s,
             "success_rate": float(np.mean(rates)) if rates else float("nan"),
+            "episode_return": float(np.mean(returns)) if returns else float("nan"),
+            "episode_length": float(np.mean(lengths)) if lengths else float("nan"),
             "intervention_rate": (sum(s["intervened_steps"] for s in stats)
                                   / max(1, sum(s["env_steps"] for s in stats))),
             "policy_version": int(last.get("policy_version", 0)),
@@ -485,6 +520,7 @@ def robot_and_task_metrics(stats: list[dict[str, Any]]) -> dict[str, float]:
     for s in stats:
         r = f"robot/{s['robot_id']}"
         out.update({f"{r}/success_rate": s["success_rate"], f"{r}/env_steps": s["env_steps"],
+                    f"{r}/episode_return": s.get("episode_return", math.nan),
                     f"{r}/intervened_steps": s["intervened_steps"],
                     f"{r}/versions_behind": newest - s["policy_version"],
                     f"{r}/missed_deadlines": s.get("missed_deadlines", 0),

@@ -4,7 +4,7 @@ Install it next to Fleet and select it by name:
 
     pip install -e examples/policy_plugin
     fleet train policy.kind=linear policy.params.init_std=0.3
-    fleet train policy.kind=linear policy.checkpoint=runs/lin/checkpoints/latest.pt
+    fleet train policy.kind=linear policy.checkpoint=runs/lin/checkpoints/latest.safetensors
 
 Fleet finds it through the `fleet.policies` entry point in this package's pyproject.toml and
 calls `make(config)`: `config` is Fleet's `PolicyConfig`, carrying the robot's `obs_dim` and
