@@ -66,6 +66,14 @@ class Offline(Protocol):
                 rewards: Sequence[np.ndarray]) -> dict[str, float]: ...
 
 
+class Holding(Protocol):
+    """An algorithm whose `needs` declares `holds_batches=True` may return an empty batch from
+    `prepare` while it keeps the data for a later update; `holding()` says what it holds:
+    `metrics = algorithm.holding()`."""
+
+    def holding(self) -> dict[str, float]: ...
+
+
 BUILTIN: dict[str, tuple[str, str]] = {
     "ppo": ("algorithms.ppo", "PPO"), "grpo": ("algorithms.grpo", "GRPO"),
     "td": ("algorithms.td", "TD"), "dpo": ("algorithms.dpo", "DPO")}

@@ -43,11 +43,15 @@ class DataNeeds:
       False: only chunks within the learner's `max_staleness`.
     demos: the base's demonstrations go to the algorithm's `offline(chunks, rewards)` phase
       before the first update.
+    holds_batches: the algorithm may keep a batch's data for a later update (GRPO's dynamic
+      sampling, DPO's preference set): `prepare` then returns an empty batch, the learner makes
+      no update and no new version, and reports the algorithm's `holding()` metrics.
     """
 
     group_size: int = 1
     replay: bool = False
     demos: bool = False
+    holds_batches: bool = False
 
     def __post_init__(self) -> None:
         if self.group_size < 1:

@@ -27,7 +27,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 import torch
 
-from algorithms import Algorithm, Offline
+from algorithms import Algorithm, Holding, Offline
 from algorithms.policy import ChunkPolicy
 from buffers.feed import ChunkFeed, ChunkSource
 from buffers.records import RolloutChunk
@@ -147,15 +147,14 @@ class Learner:
                     "learner_env_steps": self.env_steps, "reward_faults": faults,
                     "reward_waiting": float(waiting), "batch_skipped": 1.0, "wait_s": t_data}
         batch = self.algorithm.prepare(chunks, rewards)
-        held = getattr(self.algorithm, "holding", None)
-        if held is not None and len(batch) == 0:  # the algorithm holds the data for a later
-            # batch (GRPO's dynamic sampling, DPO's preference set): no update and no new
-            # version, so what it holds stays on-policy
+        if self.needs.holds_batches and len(batch) == 0:  # the algorithm holds the data for
+            # a later batch (GRPO's dynamic sampling, DPO's preference set): no update and no
+            # new version, so what it holds stays on-policy
             self.env_steps += sum(c.num_steps for c in chunks)
             return {"policy_version": self.policy_version, "updates": self.updates,
                     "learner_env_steps": self.env_steps, "reward_faults": 0,
                     "reward_waiting": 0.0, "batch_skipped": 0.0, "batch_held": 1.0,
-                    "wait_s": t_data} | held()
+                    "wait_s": t_data} | cast(Holding, self.algorithm).holding()
         warm = self.updates >= self.config.critic_warmup
         metrics = self.algorithm.update(batch, train_actor=warm)
         self.updates += 1
