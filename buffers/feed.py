@@ -29,6 +29,7 @@ import numpy as np
 
 from buffers.codec import decode_chunk
 from buffers.groups import complete_groups
+from buffers.rate import StepRatio
 from buffers.records import RolloutChunk
 from buffers.sampling import oldest_usable
 
@@ -46,16 +47,23 @@ class DataNeeds:
     holds_batches: the algorithm may keep a batch's data for a later update (GRPO's dynamic
       sampling, DPO's preference set): `prepare` then returns an empty batch, the learner makes
       no update and no new version, and reports the algorithm's `holding()` metrics.
+    rate: gradient steps per env step, held by the buffer's rate limiter (`buffers.rate`):
+      the learner trains continuously (`add` what arrives, `train` what it is granted) and
+      robots wait when it is behind.
     """
 
     group_size: int = 1
     replay: bool = False
     demos: bool = False
     holds_batches: bool = False
+    rate: StepRatio | None = None
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
             raise ValueError(f"group_size={self.group_size}: must be >= 1 (1: no groups)")
+        if self.rate is not None and not self.replay:
+            raise ValueError("a rate limit (gradient steps per env step) needs replay=True: "
+                             "an on-policy algorithm trains once per batch")
 
     def max_staleness(self, bound: int) -> int | None:
         """The staleness limit for this algorithm, given the learner's `max_staleness`."""

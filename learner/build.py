@@ -29,6 +29,7 @@ from algorithms import AlgorithmConfig, data_needs, make_algorithm
 from algorithms.factory import make_policy
 from algorithms.policy import PolicyConfig
 from buffers.feed import ChunkSource
+from buffers.rate import RateSource
 from buffers.records import RolloutChunk
 from learner.loop import Learner, LearnerConfig, WeightSink
 from rewards.base import RewardConfig, make_reward
@@ -62,8 +63,10 @@ def device(choice: str) -> str:
 
 
 def build_learner(parts: LearnerParts, source: ChunkSource, sink: WeightSink,
-                  reward_weights: WeightSource | None = None) -> Learner:
-    """A `Learner` reading chunks from `source` and publishing weights to `sink`."""
+                  reward_weights: WeightSource | None = None,
+                  rate: RateSource | None = None) -> Learner:
+    """A `Learner` reading chunks from `source` and publishing weights to `sink`; `rate`: the
+    buffer's rate limiter, for an algorithm that declares a rate (`DataNeeds.rate`)."""
     torch.manual_seed(parts.seed)
     policy = make_policy(parts.policy)
     if parts.state is not None:
@@ -72,7 +75,7 @@ def build_learner(parts: LearnerParts, source: ChunkSource, sink: WeightSink,
     algorithm = make_algorithm(parts.algorithm, policy)
     demos = read_demos(parts.demos) if data_needs(parts.algorithm).demos else []
     return Learner(policy, algorithm, make_reward(parts.reward), source, sink, parts.config,
-                   Path(parts.checkpoint_dir), demos, reward_weights)
+                   Path(parts.checkpoint_dir), demos, reward_weights, rate)
 
 
 def read_demos(root: Path | None) -> list[RolloutChunk]:

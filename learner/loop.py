@@ -12,6 +12,14 @@ it with `learner.build.build_learner`):
 how stale the used data was is in every step's metrics. What the algorithm is fed is what it
 declares (`algorithm.needs(config)`, a `buffers.feed.DataNeeds`), served by a
 `buffers.feed.ChunkFeed`.
+
+An algorithm that declares a rate (`DataNeeds.rate`: TD with `td.rate_limit`) trains
+continuously instead: each `step()` adds every chunk that has arrived, then takes as many
+gradient steps (at most `burst`) as the buffer's rate limiter grants, so the learner keeps
+`updates_per_step` gradient steps per env step and robots wait when it falls behind:
+
+    learner = Learner(policy, td, reward, buffer, sink, LearnerConfig(), dir, rate=buffer)
+    metrics = learner.step()   # metrics["gradient_steps"] <= burst; rate_* from the limiter
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ from typing import Any, Protocol, cast
 import numpy as np
 import torch
 
-from algorithms import Algorithm, Holding, Offline
+from algorithms import Algorithm, Continuous, Holding, Offline
 from algorithms.policy import ChunkPolicy
 from buffers.feed import ChunkFeed, ChunkSource
+from buffers.rate import RateSource
 from buffers.records import RolloutChunk
 from rewards.base import RewardModel
 from rewards.trainer import WeightSource, adopt
@@ -57,10 +66,11 @@ class LearnerConfig:
     publish_dtype: str = "float32"  # float32 | float16: what robots download per publication
     device: str = "auto"  # auto | cpu | cuda[:N]: where updates run (auto: a GPU if the node
     # has one); robots always get numpy weights
+    burst: int = 32  # rate-limited algorithms: most gradient steps per update (per publication)
 
     def __post_init__(self) -> None:
-        if self.batch_calls < 1 or self.publish_every < 1:
-            raise ValueError("learner.batch_calls and learner.publish_every must be >= 1")
+        if self.batch_calls < 1 or self.publish_every < 1 or self.burst < 1:
+            raise ValueError("learner.batch_calls, publish_every and burst must be >= 1")
         if self.max_staleness < 0 or self.critic_warmup < 0:
             raise ValueError("learner.max_staleness and learner.critic_warmup must be >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -77,22 +87,30 @@ class Learner:
     def __init__(self, policy: ChunkPolicy, algorithm: Algorithm, reward: RewardModel,
                  source: ChunkSource, sink: WeightSink, config: LearnerConfig,
                  checkpoint_dir: Path, demos: Sequence[RolloutChunk] = (),
-                 reward_weights: WeightSource | None = None) -> None:
+                 reward_weights: WeightSource | None = None,
+                 rate: RateSource | None = None) -> None:
         """`demos`: demonstrations for the offline phase of an algorithm that declares it
         needs them (ignored by the others). `reward_weights`: where a learned reward's trainer
-        publishes; the reward model adopts each new version before the next update."""
+        publishes; the reward model adopts each new version before the next update. `rate`:
+        the rate limiter that grants gradient steps, for an algorithm that declares a rate."""
         self.policy, self.algorithm, self.reward = policy, algorithm, reward
         self.needs = algorithm.needs(algorithm.config)
         self._demos = list(demos) if self.needs.demos else []
         self.sink, self.config = sink, config
         self.reward_weights = reward_weights
-        self.feed = ChunkFeed(source, self.needs, config.batch_calls, config.max_staleness)
+        if self.needs.rate is not None and rate is None:
+            raise ValueError("this algorithm declares a rate limit (gradient steps per env "
+                             "step): give the learner the buffer's rate limiter (rate=...)")
+        self.rate = rate if self.needs.rate is not None else None
+        self.feed = ChunkFeed(source, self.needs, 1 if self.rate else config.batch_calls,
+                              config.max_staleness)
         self.checkpoint_dir = checkpoint_dir
         self.policy_version = 0
         self.updates = 0
         self.env_steps = 0  # steps of the data consumed
         self._last_checkpoint = time.monotonic()
         self._interrupt = threading.Event()
+        self._fed = bool(self._demos)  # the algorithm has data to train on (demos, chunks)
 
     def interrupt(self) -> None:
         """Make a step that is waiting for data give up (from another thread)."""
@@ -114,6 +132,8 @@ class Learner:
     def step(self) -> dict[str, float]:
         """One update, waiting for data. Publishes every `publish_every` updates and
         checkpoints on a timer."""
+        if self.rate is not None:
+            return self._continuous_step(self.rate)
         offline = self._before_update()
         t0 = time.monotonic()
         chunks, dropped = self._gather()
@@ -180,6 +200,62 @@ class Learner:
         if str(self.reward.version).isdigit():  # a learned reward's weights version
             metrics["reward_version"] = float(self.reward.version)
         return metrics
+
+    def _continuous_step(self, rate: RateSource) -> dict[str, float]:
+        """Add what has arrived; then the gradient steps `rate` grants (at most `burst`),
+        waiting (at most `max_wait_s`) and adding what arrives while it grants none."""
+        offline = self._before_update()
+        algorithm = cast(Continuous, self.algorithm)
+        t0, seen = time.monotonic(), dict[str, float]()
+        while True:
+            seen = self._add_arrived(algorithm) or seen
+            fed = self.updates > 0 or self._fed  # no gradient step on an empty replay
+            granted = rate.grant(self.config.burst) if fed else 0
+            if granted:
+                break
+            if self._interrupt.is_set():
+                raise Interrupted
+            if time.monotonic() - t0 > self.config.max_wait_s:
+                raise TimeoutError(f"no gradient step granted for {self.config.max_wait_s} s: "
+                                   "are the robots running?")
+            time.sleep(0.01)
+        t_data = time.monotonic() - t0
+        metrics = algorithm.train(granted, train_actor=self.updates >= self.config.critic_warmup)
+        self.updates += 1
+        if self.updates % self.config.publish_every == 0:
+            self.policy_version += 1
+            self.sink.publish(self.policy_version, self.policy.policy_state())
+        if time.monotonic() - self._last_checkpoint > self.config.checkpoint_every_s:
+            self.save_checkpoint()
+        return metrics | offline | seen | rate.rate_state() | {
+            "policy_version": self.policy_version, "updates": self.updates,
+            "learner_env_steps": self.env_steps, "wait_s": t_data,
+            "update_s": time.monotonic() - t0 - t_data}
+
+    def _add_arrived(self, algorithm: Continuous) -> dict[str, float]:
+        """Every usable chunk that has arrived (at most `batch_calls` calls' worth) into the
+        algorithm; what it saw, or {} when nothing arrived. A batch the reward model failed on
+        (or cannot score yet) is skipped, as in `step`."""
+        chunks: list[RolloutChunk] = []
+        while sum(c.num_calls for c in chunks) < self.config.batch_calls and (
+                taken := self.feed.take(self.policy_version)) is not None:
+            chunks += taken[0]
+        if not chunks:
+            return {}
+        self.env_steps += sum(c.num_steps for c in chunks)
+        rewards = [self.reward.score(c) for c in chunks]
+        if self._reward_faults(chunks) or not getattr(self.reward, "ready", True):
+            return {"batch_skipped": 1.0}
+        algorithm.add(self.algorithm.prepare(chunks, rewards))
+        self._fed = True
+        ends = [c.episode_end for c in chunks if c.episode_end is not None]
+        staleness = [self.policy_version - c.policy_version for c in chunks]
+        return {"batch_skipped": 0.0, "batch_calls": sum(c.num_calls for c in chunks),
+                "staleness_mean": float(np.mean(staleness)),
+                "staleness_max": float(max(staleness)),
+                "reward_mean": float(np.mean([r.mean() for r in rewards])),
+                "train_success": float(np.mean([e.outcome == "success" for e in ends]))
+                if ends else float("nan")}
 
     def _reward_faults(self, chunks: Sequence[RolloutChunk]) -> int:
         """Chunks the reward model failed on (raised, NaN, wrong shape), as `rewards.guard`

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from algorithms import AlgorithmConfig
+from algorithms import AlgorithmConfig, data_needs
 from algorithms.policy import PolicyConfig
 from fleet.remote import actor, one_thread
 from fleet.remote.buffer import BufferSource
@@ -39,9 +39,11 @@ class LearnerActorImpl:
         one_thread()
         parts = LearnerParts(policy, state, algorithm, reward, config, Path(checkpoint_dir),
                              seed, Path(demos) if demos is not None else None)
+        source = BufferSource(buffer)
         self.learner = build_learner(
-            parts, BufferSource(buffer), HubWeights(hub, config.publish_dtype),
-            HubWeights(reward_hub) if reward_hub is not None else None)
+            parts, source, HubWeights(hub, config.publish_dtype),
+            HubWeights(reward_hub) if reward_hub is not None else None,
+            rate=source if data_needs(algorithm).rate is not None else None)
 
     def step(self) -> dict[str, float]:
         """One update; {} if `interrupt` stopped it while it waited for data."""

@@ -29,7 +29,9 @@ from rich.table import Table
 from actors.evaluation import Episode, by_task, held_out
 from actors.robots import assign_tasks
 from actors.worker import WorkerConfig
+from algorithms import data_needs
 from algorithms.policy import PolicyConfig
+from buffers.rate import StepRatio
 from fleet.config import Config, ConfigError, run_path, saved_config, to_dict
 from fleet.console.server import TOKEN_ENV, ConsoleServer, RayRobots, TokenError, read_token
 
@@ -157,7 +159,7 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
 
     pcfg = base_config
     buffer = BufferServer.options(scheduling_strategy=on_this_node()).remote(
-        str(run_dir / "buffer"), cfg.buffer)
+        str(run_dir / "buffer"), cfg.buffer, rate_limit(cfg))
     hub = WeightHub.remote()
     demos = str(Path(cfg.pretrain.cache_dir) / f"demos-{cache_key(cfg)}")
     reward_hub, trainer = start_reward_trainer(cfg, buffer, demos)
@@ -193,6 +195,20 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
         for launch, h in zip(launches, handles, strict=True)}}, cfg.fleet.placement_timeout_s)
     n = cfg.fleet.num_robots
     return Fleet(buffer, hub, learner, handles[:n], handles[n:], server, trainer)
+
+
+def rate_limit(cfg: Config) -> tuple[StepRatio, int] | None:
+    """The buffer's rate limiter, for an algorithm that declares one (`DataNeeds.rate`), with
+    the most env steps one rollout chunk carries; ConfigError if it could deadlock."""
+    rate = data_needs(cfg.algorithm).rate
+    if rate is None:
+        return None
+    max_insert = cfg.policy.horizon * cfg.fleet.calls_per_chunk
+    try:
+        rate.slack(max_insert)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return rate, max_insert
 
 
 class PlacementError(ConfigError):
@@ -243,13 +259,15 @@ def robot_launches(cfg: Config, run_dir: Path, pcfg: PolicyConfig,
     the tasks), then one per real robot of `fleet.bridge_robots`, each serving its robot's
     gateway (bridged robot j binds the endpoint's port + j)."""
     n, spill = cfg.fleet.num_robots, str(run_dir / "spill")
+    limited = data_needs(cfg.algorithm).rate is not None  # chunks wait for the rate limiter
     sims = [RobotLaunch(f"robot-{i}", cfg.robot, pcfg, worker_config(cfg, i, version), spill,
                         version, assign_tasks(cfg.robot.tasks, n, i), cfg.operator,
-                        cfg.fleet.pace_hz, spill_fsync=cfg.buffer.fsync) for i in range(n)]
+                        cfg.fleet.pace_hz, spill_fsync=cfg.buffer.fsync, rate_limited=limited)
+            for i in range(n)]
     return sims + [RobotLaunch(
         rid, cfg.robot, pcfg, worker_config(cfg, n + j, version), spill, version,
         bridge=Bridge(endpoint_for(cfg.fleet.bridge_endpoint, j), cfg.fleet.bridge_keys),
-        spill_fsync=cfg.buffer.fsync)
+        spill_fsync=cfg.buffer.fsync, rate_limited=limited)
         for j, rid in enumerate(cfg.fleet.bridge_robots)]
 
 
