@@ -131,15 +131,19 @@ class RobotWorker:
     """Runs one robot with a local copy of the policy (`inference=local`). `rejoin(stop)` is
     called after a robot's fault and its back-off, before the next episode (a bridged robot's
     actor waits there for its robot to register again and sets `worker.robot`). `admission`:
-    the buffer's rate limiter, which each rollout chunk waits for before it goes out."""
+    the buffer's rate limiter, which each rollout chunk waits for before it goes out.
+    `choose_task`: called before each training episode (each group) to pin the robot's next
+    task (`actors.tasks.TaskChooser`: by the learner's task table)."""
 
     def __init__(self, robot: Robot, policy: Policy, outbox: Outbox, weights: WeightSource,
                  config: WorkerConfig, operator: SimulatedOperator | None = None,
                  control: RobotControl | None = None,
                  rejoin: Callable[[threading.Event], None] | None = None,
-                 admission: Admission | None = None) -> None:
+                 admission: Admission | None = None,
+                 choose_task: Callable[[], None] | None = None) -> None:
         self.robot = robot
         self.admission = admission
+        self.choose_task = choose_task
         self.operator = operator
         self.control = control  # a person at the console: pause, e-stop, take over, label
         self._stop = threading.Event()  # run()'s; lets a held robot give up its episode
@@ -359,6 +363,8 @@ class RobotWorker:
         while not stop.is_set():
             seed = self.config.seed * 1_000_000 + n // size
             group = f"{self.robot.spec.robot_id}/{seed}" if size > 1 else ""
+            if self.choose_task is not None and n % size == 0:  # a group keeps its task
+                self.choose_task()
             n += 1
             try:
                 self.run_episode(seed, group)

@@ -40,10 +40,21 @@ from algorithms.policy import ChunkPolicy
 from buffers.feed import ChunkFeed, ChunkSource
 from buffers.rate import RateSource
 from buffers.records import RolloutChunk
+from buffers.tasks import TaskSampling, TaskTable
 from rewards.base import RewardModel
 from rewards.trainer import WeightSource, adopt
 
 __all__ = ["ChunkSource", "Interrupted", "Learner", "LearnerConfig", "WeightSink"]
+
+
+class TaskSink(Protocol):
+    """Where the learner publishes its task-sampling table (`buffers.tasks`), beside each
+    weight set; robots draw their next task from it.
+
+        sink.publish_tasks(policy_version, {"reach-v3": 0.05, "push-v3": 0.95})
+    """
+
+    def publish_tasks(self, policy_version: int, weights: dict[str, float]) -> None: ...
 
 
 class WeightSink(Protocol):
@@ -67,6 +78,7 @@ class LearnerConfig:
     device: str = "auto"  # auto | cpu | cuda[:N]: where updates run (auto: a GPU if the node
     # has one); robots always get numpy weights
     burst: int = 32  # rate-limited algorithms: most gradient steps per update (per publication)
+    task_sampling: TaskSampling = TaskSampling()  # multi-task fleets: tasks by failure rate
 
     def __post_init__(self) -> None:
         if self.batch_calls < 1 or self.publish_every < 1 or self.burst < 1:
@@ -88,11 +100,15 @@ class Learner:
                  source: ChunkSource, sink: WeightSink, config: LearnerConfig,
                  checkpoint_dir: Path, demos: Sequence[RolloutChunk] = (),
                  reward_weights: WeightSource | None = None,
-                 rate: RateSource | None = None) -> None:
+                 rate: RateSource | None = None, tasks: Sequence[str] = (),
+                 task_sink: TaskSink | None = None) -> None:
         """`demos`: demonstrations for the offline phase of an algorithm that declares it
         needs them (ignored by the others). `reward_weights`: where a learned reward's trainer
         publishes; the reward model adopts each new version before the next update. `rate`:
-        the rate limiter that grants gradient steps, for an algorithm that declares a rate."""
+        the rate limiter that grants gradient steps, for an algorithm that declares a rate.
+        `tasks`, `task_sink`: with `config.task_sampling.enabled` and more than one task, the
+        learner keeps a `buffers.tasks.TaskTable` of the robots' recent outcomes and publishes
+        its weights to `task_sink` with every weight set."""
         self.policy, self.algorithm, self.reward = policy, algorithm, reward
         self.needs = algorithm.needs(algorithm.config)
         self._demos = list(demos) if self.needs.demos else []
@@ -102,6 +118,11 @@ class Learner:
             raise ValueError("this algorithm declares a rate limit (gradient steps per env "
                              "step): give the learner the buffer's rate limiter (rate=...)")
         self.rate = rate if self.needs.rate is not None else None
+        sampling = config.task_sampling.enabled and len(tasks) > 1
+        if sampling and task_sink is None:
+            raise ValueError("learner.task_sampling needs a task_sink to publish to")
+        self.tasks = TaskTable(tasks, config.task_sampling) if sampling else None
+        self.task_sink = task_sink
         self.feed = ChunkFeed(source, self.needs, 1 if self.rate else config.batch_calls,
                               config.max_staleness)
         self.checkpoint_dir = checkpoint_dir
@@ -166,6 +187,7 @@ class Learner:
             return {"policy_version": self.policy_version, "updates": self.updates,
                     "learner_env_steps": self.env_steps, "reward_faults": faults,
                     "reward_waiting": float(waiting), "batch_skipped": 1.0, "wait_s": t_data}
+        self._record_tasks(chunks)
         batch = self.algorithm.prepare(chunks, rewards)
         if self.needs.holds_batches and len(batch) == 0:  # the algorithm holds the data for
             # a later batch (GRPO's dynamic sampling, DPO's preference set): no update and no
@@ -180,13 +202,12 @@ class Learner:
         self.updates += 1
         self.env_steps += sum(c.num_steps for c in chunks)
         staleness = [self.policy_version - c.policy_version for c in chunks]
-        if self.updates % self.config.publish_every == 0:
-            self.policy_version += 1
-            self.sink.publish(self.policy_version, self.policy.policy_state())
+        self._publish()
         if time.monotonic() - self._last_checkpoint > self.config.checkpoint_every_s:
             self.save_checkpoint()
         ends = [c.episode_end for c in chunks if c.episode_end is not None]
         metrics.update(offline)
+        metrics.update(self._task_metrics())
         metrics.update({
             "policy_version": self.policy_version, "updates": self.updates,
             "learner_env_steps": self.env_steps, "batch_calls": len(batch),
@@ -222,12 +243,10 @@ class Learner:
         t_data = time.monotonic() - t0
         metrics = algorithm.train(granted, train_actor=self.updates >= self.config.critic_warmup)
         self.updates += 1
-        if self.updates % self.config.publish_every == 0:
-            self.policy_version += 1
-            self.sink.publish(self.policy_version, self.policy.policy_state())
+        self._publish()
         if time.monotonic() - self._last_checkpoint > self.config.checkpoint_every_s:
             self.save_checkpoint()
-        return metrics | offline | seen | rate.rate_state() | {
+        return metrics | offline | seen | rate.rate_state() | self._task_metrics() | {
             "policy_version": self.policy_version, "updates": self.updates,
             "learner_env_steps": self.env_steps, "wait_s": t_data,
             "update_s": time.monotonic() - t0 - t_data}
@@ -246,6 +265,7 @@ class Learner:
         rewards = [self.reward.score(c) for c in chunks]
         if self._reward_faults(chunks) or not getattr(self.reward, "ready", True):
             return {"batch_skipped": 1.0}
+        self._record_tasks(chunks)
         algorithm.add(self.algorithm.prepare(chunks, rewards))
         self._fed = True
         ends = [c.episode_end for c in chunks if c.episode_end is not None]
@@ -256,6 +276,32 @@ class Learner:
                 "reward_mean": float(np.mean([r.mean() for r in rewards])),
                 "train_success": float(np.mean([e.outcome == "success" for e in ends]))
                 if ends else float("nan")}
+
+    def _publish(self) -> None:
+        """Every `publish_every` updates: a new version, and the task table with it."""
+        if self.updates % self.config.publish_every:
+            return
+        self.policy_version += 1
+        self.sink.publish(self.policy_version, self.policy.policy_state())
+        if self.tasks is not None and self.task_sink is not None:
+            self.task_sink.publish_tasks(self.policy_version, self.tasks.weights())
+
+    def _record_tasks(self, chunks: Sequence[RolloutChunk]) -> None:
+        """Episode ends into the task table: a success counts only if no operator acted in
+        the episode's last chunk (the simulated operator keeps a take-over to the end)."""
+        if self.tasks is None:
+            return
+        for c in chunks:
+            if c.episode_end is not None:
+                self.tasks.record(c.task, c.episode_end.outcome == "success"
+                                  and not bool(np.any(c.intervened)))
+
+    def _task_metrics(self) -> dict[str, float]:
+        """The task table as metrics: `task_weight/<task>`, `task_success/<task>`."""
+        if self.tasks is None:
+            return {}
+        return ({f"task_weight/{t}": w for t, w in self.tasks.weights().items()}
+                | {f"task_success/{t}": r for t, r in self.tasks.success().items()})
 
     def _reward_faults(self, chunks: Sequence[RolloutChunk]) -> int:
         """Chunks the reward model failed on (raised, NaN, wrong shape), as `rewards.guard`

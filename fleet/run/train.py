@@ -166,7 +166,7 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
     learner = LearnerActor.options(num_gpus=learner_gpus(cfg)).remote(
         pcfg, base, cfg.algorithm, cfg.reward, cfg.learner, str(run_dir / "checkpoints"),
         buffer, hub, cfg.run.seed, demos=demos,  # TD's offline phase
-        reward_hub=reward_hub)
+        reward_hub=reward_hub, tasks=tuple(cfg.robot.tasks))
     version, state = 0, base
     learner_asks = {"learner": (learner, {"GPU": float(learner_gpus(cfg))})}
     if checkpoint is not None:
@@ -260,9 +260,11 @@ def robot_launches(cfg: Config, run_dir: Path, pcfg: PolicyConfig,
     gateway (bridged robot j binds the endpoint's port + j)."""
     n, spill = cfg.fleet.num_robots, str(run_dir / "spill")
     limited = data_needs(cfg.algorithm).rate is not None  # chunks wait for the rate limiter
+    choose = cfg.learner.task_sampling.enabled and len(cfg.robot.tasks) > 1  # by failure rate
     sims = [RobotLaunch(f"robot-{i}", cfg.robot, pcfg, worker_config(cfg, i, version), spill,
                         version, assign_tasks(cfg.robot.tasks, n, i), cfg.operator,
-                        cfg.fleet.pace_hz, spill_fsync=cfg.buffer.fsync, rate_limited=limited)
+                        cfg.fleet.pace_hz, spill_fsync=cfg.buffer.fsync, rate_limited=limited,
+                        choose_tasks=choose)
             for i in range(n)]
     return sims + [RobotLaunch(
         rid, cfg.robot, pcfg, worker_config(cfg, n + j, version), spill, version,
@@ -341,6 +343,7 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
                 **stream_counts(ray.get(fleet.buffer.info.remote()), robot_stats),
                 "per_episode_before": before, "per_episode_after": after,
                 "eval_during": during.curve,  # [env steps, policy_version, success]
+                "eval_during_by_task": during.by_task,  # task -> [[env steps, success]]
             }
             metrics.summary({k: v for k, v in summary.items() if isinstance(v, int | float)})
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
