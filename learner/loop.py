@@ -154,7 +154,7 @@ class Learner:
         """One update, waiting for data. Publishes every `publish_every` updates and
         checkpoints on a timer."""
         if self.rate is not None:
-            return self._continuous_step(self.rate)
+            return cast(dict[str, float], self._continuous_step(self.rate))
         offline = self._before_update()
         t0 = time.monotonic()
         chunks, dropped = self._gather()
@@ -163,6 +163,8 @@ class Learner:
     def try_step(self) -> dict[str, float] | None:
         """One update if a batch is ready now, else None at once (a one-process loop's step,
         where waiting would stall the robot that must make the data)."""
+        if self.rate is not None:
+            return self._continuous_step(self.rate, wait=False)
         taken = self.feed.take(self.policy_version)
         if taken is None:
             return None
@@ -222,9 +224,10 @@ class Learner:
             metrics["reward_version"] = float(self.reward.version)
         return metrics
 
-    def _continuous_step(self, rate: RateSource) -> dict[str, float]:
+    def _continuous_step(self, rate: RateSource, wait: bool = True) -> dict[str, float] | None:
         """Add what has arrived; then the gradient steps `rate` grants (at most `burst`),
-        waiting (at most `max_wait_s`) and adding what arrives while it grants none."""
+        waiting (at most `max_wait_s`) and adding what arrives while it grants none; without
+        `wait`, None at once when it grants none."""
         offline = self._before_update()
         algorithm = cast(Continuous, self.algorithm)
         t0, seen = time.monotonic(), dict[str, float]()
@@ -234,6 +237,8 @@ class Learner:
             granted = rate.grant(self.config.burst) if fed else 0
             if granted:
                 break
+            if not wait:
+                return None
             if self._interrupt.is_set():
                 raise Interrupted
             if time.monotonic() - t0 > self.config.max_wait_s:
