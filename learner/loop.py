@@ -123,8 +123,7 @@ class Learner:
             raise ValueError("learner.task_sampling needs a task_sink to publish to")
         self.tasks = TaskTable(tasks, config.task_sampling) if sampling else None
         self.task_sink = task_sink
-        self.feed = ChunkFeed(source, self.needs, 1 if self.rate else config.batch_calls,
-                              config.max_staleness)
+        self.feed = ChunkFeed(source, self.needs, config.batch_calls, config.max_staleness)
         self.checkpoint_dir = checkpoint_dir
         self.policy_version = 0
         self.updates = 0
@@ -260,10 +259,7 @@ class Learner:
         """Every usable chunk that has arrived (at most `batch_calls` calls' worth) into the
         algorithm; what it saw, or {} when nothing arrived. A batch the reward model failed on
         (or cannot score yet) is skipped, as in `step`."""
-        chunks: list[RolloutChunk] = []
-        while sum(c.num_calls for c in chunks) < self.config.batch_calls and (
-                taken := self.feed.take(self.policy_version)) is not None:
-            chunks += taken[0]
+        chunks, _ = self.feed.take_any(self.policy_version, self.config.batch_calls)
         if not chunks:
             return {}
         self.env_steps += sum(c.num_steps for c in chunks)

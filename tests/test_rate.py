@@ -2,9 +2,14 @@
 (Reverb's SampleToInsertRatio over env steps), checked on the plain limiter and on real Ray
 actors (stub robots, the buffer actor, a TD learner actor)."""
 
+import numpy as np
 import pytest
 
+from buffers.codec import encode_chunk
+from buffers.feed import ChunkFeed, DataNeeds
 from buffers.rate import RateLimiter, StepRatio
+from buffers.store import ReplayBuffer
+from tests.chunks import make_chunk
 
 ray = pytest.importorskip("ray")
 
@@ -45,6 +50,21 @@ def test_a_limiter_that_could_deadlock_is_refused_when_built():
         TDConfig(rate_limit=True, updates_per_step=0)
     needs = data_needs(AlgorithmConfig(name="td", td=TDConfig(rate_limit=True)))
     assert needs.rate == StepRatio(0.25) and needs.replay
+
+
+def test_a_continuous_learner_reads_whatever_has_arrived(tmp_path):
+    rng = np.random.default_rng(0)
+    with ReplayBuffer(tmp_path / "buf") as buf:
+        feed = ChunkFeed(buf, DataNeeds(replay=True, rate=StepRatio(1.0)), 1024, 0)
+        assert feed.take_any(0, 1024) == ([], 0)
+        buf.insert([encode_chunk(make_chunk(rng, episode_id=f"e{i}")) for i in range(3)])
+        got, _ = feed.take_any(5, 1024)  # no minimum, and any age (replay)
+        assert [c.episode_id for c in got] == ["e0", "e1", "e2"]
+        buf.insert([encode_chunk(make_chunk(rng, episode_id=f"f{i}")) for i in range(3)])
+        assert [c.episode_id for c in feed.take_any(5, 5)[0]] == ["f0", "f1"]  # 4 calls each
+        assert [c.episode_id for c in feed.take_any(5, 5)[0]] == ["f2"]
+    with pytest.raises(ValueError, match="replay=True and no groups"):
+        DataNeeds(rate=StepRatio(1.0))
 
 
 def test_robots_wait_for_a_slow_learner_which_keeps_its_ratio(local_ray, tmp_path):
