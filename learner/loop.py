@@ -18,7 +18,8 @@ continuously instead: each `step()` adds every chunk that has arrived, then take
 gradient steps (at most `burst`) as the buffer's rate limiter grants, so the learner keeps
 `updates_per_step` gradient steps per env step and robots wait when it falls behind:
 
-    learner = Learner(policy, td, reward, buffer, sink, LearnerConfig(), dir, rate=buffer)
+    limiter = RateLimiter(TD.needs(td.config).rate, max_insert=64)  # on Ray: the buffer's
+    learner = Learner(policy, td, reward, buffer, sink, LearnerConfig(), dir, rate=limiter)
     metrics = learner.step()   # metrics["gradient_steps"] <= burst; rate_* from the limiter
 """
 
