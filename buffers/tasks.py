@@ -58,6 +58,16 @@ class TaskTable:
         if task in self.recent:
             self.recent[task].append(bool(success))
 
+    def outcomes(self) -> dict[str, list[bool]]:
+        """The recent outcomes per task, oldest first (for a checkpoint)."""
+        return {t: list(d) for t, d in self.recent.items()}
+
+    def restore(self, outcomes: Mapping[str, Sequence[bool]]) -> None:
+        """Outcomes saved by `outcomes()` (tasks no longer in the table are ignored)."""
+        for task, seen in outcomes.items():
+            for success in seen:
+                self.record(task, success)
+
     def success(self) -> dict[str, float]:
         """Recent success per task (NaN before its first finished episode)."""
         return {t: float(np.mean(d)) if d else float("nan") for t, d in self.recent.items()}

@@ -332,6 +332,7 @@ class Learner:
             "policy_version": self.policy_version, "updates": self.updates,
             "env_steps": self.env_steps, "cursor": self.feed.cursor,
             "torch_rng": torch.get_rng_state(), "extra": extra or {},
+            "task_outcomes": self.tasks.outcomes() if self.tasks is not None else {},
         }
         path = self.checkpoint_dir / f"ckpt-{self.policy_version:06d}.pt"
         tmp = path.with_suffix(".tmp")
@@ -352,4 +353,6 @@ class Learner:
         self.policy_version, self.updates = state["policy_version"], state["updates"]
         self.env_steps, self.feed.cursor = state["env_steps"], state["cursor"]
         torch.set_rng_state(state["torch_rng"].cpu())
+        if self.tasks is not None:  # the table as it was (absent from older checkpoints)
+            self.tasks.restore(state.get("task_outcomes", {}))
         return dict(state["extra"])

@@ -79,6 +79,13 @@ def test_the_learner_publishes_the_table_of_its_robots_outcomes_with_each_weight
     assert table["push-v3"] == pytest.approx(0.9) and table["reach-v3"] == pytest.approx(0.1)
     assert metrics["task_weight/push-v3"] == table["push-v3"]
     assert metrics["task_success/push-v3"] == 0.0 and metrics["task_success/reach-v3"] == 1.0
+    assert learner.tasks is not None
+    path = learner.save_checkpoint()  # a resumed learner keeps the table
+    again = Learner(policy, PPO(policy, PPOConfig()), ConstantReward(), buf, ListTasks(),
+                    learner.config, tmp_path / "ckpt", tasks=("reach-v3", "push-v3"),
+                    task_sink=ListTasks())
+    again.load_checkpoint(path)
+    assert again.tasks is not None and again.tasks.weights() == learner.tasks.weights()
     with pytest.raises(ValueError, match="task_sink"):
         Learner(policy, PPO(policy, PPOConfig()), ConstantReward(), buf, ListWeights(),
                 LearnerConfig(task_sampling=ON), tmp_path / "c2", tasks=("a", "b"))
