@@ -26,6 +26,7 @@ import functools
 import logging
 import math
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -70,6 +71,16 @@ class Outbox(Protocol):
     def put(self, record: bytes) -> None: ...
 
 
+class Admission(Protocol):
+    """The buffer's rate limiter, robot side (`buffers.rate`): before each rollout chunk goes
+    out, the robot waits (holding between chunks) until the learner is not too far behind.
+
+        admission.wait(chunk.num_steps, stop)    # returns at once when `stop` is set
+    """
+
+    def wait(self, steps: int, stop: threading.Event) -> None: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class WorkerConfig:
     horizon: int = 4  # H, must match the policy
@@ -96,6 +107,7 @@ class WorkerStats:
     intervened_steps: int = 0  # steps an operator chose
     faults: int = 0  # episodes a robot fault cut short (closed as truncated)
     last_fault: str = ""
+    rate_wait_s: float = 0.0  # time held between chunks by the buffer's rate limiter
     recent: collections.deque[bool] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=20))
     by_task: dict[str, collections.deque[bool]] = dataclasses.field(default_factory=dict)
@@ -120,6 +132,7 @@ class WorkerStats:
                 "faults": self.faults, "last_fault": self.last_fault,
                 "episode_return": float(np.mean(self.returns)) if self.returns else math.nan,
                 "episode_length": float(np.mean(self.lengths)) if self.lengths else math.nan,
+                "rate_wait_s": self.rate_wait_s,
                 "success_by_task": {t: float(np.mean(d)) for t, d in self.by_task.items()}}
 
 
@@ -143,13 +156,20 @@ def is_camera(value: np.ndarray) -> bool:
 class RobotWorker:
     """Runs one robot with a local copy of the policy (`inference=local`). `rejoin(stop)` is
     called after a robot's fault and its back-off, before the next episode (a bridged robot's
-    actor waits there for its robot to register again and sets `worker.robot`)."""
+    actor waits there for its robot to register again and sets `worker.robot`). `admission`:
+    the buffer's rate limiter, which each rollout chunk waits for before it goes out.
+    `choose_task`: called before each training episode (each group) to pin the robot's next
+    task (`actors.tasks.TaskChooser`: by the learner's task table)."""
 
     def __init__(self, robot: Robot, policy: Policy, outbox: Outbox, weights: WeightSource,
                  config: WorkerConfig, operator: SimulatedOperator | None = None,
                  control: RobotControl | None = None,
-                 rejoin: Callable[[threading.Event], None] | None = None) -> None:
+                 rejoin: Callable[[threading.Event], None] | None = None,
+                 admission: Admission | None = None,
+                 choose_task: Callable[[], None] | None = None) -> None:
         self.robot = robot
+        self.admission = admission
+        self.choose_task = choose_task
         self.operator = operator
         self.control = control  # a person at the console: pause, e-stop, take over, label
         self._stop = threading.Event()  # run()'s; lets a held robot give up its episode
@@ -178,6 +198,10 @@ class RobotWorker:
 
     def _flush(self, end: EpisodeEnd | None = None) -> RolloutChunk:
         chunk = self._builder.flush(self.stats.policy_version, end)
+        if self.admission is not None:  # held here, between chunks, while the learner is behind
+            t0 = time.monotonic()
+            self.admission.wait(chunk.num_steps, self._stop)
+            self.stats.rate_wait_s += time.monotonic() - t0
         if self.control is not None and self.control.correction:  # stored with the episode
             chunk = dataclasses.replace(chunk, instruction=self.control.correction)
         return chunk
@@ -369,6 +393,8 @@ class RobotWorker:
         while not stop.is_set():
             seed = self.config.seed * 1_000_000 + n // size
             group = f"{self.robot.spec.robot_id}/{seed}" if size > 1 else ""
+            if self.choose_task is not None and n % size == 0:  # a group keeps its task
+                self.choose_task()
             n += 1
             try:
                 self.run_episode(seed, group)

@@ -66,6 +66,27 @@ class Offline(Protocol):
                 rewards: Sequence[np.ndarray]) -> dict[str, float]: ...
 
 
+class Holding(Protocol):
+    """An algorithm whose `needs` declares `holds_batches=True` may return an empty batch from
+    `prepare` while it keeps the data for a later update; `holding()` says what it holds:
+    `metrics = algorithm.holding()`."""
+
+    def holding(self) -> dict[str, float]: ...
+
+
+class Continuous(Protocol):
+    """An algorithm whose `needs` declares a `rate` trains continuously: the learner adds what
+    arrives and takes the gradient steps the buffer's rate limiter grants.
+
+        env_steps = algorithm.add(algorithm.prepare(chunks, rewards))
+        metrics = algorithm.train(granted, train_actor=True)
+    """
+
+    def add(self, batch: Any) -> int: ...
+
+    def train(self, steps: int, train_actor: bool = True) -> dict[str, float]: ...
+
+
 BUILTIN: dict[str, tuple[str, str]] = {
     "ppo": ("algorithms.ppo", "PPO"), "grpo": ("algorithms.grpo", "GRPO"),
     "td": ("algorithms.td", "TD"), "dpo": ("algorithms.dpo", "DPO")}

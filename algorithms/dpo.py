@@ -151,7 +151,7 @@ class DPO:
     @staticmethod
     def needs(config: DPOConfig) -> DataNeeds:
         """Complete groups of `group_size` episodes (pairs form inside a group), fresh ones."""
-        return DataNeeds(group_size=config.group_size)
+        return DataNeeds(group_size=config.group_size, holds_batches=True)
 
     @torch.no_grad()
     def prepare(self, chunks: Sequence[RolloutChunk], rewards: Sequence[np.ndarray]) -> DPOBatch:

@@ -113,7 +113,7 @@ class GRPO:
     @staticmethod
     def needs(config: GRPOConfig) -> DataNeeds:
         """Complete groups of `group_size` episodes, within the learner's `max_staleness`."""
-        return DataNeeds(group_size=config.group_size)
+        return DataNeeds(group_size=config.group_size, holds_batches=True)
 
     @torch.no_grad()
     def prepare(self, chunks: Sequence[RolloutChunk], rewards: Sequence[np.ndarray]) -> PPOBatch:

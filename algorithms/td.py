@@ -29,6 +29,11 @@ Deviations from the published recipes (and why):
 - Gradient steps per env step (`updates_per_step`) defaults to 0.25, one per policy call of
   H = 4: RLPD uses 20 and Q-chunking 1, which a 2-core CPU learner cannot afford; raise it on a
   GPU. The critic is 2×256 (RLPD), not Q-chunking's 4×512, for the same reason.
+  With `rate_limit` the learner trains continuously at that ratio, held by the buffer's rate
+  limiter (`buffers.rate`, Reverb's SampleToInsertRatio over env steps): robots wait between
+  rollout chunks when it is behind, as in RLPD's and HIL-SERL's synchronous ratio. Off by
+  default: without it, `update` takes the ratio's share of each batch as it arrives, and the
+  learner falls behind when robots outrun it.
 - The actor waits for `actor_warmup_steps` online env steps in the replay (the critic has then
   seen the policy's own failures, not only the demos' successes; the issue measured the offline
   phase alone taking the push-v3 base from 62% to 32%).
@@ -60,6 +65,7 @@ from torch import nn
 from algorithms.policy import ChunkPolicy
 from algorithms.returns import chunk_rewards
 from buffers.feed import DataNeeds
+from buffers.rate import StepRatio
 from buffers.records import RolloutChunk
 
 
@@ -77,6 +83,11 @@ class TDConfig:
     layer_norm: bool = True  # in every hidden critic layer (RLPD)
     minibatch: int = 256  # rows
     updates_per_step: float = 0.25  # gradient steps per online env step (RLPD 20, Q-chunking 1)
+    rate_limit: bool = False  # True: the learner trains continuously at updates_per_step, held
+    # by the buffer's rate limiter (robots wait when it is behind); False: updates_per_step
+    # gradient steps per env step of each batch as it arrives
+    rate_error_buffer: float | None = None  # the limiter's slack in gradient steps (None: the
+    # least that cannot deadlock, updates_per_step * env steps per rollout chunk + 1)
     starts: str = "step"  # step: a row at every env step | call: one per policy call
     bc: str = "demos"  # demos: BC on demo/intervention rows | base: toward the frozen start | none
     bc_coef: float = 2.5  # α: weight of the BC term in the actor loss
@@ -101,6 +112,8 @@ class TDConfig:
             raise ValueError("td: demo_ratio in [0, 1], bc_coef and offline_updates >= 0")
         if self.updates_per_step < 0 or self.actor_warmup_steps < 0:
             raise ValueError("td: updates_per_step and actor_warmup_steps must be >= 0")
+        if self.rate_limit and not self.updates_per_step > 0:
+            raise ValueError("td.rate_limit needs td.updates_per_step > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,8 +299,11 @@ class TD:
 
     @staticmethod
     def needs(config: TDConfig) -> DataNeeds:
-        """Every chunk however stale (replayed here, from cursor 0), and the demos first."""
-        return DataNeeds(replay=True, demos=True)
+        """Every chunk however stale (replayed here, from cursor 0), and the demos first; with
+        `rate_limit`, `updates_per_step` held by the buffer's rate limiter."""
+        rate = (StepRatio(config.updates_per_step, error_buffer=config.rate_error_buffer)
+                if config.rate_limit else None)
+        return DataNeeds(replay=True, demos=True, rate=rate)
 
     def __init__(self, policy: ChunkPolicy, config: TDConfig) -> None:
         self.policy, self.config = policy, config
@@ -363,17 +379,18 @@ class TD:
         """`steps` gradient steps; the actor's only once the warm-up is over."""
         actor = train_actor and self.online_steps >= self.config.actor_warmup_steps
         stats = [self._gradient_step(self._minibatch(), actor) for _ in range(steps)]
-        return dict(_mean(stats), actor_trained=float(actor and steps > 0))
-
-    def update(self, batch: Transitions, train_actor: bool = True) -> dict[str, float]:
-        """Add `batch`, then `updates_per_step` gradient steps per env step it carries."""
-        self._credit += self.add(batch) * self.config.updates_per_step
-        steps, self._credit = int(self._credit), self._credit - int(self._credit)
-        out = self.train(steps, train_actor)
-        return dict(out, gradient_steps=float(steps), gradient_steps_total=self.gradient_steps,
+        return dict(_mean(stats), actor_trained=float(actor and steps > 0),
+                    gradient_steps=float(steps), gradient_steps_total=self.gradient_steps,
                     updates_per_step=self.config.updates_per_step,
                     online_steps=float(self.online_steps), replay_rows=float(len(self.online)),
                     demo_rows=float(len(self.demos)))
+
+    def update(self, batch: Transitions, train_actor: bool = True) -> dict[str, float]:
+        """Add `batch`, then `updates_per_step` gradient steps per env step it carries (the
+        learner instead calls `add` and `train` itself under a rate limit: `rate_limit`)."""
+        self._credit += self.add(batch) * self.config.updates_per_step
+        steps, self._credit = int(self._credit), self._credit - int(self._credit)
+        return self.train(steps, train_actor)
 
     def _minibatch(self) -> Transitions:
         """Symmetric sampling: `demo_ratio` of the rows from the demo replay, the rest online

@@ -9,7 +9,8 @@ Ingest is idempotent on the chunk key (robot_id, episode_id, chunk_seq), as it m
 robots that resend. That makes a demo with a reused key vanish without a word: demos of ten
 Meta-World tasks that shared their episode ids once left one demo of ten in the cache. So the
 writer refuses any batch the buffer would not store whole, and records how many chunks it wrote
-in `demos.json` beside the log; the reader checks the buffer still holds exactly that many.
+in `owner/demos.json` (the log's owner subdirectory, `buffers.log.OWNER_DIR`, which the log
+never takes for a stray file); the reader checks the buffer still holds exactly that many.
 The directory appears only once complete (written under a temporary name, then renamed), so a
 crash mid-write leaves no half cache to be taken for a whole one.
 """
@@ -24,10 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from buffers.codec import decode_chunk, encode_chunk
+from buffers.log import OWNER_DIR
 from buffers.records import RolloutChunk
 from buffers.store import ReplayBuffer
 
-MANIFEST = "demos.json"
+MANIFEST = f"{OWNER_DIR}/demos.json"
+LEGACY_MANIFEST = "demos.json"  # beside the log, as caches of cache format 2 were first written
 
 
 def write_demos(root: Path, demos: Sequence[RolloutChunk]) -> None:
@@ -43,6 +46,7 @@ def write_demos(root: Path, demos: Sequence[RolloutChunk]) -> None:
         if result.stored != len(demos):
             raise ValueError(f"the demo buffer {root} would keep {result.stored} of "
                              f"{len(demos)} demos: {_dropped(demos, result.refused)}")
+        (tmp / MANIFEST).parent.mkdir()
         (tmp / MANIFEST).write_text(json.dumps({"chunks": len(demos)}))
         os.replace(tmp, root)
     finally:
@@ -55,6 +59,8 @@ def read_demos(root: Path) -> list[RolloutChunk]:
     if not root.is_dir():
         return []
     manifest = root / MANIFEST
+    if not manifest.is_file() and (root / LEGACY_MANIFEST).is_file():
+        manifest = root / LEGACY_MANIFEST  # read as written; the log lists it as a stray
     if not manifest.is_file():
         raise RuntimeError(f"{root} has no {MANIFEST}: it was not written by write_demos (a "
                            f"cache from before demo ids were unique per task?); delete it")

@@ -29,6 +29,7 @@ import numpy as np
 
 from buffers.codec import decode_chunk
 from buffers.groups import complete_groups
+from buffers.rate import StepRatio
 from buffers.records import RolloutChunk
 from buffers.sampling import oldest_usable
 
@@ -43,15 +44,26 @@ class DataNeeds:
       False: only chunks within the learner's `max_staleness`.
     demos: the base's demonstrations go to the algorithm's `offline(chunks, rewards)` phase
       before the first update.
+    holds_batches: the algorithm may keep a batch's data for a later update (GRPO's dynamic
+      sampling, DPO's preference set): `prepare` then returns an empty batch, the learner makes
+      no update and no new version, and reports the algorithm's `holding()` metrics.
+    rate: gradient steps per env step, held by the buffer's rate limiter (`buffers.rate`):
+      the learner trains continuously (`add` what arrives, `train` what it is granted) and
+      robots wait when it is behind.
     """
 
     group_size: int = 1
     replay: bool = False
     demos: bool = False
+    holds_batches: bool = False
+    rate: StepRatio | None = None
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
             raise ValueError(f"group_size={self.group_size}: must be >= 1 (1: no groups)")
+        if self.rate is not None and (not self.replay or self.group_size > 1):
+            raise ValueError("a rate limit (gradient steps per env step) needs replay=True and "
+                             "no groups: an on-policy algorithm trains once per batch")
 
     def max_staleness(self, bound: int) -> int | None:
         """The staleness limit for this algorithm, given the learner's `max_staleness`."""
@@ -97,6 +109,21 @@ class ChunkFeed:
             if not records:
                 return None
             self.pending += [decode_chunk(r) for r in records]
+
+    def take_any(self, policy_version: int, most_calls: int) -> tuple[list[RolloutChunk], int]:
+        """Whatever usable chunks have arrived, oldest first, with no minimum (at most about
+        `most_calls` calls' worth; the rest stays pending), and the chunks dropped as stale:
+        the read of a learner that trains continuously (`DataNeeds.rate`). No groups."""
+        oldest = oldest_usable(policy_version, self.max_staleness)
+        self._dropped += self._drop_older_than(oldest)
+        if sum(c.num_calls for c in self.pending) < most_calls:
+            records, self.cursor = self.source.read(self.cursor, 512, oldest)
+            self.pending += [decode_chunk(r) for r in records]
+        calls = np.cumsum([c.num_calls for c in self.pending])
+        take = int(np.searchsorted(calls, most_calls)) + 1
+        batch, self.pending = self.pending[:take], self.pending[take:]
+        dropped, self._dropped = self._dropped, 0
+        return batch, dropped
 
     def _drop_older_than(self, oldest: int) -> int:
         usable = [c for c in self.pending if c.policy_version >= oldest]

@@ -75,8 +75,10 @@ HEADER_BYTES = {1: FRAME_V2.size, 2: FRAME_V2.size, 3: FRAME.size}
 FSYNC_POLICIES = ("always", "interval_ms", "never")
 LOCK_NAME = "writer.lock"
 _SEGMENT = re.compile(r"segment-(\d{6,})\.log")
-# The log's own files, and the owner's manifest of a demonstration buffer (`buffers.demos`)
-_OWN = re.compile(r"segment-\d{6,}\.(log|idx|idx\.tmp)|" + re.escape(LOCK_NAME) + r"|demos\.json")
+# The log's own files. An owner's files (a demonstration buffer's manifest, `buffers.demos`)
+# go in a subdirectory (`OWNER_DIR`), which the stray scan leaves alone as it does `rewards/`.
+_OWN = re.compile(r"segment-\d{6,}\.(log|idx|idx\.tmp)|" + re.escape(LOCK_NAME))
+OWNER_DIR = "owner"  # where whoever owns a log keeps its own files beside it
 _IOV_MAX = 1024  # buffers per writev (Linux's IOV_MAX)
 
 

@@ -29,8 +29,9 @@ from algorithms import AlgorithmConfig, data_needs, make_algorithm
 from algorithms.factory import make_policy
 from algorithms.policy import PolicyConfig
 from buffers.feed import ChunkSource
+from buffers.rate import RateSource
 from buffers.records import RolloutChunk
-from learner.loop import Learner, LearnerConfig, WeightSink
+from learner.loop import Learner, LearnerConfig, TaskSink, WeightSink
 from rewards.base import RewardConfig, make_reward
 from rewards.trainer import WeightSource
 
@@ -42,6 +43,8 @@ class LearnerParts:
     state: the base policy's `policy_state()`; None keeps the fresh initialisation.
     demos: a buffer directory of demonstrations (the base's, from `fleet.pretrain`); read only
       for an algorithm that declares `DataNeeds.demos`, and a missing directory means none.
+    tasks: every task the robots run; the learner's task table (`learner.task_sampling`)
+      weighs them.
     """
 
     policy: PolicyConfig
@@ -52,6 +55,7 @@ class LearnerParts:
     checkpoint_dir: Path
     seed: int = 0
     demos: Path | None = None
+    tasks: tuple[str, ...] = ()  # the robots' tasks, for `learner.task_sampling`
 
 
 def device(choice: str) -> str:
@@ -62,8 +66,11 @@ def device(choice: str) -> str:
 
 
 def build_learner(parts: LearnerParts, source: ChunkSource, sink: WeightSink,
-                  reward_weights: WeightSource | None = None) -> Learner:
-    """A `Learner` reading chunks from `source` and publishing weights to `sink`."""
+                  reward_weights: WeightSource | None = None,
+                  rate: RateSource | None = None, task_sink: TaskSink | None = None) -> Learner:
+    """A `Learner` reading chunks from `source` and publishing weights to `sink`; `rate`: the
+    buffer's rate limiter, for an algorithm that declares a rate (`DataNeeds.rate`);
+    `task_sink`: where the task table goes, with `learner.task_sampling` on."""
     torch.manual_seed(parts.seed)
     policy = make_policy(parts.policy)
     if parts.state is not None:
@@ -72,7 +79,8 @@ def build_learner(parts: LearnerParts, source: ChunkSource, sink: WeightSink,
     algorithm = make_algorithm(parts.algorithm, policy)
     demos = read_demos(parts.demos) if data_needs(parts.algorithm).demos else []
     return Learner(policy, algorithm, make_reward(parts.reward), source, sink, parts.config,
-                   Path(parts.checkpoint_dir), demos, reward_weights)
+                   Path(parts.checkpoint_dir), demos, reward_weights, rate, parts.tasks,
+                   task_sink)
 
 
 def read_demos(root: Path | None) -> list[RolloutChunk]:

@@ -12,6 +12,15 @@ it with `learner.build.build_learner`):
 how stale the used data was is in every step's metrics. What the algorithm is fed is what it
 declares (`algorithm.needs(config)`, a `buffers.feed.DataNeeds`), served by a
 `buffers.feed.ChunkFeed`.
+
+An algorithm that declares a rate (`DataNeeds.rate`: TD with `td.rate_limit`) trains
+continuously instead: each `step()` adds every chunk that has arrived, then takes as many
+gradient steps (at most `burst`) as the buffer's rate limiter grants, so the learner keeps
+`updates_per_step` gradient steps per env step and robots wait when it falls behind:
+
+    limiter = RateLimiter(TD.needs(td.config).rate, max_insert=64)  # on Ray: the buffer's
+    learner = Learner(policy, td, reward, buffer, sink, LearnerConfig(), dir, rate=limiter)
+    metrics = learner.step()   # metrics["gradient_steps"] <= burst; rate_* from the limiter
 """
 
 from __future__ import annotations
@@ -27,10 +36,12 @@ from typing import Any, Protocol, cast
 import numpy as np
 import torch
 
-from algorithms import Algorithm, Offline
+from algorithms import Algorithm, Continuous, Holding, Offline
 from algorithms.policy import ChunkPolicy
 from buffers.feed import ChunkFeed, ChunkSource
+from buffers.rate import RateSource
 from buffers.records import RolloutChunk
+from buffers.tasks import TaskSampling, TaskTable
 from learner.checkpoint import read_state, write_state
 from rewards.base import RewardModel
 from rewards.trainer import WeightSource, adopt
@@ -38,6 +49,16 @@ from rewards.trainer import WeightSource, adopt
 __all__ = ["LATEST", "ChunkSource", "Interrupted", "Learner", "LearnerConfig", "WeightSink"]
 
 LATEST = "latest.safetensors"  # in the checkpoint dir: a link to the newest checkpoint
+
+
+class TaskSink(Protocol):
+    """Where the learner publishes its task-sampling table (`buffers.tasks`), beside each
+    weight set; robots draw their next task from it.
+
+        sink.publish_tasks(policy_version, {"reach-v3": 0.05, "push-v3": 0.95})
+    """
+
+    def publish_tasks(self, policy_version: int, weights: dict[str, float]) -> None: ...
 
 
 class WeightSink(Protocol):
@@ -60,10 +81,12 @@ class LearnerConfig:
     publish_dtype: str = "float32"  # float32 | float16: what robots download per publication
     device: str = "auto"  # auto | cpu | cuda[:N]: where updates run (auto: a GPU if the node
     # has one); robots always get numpy weights
+    burst: int = 32  # rate-limited algorithms: most gradient steps per update (per publication)
+    task_sampling: TaskSampling = TaskSampling()  # multi-task fleets: tasks by failure rate
 
     def __post_init__(self) -> None:
-        if self.batch_calls < 1 or self.publish_every < 1:
-            raise ValueError("learner.batch_calls and learner.publish_every must be >= 1")
+        if self.batch_calls < 1 or self.publish_every < 1 or self.burst < 1:
+            raise ValueError("learner.batch_calls, publish_every and burst must be >= 1")
         if self.max_staleness < 0 or self.critic_warmup < 0:
             raise ValueError("learner.max_staleness and learner.critic_warmup must be >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -80,15 +103,30 @@ class Learner:
     def __init__(self, policy: ChunkPolicy, algorithm: Algorithm, reward: RewardModel,
                  source: ChunkSource, sink: WeightSink, config: LearnerConfig,
                  checkpoint_dir: Path, demos: Sequence[RolloutChunk] = (),
-                 reward_weights: WeightSource | None = None) -> None:
+                 reward_weights: WeightSource | None = None,
+                 rate: RateSource | None = None, tasks: Sequence[str] = (),
+                 task_sink: TaskSink | None = None) -> None:
         """`demos`: demonstrations for the offline phase of an algorithm that declares it
         needs them (ignored by the others). `reward_weights`: where a learned reward's trainer
-        publishes; the reward model adopts each new version before the next update."""
+        publishes; the reward model adopts each new version before the next update. `rate`:
+        the rate limiter that grants gradient steps, for an algorithm that declares a rate.
+        `tasks`, `task_sink`: with `config.task_sampling.enabled` and more than one task, the
+        learner keeps a `buffers.tasks.TaskTable` of the robots' recent outcomes and publishes
+        its weights to `task_sink` with every weight set."""
         self.policy, self.algorithm, self.reward = policy, algorithm, reward
         self.needs = algorithm.needs(algorithm.config)
         self._demos = list(demos) if self.needs.demos else []
         self.sink, self.config = sink, config
         self.reward_weights = reward_weights
+        if self.needs.rate is not None and rate is None:
+            raise ValueError("this algorithm declares a rate limit (gradient steps per env "
+                             "step): give the learner the buffer's rate limiter (rate=...)")
+        self.rate = rate if self.needs.rate is not None else None
+        sampling = config.task_sampling.enabled and len(tasks) > 1
+        if sampling and task_sink is None:
+            raise ValueError("learner.task_sampling needs a task_sink to publish to")
+        self.tasks = TaskTable(tasks, config.task_sampling) if sampling else None
+        self.task_sink = task_sink
         self.feed = ChunkFeed(source, self.needs, config.batch_calls, config.max_staleness)
         self.checkpoint_dir = checkpoint_dir
         self.policy_version = 0
@@ -96,6 +134,7 @@ class Learner:
         self.env_steps = 0  # steps of the data consumed
         self._last_checkpoint = time.monotonic()
         self._interrupt = threading.Event()
+        self._fed = bool(self._demos)  # the algorithm has data to train on (demos, chunks)
 
     def interrupt(self) -> None:
         """Make a step that is waiting for data give up (from another thread)."""
@@ -117,6 +156,8 @@ class Learner:
     def step(self) -> dict[str, float]:
         """One update, waiting for data. Publishes every `publish_every` updates and
         checkpoints on a timer."""
+        if self.rate is not None:
+            return cast(dict[str, float], self._continuous_step(self.rate))
         offline = self._before_update()
         t0 = time.monotonic()
         chunks, dropped = self._gather()
@@ -125,6 +166,8 @@ class Learner:
     def try_step(self) -> dict[str, float] | None:
         """One update if a batch is ready now, else None at once (a one-process loop's step,
         where waiting would stall the robot that must make the data)."""
+        if self.rate is not None:
+            return self._continuous_step(self.rate, wait=False)
         taken = self.feed.take(self.policy_version)
         if taken is None:
             return None
@@ -149,28 +192,27 @@ class Learner:
             return {"policy_version": self.policy_version, "updates": self.updates,
                     "learner_env_steps": self.env_steps, "reward_faults": faults,
                     "reward_waiting": float(waiting), "batch_skipped": 1.0, "wait_s": t_data}
+        self._record_tasks(chunks)
         batch = self.algorithm.prepare(chunks, rewards)
-        held = getattr(self.algorithm, "holding", None)
-        if held is not None and len(batch) == 0:  # the algorithm holds the data for a later
-            # batch (GRPO's dynamic sampling, DPO's preference set): no update and no new
-            # version, so what it holds stays on-policy
+        if self.needs.holds_batches and len(batch) == 0:  # the algorithm holds the data for
+            # a later batch (GRPO's dynamic sampling, DPO's preference set): no update and no
+            # new version, so what it holds stays on-policy
             self.env_steps += sum(c.num_steps for c in chunks)
             return {"policy_version": self.policy_version, "updates": self.updates,
                     "learner_env_steps": self.env_steps, "reward_faults": 0,
                     "reward_waiting": 0.0, "batch_skipped": 0.0, "batch_held": 1.0,
-                    "wait_s": t_data} | held()
+                    "wait_s": t_data} | cast(Holding, self.algorithm).holding()
         warm = self.updates >= self.config.critic_warmup
         metrics = self.algorithm.update(batch, train_actor=warm)
         self.updates += 1
         self.env_steps += sum(c.num_steps for c in chunks)
         staleness = [self.policy_version - c.policy_version for c in chunks]
-        if self.updates % self.config.publish_every == 0:
-            self.policy_version += 1
-            self.sink.publish(self.policy_version, self.policy.policy_state())
+        self._publish()
         if time.monotonic() - self._last_checkpoint > self.config.checkpoint_every_s:
             self.save_checkpoint()
         ends = [c.episode_end for c in chunks if c.episode_end is not None]
         metrics.update(offline)
+        metrics.update(self._task_metrics())
         metrics.update({
             "policy_version": self.policy_version, "updates": self.updates,
             "learner_env_steps": self.env_steps, "batch_calls": len(batch),
@@ -184,6 +226,87 @@ class Learner:
         if str(self.reward.version).isdigit():  # a learned reward's weights version
             metrics["reward_version"] = float(self.reward.version)
         return metrics
+
+    def _continuous_step(self, rate: RateSource, wait: bool = True) -> dict[str, float] | None:
+        """Add what has arrived; then the gradient steps `rate` grants (at most `burst`),
+        waiting (at most `max_wait_s`) and adding what arrives while it grants none; without
+        `wait`, None at once when it grants none."""
+        offline = self._before_update()
+        algorithm = cast(Continuous, self.algorithm)
+        t0, seen = time.monotonic(), dict[str, float]()
+        while True:
+            seen = self._add_arrived(algorithm) or seen
+            fed = self.updates > 0 or self._fed  # no gradient step on an empty replay
+            granted = rate.grant(self.config.burst) if fed else 0
+            if granted:
+                break
+            if not wait:
+                return None
+            if self._interrupt.is_set():
+                raise Interrupted
+            if time.monotonic() - t0 > self.config.max_wait_s:
+                raise TimeoutError(f"no gradient step granted for {self.config.max_wait_s} s: "
+                                   "are the robots running?")
+            time.sleep(0.01)
+        t_data = time.monotonic() - t0
+        metrics = algorithm.train(granted, train_actor=self.updates >= self.config.critic_warmup)
+        self.updates += 1
+        self._publish()
+        if time.monotonic() - self._last_checkpoint > self.config.checkpoint_every_s:
+            self.save_checkpoint()
+        return metrics | offline | seen | rate.rate_state() | self._task_metrics() | {
+            "policy_version": self.policy_version, "updates": self.updates,
+            "learner_env_steps": self.env_steps, "wait_s": t_data,
+            "update_s": time.monotonic() - t0 - t_data}
+
+    def _add_arrived(self, algorithm: Continuous) -> dict[str, float]:
+        """Every usable chunk that has arrived (at most `batch_calls` calls' worth) into the
+        algorithm; what it saw, or {} when nothing arrived. A batch the reward model failed on
+        (or cannot score yet) is skipped, as in `step`."""
+        chunks, _ = self.feed.take_any(self.policy_version, self.config.batch_calls)
+        if not chunks:
+            return {}
+        self.env_steps += sum(c.num_steps for c in chunks)
+        rewards = [self.reward.score(c) for c in chunks]
+        if self._reward_faults(chunks) or not getattr(self.reward, "ready", True):
+            return {"batch_skipped": 1.0}
+        self._record_tasks(chunks)
+        algorithm.add(self.algorithm.prepare(chunks, rewards))
+        self._fed = True
+        ends = [c.episode_end for c in chunks if c.episode_end is not None]
+        staleness = [self.policy_version - c.policy_version for c in chunks]
+        return {"batch_skipped": 0.0, "batch_calls": sum(c.num_calls for c in chunks),
+                "staleness_mean": float(np.mean(staleness)),
+                "staleness_max": float(max(staleness)),
+                "reward_mean": float(np.mean([r.mean() for r in rewards])),
+                "train_success": float(np.mean([e.outcome == "success" for e in ends]))
+                if ends else float("nan")}
+
+    def _publish(self) -> None:
+        """Every `publish_every` updates: a new version, and the task table with it."""
+        if self.updates % self.config.publish_every:
+            return
+        self.policy_version += 1
+        self.sink.publish(self.policy_version, self.policy.policy_state())
+        if self.tasks is not None and self.task_sink is not None:
+            self.task_sink.publish_tasks(self.policy_version, self.tasks.weights())
+
+    def _record_tasks(self, chunks: Sequence[RolloutChunk]) -> None:
+        """Episode ends into the task table: a success counts only if no operator acted in
+        the episode's last chunk (the simulated operator keeps a take-over to the end)."""
+        if self.tasks is None:
+            return
+        for c in chunks:
+            if c.episode_end is not None:
+                self.tasks.record(c.task, c.episode_end.outcome == "success"
+                                  and not bool(np.any(c.intervened)))
+
+    def _task_metrics(self) -> dict[str, float]:
+        """The task table as metrics: `task_weight/<task>`, `task_success/<task>`."""
+        if self.tasks is None:
+            return {}
+        return ({f"task_weight/{t}": w for t, w in self.tasks.weights().items()}
+                | {f"task_success/{t}": r for t, r in self.tasks.success().items()})
 
     def _reward_faults(self, chunks: Sequence[RolloutChunk]) -> int:
         """Chunks the reward model failed on (raised, NaN, wrong shape), as `rewards.guard`
@@ -213,6 +336,7 @@ class Learner:
             "policy_version": self.policy_version, "updates": self.updates,
             "env_steps": self.env_steps, "cursor": self.feed.cursor,
             "torch_rng": torch.get_rng_state(), "extra": extra or {},
+            "task_outcomes": self.tasks.outcomes() if self.tasks is not None else {},
         }
         path = write_state(self.checkpoint_dir / f"ckpt-{self.policy_version:06d}.safetensors",
                            state)
@@ -233,4 +357,6 @@ class Learner:
         self.policy_version, self.updates = state["policy_version"], state["updates"]
         self.env_steps, self.feed.cursor = state["env_steps"], state["cursor"]
         torch.set_rng_state(state["torch_rng"].cpu())
+        if self.tasks is not None:  # the table as it was (absent from older checkpoints)
+            self.tasks.restore(state.get("task_outcomes", {}))
         return dict(state["extra"])

@@ -26,8 +26,8 @@ def test_unknown_algorithm_names_the_known_ones():
 
 def test_each_algorithm_declares_what_it_needs():
     assert PPO.needs(PPOConfig()) == DataNeeds()
-    assert GRPO.needs(GRPOConfig(group_size=6)) == DataNeeds(group_size=6)
-    assert DPO.needs(DPOConfig(group_size=4)) == DataNeeds(group_size=4)
+    assert GRPO.needs(GRPOConfig(group_size=6)) == DataNeeds(group_size=6, holds_batches=True)
+    assert DPO.needs(DPOConfig(group_size=4)) == DataNeeds(group_size=4, holds_batches=True)
     assert TD.needs(TDConfig()) == DataNeeds(replay=True, demos=True)
     # the registry reads the same declarations from the config alone, as robots need them
     assert data_needs(AlgorithmConfig(name="grpo", grpo=GRPOConfig(group_size=6))).group_size == 6

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from buffers.codec import encode_chunk
-from buffers.demos import MANIFEST, read_demos, write_demos
+from buffers.demos import LEGACY_MANIFEST, MANIFEST, read_demos, write_demos
 from buffers.store import ReplayBuffer
 from fleet.config import load_config
 from fleet.run.pretrain import collect_task_demos, load_or_collect_demos
@@ -70,5 +70,18 @@ def test_a_demo_buffer_written_before_the_manifest_is_not_read_as_whole(tmp_path
     chunk = make_chunk(np.random.default_rng(0), episode_id="demo-0-0", intervened=True)
     with ReplayBuffer(tmp_path / "old") as buf:  # as the cache was written before
         buf.insert([encode_chunk(chunk)])
-    with pytest.raises(RuntimeError, match=r"no demos\.json"):
+    with pytest.raises(RuntimeError, match=r"no owner/demos\.json"):
         read_demos(tmp_path / "old")
+
+
+def test_the_manifest_lives_in_the_owner_subdirectory_and_a_legacy_one_is_read(tmp_path):
+    rng = np.random.default_rng(0)
+    demos = [make_chunk(rng, episode_id=f"d{i}", intervened=True) for i in range(2)]
+    write_demos(tmp_path / "demos", demos)
+    assert (tmp_path / "demos" / MANIFEST).is_file()
+    assert not (tmp_path / "demos" / LEGACY_MANIFEST).exists()  # nothing of the owner's beside
+    # the log: the log names no owner's file (buffers.log._OWN lists only its own)
+    (tmp_path / "demos" / MANIFEST).rename(tmp_path / "demos" / LEGACY_MANIFEST)
+    assert len(read_demos(tmp_path / "demos")) == 2  # a cache written before the subdirectory
+    with ReplayBuffer(tmp_path / "demos", read_only=True) as buf:
+        assert buf.info()["stray_files"] == [LEGACY_MANIFEST]

@@ -75,6 +75,28 @@ def test_serial_run_gives_td_its_demos_and_offline_phase(tmp_path):
     run.close()
 
 
+def test_serial_run_holds_td_to_its_rate_limit(tmp_path, one_torch_thread):
+    """One process, the same limiter as on Ray: the robot's chunks wait while the learner
+    takes the gradient steps it is owed, so gradient steps track R x env steps throughout."""
+    td = TDConfig(ensemble=2, hidden=16, minibatch=8, updates_per_step=0.5, rate_limit=True,
+                  actor_warmup_steps=0)
+    parts = LearnerParts(small(), None, AlgorithmConfig(name="td", td=td), RewardConfig("env"),
+                         LearnerConfig(batch_calls=8, critic_warmup=0, burst=4, device="cpu"),
+                         tmp_path / "checkpoints")
+    run = SerialRun(FakeRobot(max_steps=8), parts, WorkerConfig(horizon=2, calls_per_chunk=4),
+                    tmp_path / "run")
+    run.train(env_steps=64)
+    algorithm = run.learner.algorithm
+    assert isinstance(algorithm, TD) and run.limiter is not None
+    assert run.limiter.error_buffer == 0.5 * 8 + 1
+    assert len(run.metrics) >= 4
+    for m in run.metrics:  # held at every step, not only on average
+        assert abs(0.5 * m["rate_inserted"] - m["rate_sampled"]) <= run.limiter.error_buffer
+    assert algorithm.gradient_steps == run.limiter.sampled
+    assert abs(0.5 * 64 - algorithm.gradient_steps) <= run.limiter.error_buffer + 0.5 * 8
+    run.close()
+
+
 def test_serial_run_trains_a_learned_reward_and_the_learner_adopts_it(tmp_path):
     reward = RewardConfig("world_model", {"hidden": 32, "latent": 8, "batch": 64,
                                           "fit_steps": 5, "min_episodes": 2})

@@ -11,12 +11,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
 
+from buffers.rate import RateLimiter, StepRatio
 from buffers.sampler import Batch, Sampler
 from buffers.sampling import spec_from_dict
 from buffers.shards import open_buffer
@@ -25,13 +27,34 @@ from fleet.remote import actor
 
 
 class BufferServerImpl:
-    """The persistent replay buffer as an actor: robots insert, the learner reads."""
+    """The persistent replay buffer as an actor: robots insert, the learner reads.
 
-    def __init__(self, root: str, config: BufferConfig) -> None:
+    `rate`: (the algorithm's `StepRatio`, env steps per rollout chunk at most): the buffer then
+    holds the run's `buffers.rate.RateLimiter` (robots `admit` before each chunk, the learner
+    asks for gradient steps with `grant`). Its counts start afresh if Ray restarts this actor.
+    """
+
+    def __init__(self, root: str, config: BufferConfig,
+                 rate: tuple[StepRatio, int] | None = None) -> None:
         # Ray may restart this actor while its killed predecessor still holds the writer lock
         config = dataclasses.replace(config, lock_wait_s=max(config.lock_wait_s, 60.0))
         self.buffer = open_buffer(Path(root), config)  # several shards if config.shards > 1
         self.samplers: dict[str, tuple[dict[str, Any], Sampler]] = {}
+        self.limiter = RateLimiter(*rate) if rate is not None else None
+
+    def admit(self, steps: int) -> bool:
+        """A robot may send a chunk of `steps` env steps (True), or must wait and ask again
+        (the learner is behind); always True without a rate limit."""
+        return self.limiter is None or self.limiter.admit(steps)
+
+    def grant(self, wanted: int) -> int:
+        """Gradient steps the learner may take now (`buffers.rate.RateLimiter.grant`)."""
+        if self.limiter is None:
+            raise RuntimeError("this buffer holds no rate limiter (no algorithm declared one)")
+        return self.limiter.grant(wanted)
+
+    def rate_state(self) -> dict[str, float]:
+        return self.limiter.rate_state() if self.limiter is not None else {}
 
     def insert(self, records: list[bytes]) -> InsertResult:
         return self.buffer.insert(records)
@@ -57,17 +80,23 @@ class BufferServerImpl:
         self.samplers[name][1].update_priorities(cursors, priorities)
 
     def info(self) -> dict[str, Any]:
-        return self.buffer.info()
+        return self.buffer.info() | self.rate_state()
 
     def close(self) -> None:
         self.buffer.close()
 
 
 class BufferSource:
-    """The learner's `ChunkSource` over the buffer actor."""
+    """The learner's `ChunkSource` over the buffer actor, and its `buffers.rate.RateSource`."""
 
     def __init__(self, buffer: Any) -> None:
         self.buffer = buffer
+
+    def grant(self, wanted: int) -> int:
+        return int(ray.get(self.buffer.grant.remote(wanted)))
+
+    def rate_state(self) -> dict[str, float]:
+        return dict(ray.get(self.buffer.rate_state.remote()))
 
     def read(self, cursor: int, limit: int, min_policy_version: int = 0) -> tuple[list[bytes], int]:
         return ray.get(self.buffer.read.remote(cursor, limit, min_policy_version))
@@ -78,6 +107,20 @@ class BufferSource:
         Example: `source.sample({"preset": "on_policy", "max_staleness": 1, "max_uses": 4,
         "batch_size": 256, "horizon": 8}, policy_version=v)`."""
         return ray.get(self.buffer.sample.remote(spec, policy_version, name))
+
+
+class BufferAdmission:
+    """A robot's side of the buffer's rate limiter (`actors.worker.Admission`): `wait` returns
+    once the buffer admits the chunk's env steps, asking again after a pause that doubles up
+    to 50 ms while the learner is behind (or at once when `stop` is set)."""
+
+    def __init__(self, buffer: Any) -> None:
+        self.buffer = buffer
+
+    def wait(self, steps: int, stop: threading.Event) -> None:
+        pause = 0.001
+        while not ray.get(self.buffer.admit.remote(steps)) and not stop.wait(pause):
+            pause = min(2 * pause, 0.05)
 
 
 # A crashed buffer comes back: it reopens its log (acknowledged data is on disk) and Ray retries

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from algorithms import AlgorithmConfig
+from algorithms import AlgorithmConfig, data_needs
 from algorithms.policy import PolicyConfig
 from fleet.remote import actor, one_thread
 from fleet.remote.buffer import BufferSource
@@ -30,18 +30,20 @@ class LearnerActorImpl:
     def __init__(self, policy: PolicyConfig, state: dict[str, np.ndarray],
                  algorithm: AlgorithmConfig, reward: RewardConfig, config: LearnerConfig,
                  checkpoint_dir: str, buffer: Any, hub: Any, seed: int, demos: str | None = None,
-                 reward_hub: Any = None) -> None:
+                 reward_hub: Any = None, tasks: tuple[str, ...] = ()) -> None:
         """Built as in one process (`learner.build`). `demos`: a buffer directory of
         demonstrations (the base's, from `fleet.run.pretrain`), for an algorithm that declares
         it needs them (TD). `reward_hub`: where a `fleet.remote.reward.RewardTrainer` publishes
         the reward model's weights; the learner adopts each new version before its next
-        update."""
+        update. `tasks`: the robots' tasks, for `learner.task_sampling` (the table goes to the
+        hub with each weight set)."""
         one_thread()
         parts = LearnerParts(policy, state, algorithm, reward, config, Path(checkpoint_dir),
-                             seed, Path(demos) if demos is not None else None)
+                             seed, Path(demos) if demos is not None else None, tuple(tasks))
+        source, weights = BufferSource(buffer), HubWeights(hub, config.publish_dtype)
         self.learner = build_learner(
-            parts, BufferSource(buffer), HubWeights(hub, config.publish_dtype),
-            HubWeights(reward_hub) if reward_hub is not None else None)
+            parts, source, weights, HubWeights(reward_hub) if reward_hub is not None else None,
+            rate=source if data_needs(algorithm).rate is not None else None, task_sink=weights)
 
     def step(self) -> dict[str, float]:
         """One update; {} if `interrupt` stopped it while it waited for data."""

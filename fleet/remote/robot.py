@@ -46,10 +46,12 @@ from actors.operator import OperatorConfig, SimulatedOperator
 from actors.pacing import Paced
 from actors.robots import make_robot
 from actors.robots.base import RobotConfig
+from actors.tasks import TaskChooser
 from actors.worker import EvalEpisode, RobotWorker, WorkerConfig, WorkerStats
 from algorithms.factory import make_policy
 from algorithms.policy import PolicyConfig
 from fleet.remote import actor, one_thread
+from fleet.remote.buffer import BufferAdmission
 from fleet.remote.outbox import BufferOutbox
 from fleet.remote.weights import HubWeights
 
@@ -79,6 +81,8 @@ class RobotLaunch:
     pace_hz: float = 0.0  # > 0: step at this control rate, as hardware does
     bridge: Bridge | None = None  # a real robot joining over the bridge
     spill_fsync: str = "interval_ms"  # the buffer's fsync policy: spill logs are synced alike
+    rate_limited: bool = False  # each chunk waits for the buffer's rate limiter to admit it
+    choose_tasks: bool = False  # its next task drawn from the learner's task table
 
 
 def start_robot(launch: RobotLaunch, state: dict[str, np.ndarray], buffer: Any, hub: Any,
@@ -121,8 +125,12 @@ class RobotActorImpl:
         helper = (SimulatedOperator(operator, self.robot.expert_action)
                   if operator is not None and operator.simulated else None)
         self.paced = Paced(self.robot, pace_hz) if pace_hz > 0 else None
+        self.chooser = (TaskChooser(self.robot, HubWeights(hub), worker.seed)
+                        if launch.choose_tasks else None)
         self.worker = RobotWorker(self.paced or self.robot, remote or net, self.outbox,
-                                  self.weights, worker, helper)
+                                  self.weights, worker, helper,
+                                  admission=BufferAdmission(buffer) if launch.rate_limited
+                                  else None, choose_task=self.chooser)
         self.worker.stats.policy_version = policy_version
         self.worker.control = self.controls = RobotControl(self.robot.spec.action_dim, pace_hz)
         self._stop = threading.Event()
@@ -166,7 +174,8 @@ class RobotActorImpl:
                     missed_deadlines=self.paced.missed if self.paced else 0,
                     node_id=ray.get_runtime_context().get_node_id(),
                     restarted=ray.get_runtime_context().was_current_actor_reconstructed,
-                    control=self.controls.state())
+                    control=self.controls.state(),
+                    tasks_chosen=dict(self.chooser.chosen) if self.chooser else {})
 
     @ray.method(concurrency_group="control")  # threads of its own: never behind stats/frames
     def control(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +254,8 @@ class BridgedRobotActorImpl(RobotActorImpl):
                                contract=contract_of(policy))
         self.gateway.start()
         self.robot_id, self.config, self.policy_version = robot_id, worker, policy_version
+        self.admission = BufferAdmission(buffer) if launch.rate_limited else None
+        self.chooser = None  # a real robot's task is its own
         self.net = make_policy(policy)
         self.net.load_policy_state(state)
         self.outbox = BufferOutbox(buffer, Path(spill_dir) / robot_id, fsync=launch.spill_fsync)
@@ -266,7 +277,7 @@ class BridgedRobotActorImpl(RobotActorImpl):
             if self.worker is None:
                 self.worker = RobotWorker(robot, self.net, self.outbox, self.weights,
                                           self.config, control=self.controls,
-                                          rejoin=self._rejoin)
+                                          rejoin=self._rejoin, admission=self.admission)
                 self.worker.stats.policy_version = self.policy_version
             self.worker.robot = robot
             self.worker.run(self._stop)  # a fault ends the episode, then `_rejoin` waits

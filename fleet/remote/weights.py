@@ -27,6 +27,14 @@ class WeightHubImpl:
         self.version = -1
         self.ref: list[ray.ObjectRef] = []
         self.published_at = 0.0
+        self.tasks: tuple[int, dict[str, float]] | None = None  # the learner's task table
+
+    def publish_tasks(self, policy_version: int, weights: dict[str, float]) -> None:
+        if self.tasks is None or policy_version >= self.tasks[0]:
+            self.tasks = (policy_version, dict(weights))
+
+    def task_weights(self) -> dict[str, float] | None:
+        return None if self.tasks is None else self.tasks[1]
 
     def publish(self, policy_version: int, ref: list[ray.ObjectRef], published_at: float) -> None:
         if policy_version > self.version:
@@ -39,7 +47,9 @@ class WeightHubImpl:
 
 
 class HubWeights:
-    """The one object that is the learner's `WeightSink` and the robots' `WeightSource`.
+    """The one object that is the learner's `WeightSink` and the robots' `WeightSource`, and
+    likewise for the task table (`learner.loop.TaskSink`, `actors.tasks.TaskWeights`): the
+    learner publishes it with each weight set, robots read the newest between episodes.
 
     Weights go to the object store once per publication, as flat numpy arrays (optionally cast
     to float16 to halve the bytes; robots cast back on load). `poll` never blocks: it asks the
@@ -52,12 +62,28 @@ class HubWeights:
         self.dtype = np.dtype(dtype)
         self._asking: ray.ObjectRef | None = None
         self.adopt_latency_s = float("nan")
+        self._asking_tasks: ray.ObjectRef | None = None
+        self._tasks: dict[str, float] | None = None
 
     def publish(self, policy_version: int, state: dict[str, np.ndarray]) -> None:
         if self.dtype != np.float32:
             state = {k: v.astype(self.dtype) if v.dtype == np.float32 else v
                      for k, v in state.items()}
         ray.get(self.hub.publish.remote(policy_version, [ray.put(state)], time.time()))
+
+    def publish_tasks(self, policy_version: int, weights: dict[str, float]) -> None:
+        ray.get(self.hub.publish_tasks.remote(policy_version, weights))
+
+    def task_weights(self) -> dict[str, float] | None:
+        """The newest task table this source has heard of (None before the first); never
+        blocks: it asks the hub in the background, as `poll` does."""
+        if self._asking_tasks is None:
+            self._asking_tasks = self.hub.task_weights.remote()
+        ready, _ = ray.wait([self._asking_tasks], timeout=0)
+        if ready:
+            self._tasks = ray.get(self._asking_tasks) or self._tasks
+            self._asking_tasks = None
+        return self._tasks
 
     def poll(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:
         if self._asking is None:

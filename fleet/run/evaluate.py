@@ -65,6 +65,7 @@ class DuringTraining:
         self._thread: threading.Thread | None = None
         self._done: list[dict[str, Any]] = []
         self.curve: list[list[float]] = []  # [env steps, policy_version, success]
+        self.by_task: dict[str, list[list[float]]] = {}  # task -> [[env steps, success]]
         self._lock = threading.Lock()
 
     def maybe_start(self, env_steps: int,
@@ -98,6 +99,8 @@ class DuringTraining:
         with self._lock:
             self._done.append(result)
             self.curve.append([env_steps, version, result["eval/success"]])
+            for task, rate in by_task(self.episodes, success).items():
+                self.by_task.setdefault(task, []).append([env_steps, rate])
 
     def finished(self) -> list[dict[str, Any]]:
         """Evaluations completed since the last call: numbers, and the `EvalEpisode`s under

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,9 +28,12 @@ import numpy as np
 
 from actors.robots.base import Robot, RobotFault
 from actors.worker import Policy, RobotWorker, WorkerConfig
+from algorithms import data_needs
 from algorithms.policy import ChunkPolicy
+from buffers.rate import RateLimiter
 from buffers.store import ReplayBuffer
 from learner.build import LearnerParts, build_learner, read_demos
+from learner.loop import Learner
 from rewards.base import make_reward
 from rewards.trainer import RewardTrainer, trainable
 
@@ -59,6 +63,24 @@ class _BufferOutbox:
             raise ValueError(f"the buffer refused a chunk: {result.refused[0][1]}")
 
 
+class _LearnerFirst:
+    """The rate limiter's admission in one process: while the robot's chunk is not admitted,
+    the learner takes the gradient steps it is owed (it always is, when the limiter refuses:
+    `buffers.rate` refuses limiters that could deadlock)."""
+
+    def __init__(self, limiter: RateLimiter, learner: Learner,
+                 metrics: list[dict[str, float]]) -> None:
+        self.limiter, self.learner, self.metrics = limiter, learner, metrics
+
+    def wait(self, steps: int, stop: threading.Event) -> None:
+        while not self.limiter.admit(steps):
+            metrics = self.learner.try_step()
+            if metrics is None:
+                raise RuntimeError("rate limiter: the robot is held and the learner is granted "
+                                   "nothing (a deadlock the limiter should have refused)")
+            self.metrics.append(metrics)
+
+
 class SerialRun:
     def __init__(self, robot: Robot, learner: LearnerParts, worker: WorkerConfig, root: Path,
                  acting_policy: Policy | None = None) -> None:
@@ -67,12 +89,19 @@ class SerialRun:
         self.buffer = ReplayBuffer(root / "buffer")
         weights = _LocalWeights()
         self.reward_trainer, reward_weights = _reward_trainer(learner, self.buffer)
-        self.learner = build_learner(learner, self.buffer, weights, reward_weights)
+        rate = data_needs(learner.algorithm).rate
+        self.limiter = (RateLimiter(rate, worker.horizon * worker.calls_per_chunk)
+                        if rate is not None else None)
+        self.learner = build_learner(learner, self.buffer, weights, reward_weights,
+                                     rate=self.limiter)
         # The robot acts with its own copy, as on a real fleet, so adoption is exercised too.
         acting = acting_policy or _copy(self.learner.policy)
         worker = dataclasses.replace(worker, group_size=learner.algorithm.group_size)
-        self.worker = RobotWorker(robot, acting, _BufferOutbox(self.buffer), weights, worker)
         self.metrics: list[dict[str, float]] = []
+        admission = (_LearnerFirst(self.limiter, self.learner, self.metrics)
+                     if self.limiter is not None else None)
+        self.worker = RobotWorker(robot, acting, _BufferOutbox(self.buffer), weights, worker,
+                                  admission=admission)
 
     def train(self, env_steps: int, every: int = 0,
               hook: Callable[[int], None] | None = None) -> None:

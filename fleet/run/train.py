@@ -29,7 +29,9 @@ from rich.table import Table
 from actors.evaluation import Episode, by_task, held_out
 from actors.robots import assign_tasks
 from actors.worker import EvalEpisode, WorkerConfig
+from algorithms import data_needs
 from algorithms.policy import PolicyConfig
+from buffers.rate import StepRatio
 from fleet.config import Config, ConfigError, run_path, saved_config, to_dict
 from fleet.console.server import TOKEN_ENV, ConsoleServer, RayRobots, TokenError, read_token
 
@@ -161,14 +163,14 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
 
     pcfg = base_config
     buffer = BufferServer.options(scheduling_strategy=on_this_node()).remote(
-        str(run_dir / "buffer"), cfg.buffer)
+        str(run_dir / "buffer"), cfg.buffer, rate_limit(cfg))
     hub = WeightHub.remote()
     demos = str(Path(cfg.pretrain.cache_dir) / f"demos-{cache_key(cfg)}")
     reward_hub, trainer = start_reward_trainer(cfg, buffer, demos)
     learner = LearnerActor.options(num_gpus=learner_gpus(cfg)).remote(
         pcfg, base, cfg.algorithm, cfg.reward, cfg.learner, str(run_dir / "checkpoints"),
         buffer, hub, cfg.run.seed, demos=demos,  # TD's offline phase
-        reward_hub=reward_hub)
+        reward_hub=reward_hub, tasks=tuple(cfg.robot.tasks))
     version, state = 0, base
     learner_asks = {"learner": (learner, {"GPU": float(learner_gpus(cfg))})}
     if checkpoint is not None:
@@ -197,6 +199,20 @@ def start_fleet(cfg: Config, run_dir: Path, checkpoint: Path | None, base_config
         for launch, h in zip(launches, handles, strict=True)}}, cfg.fleet.placement_timeout_s)
     n = cfg.fleet.num_robots
     return Fleet(buffer, hub, learner, handles[:n], handles[n:], server, trainer)
+
+
+def rate_limit(cfg: Config) -> tuple[StepRatio, int] | None:
+    """The buffer's rate limiter, for an algorithm that declares one (`DataNeeds.rate`), with
+    the most env steps one rollout chunk carries; ConfigError if it could deadlock."""
+    rate = data_needs(cfg.algorithm).rate
+    if rate is None:
+        return None
+    max_insert = cfg.policy.horizon * cfg.fleet.calls_per_chunk
+    try:
+        rate.slack(max_insert)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return rate, max_insert
 
 
 class PlacementError(ConfigError):
@@ -247,13 +263,17 @@ def robot_launches(cfg: Config, run_dir: Path, pcfg: PolicyConfig,
     the tasks), then one per real robot of `fleet.bridge_robots`, each serving its robot's
     gateway (bridged robot j binds the endpoint's port + j)."""
     n, spill = cfg.fleet.num_robots, str(run_dir / "spill")
+    limited = data_needs(cfg.algorithm).rate is not None  # chunks wait for the rate limiter
+    choose = cfg.learner.task_sampling.enabled and len(cfg.robot.tasks) > 1  # by failure rate
     sims = [RobotLaunch(f"robot-{i}", cfg.robot, pcfg, worker_config(cfg, i, version), spill,
                         version, assign_tasks(cfg.robot.tasks, n, i), cfg.operator,
-                        cfg.fleet.pace_hz, spill_fsync=cfg.buffer.fsync) for i in range(n)]
+                        cfg.fleet.pace_hz, spill_fsync=cfg.buffer.fsync, rate_limited=limited,
+                        choose_tasks=choose)
+            for i in range(n)]
     return sims + [RobotLaunch(
         rid, cfg.robot, pcfg, worker_config(cfg, n + j, version), spill, version,
         bridge=Bridge(endpoint_for(cfg.fleet.bridge_endpoint, j), cfg.fleet.bridge_keys),
-        spill_fsync=cfg.buffer.fsync)
+        spill_fsync=cfg.buffer.fsync, rate_limited=limited)
         for j, rid in enumerate(cfg.fleet.bridge_robots)]
 
 
@@ -331,6 +351,7 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
                 **stream_counts(ray.get(fleet.buffer.info.remote()), robot_stats),
                 "per_episode_before": before, "per_episode_after": after,
                 "eval_during": during.curve,  # [env steps, policy_version, success]
+                "eval_during_by_task": during.by_task,  # task -> [[env steps, success]]
             }
             metrics.log_episodes("eval", after_episodes,  # wandb's steps only go forward
                                  step=max(summary["env_steps"], metrics.last_step))
