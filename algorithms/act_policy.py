@@ -13,7 +13,7 @@ Deviations from ACT (and why):
 
 - No CVAE style latent: ACT samples z only in training and sets z = 0 when acting; here the
   Gaussian head is the stochastic part RL needs, and BC is L2 (FACTS.md: better than NLL here).
-- A 3-layer CNN (16 tokens per 96×96 camera), d_model 64 and 2 + 2 layers instead of a ResNet-18
+- A 3-layer CNN (36 tokens per 96×96 camera), d_model 64 and 2 + 2 layers instead of a ResNet-18
   and 4 + 7 layers of width 512: it must act and train on a CPU robot and learner.
 - No temporal ensembling inside the policy: that is the actor's execution mode
   (`actors.execution`).
