@@ -155,7 +155,7 @@ def test_td_post_trains_act_with_its_actor_after_warm_up(tmp_path):
 
 
 def test_td_with_a_camera_policy_is_refused_at_config_time():
-    with pytest.raises(ConfigError, match="algorithm=td.*'pixels'"):
+    with pytest.raises(ConfigError, match=r"algorithm=td.*'pixels'"):
         load_config(["robot=pusht", "policy=act_cnn", "algorithm=td"])
     assert load_config(["policy=act_cnn"]).policy.kind == "act"
 
@@ -188,7 +188,8 @@ def test_fleet_train_bc_from_a_dataset_then_post_trains_act(algorithm, tmp_path)
     done = fleet("train", "experiment=smoke", "robot=stub", "robot.obs_dim=4",
                  "robot.action_dim=2", "robot.max_episode_steps=20", "policy=act",
                  "policy.horizon=2", "policy.d_model=32", "policy.bound=tanh",
-                 f"pretrain.data={tmp_path}/data", f"algorithm={algorithm}",
+                 f"pretrain.data={tmp_path}/data", "pretrain.bc.steps=30", "pretrain.bc.batch=64",
+                 f"algorithm={algorithm}",
                  "algorithm.td.actor_warmup_steps=64", "algorithm.td.ensemble=2",
                  "run.name=act", f"run.dir={tmp_path}/runs", f"pretrain.cache_dir={tmp_path}/c",
                  "train.env_steps=400", "eval.episodes=2", "logger.wandb=disabled",
