@@ -208,3 +208,26 @@ def test_fleet_pretrain_bc_from_a_dataset_into_act(tmp_path, capsys):
                  f"pretrain.data={tmp_path}/data", "pretrain.bc.steps=30",
                  f"pretrain.cache_dir={tmp_path}/c"]) == 0
     assert "behaviour-cloned the base on 6 episodes" in capsys.readouterr().out
+
+
+def test_the_inference_server_answers_act_as_the_policy_does():
+    """`fleet.inference=server`: state rows in one `act_batch` pass, camera observations one
+    `act` per request; each row as the policy itself answers it."""
+    from fleet.remote.inference import batched_act
+
+    torch.manual_seed(5)
+    rng = np.random.default_rng(5)
+    policy = act_policy()
+    rows = rng.normal(size=(6, 4)).astype(np.float32)
+    chunks, logp = batched_act(policy, rows, deterministic=True)
+    assert chunks.shape == (6, 3, 2) and logp.shape == (6,)
+    for i in range(6):
+        chunk, lp = policy.act(rows[i], deterministic=True)
+        np.testing.assert_allclose(chunks[i], chunk, rtol=1e-5, atol=1e-6)
+        assert lp == pytest.approx(float(logp[i]), abs=1e-4)
+    seen = act_policy(image_key="pixels", image_size=24)
+    obs = [{"state": rows[i], "pixels": frames(rng, 1)[0]} for i in range(3)]
+    chunks, _ = batched_act(seen, obs, deterministic=True)
+    for i in range(3):
+        np.testing.assert_allclose(chunks[i], seen.act(obs[i], deterministic=True)[0],
+                                   rtol=1e-5, atol=1e-6)
