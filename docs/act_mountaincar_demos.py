@@ -5,7 +5,7 @@
 A pumping controller, action = gain * sign(velocity) plus N(0, 0.1) noise, run to the flag
 (seeds 0..episodes-1), each episode written as `OUT/epN.npz` (`obs.state`, `action`, the
 `.npz` layout `fleet pretrain pretrain.data=OUT` reads). At gain 0.6 the flag takes 118-128
-steps, so with `robot.max_episode_steps=120` a clone of it mostly fails, and a policy that
+steps, so with `robot.max_episode_steps=120` a faithful clone of it mostly fails, and one that
 pushes harder (gain 1: 105-109 steps) succeeds: the room post-training has to find.
 The run it is for (per seed N: ~1 CPU-minute of ACT BC, 143 ms a step at batch 256 on one
 thread at load 29, 40x the MLP chunk policy; then PPO for up to 10 minutes):
