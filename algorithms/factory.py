@@ -83,9 +83,15 @@ def _hf(config: PolicyConfig) -> Any:
         horizon=config.horizon, bins=config.bins, hidden=config.hidden))
 
 
+def _act(config: PolicyConfig) -> Any:
+    from algorithms.act_policy import make
+
+    return make(config)
+
+
 # the kinds of `algorithms.policy.BUILTIN_KINDS`, which PolicyConfig checks without importing this
 BUILTIN: Mapping[str, Callable[[PolicyConfig], Any]] = {"chunk": _chunk, "token": _token,
-                                                        "hf": _hf}
+                                                        "hf": _hf, "act": _act}
 
 
 def make_policy(config: PolicyConfig) -> Any:

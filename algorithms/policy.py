@@ -50,7 +50,7 @@ class PolicyConfig:
     init_std: float = 0.2  # std of the Gaussian head, per action number
     learn_std: bool = False
     init: str = "default"  # default (torch's) | orthogonal (as SB3 / CleanRL, for RL from scratch)
-    kind: str = "chunk"  # chunk (this class) | token | hf | a `fleet.policies` plug-in's name
+    kind: str = "chunk"  # chunk (this class) | token | hf | act | a `fleet.policies` plug-in's name
     backbone: str = "mlp"  # mlp | transformer (algorithms.backbones.ChunkTransformer)
     d_model: int = 64  # transformer width (backbone=transformer, kind=token)
     heads: int = 4
@@ -86,7 +86,7 @@ class PolicyConfig:
                              "policy.kind=chunk (or a plug-in that reads them)")
 
 
-BUILTIN_KINDS = ("chunk", "token", "hf")  # `algorithms.factory.BUILTIN` builds each
+BUILTIN_KINDS = ("chunk", "token", "hf", "act")  # `algorithms.factory.BUILTIN` builds each
 GROUP = "fleet.policies"  # the entry-point group of third-party policies
 
 
@@ -110,9 +110,12 @@ def config_key_fields(config: PolicyConfig) -> dict[str, object]:
 
 
 def input_keys(config: Any) -> tuple[str, ...]:
-    """The observations besides the state that a policy's input rows carry, in row order."""
-    return tuple(k for k in (getattr(config, "mask_key", ""), getattr(config, "image_key", ""))
-                 if k)
+    """The observations besides the state that a policy's input rows carry, in row order
+    (`params["cameras"]`: further cameras of `kind=act`, `algorithms.act_policy`)."""
+    more = tuple(getattr(config, "params", {}).get("cameras", ())) \
+        if getattr(config, "kind", "") == "act" else ()
+    return tuple(k for k in (getattr(config, "mask_key", ""), getattr(config, "image_key", ""),
+                             *more) if k)
 
 
 def policy_input(obs: Mapping[str, np.ndarray], keys: Sequence[str] = (),

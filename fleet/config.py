@@ -28,7 +28,7 @@ from actors.robots.base import RobotConfig
 from actors.robots.metaworld import MetaWorldConfig
 from algorithms import AlgorithmConfig
 from algorithms.bc import BCConfig
-from algorithms.policy import PolicyConfig
+from algorithms.policy import PolicyConfig, input_keys
 from buffers.store import BufferConfig
 from fleet.console.server import ConsoleConfig
 from learner.loop import LearnerConfig
@@ -182,6 +182,10 @@ class Config:
         if self.operator.simulated and not self.robot.has_expert:
             raise ValueError(f"operator.simulated needs a scripted expert, which "
                              f"robot.kind={self.robot.kind} has not")
+        cameras = [k for k in input_keys(self.policy) if k != self.policy.mask_key]
+        if self.algorithm.name == "td" and cameras:
+            raise ValueError(f"algorithm=td learns from obs['state'] only: a policy that sees "
+                             f"{cameras[0]!r} needs algorithm=ppo, grpo or dpo")
 
 
 def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "",
