@@ -115,13 +115,15 @@ class HubWeights:
         parts = [ray.put(p) for p in split(state, self.part_bytes)]
         ray.get(self.hub.publish.remote(policy_version, parts, time.time()))
 
-    def poll(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:
+    def poll(self, have_version: int, timeout_s: float = 0.0
+             ) -> tuple[int, dict[str, np.ndarray]] | None:
         """(version, state) of a publication newer than `have_version` once all of it is
-        here, else None; never waits."""
+        here, else None. Waits up to `timeout_s` (robots: 0, never)."""
+        deadline = time.monotonic() + timeout_s
         if self._arriving is None:
             if self._asking is None:
                 self._asking = self.hub.wait_newer.remote(have_version, LONG_POLL_S)
-            ready, _ = ray.wait([self._asking], timeout=0)
+            ready, _ = ray.wait([self._asking], timeout=timeout_s)
             if not ready:
                 return None
             reply, self._asking = ray.get(self._asking), None
@@ -132,7 +134,8 @@ class HubWeights:
         if version <= have_version:  # adopted meanwhile from elsewhere (a restore)
             self._arriving = None
             return None
-        here, _ = ray.wait(parts, num_returns=len(parts), timeout=0, fetch_local=True)
+        left = max(0.0, deadline - time.monotonic())
+        here, _ = ray.wait(parts, num_returns=len(parts), timeout=left, fetch_local=True)
         if len(here) < len(parts):
             return None
         self._arriving = None
