@@ -26,7 +26,7 @@ import ray
 
 from fleet.remote import actor
 
-PART_BYTES = 64 * 1024 * 1024  # a publication's parts: large enough that a 7 GB VLA is ~100
+PART_BYTES = 256 * 1024 * 1024  # a 7 GB VLA in ~28 parts: each part costs every robot a few calls
 LONG_POLL_S = 30.0  # a robot's request for newer weights is answered by then at the latest
 
 Reply = tuple[int, list[ray.ObjectRef], float]  # (policy_version, parts, published_at)
