@@ -255,6 +255,7 @@ class RobotWorker:
         if self.control is not None:
             self.control.begin_episode()
         chunk = np.zeros((0, 0), np.float32)
+        i = -1
         sent: np.ndarray | None = None  # this call's chunk, when it went to the robot whole
         while True:
             if self.control is not None:  # held here while paused or e-stopped
@@ -267,12 +268,15 @@ class RobotWorker:
                     self._adopt_weights()
                 chunk, logp = self.policy.act(self._policy_obs(obs))
                 self._builder.add_call(chunk, logp)
+                # clipped once per call, not per step; a robot running chunks gets it whole
+                chunk = np.clip(chunk, -1.0, 1.0).astype(np.float32, copy=False)
                 sent = self._start_chunk(chunk)
-            i = self._builder.num_steps % self.config.horizon
+                i = -1
+            i += 1  # the step within the call's chunk
             if sent is not None:  # the robot runs the chunk it was sent; a take-over waits for
                 action, taken = sent[i], False  # the next policy call
             else:
-                action = np.clip(chunk[i], -1.0, 1.0)
+                action = chunk[i]
                 taken = self.operator is not None and self.operator.active
                 if self.control is not None and self.control.taken_over:
                     action, taken = self.control.teleop_action(), True
@@ -296,7 +300,7 @@ class RobotWorker:
                 return fb.success
 
     def _start_chunk(self, chunk: np.ndarray) -> np.ndarray | None:
-        """Send the call's whole chunk [H, A] (clipped to [-1, 1] as each step's action is) with
+        """Send the call's whole chunk [H, A] (already clipped to [-1, 1], float32) with
         its `policy_version` to a robot that runs chunks open loop, unless a person or the
         simulated operator is choosing actions now. What was sent, or None."""
         if self.robot.spec.execution != "chunk":
@@ -307,15 +311,14 @@ class RobotWorker:
         if not isinstance(self.robot, ChunkRobot):
             raise TypeError(f"robot {self.robot.spec.robot_id} declares chunk execution but "
                             f"{type(self.robot).__name__} has no start_chunk")
-        sent = np.clip(chunk, -1.0, 1.0).astype(np.float32)
         try:
-            self.robot.start_chunk(sent, self.stats.policy_version)
+            self.robot.start_chunk(chunk, self.stats.policy_version)
         except RobotFault:
             raise
         except Exception as e:
             raise RobotFault(f"start_chunk failed at step {self._episode_steps}: "
                              f"{type(e).__name__}: {e}") from e
-        return sent
+        return chunk
 
     def _end_by_operator(self, verdict: str) -> bool:
         """A label ends the episode with the operator's outcome; a reset, or a stop while held,

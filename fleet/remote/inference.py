@@ -134,8 +134,11 @@ class InferenceServerImpl:
         while True:
             reply = await self.hub.poll.remote(self.policy_version)
             if reply is not None and reply[0] > self.policy_version:
-                version, (ref,), published_at = reply
-                self.policy.load_policy_state(await ref)
+                version, parts, published_at = reply
+                state: dict[str, np.ndarray] = {}
+                for part in await asyncio.gather(*parts):
+                    state.update(part)
+                self.policy.load_policy_state(state)
                 self.policy_version = version
                 self.adopted += 1
                 self.adopt_latency_s = time.time() - published_at

@@ -50,7 +50,8 @@ class BufferOutbox:
         self.refusals: list[str] = []
 
     def put(self, record: bytes) -> None:
-        self._reap()
+        if len(self.in_flight) >= max(1, self.max_in_flight // 2):
+            self._reap()  # not per chunk: acks are counted a few at a time, well before a spill
         if self._spill is not None or len(self.in_flight) >= self.max_in_flight:
             self._to_spill(record)
         else:
@@ -93,8 +94,11 @@ class BufferOutbox:
             return
         ready = set(ray.wait(list(self.in_flight), num_returns=len(self.in_flight),
                              timeout=0)[0])
+        acked = []
         while self.in_flight and self.in_flight[0] in ready:
-            self._count(ray.get(self.in_flight.popleft()))
+            acked.append(self.in_flight.popleft())
+        for result in ray.get(acked):  # one call for all of them
+            self._count(result)
 
     def _count(self, result: InsertResult) -> None:
         self.stored += result.stored

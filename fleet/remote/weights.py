@@ -6,10 +6,18 @@ Example:
     hub = WeightHub.remote()
     HubWeights(hub).publish(3, policy.policy_state())      # learner side
     got = HubWeights(hub).poll(have_version=2)            # robot side: (3, state) or None
+    version, state = HubWeights(hub).newest()             # evaluator: blocks for the reply
+
+What crosses is what robots act with: `policy_state()`, the actor alone (critics, targets and
+optimizers stay with the algorithm, STYLE rule 5). A publication is split into parts of at most
+`part_bytes` (whole arrays; one part for a small policy), each its own object-store object, so a
+robot on another node pulls a large model in the background, part by part, while its loop runs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -18,16 +26,24 @@ import ray
 
 from fleet.remote import actor
 
+PART_BYTES = 256 * 1024 * 1024  # a 7 GB VLA in ~28 parts: each part costs every robot a few calls
+LONG_POLL_S = 30.0  # a robot's request for newer weights is answered by then at the latest
+
+Reply = tuple[int, list[ray.ObjectRef], float]  # (policy_version, parts, published_at)
+
 
 class WeightHubImpl:
-    """Holds the newest published weights (an object-store reference), their version and when
-    they were published (wall clock, for publish→adopted latency)."""
+    """Holds the newest published weights (object-store references to their parts), their
+    version and when they were published (wall clock, for publish→adopted latency). Async: a
+    request for something newer than a version waits here, so robots do not poll in a loop and
+    every waiting robot is answered the moment a publication arrives."""
 
     def __init__(self) -> None:
         self.version = -1
-        self.ref: list[ray.ObjectRef] = []
+        self.parts: list[ray.ObjectRef] = []
         self.published_at = 0.0
         self.tasks: tuple[int, dict[str, float]] | None = None  # the learner's task table
+        self._published: asyncio.Condition | None = None  # made inside the actor's loop
 
     def publish_tasks(self, policy_version: int, weights: dict[str, float]) -> None:
         if self.tasks is None or policy_version >= self.tasks[0]:
@@ -36,14 +52,49 @@ class WeightHubImpl:
     def task_weights(self) -> dict[str, float] | None:
         return None if self.tasks is None else self.tasks[1]
 
-    def publish(self, policy_version: int, ref: list[ray.ObjectRef], published_at: float) -> None:
-        if policy_version > self.version:
-            self.version, self.ref, self.published_at = policy_version, ref, published_at
+    def _condition(self) -> asyncio.Condition:
+        if self._published is None:
+            self._published = asyncio.Condition()
+        return self._published
 
-    def poll(self, have_version: int) -> tuple[int, list[ray.ObjectRef], float] | None:
+    async def publish(self, policy_version: int, parts: list[ray.ObjectRef],
+                      published_at: float) -> None:
+        if policy_version > self.version:
+            self.version, self.parts, self.published_at = policy_version, parts, published_at
+            async with self._condition():
+                self._condition().notify_all()
+
+    async def poll(self, have_version: int) -> Reply | None:
+        """The newest publication if newer than `have_version`, else None, at once."""
+        return await self.wait_newer(have_version, 0.0)
+
+    async def wait_newer(self, have_version: int, timeout_s: float) -> Reply | None:
+        """The newest publication once one is newer than `have_version`; None after
+        `timeout_s` without one."""
+        if self.version <= have_version and timeout_s > 0:
+            cond = self._condition()
+            async with cond:
+                with contextlib.suppress(TimeoutError):  # answered None below
+                    await asyncio.wait_for(
+                        cond.wait_for(lambda: self.version > have_version), timeout_s)
         if self.version <= have_version:
             return None
-        return self.version, self.ref, self.published_at
+        return self.version, self.parts, self.published_at
+
+
+def split(state: dict[str, np.ndarray], part_bytes: int = PART_BYTES
+          ) -> list[dict[str, np.ndarray]]:
+    """`state` as parts of whole arrays, in order, each at most `part_bytes` unless one array
+    is larger (it goes alone)."""
+    parts: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name, a in state.items():
+        if parts[-1] and size + a.nbytes > part_bytes:
+            parts.append({})
+            size = 0
+        parts[-1][name] = a
+        size += a.nbytes
+    return parts
 
 
 class HubWeights:
@@ -51,16 +102,20 @@ class HubWeights:
     likewise for the task table (`learner.loop.TaskSink`, `actors.tasks.TaskWeights`): the
     learner publishes it with each weight set, robots read the newest between episodes.
 
-    Weights go to the object store once per publication, as flat numpy arrays (optionally cast
-    to float16 to halve the bytes; robots cast back on load). `poll` never blocks: it asks the
-    hub in the background and answers from the last reply. `adopt_latency_s` is the time from
-    the last publication this source picked up to the moment it returned it.
+    Weights go to the object store once per publication, as flat numpy arrays in parts of at
+    most `part_bytes` (optionally cast to float16 to halve the bytes; robots cast back on load).
+    `poll` never blocks: one request for newer weights waits at the hub, and `poll` checks
+    whether it was answered and whether every part has arrived (parts are pulled to this node
+    in the background). `newest` blocks. `adopt_latency_s` is the time from the last
+    publication this source picked up to the moment it returned it.
     """
 
-    def __init__(self, hub: Any, dtype: str = "float32") -> None:
+    def __init__(self, hub: Any, dtype: str = "float32", part_bytes: int = PART_BYTES) -> None:
         self.hub = hub
         self.dtype = np.dtype(dtype)
-        self._asking: ray.ObjectRef | None = None
+        self.part_bytes = part_bytes
+        self._asking: ray.ObjectRef | None = None  # the request waiting at the hub
+        self._arriving: Reply | None = None  # an answer whose parts are still on their way
         self.adopt_latency_s = float("nan")
         self._asking_tasks: ray.ObjectRef | None = None
         self._tasks: dict[str, float] | None = None
@@ -69,7 +124,8 @@ class HubWeights:
         if self.dtype != np.float32:
             state = {k: v.astype(self.dtype) if v.dtype == np.float32 else v
                      for k, v in state.items()}
-        ray.get(self.hub.publish.remote(policy_version, [ray.put(state)], time.time()))
+        parts = [ray.put(p) for p in split(state, self.part_bytes)]
+        ray.get(self.hub.publish.remote(policy_version, parts, time.time()))
 
     def publish_tasks(self, policy_version: int, weights: dict[str, float]) -> None:
         ray.get(self.hub.publish_tasks.remote(policy_version, weights))
@@ -85,19 +141,57 @@ class HubWeights:
             self._asking_tasks = None
         return self._tasks
 
-    def poll(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:
-        if self._asking is None:
-            self._asking = self.hub.poll.remote(have_version)
-        ready, _ = ray.wait([self._asking], timeout=0)
-        if not ready:
+    def poll(self, have_version: int, timeout_s: float = 0.0
+             ) -> tuple[int, dict[str, np.ndarray]] | None:
+        """(version, state) of a publication newer than `have_version` once all of it is
+        here, else None. Waits up to `timeout_s` (robots: 0, never)."""
+        deadline = time.monotonic() + timeout_s
+        if self._arriving is None:
+            if self._asking is None:
+                self._asking = self.hub.wait_newer.remote(have_version, LONG_POLL_S)
+            ready, _ = ray.wait([self._asking], timeout=timeout_s)
+            if not ready:
+                return None
+            reply, self._asking = ray.get(self._asking), None
+            if reply is None or reply[0] <= have_version:
+                return None
+            self._arriving = reply
+        version, parts, published_at = self._arriving
+        if version <= have_version:  # adopted meanwhile from elsewhere (a restore)
+            self._arriving = None
             return None
-        reply, self._asking = ray.get(self._asking), None
-        if reply is None or reply[0] <= have_version:
+        left = max(0.0, deadline - time.monotonic())
+        here, _ = ray.wait(parts, num_returns=len(parts), timeout=left, fetch_local=True)
+        if len(here) < len(parts):
             return None
-        version, (ref,), published_at = reply
-        state = ray.get(ref)
+        self._arriving = None
+        state = load(parts)
         self.adopt_latency_s = time.time() - published_at
         return version, state
 
+    def newest(self, have_version: int = -1, timeout_s: float = 0.0
+               ) -> tuple[int, dict[str, np.ndarray]] | None:
+        """(version, float32 state) of the hub's newest publication if newer than
+        `have_version`, waiting up to `timeout_s` for one; None if there is none. Blocks until
+        the hub answers and every part is here.
 
-WeightHub: Any = actor(WeightHubImpl, num_cpus=0)
+            got = weights.newest()           # the evaluator: the newest, or None before any
+        """
+        reply = ray.get(self.hub.wait_newer.remote(have_version, timeout_s))
+        if reply is None:
+            return None
+        version, parts, _ = reply
+        state = load(parts)
+        return version, {k: v.astype(np.float32) if v.dtype == np.float16 else v
+                         for k, v in state.items()}
+
+
+def load(parts: list[ray.ObjectRef]) -> dict[str, np.ndarray]:
+    """One publication's parts as one state dict (zero-copy, read-only arrays on this node)."""
+    state: dict[str, np.ndarray] = {}
+    for part in ray.get(parts):
+        state.update(part)
+    return state
+
+
+WeightHub: Any = actor(WeightHubImpl, num_cpus=0, max_concurrency=10_000)

@@ -52,7 +52,7 @@ class DuringTraining:
     thread of the driver with a simulated robot of its own, so robots and learner go on.
 
         during = DuringTraining(cfg, policy_config(cfg), episodes)
-        during.maybe_start(env_steps, newest_weights)     # each loop turn; cheap when not due
+        during.maybe_start(env_steps, lambda: weights.newest() or (0, base))  # cheap when not due
         for result in during.finished():                  # numbers, and the episodes
             metrics.log_episodes("eval", result.pop("eval/episodes"), step=env_steps)
             metrics.log(result, step=env_steps)

@@ -327,7 +327,7 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
             train_s, robot_stats, last = post_train(
                 cfg, console, fleet.robots + fleet.bridged, fleet.learner, metrics, steps_done,
                 watch=operators.record if operators else None, during=during,
-                newest=lambda: newest_weights(fleet.hub, base.policy_state()))
+                newest=lambda: HubWeights(fleet.hub).newest() or (0, base.policy_state()))
             reward_stats = (ray.get(fleet.reward_trainer.stop.remote())
                             if fleet.reward_trainer is not None else None)
             wandb_id = run_dir / "wandb_id"
@@ -431,20 +431,6 @@ def base_success(run_dir: Path, robots: list[Any], state: dict[str, np.ndarray],
     results = [e.success for e in recorded]
     path.write_text(json.dumps({"episodes": episodes, "success": results}))
     return results, recorded
-
-
-def newest_weights(hub: Any, base: dict[str, np.ndarray]) -> tuple[int, dict[str, np.ndarray]]:
-    """(policy_version, float32 policy_state) of the hub's newest publication; the base before
-    the first."""
-    import ray
-
-    got = ray.get(hub.poll.remote(-1))
-    if got is None:
-        return 0, base
-    version, refs, _ = got
-    state = ray.get(refs[0])
-    return int(version), {k: v.astype(np.float32) if v.dtype == np.float16 else v
-                          for k, v in state.items()}
 
 
 def post_train(cfg: Config, console: Console, robots: list[Any], learner: Any,
