@@ -231,3 +231,12 @@ def test_the_inference_server_answers_act_as_the_policy_does():
     for i in range(3):
         np.testing.assert_allclose(chunks[i], seen.act(obs[i], deterministic=True)[0],
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_a_bridged_robot_must_register_every_camera_the_act_policy_reads() -> None:
+    from fleet.remote.robot import contract_of
+
+    config = PolicyConfig(kind="act", obs_dim=5, action_dim=2, image_key="top",
+                          params={"cameras": ["wrist"]})
+    assert contract_of(config).extra == {"top": ("uint8", (96, 96, 3)),
+                                         "wrist": ("uint8", (96, 96, 3))}

@@ -49,7 +49,7 @@ from actors.robots.base import RobotConfig
 from actors.tasks import TaskChooser
 from actors.worker import EvalEpisode, RobotWorker, WorkerConfig, WorkerStats
 from algorithms.factory import make_policy
-from algorithms.policy import PolicyConfig
+from algorithms.policy import PolicyConfig, input_keys
 from fleet.remote import actor, one_thread
 from fleet.remote.buffer import BufferAdmission
 from fleet.remote.outbox import BufferOutbox
@@ -215,10 +215,9 @@ class RobotActorImpl:
 def contract_of(policy: PolicyConfig) -> Contract:
     """What a bridged robot must register to be driven by this policy."""
     extra: dict[str, tuple[str, tuple[int, ...]]] = {}
-    if policy.image_key:
-        extra[policy.image_key] = ("uint8", (policy.image_size, policy.image_size, 3))
-    if policy.mask_key:
-        extra[policy.mask_key] = ("float32", (policy.action_dim,))
+    for key in input_keys(policy):  # every camera it reads (kind=act: params.cameras too)
+        extra[key] = (("float32", (policy.action_dim,)) if key == policy.mask_key
+                      else ("uint8", (policy.image_size, policy.image_size, 3)))
     return Contract(policy.obs_dim, policy.action_dim, extra)
 
 
