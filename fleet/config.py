@@ -178,6 +178,10 @@ class Config:
         if self.operator.simulated and not self.robot.has_expert:
             raise ValueError(f"operator.simulated needs a scripted expert, which "
                              f"robot.kind={self.robot.kind} has not")
+        if self.policy.kind == "flow" and (self.algorithm.name != "ppo"
+                                           or self.fleet.inference != "local"):
+            raise ValueError("policy.kind=flow needs algorithm=ppo and fleet.inference=local: "
+                             "only they hand each call's denoising path (aux) back")
 
 
 def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "",
