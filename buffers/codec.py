@@ -42,10 +42,9 @@ from buffers.schema import (
     RecordError,
     check_aux,
     check_columns,
+    check_finite,
     check_header,
     check_obs,
-    finite,
-    not_finite,
 )
 
 __all__ = ["FINITE", "MAX_STRING", "RecordError", "decode_chunk", "encode_chunk",
@@ -269,10 +268,11 @@ def versioned(body: Any) -> dict[str, Any]:
         raise RecordError("obs must be a non-empty map of arrays")
     if not all(isinstance(k, str) for k in obs):  # msgpack map keys may also arrive as bytes
         raise RecordError("obs names must be strings")
-    aux = body.get("aux", {"": None})  # (a version 3 record has none: nothing to check)
-    if not isinstance(aux, dict) or not aux or len(aux) > MAX_AUX or not all(
-            isinstance(k, str) for k in aux):
-        raise RecordError(f"aux must be a map of 1 to {MAX_AUX} arrays with string names")
+    if "aux" in body:  # version 4
+        aux = body["aux"]
+        if type(aux) is not dict or not aux or len(aux) > MAX_AUX or not all(
+                type(k) is str for k in aux):
+            raise RecordError(f"aux must be a map of 1 to {MAX_AUX} arrays with string names")
     end = body["episode_end"]
     if end is not None and not (isinstance(end, list) and len(end) == 2):
         raise RecordError("episode_end must be null or [outcome, source]")
@@ -303,14 +303,12 @@ def validate_chunk(chunk: RolloutChunk) -> None:
     """Raise `RecordError` unless the chunk's header and columns agree with the schema
     (`buffers.schema`)."""
     end = chunk.episode_end
-    check_header({**{k: getattr(chunk, k) for k in HEADER[:-1]},
-                  "episode_end": None if end is None else (end.outcome, end.source)})
+    check_header(vars(chunk), None if end is None else (end.outcome, end.source))
     arrays = {name: getattr(chunk, name) for name in COLUMNS}
-    for name, arr in arrays.items():
-        if not isinstance(arr, np.ndarray):
-            raise RecordError(f"{name} must be an array")
-    steps = check_columns({k: a.shape for k, a in arrays.items()},
-                          {k: a.dtype for k, a in arrays.items()}, chunk.horizon)
+    try:
+        steps = check_columns({k: (a.dtype, a.shape) for k, a in arrays.items()}, chunk.horizon)
+    except AttributeError as e:
+        raise RecordError(f"every column must be an array ({e})") from e
     for name, arr in chunk.obs.items():
         check_obs(name, arr.shape if isinstance(arr, np.ndarray) else (), steps)
     calls = len(chunk.policy_action)
@@ -320,8 +318,5 @@ def validate_chunk(chunk: RolloutChunk) -> None:
         if not isinstance(arr, np.ndarray):
             raise RecordError(f"aux.{name} must be an array")
         check_aux(name, _NAME.get(arr.dtype, str(arr.dtype)), arr.shape, calls)
-        if arr.dtype in _FLOATS and not finite(arr):
-            raise RecordError(not_finite(f"aux.{name}"))
-    for name in FINITE:
-        if not finite(arrays[name]):
-            raise RecordError(not_finite(name))
+    check_finite([(name, arrays[name]) for name in FINITE] + [
+        (f"aux.{k}", a) for k, a in chunk.aux.items() if a.dtype in _FLOATS])

@@ -3,7 +3,7 @@
 Example (the two places that enforce them, on different inputs):
 
     check_header(fields)                      # a name -> value map: a chunk's or a msgpack map's
-    steps = check_columns(shapes, dtypes, horizon)          # array shapes/dtypes by column name
+    steps = check_columns(columns, horizon)   # {column name: (dtype, shape, ...)}
     check_aux(name, dtype, shape, calls)      # one per-call `aux` array
 
 `buffers.codec.validate_chunk` calls these on a built `RolloutChunk`; ingest
@@ -15,7 +15,7 @@ so the schema itself, and its error messages, cannot drift apart. Terms: `buffer
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,11 +40,13 @@ AUX_DTYPES = frozenset({"float32", "int32", "int64"})  # per-call data: floats o
 MAX_AUX = 16  # named arrays in `aux`
 _FLOATS = (np.dtype("float32"), np.dtype("float64"))
 _BOOL = np.dtype("bool")
+_NUMBER = (float, int)
 _ADD = np.add.reduce
 
 
-def check_header(h: Mapping[str, Any]) -> None:
-    """The header fields of `HEADER`; `episode_end` as None or an (outcome, source) pair."""
+def check_header(h: Mapping[str, Any], end: Sequence[Any] | None) -> None:
+    """The header fields of `HEADER` in `h` (a msgpack map, or a chunk's `vars`), and the
+    episode's end as None or an (outcome, source) pair."""
     for name in NAMES:
         v = h[name]
         if not isinstance(v, str) or not v or len(v) > MAX_STRING:
@@ -60,9 +62,8 @@ def check_header(h: Mapping[str, Any]) -> None:
     if h["horizon"] < 1:
         raise RecordError("horizon must be >= 1")
     t = h["wall_time"]
-    if not isinstance(t, float | int) or not math.isfinite(t):
+    if not isinstance(t, _NUMBER) or not math.isfinite(t):
         raise RecordError("wall_time must be a finite number")
-    end = h["episode_end"]
     if end is not None and (end[0] not in OUTCOMES or end[1] not in SOURCES):
         raise RecordError(f"bad episode_end {end!r}")
 
@@ -74,23 +75,23 @@ def column_shapes(steps: int, horizon: int, adim: int) -> dict[str, tuple[int, .
             "reward": (steps,), "success": (steps,), "intervened": (steps,)}
 
 
-def check_columns(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, np.dtype],
-                  horizon: int) -> int:
-    """Every column of `COLUMNS` by its shape and dtype (finiteness is the caller's, it reads
-    the values); returns the step count T."""
-    shape = shapes["action"]
+def check_columns(columns: Mapping[str, Sequence[Any]], horizon: int
+                  ) -> int:
+    """Every column of `COLUMNS` by its (dtype, shape, ...) (finiteness is the caller's, it
+    reads the values); returns the step count T."""
+    shape = columns["action"][1]
     if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
         raise RecordError(f"action must be [T >= 1, A >= 1], got shape {tuple(shape)}")
     steps, adim = shape
     for name, want in column_shapes(steps, horizon, adim).items():
-        if tuple(shapes[name]) != want:
-            raise RecordError(f"{name} must have shape {want} for {steps} steps, got "
-                              f"{tuple(shapes[name])}")
+        got = tuple(columns[name][1])
+        if got != want:
+            raise RecordError(f"{name} must have shape {want} for {steps} steps, got {got}")
     for name in FLAGS:
-        if dtypes[name] != _BOOL:
+        if columns[name][0] != _BOOL:
             raise RecordError(f"{name} must be bool")
     for name in FINITE:
-        if dtypes[name] not in _FLOATS:
+        if columns[name][0] not in _FLOATS:
             raise RecordError(not_finite(name))
     return int(steps)
 
@@ -119,8 +120,11 @@ def not_finite(name: str) -> str:
     return f"{name} must be finite floats (found NaN, inf or a non-float)"
 
 
-def finite(arr: np.ndarray) -> bool:
-    """A finite sum proves every element finite (any NaN or inf makes it NaN or inf); the exact
-    check runs only when the sum is not finite (damage, or a sum that overflows)."""
-    with np.errstate(all="ignore"):
-        return math.isfinite(_ADD(arr, axis=None)) or bool(np.isfinite(arr).all())
+def check_finite(named: Iterable[tuple[str, np.ndarray]]) -> None:
+    """Raise `RecordError` naming the first array that holds a NaN or inf. A finite sum proves
+    every element finite (any NaN or inf makes it NaN or inf); the exact check runs only when
+    the sum is not finite (damage, or a sum that overflows)."""
+    with np.errstate(all="ignore"):  # once: entering it costs as much as a small sum
+        for name, arr in named:
+            if not math.isfinite(_ADD(arr, axis=None)) and not np.isfinite(arr).all():
+                raise RecordError(not_finite(name))
