@@ -47,8 +47,8 @@ from buffers.schema import (
     check_obs,
 )
 
-__all__ = ["FINITE", "MAX_STRING", "RecordError", "decode_chunk", "encode_chunk",
-           "validate_chunk"]
+__all__ = ["COLUMNS", "FINITE", "HEADER", "MAX_STRING", "RecordError", "decode_chunk",
+           "encode_chunk", "validate_chunk"]  # the schema's names, still importable from here
 FORMAT_VERSION = 4  # 4 added `aux` (written only when a chunk has some; else 3 is written);
 # 3: bare msgpack, lz4 per observation; 2 added `group` (1 decodes, group "")
 VERSIONS = (1, 2, 3, 4)
