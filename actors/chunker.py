@@ -4,7 +4,8 @@ Example:
 
     builder = ChunkBuilder(spec, horizon=4, calls_per_chunk=16)
     builder.begin_episode("ep-1", obs)
-    builder.add_call(chunk, logp)                     # before executing the chunk
+    builder.add_call(chunk, logp, aux)                # before executing the chunk (aux: the
+                                                      # policy's per-call data, often {})
     builder.add_step(action, fb, obs, intervened=False)
     if builder.full: sink(builder.flush(policy_version))
 """
@@ -35,7 +36,7 @@ class ChunkBuilder:
 
     def _reset_columns(self) -> None:
         self._obs: list[Observation] = []
-        self._calls: list[tuple[np.ndarray, float]] = []
+        self._calls: list[tuple[np.ndarray, float, dict[str, np.ndarray]]] = []
         self._steps: list[tuple[np.ndarray, float, bool, bool]] = []
 
     def begin_episode(self, episode_id: str, obs: Observation, group: str = "") -> None:
@@ -45,12 +46,18 @@ class ChunkBuilder:
         self._reset_columns()
         self._obs = [obs]
 
-    def add_call(self, chunk: np.ndarray, logp: float) -> None:
-        """Record a sampled action chunk [H, A] and its log-probability before it runs. Calls
-        start every H steps."""
+    def add_call(self, chunk: np.ndarray, logp: float,
+                 aux: dict[str, np.ndarray] | None = None) -> None:
+        """Record a sampled action chunk [H, A], its log-probability and the policy's per-call
+        data (`aux`: the same names and shapes at every call) before it runs. Calls start every
+        H steps."""
         if len(self._steps) != len(self._calls) * self.horizon:
             raise RuntimeError("a new call may only start after the previous chunk ran H steps")
-        self._calls.append((np.asarray(chunk, np.float32), logp))
+        aux = {} if aux is None else {k: np.asarray(v) for k, v in aux.items()}
+        if self._calls and aux.keys() != self._calls[0][2].keys():
+            raise ValueError(f"a policy's aux names changed between calls: {sorted(aux)} after "
+                             f"{sorted(self._calls[0][2])}")
+        self._calls.append((np.asarray(chunk, np.float32), logp, aux))
 
     def add_step(
         self, action: np.ndarray, fb: Feedback, next_obs: Observation, intervened: bool = False
@@ -100,6 +107,7 @@ class ChunkBuilder:
             intervened=np.array([s[3] for s in self._steps], bool),
             episode_end=episode_end,
             group=self.group,
+            aux={k: np.stack([c[2][k] for c in calls]) for k in calls[0][2]},
         )
         self._seq += 1
         last = self._obs[-1]

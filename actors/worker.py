@@ -48,8 +48,9 @@ MAX_BACKOFF_S = 5.0  # a robot that faults again and again is retried this often
 class Policy(Protocol):
     """What a robot needs of a policy: one call gives an action chunk [H, A]."""
 
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, float]:
-        """obs [D] -> (chunk [H, A], behaviour log-prob). No value: critics are the learner's."""
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[Any, ...]:
+        """obs [D] -> (chunk [H, A], behaviour log-prob), or (chunk, log-prob, aux) for a policy
+        with per-call data (`algorithms.factory.Policy`). No value: critics are the learner's."""
         ...
 
     def load_policy_state(self, state: dict[str, np.ndarray]) -> None: ...
@@ -266,8 +267,9 @@ class RobotWorker:
                 if self._builder.full:
                     self._held = self._flush()  # goes out once the next step has run
                     self._adopt_weights()
-                chunk, logp = self.policy.act(self._policy_obs(obs))
-                self._builder.add_call(chunk, logp)
+                answer = self.policy.act(self._policy_obs(obs))
+                chunk, logp = answer[0], answer[1]
+                self._builder.add_call(chunk, logp, answer[2] if len(answer) > 2 else None)
                 # clipped once per call, not per step; a robot running chunks gets it whole
                 chunk = np.clip(chunk, -1.0, 1.0).astype(np.float32, copy=False)
                 sent = self._start_chunk(chunk)

@@ -44,7 +44,8 @@ def chunk_targets(obs: np.ndarray, actions: np.ndarray, horizon: int) -> np.ndar
 def train_bc(policy: ChunkPolicy, obs: np.ndarray, targets: np.ndarray,
              config: BCConfig) -> list[float]:
     """Fit the policy's mean chunk to `targets` [N, H, A] from `obs` [N, D] (L2), or, for a
-    policy without a mean chunk (the token policy), maximise their log-probability. Returns
+    policy without a mean chunk (the token policy), maximise their log-probability; a policy
+    with its own `bc_loss(obs, chunks, generator)` (the flow policy) minimises that. Returns
     losses."""
     gen = torch.Generator().manual_seed(config.seed)
     policy.set_obs_stats(obs.mean(0), obs.std(0))
@@ -53,9 +54,12 @@ def train_bc(policy: ChunkPolicy, obs: np.ndarray, targets: np.ndarray,
     y = chunks.reshape(len(targets), -1)
     opt = torch.optim.Adam(policy.actor.parameters(), lr=config.lr)
     losses = []
+    bc_loss = getattr(policy, "bc_loss", None)
     for _ in range(config.steps):
         idx = torch.randint(0, len(x), (config.batch,), generator=gen)
-        if hasattr(policy, "mean_chunk"):
+        if bc_loss is not None:  # its own BC objective (the flow policy's flow matching)
+            loss = bc_loss(x[idx], chunks[idx], gen)
+        elif hasattr(policy, "mean_chunk"):
             loss = ((policy.mean_chunk(x[idx]) - y[idx]) ** 2).mean()
         else:
             loss = -policy.log_prob(x[idx], chunks[idx]).mean() / y.shape[1]

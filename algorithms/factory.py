@@ -5,9 +5,11 @@ Example (what robots, the inference server and the learner do with any policy):
     policy = make_policy(PolicyConfig(kind="token", obs_dim=39, action_dim=4, decode="parallel"))
     chunk, logp = policy.act(obs)                         # a robot's call: [H, A], float
     logp = policy.log_prob(rows, chunks)                  # an algorithm's: [B] of executed chunks
+    chunk, logp, aux = flow.act(obs)                      # a policy with per-call data (aux_spec)
+    logp = flow.log_prob(rows, chunks, aux=aux_rows)      # ... gets it back from the record
     robot_copy.load_policy_state(policy.policy_state())   # weights out, then in
 
-Built-in kinds are listed in `BUILTIN` (chunk, token, hf) and imported when named. Third-party
+Built-in kinds are listed in `BUILTIN` (chunk, token, hf, flow) and imported when named. Third-party
 policies plug in through the entry-point group `fleet.policies`: the entry point is a factory
 `make(config: PolicyConfig) -> Policy` (the config carries the robot's sizes, `horizon`, and the
 plug-in's own settings in `policy.params`), selected with `policy.kind=<name>`
@@ -45,9 +47,18 @@ class Policy(Protocol):
     deterministic, generator) -> (chunks [B, H, A], logp [B])` as tensors, with which
     `fleet.inference=server` answers many robots in one pass (else one `act` per request).
     The log-probability of `act` must
-    be that of `log_prob` on the same chunk: it is PPO's behaviour log-probability. A policy
-    whose likelihood needs more per call than the chunk (sampled token ids, a flow policy's
-    noise) has no column in the rollout record to carry it yet.
+    be that of `log_prob` on the same chunk: it is PPO's behaviour log-probability.
+
+    Per-call data: a policy whose likelihood needs more per call than the chunk (a flow
+    policy's denoising path; sampled ids where they cannot be read back from the chunk)
+    declares `aux_spec = {name: (shape, dtype)}` (one call's arrays: float32, int32 or int64),
+    returns `(chunk, logp, aux)` from `act` with exactly those arrays, and takes
+    `log_prob(rows, chunks, aux={name: [B, *shape]})`. Robots store `aux` per call in the
+    rollout record (`RolloutChunk.aux` [K, *shape], checked at ingest); PPO hands it back
+    (`algorithms.call_data`). A policy without `aux_spec` is never passed `aux`. BC calls
+    `bc_loss(rows, chunks, generator)` where a policy has one (the flow policy's flow
+    matching), before `mean_chunk`. The token policy needs no `aux`: its acting chunk is the
+    sampled bins' centres, which `log_prob` maps back to the same bins.
     """
 
     config: Any
@@ -89,9 +100,18 @@ def _act(config: PolicyConfig) -> Any:
     return make(config)
 
 
+def _flow(config: PolicyConfig) -> Any:
+    from algorithms.flow_policy import FlowPolicy, FlowPolicyConfig
+
+    return FlowPolicy(FlowPolicyConfig(
+        obs_dim=config.obs_dim, action_dim=config.action_dim, horizon=config.horizon,
+        hidden=config.hidden, layers=config.layers, init_std=config.init_std,
+        learn_std=config.learn_std, **config.params))
+
+
 # the kinds of `algorithms.policy.BUILTIN_KINDS`, which PolicyConfig checks without importing this
 BUILTIN: Mapping[str, Callable[[PolicyConfig], Any]] = {"chunk": _chunk, "token": _token,
-                                                        "hf": _hf, "act": _act}
+                                                        "hf": _hf, "act": _act, "flow": _flow}
 
 
 def make_policy(config: PolicyConfig) -> Any:

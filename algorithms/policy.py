@@ -50,7 +50,7 @@ class PolicyConfig:
     init_std: float = 0.2  # std of the Gaussian head, per action number
     learn_std: bool = False
     init: str = "default"  # default (torch's) | orthogonal (as SB3 / CleanRL, for RL from scratch)
-    kind: str = "chunk"  # chunk (this class) | token | hf | act | a `fleet.policies` plug-in's name
+    kind: str = "chunk"  # chunk (this class) | token | hf | act | flow | a `fleet.policies` plug-in
     backbone: str = "mlp"  # mlp | transformer (algorithms.backbones.ChunkTransformer)
     d_model: int = 64  # transformer width (backbone=transformer, kind=token)
     heads: int = 4
@@ -81,12 +81,12 @@ class PolicyConfig:
         if self.bound not in ("none", "tanh"):
             raise ValueError(f"policy.bound={self.bound!r}: none or tanh")
         chunk_only = self.image_key or self.mask_key or self.bound != "none"
-        if chunk_only and self.kind in ("token", "hf"):
+        if chunk_only and self.kind in ("token", "hf", "flow"):
             raise ValueError("policy.image_key, policy.mask_key and policy.bound need "
                              "policy.kind=chunk (or a plug-in that reads them)")
 
 
-BUILTIN_KINDS = ("chunk", "token", "hf", "act")  # `algorithms.factory.BUILTIN` builds each
+BUILTIN_KINDS = ("chunk", "token", "hf", "act", "flow")  # `algorithms.factory.BUILTIN` builds each
 GROUP = "fleet.policies"  # the entry-point group of third-party policies
 
 

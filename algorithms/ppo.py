@@ -9,6 +9,8 @@ Paper: Schulman et al. 2017, https://arxiv.org/abs/1707.06347. Deviations:
   `is_clip`. With fresh data both are the same and this is plain PPO.
 - Separate actor and critic optimisers; the critic may train alone first (`train_actor=False`),
   which FACTS.md found necessary when the actor comes from BC and the critic is fresh.
+- A policy with per-call data (`aux_spec`, e.g. the flow policy's denoising path) gets each
+  call's `aux` from the record back in every `log_prob` (`algorithms.call_data`).
 - The critic is PPO's own (`policy.make_critic()`), saved in `state_dict()`: robots download and
   run the actor only, and values are computed here, in `prepare`, never on a robot.
 
@@ -22,11 +24,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
+from algorithms.call_data import aux_rows, aux_spec, log_prob
 from algorithms.policy import ChunkPolicy, input_keys, policy_input
 from algorithms.returns import chunk_rewards, gae
 from buffers.feed import DataNeeds
@@ -74,6 +77,8 @@ class PPOBatch:
     # holds the executed actions, learned by behaviour cloning (HG-DAgger)
     weight: torch.Tensor | None = None  # [N] per-row loss weight (GRPO: 1 / calls of the
     # row's episode, so every episode counts the same); PPO ignores it
+    aux: Mapping[str, torch.Tensor] | None = None  # {name: [N, ...]}: per-call data of a policy
+    # that declares some (`algorithms.call_data`), passed back to its `log_prob`
 
     def __len__(self) -> int:
         return len(self.obs)
@@ -160,8 +165,9 @@ class PPO:
             tasks.append(torch.full((len(call_obs),), task_ids.setdefault(chunk.task,
                                                                             len(task_ids))))
         obs, acts = torch.cat(obs_rows), torch.cat(chunk_rows).to(device)
+        aux = aux_rows(chunks, aux_spec(self.policy), device)
         return PPOBatch(obs=obs, chunk=acts, behaviour_logp=torch.cat(blogp).to(device),
-                        prox_logp=self.policy.log_prob(obs, acts),
+                        prox_logp=log_prob(self.policy, obs, acts, aux), aux=aux,
                         advantage=torch.cat(advs).to(device),
                         value_target=torch.cat(targets).to(device),
                         task=torch.cat(tasks).to(device), own=torch.cat(own).to(device),
@@ -184,11 +190,12 @@ class PPO:
                     continue
                 own = idx if batch.own is None else idx[batch.own[idx]]
                 expert = idx[:0] if batch.expert is None else idx[batch.expert[idx]]
-                logp = self.policy.log_prob(batch.obs[own], batch.chunk[own])
+                logp = log_prob(self.policy, batch.obs[own], batch.chunk[own], batch.aux, own)
                 loss = clipped_policy_loss(logp, batch.prox_logp[own], batch.behaviour_logp[own],
                                            adv[own], cfg.clip, cfg.is_clip) if len(own) else 0.0
                 if cfg.bc_coef > 0 and len(expert):  # as demonstrations, mixed into the batch
-                    expert_logp = self.policy.log_prob(batch.obs[expert], batch.chunk[expert])
+                    expert_logp = log_prob(self.policy, batch.obs[expert], batch.chunk[expert],
+                                           batch.aux, expert)
                     loss = loss - cfg.bc_coef * expert_logp.mean() / batch.chunk[0].numel()
                 if not isinstance(loss, torch.Tensor):
                     continue

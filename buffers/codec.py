@@ -6,7 +6,10 @@ Example:
     chunk = decode_chunk(data)         # raises RecordError on anything malformed
     head = check_record(data)          # ingest (buffers.check): the same checks, no arrays
 
-Format version 3 is a bare msgpack map. Each array is `{dtype, shape, data}` (raw bytes) or,
+Format version 3 is a bare msgpack map; version 4 is version 3 plus `aux`, a map of per-call
+arrays (`RolloutChunk.aux`, raw like the columns), and is written only for a chunk that has
+some, so a record without `aux` stays byte for byte what version 3 wrote. Each array is
+`{dtype, shape, data}` (raw bytes) or,
 for an observation that lz4 makes at least 10% smaller (camera frames; float state rarely),
 `{dtype, shape, lz4}` (one lz4 frame that states its size). Columns (actions, rewards, ...) are
 always raw, so their finiteness is checked without inflating anything. Versions 1 and 2 were one
@@ -15,14 +18,14 @@ lz4 frame around the whole map; they still decode (the envelope is told by the l
 Decoding trusts nothing: the compressed size, the decompressed size (lz4 frames carry sizes that
 lie, FACTS.md), msgpack lengths, dtypes (an allowlist), shapes against byte counts and against
 each other, and finiteness of actions and rewards are all checked before use. Nothing is
-unpickled. Ingest (`buffers.check.check_record`) reads the same rules off the msgpack map and
+unpickled. The schema's rules are stated once, in `buffers.schema`. Ingest
+(`buffers.check.check_record`) reads the same rules off the msgpack map and
 checks a compressed observation from its metadata: the size its frame claims must be exactly
 its shape's bytes; the frame itself is inflated (and refused if it lies) when it is decoded.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lz4.frame
@@ -30,29 +33,35 @@ import msgpack
 import numpy as np
 
 from buffers.records import EpisodeEnd, RolloutChunk
+from buffers.schema import (
+    COLUMNS,
+    FINITE,
+    HEADER,
+    MAX_AUX,
+    MAX_STRING,
+    RecordError,
+    check_aux,
+    check_columns,
+    check_finite,
+    check_header,
+    check_obs,
+)
 
-FORMAT_VERSION = 3  # 3: bare msgpack, lz4 per observation; 2 added `group` (1 decodes, group "")
-VERSIONS = (1, 2, 3)
+__all__ = ["COLUMNS", "FINITE", "HEADER", "MAX_STRING", "RecordError", "decode_chunk",
+           "encode_chunk", "validate_chunk"]  # the schema's names, still importable from here
+FORMAT_VERSION = 4  # 4 added `aux` (written only when a chunk has some; else 3 is written);
+# 3: bare msgpack, lz4 per observation; 2 added `group` (1 decodes, group "")
+VERSIONS = (1, 2, 3, 4)
 COMPRESS_MIN_BYTES = 4096  # smaller observations are stored raw without trying
 COMPRESS_KEEP = 0.9  # keep the lz4 frame only if it is at most this fraction of the raw bytes
 _LZ4_MAGIC = b"\x04\x22\x4d\x18"
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # decompressed, and so also compressed
-MAX_STRING = 256
 DTYPES = frozenset({"float32", "float64", "uint8", "bool", "int32", "int64"})
 _NAME = {np.dtype(n): n for n in DTYPES}  # dtype.name is slow; these lookups are the hot path
 _DTYPE = {n: np.dtype(n) for n in DTYPES}
 _FLOATS = (np.dtype("float32"), np.dtype("float64"))
-_BOOL = np.dtype("bool")
-_ADD = np.add.reduce
-HEADER = ("robot_id", "embodiment", "task", "episode_id", "chunk_seq", "policy_version",
-          "wall_time", "horizon", "instruction", "group", "episode_end")
-COLUMNS = ("action", "policy_action", "logp", "value", "reward", "success", "intervened")
-FINITE = ("action", "policy_action", "logp", "value", "reward")
 _FIELDS = frozenset({"v", "obs", *HEADER, *COLUMNS})
-
-
-class RecordError(ValueError):
-    """A record that breaks the format or the schema. Its message says which part."""
+_FIELDS_AUX = _FIELDS | {"aux"}  # version 4
 
 
 def _pack_array(a: np.ndarray) -> dict[str, Any]:
@@ -76,7 +85,7 @@ def _pack_obs(a: np.ndarray) -> dict[str, Any]:
 
 def encode_chunk(chunk: RolloutChunk) -> bytes:
     validate_chunk(chunk)
-    body: dict[str, Any] = {"v": FORMAT_VERSION}
+    body: dict[str, Any] = {"v": 4 if chunk.aux else 3}
     for name in HEADER[:-1]:
         body[name] = getattr(chunk, name)
     end = chunk.episode_end
@@ -84,6 +93,8 @@ def encode_chunk(chunk: RolloutChunk) -> bytes:
     body["obs"] = {k: _pack_obs(v) for k, v in chunk.obs.items()}
     for name in COLUMNS:
         body[name] = _pack_array(getattr(chunk, name))
+    if chunk.aux:
+        body["aux"] = {k: _pack_array(v) for k, v in chunk.aux.items()}
     return msgpack.packb(body, use_bin_type=True)
 
 
@@ -247,15 +258,21 @@ def versioned(body: Any) -> dict[str, Any]:
         body = {**body, "v": 2, "group": ""}
     if body.get("v") not in VERSIONS or type(body.get("v")) is not int:
         raise RecordError(f"unsupported record format version {body.get('v')!r}")
-    if body.keys() != _FIELDS:
+    fields = _FIELDS_AUX if body["v"] == 4 else _FIELDS
+    if body.keys() != fields:
         # key=repr: names may arrive as str and bytes, which do not compare
-        missing, extra = sorted(_FIELDS - set(body)), sorted(set(body) - _FIELDS, key=repr)
+        missing, extra = sorted(fields - set(body)), sorted(set(body) - fields, key=repr)
         raise RecordError(f"record fields differ: missing {missing}, unknown {extra}")
     obs = body["obs"]
     if not isinstance(obs, dict) or not obs:
         raise RecordError("obs must be a non-empty map of arrays")
     if not all(isinstance(k, str) for k in obs):  # msgpack map keys may also arrive as bytes
         raise RecordError("obs names must be strings")
+    if "aux" in body:  # version 4
+        aux = body["aux"]
+        if type(aux) is not dict or not aux or len(aux) > MAX_AUX or not all(
+                type(k) is str for k in aux):
+            raise RecordError(f"aux must be a map of 1 to {MAX_AUX} arrays with string names")
     end = body["episode_end"]
     if end is not None and not (isinstance(end, list) and len(end) == 2):
         raise RecordError("episode_end must be null or [outcome, source]")
@@ -271,6 +288,9 @@ def _from_body(body: Any, max_bytes: int, checked: bool) -> RolloutChunk:
         budget = [max_bytes]
         fields["obs"] = {k: _array(f"obs.{k[:MAX_STRING]}", v, budget)
                          for k, v in body["obs"].items()}
+        if "aux" in body:
+            fields["aux"] = {k: _array(f"aux.{k[:MAX_STRING]}", v)
+                             for k, v in body["aux"].items()}
         chunk = RolloutChunk(**fields, episode_end=None if end is None else EpisodeEnd(*end))
     except TypeError as e:
         raise RecordError(str(e)) from e
@@ -280,54 +300,23 @@ def _from_body(body: Any, max_bytes: int, checked: bool) -> RolloutChunk:
 
 
 def validate_chunk(chunk: RolloutChunk) -> None:
-    """Raise `RecordError` unless the chunk's header and columns agree with the schema."""
-    for name in ("robot_id", "embodiment", "task", "episode_id", "instruction", "group"):
-        v = getattr(chunk, name)
-        if not isinstance(v, str) or len(v) > MAX_STRING or (
-                name not in ("instruction", "group") and not v):
-            raise RecordError(f"{name} must be a non-empty string of at most {MAX_STRING} chars")
-    for name in ("chunk_seq", "policy_version", "horizon"):
-        v = getattr(chunk, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v >= 2**63:
-            raise RecordError(f"{name} must be a non-negative integer, got {v!r}")
-    if chunk.horizon < 1:
-        raise RecordError("horizon must be >= 1")
-    if not isinstance(chunk.wall_time, float | int) or not math.isfinite(chunk.wall_time):
-        raise RecordError("wall_time must be a finite number")
+    """Raise `RecordError` unless the chunk's header and columns agree with the schema
+    (`buffers.schema`)."""
     end = chunk.episode_end
-    if end is not None and (end.outcome not in ("success", "failure", "truncated")
-                            or end.source not in ("env", "human", "reward_model")):
-        raise RecordError(f"bad episode_end {end!r}")
-    _check_shapes(chunk)
-
-
-def _check_shapes(c: RolloutChunk) -> None:
-    if c.action.ndim != 2 or c.action.shape[0] < 1 or c.action.shape[1] < 1:
-        raise RecordError(f"action must be [T >= 1, A >= 1], got shape {c.action.shape}")
-    steps, adim = c.action.shape
-    calls = -(-steps // c.horizon)
-    want = {"policy_action": (calls, c.horizon, adim), "logp": (calls,), "value": (calls,),
-            "reward": (steps,), "success": (steps,), "intervened": (steps,)}
-    for name, shape in want.items():
-        got = getattr(c, name).shape
-        if got != shape:
-            raise RecordError(f"{name} must have shape {shape} for {steps} steps, got {got}")
-    for name, arr in c.obs.items():
-        if not isinstance(name, str) or not name or len(name) > MAX_STRING:
-            raise RecordError(f"obs names must be non-empty strings of at most {MAX_STRING} "
-                              "chars")
-        if not isinstance(arr, np.ndarray) or arr.ndim < 1 or arr.shape[0] != steps + 1:
-            raise RecordError(f"obs.{name} must have {steps + 1} rows for {steps} steps")
-    for name in ("success", "intervened"):
-        if getattr(c, name).dtype != _BOOL:
-            raise RecordError(f"{name} must be bool")
-    with np.errstate(all="ignore"):  # the sum below may overflow or meet inf - inf
-        for name in FINITE:
-            arr = getattr(c, name)
-            # A finite sum proves every element finite (any NaN or inf makes the sum NaN or
-            # inf); one bare reduce is cheaper than isfinite().all(), which only runs when the
-            # sum is not finite (damage, or finite values whose sum overflows).
-            if arr.dtype not in _FLOATS or (not math.isfinite(_ADD(arr, axis=None))
-                                            and not np.isfinite(arr).all()):
-                raise RecordError(f"{name} must be finite floats (found NaN, inf or a "
-                                  "non-float)")
+    check_header(vars(chunk), None if end is None else (end.outcome, end.source))
+    arrays = {name: getattr(chunk, name) for name in COLUMNS}
+    try:
+        steps = check_columns({k: (a.dtype, a.shape) for k, a in arrays.items()}, chunk.horizon)
+    except AttributeError as e:
+        raise RecordError(f"every column must be an array ({e})") from e
+    for name, arr in chunk.obs.items():
+        check_obs(name, arr.shape if isinstance(arr, np.ndarray) else (), steps)
+    calls = len(chunk.policy_action)
+    if len(chunk.aux) > MAX_AUX:
+        raise RecordError(f"aux must be a map of 1 to {MAX_AUX} arrays with string names")
+    for name, arr in chunk.aux.items():
+        if not isinstance(arr, np.ndarray):
+            raise RecordError(f"aux.{name} must be an array")
+        check_aux(name, _NAME.get(arr.dtype, str(arr.dtype)), arr.shape, calls)
+    check_finite([(name, arrays[name]) for name in FINITE] + [
+        (f"aux.{k}", a) for k, a in chunk.aux.items() if a.dtype in _FLOATS])

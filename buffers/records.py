@@ -63,6 +63,11 @@ class RolloutChunk:
       reward          [T]           float32, environment reward after each step
       success         [T]           bool, the environment's success flag after each step
       intervened      [T]           bool, True where an operator's action replaced the policy's
+      aux[name]       [K, ...]      float32 / int32 / int64, per-call data a policy returned with
+                                    its chunk (its `aux_spec`: a flow policy's denoising path,
+                                    sampled token ids), which its likelihood needs besides the
+                                    chunk; empty for most policies and for records written
+                                    before format version 4
     """
 
     robot_id: str
@@ -84,6 +89,7 @@ class RolloutChunk:
     episode_end: EpisodeEnd | None = None
     instruction: str = ""
     group: str = ""
+    aux: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def key(self) -> ChunkKey:

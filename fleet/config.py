@@ -186,6 +186,10 @@ class Config:
         if self.algorithm.name == "td" and cameras:
             raise ValueError(f"algorithm=td learns from obs['state'] only: a policy that sees "
                              f"{cameras[0]!r} needs algorithm=ppo, grpo or dpo")
+        if self.policy.kind == "flow" and (self.algorithm.name != "ppo"
+                                           or self.fleet.inference != "local"):
+            raise ValueError("policy.kind=flow needs algorithm=ppo and fleet.inference=local: "
+                             "only they hand each call's denoising path (aux) back")
 
 
 def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "",

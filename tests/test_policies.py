@@ -238,7 +238,8 @@ def test_make_policy_builds_each_kind():
 
 @pytest.mark.parametrize("name,kind,backbone", [("chunk_mlp", "chunk", "mlp"),
                                                 ("chunk_transformer", "chunk", "transformer"),
-                                                ("token", "token", "mlp")])
+                                                ("token", "token", "mlp"),
+                                                ("flow", "flow", "mlp")])
 def test_policy_configs_load(name, kind, backbone):
     from fleet.config import load_config
 
