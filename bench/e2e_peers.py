@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.peers import tree_cpu_s
 from bench.record import loadavg
 
 SIDES = ("fleet", "sb3", "rllib")
@@ -80,8 +81,11 @@ def run_fleet(out: Path, budget_s: float, every: int) -> None:
             self.every = self.next_at = every
             self.taken: list[int] = []
             self.newest: Any = None
+            self.cpu = [0.0, 0.0]  # this process tree's CPU seconds at the first and last turn
 
         def maybe_start(self, env_steps: int, newest: Any) -> bool:
+            if self.newest is None:
+                self.cpu[0] = tree_cpu_s()
             self.newest = newest
             if env_steps < self.next_at:
                 return False
@@ -91,6 +95,7 @@ def run_fleet(out: Path, budget_s: float, every: int) -> None:
             return True
 
         def close(self) -> None:  # the loop has ended: the weights the budget produced
+            self.cpu[1] = tree_cpu_s()
             if self.newest is not None:
                 np.savez(out / "fleet-final.npz", **self.newest()[1])
 
@@ -100,9 +105,21 @@ def run_fleet(out: Path, budget_s: float, every: int) -> None:
     os.replace(out / "fleet-final.npz", out / f"fleet-{final}.npz")
     (out / "fleet.json").write_text(json.dumps({
         "env_steps": final, "train_s": summary["train_s"], "snapshots": [*snaps.taken, final],
+        "cpu_s": snaps.cpu[1] - snaps.cpu[0], "learner": learner_seconds(out / "fleet"),
         "updates": int(summary["learner_last"].get("updates", 0)),
         "policy_version": summary["policy_version"], "envs": cfg.fleet.num_robots,
         "startup_s": round(time.monotonic() - t_start - summary["train_s"], 1)}))
+
+
+def learner_seconds(run_dir: Path) -> dict[str, float]:
+    """Where the learner's time went over the run (its metrics.jsonl): waiting for a batch of
+    fresh data (`wait_s`: collection is the limit) against reading it and updating (`update_s`)."""
+    total = {"wait_s": 0.0, "update_s": 0.0, "dropped_stale": 0.0}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        for k in total:
+            total[k] += float(row.get(f"learner/{k}", 0.0))
+    return {k: round(v, 1) for k, v in total.items()}
 
 
 def snapshot_at(taken: list[int], mark: int) -> int:
@@ -120,19 +137,25 @@ def summarize(sides: dict[str, dict[str, Any]], success: dict[str, dict[str, flo
               base_success: float, mark: int, **extra: Any) -> dict[str, Any]:
     """The bench's line: value = Fleet's env steps/s, baseline = the faster peer's."""
     rate = {k: s["env_steps"] / s["train_s"] for k, s in sides.items()}
+    per_cpu = {k: s["env_steps"] / s["cpu_s"] for k, s in sides.items() if s.get("cpu_s")}
     peer = max((k for k in rate if k != "fleet"), key=lambda k: rate[k])
     line: dict[str, Any] = {
         "bench": "e2e_peers", "metric": "env_steps_per_s", "value": round(rate["fleet"], 1),
         "unit": "env steps/s", "baseline": round(rate[peer], 1),
         "ratio": round(rate["fleet"] / rate[peer], 3) if rate[peer] else None,
         "baseline_is": peer, "equal_steps": mark, "base_success": base_success}
+    if len(per_cpu) == len(sides):  # env steps per CPU second: what the other load changes less
+        best = max(v for k, v in per_cpu.items() if k != "fleet")
+        line["cpu_ratio"] = round(per_cpu["fleet"] / best, 3)
     for k, s in sides.items():
         line[k] = {"steps_per_s": round(rate[k], 1), "env_steps": int(s["env_steps"]),
                    "train_s": round(s["train_s"], 1),
                    "success_at_equal_steps": success[k]["equal"],
                    "snapshot_steps": success[k]["at"],
                    "success_at_end": success[k]["end"],
-                   **{f: s[f] for f in ("envs", "updates", "startup_s") if f in s}}
+                   "steps_per_cpu_s": round(per_cpu[k], 1) if k in per_cpu else None,
+                   **{f: s[f] for f in ("cpu_s", "envs", "updates", "startup_s", "learner",
+                                        "vec_env") if f in s}}
     line["success_not_worse"] = all(success["fleet"]["equal"] >= success[k]["equal"]
                                     for k in sides if k != "fleet")
     return {**line, **extra}
@@ -200,7 +223,8 @@ def run(quick: bool) -> dict[str, Any]:
         out = Path(tmp)
         np.savez(out / "base.npz", **base)  # type: ignore[arg-type]
         sides = {}
-        for side in SIDES:
+        order = SIDES[os.getpid() % 3:] + SIDES[:os.getpid() % 3]  # no side always first
+        for side in order:
             t0 = time.monotonic()
             subprocess.run(side_command(side, budget_s, every, out), check=True,
                            stdout=subprocess.DEVNULL)
@@ -209,11 +233,12 @@ def run(quick: bool) -> dict[str, Any]:
             load[f"after_{side}"] = loadavg()
         mark = equal_mark(sides, every)
         success, base_success = evaluate(out, sides, mark, episodes, base)
+        sides = {k: sides[k] for k in SIDES}
     load["after_eval"] = loadavg()
     return summarize(sides, success, base_success, mark, budget_s=budget_s,
                      eval_episodes=episodes, eval_seeds=[900_000, 900_000 + episodes - 1],
                      snapshot_every=every, loadavg=load, versions=versions(),
-                     cpus=os.cpu_count(), differs=DIFFERS,
+                     cpus=os.cpu_count(), differs=DIFFERS, order=list(order),
                      note="success in % of held-out episodes (mean actions); steps/s = env "
                           "steps / training seconds of each side's own loop")
 

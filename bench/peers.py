@@ -120,6 +120,30 @@ class Marks:
         self.next_at = (steps // self.every + 1) * self.every
 
 
+def tree_cpu_s(root: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by process `root` (this one) and every process
+    under it (Ray's raylet and workers, SB3's env subprocesses), from /proc: the cost of a
+    side in CPU, which the machine's other load does not change as it changes wall clock."""
+    parent, cpu = {}, {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parent[int(entry)] = int(fields[1])  # utime, stime, cutime, cstime are fields 14-17
+        cpu[int(entry)] = sum(int(x) for x in fields[11:15]) / tick
+    tree, todo = set(), [root or os.getpid()]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo += [c for c, p in parent.items() if p == pid and c not in tree]
+    return sum(cpu.get(pid, 0.0) for pid in tree)
+
+
 def write_side(out: Path, name: str, **fields: Any) -> None:
     (out / f"{name}.json").write_text(json.dumps(fields))
 
@@ -192,13 +216,13 @@ def run_sb3(base_path: Path, out: Path, budget_s: float, every: int, envs: int =
             return time.monotonic() < self.deadline
 
     clock = Clock()
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), tree_cpu_s()
     clock.deadline = t0 + budget_s
     model.learn(total_timesteps=10**9, callback=clock)
-    train_s = time.monotonic() - t0
+    train_s, cpu_s = time.monotonic() - t0, tree_cpu_s() - cpu0
     snapshot(clock.steps)
     vec.close()
-    write_side(out, "sb3", env_steps=clock.steps, train_s=train_s,
+    write_side(out, "sb3", env_steps=clock.steps, train_s=train_s, cpu_s=cpu_s,
                updates=model._n_updates // model.n_epochs,
                startup_s=t0 - t_start, snapshots=marks.taken, envs=envs,
                vec_env="subprocesses" if subprocesses else "one process")

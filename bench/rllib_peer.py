@@ -21,7 +21,7 @@ from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPP
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from bench.peers import GAMMA, HORIZON, PPO, ChunkEnv, Marks, write_side
+from bench.peers import GAMMA, HORIZON, PPO, ChunkEnv, Marks, tree_cpu_s, write_side
 
 ACTOR = ("encoder.actor_encoder.net.mlp.0", "encoder.actor_encoder.net.mlp.2", "pi.net.mlp.0")
 
@@ -105,15 +105,15 @@ def run_rllib(base_path: Path, out: Path, budget_s: float, every: int, runners: 
                   for k in ACTOR]
         marks.save(steps, layers, np.asarray(state["pi.log_std"]))
 
-    t0, steps, iterations = time.monotonic(), 0, 0
+    t0, cpu0, steps, iterations = time.monotonic(), tree_cpu_s(), 0, 0
     while time.monotonic() - t0 < budget_s:
         steps = env_steps(algo.train())
         iterations += 1
         if marks.due(steps):
             snapshot(steps)
-    train_s = time.monotonic() - t0
+    train_s, cpu_s = time.monotonic() - t0, tree_cpu_s() - cpu0
     snapshot(steps)
     algo.stop()
     ray.shutdown()
-    write_side(out, "rllib", env_steps=steps, train_s=train_s, updates=iterations,
+    write_side(out, "rllib", env_steps=steps, train_s=train_s, cpu_s=cpu_s, updates=iterations,
                startup_s=t0 - t_start, snapshots=marks.taken, envs=runners * envs_per_runner)

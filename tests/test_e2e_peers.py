@@ -8,9 +8,12 @@ from bench.peers import fleet_state
 
 
 def sides() -> dict:
-    return {"fleet": {"env_steps": 36_000, "train_s": 60.0, "snapshots": [5_100, 10_400, 36_000]},
-            "sb3": {"env_steps": 12_000, "train_s": 60.0, "snapshots": [5_002, 10_010, 12_000]},
-            "rllib": {"env_steps": 9_000, "train_s": 30.0, "snapshots": [8_192, 9_000]}}
+    return {"fleet": {"env_steps": 36_000, "train_s": 60.0, "cpu_s": 90.0,
+                      "snapshots": [5_100, 10_400, 36_000]},
+            "sb3": {"env_steps": 12_000, "train_s": 60.0, "cpu_s": 40.0,
+                    "snapshots": [5_002, 10_010, 12_000]},
+            "rllib": {"env_steps": 9_000, "train_s": 30.0, "cpu_s": 60.0,
+                      "snapshots": [8_192, 9_000]}}
 
 
 def test_equal_steps_is_the_largest_mark_every_side_passed():
@@ -30,6 +33,7 @@ def test_the_line_compares_fleet_with_the_faster_peer():
     assert line["ratio"] == 2.0 and line["budget_s"] == 60.0
     assert line["sb3"]["steps_per_s"] == 200.0 and line["rllib"]["success_at_equal_steps"] == 75
     assert line["success_not_worse"] is False  # rllib's 75 beats fleet's 70
+    assert line["cpu_ratio"] == round(400 / 300, 3)  # per CPU second sb3 is the better peer
 
 
 def test_a_peers_actor_becomes_fleets_policy_state():
