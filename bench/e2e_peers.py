@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.peers import tree_cpu_s
+from bench.peers import tree_cpu
 from bench.record import loadavg
 
 SIDES = ("fleet", "sb3", "rllib")
@@ -81,11 +81,12 @@ def run_fleet(out: Path, budget_s: float, every: int) -> None:
             self.every = self.next_at = every
             self.taken: list[int] = []
             self.newest: Any = None
-            self.cpu = [0.0, 0.0]  # this process tree's CPU seconds at the first and last turn
+            self.cpu: list[dict[str, float]] = [{}, {}]  # CPU seconds by process name, first
+            # and last turn of the training loop
 
         def maybe_start(self, env_steps: int, newest: Any) -> bool:
             if self.newest is None:
-                self.cpu[0] = tree_cpu_s()
+                self.cpu[0] = tree_cpu()
             self.newest = newest
             if env_steps < self.next_at:
                 return False
@@ -95,7 +96,7 @@ def run_fleet(out: Path, budget_s: float, every: int) -> None:
             return True
 
         def close(self) -> None:  # the loop has ended: the weights the budget produced
-            self.cpu[1] = tree_cpu_s()
+            self.cpu[1] = tree_cpu()
             if self.newest is not None:
                 np.savez(out / "fleet-final.npz", **self.newest()[1])
 
@@ -105,7 +106,10 @@ def run_fleet(out: Path, budget_s: float, every: int) -> None:
     os.replace(out / "fleet-final.npz", out / f"fleet-{final}.npz")
     (out / "fleet.json").write_text(json.dumps({
         "env_steps": final, "train_s": summary["train_s"], "snapshots": [*snaps.taken, final],
-        "cpu_s": snaps.cpu[1] - snaps.cpu[0], "learner": learner_seconds(out / "fleet"),
+        "cpu_s": sum(snaps.cpu[1].values()) - sum(snaps.cpu[0].values()),
+        "cpu_by_process": {k: round(v - snaps.cpu[0].get(k, 0.0), 1)
+                           for k, v in sorted(snaps.cpu[1].items())},
+        "learner": learner_seconds(out / "fleet"),
         "updates": int(summary["learner_last"].get("updates", 0)),
         "policy_version": summary["policy_version"], "envs": cfg.fleet.num_robots,
         "startup_s": round(time.monotonic() - t_start - summary["train_s"], 1)}))
@@ -155,7 +159,7 @@ def summarize(sides: dict[str, dict[str, Any]], success: dict[str, dict[str, flo
                    "success_at_end": success[k]["end"],
                    "steps_per_cpu_s": round(per_cpu[k], 1) if k in per_cpu else None,
                    **{f: s[f] for f in ("cpu_s", "envs", "updates", "startup_s", "learner",
-                                        "vec_env") if f in s}}
+                                        "vec_env", "cpu_by_process") if f in s}}
     line["success_not_worse"] = all(success["fleet"]["equal"] >= success[k]["equal"]
                                     for k in sides if k != "fleet")
     return {**line, **extra}

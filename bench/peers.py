@@ -120,11 +120,12 @@ class Marks:
         self.next_at = (steps // self.every + 1) * self.every
 
 
-def tree_cpu_s(root: int | None = None) -> float:
+def tree_cpu(root: int | None = None) -> dict[str, float]:
     """CPU seconds (user + system) used so far by process `root` (this one) and every process
-    under it (Ray's raylet and workers, SB3's env subprocesses), from /proc: the cost of a
-    side in CPU, which the machine's other load does not change as it changes wall clock."""
-    parent, cpu = {}, {}
+    under it (Ray's raylet and workers, SB3's env subprocesses), from /proc, by process name
+    (a Ray worker's title, `ray::LearnerActorImpl`, else its program): the cost of a side in
+    CPU, which the machine's other load does not change as it changes wall clock."""
+    parent, cpu, name = {}, {}, {}
     tick = os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -132,16 +133,31 @@ def tree_cpu_s(root: int | None = None) -> float:
         try:
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
         except OSError:
             continue  # gone meanwhile
-        parent[int(entry)] = int(fields[1])  # utime, stime, cutime, cstime are fields 14-17
-        cpu[int(entry)] = sum(int(x) for x in fields[11:15]) / tick
+        pid = int(entry)
+        parent[pid] = int(fields[1])  # utime, stime, cutime, cstime are fields 14-17
+        cpu[pid] = sum(int(x) for x in fields[11:15]) / tick
+        title = argv[0].decode(errors="replace").split()[0] if argv[0] else "?"
+        name[pid] = (title.split(".")[0] if title.startswith("ray::")
+                     else os.path.basename(title))
     tree, todo = set(), [root or os.getpid()]
     while todo:
         pid = todo.pop()
         tree.add(pid)
         todo += [c for c, p in parent.items() if p == pid and c not in tree]
-    return sum(cpu.get(pid, 0.0) for pid in tree)
+    out: dict[str, float] = {}
+    for pid in tree:
+        key = "driver" if pid == (root or os.getpid()) else name.get(pid, "?")
+        out[key] = out.get(key, 0.0) + cpu.get(pid, 0.0)
+    return out
+
+
+def tree_cpu_s(root: int | None = None) -> float:
+    """The CPU seconds of `tree_cpu`, all processes together."""
+    return sum(tree_cpu(root).values())
 
 
 def write_side(out: Path, name: str, **fields: Any) -> None:
