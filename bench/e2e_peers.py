@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from bench.peers import tree_cpu
-from bench.record import loadavg
 
 SIDES = ("fleet", "sb3", "rllib")
 # What this bench changes from `fleet train`'s defaults: no console, no wandb, one held-out
@@ -55,6 +54,12 @@ DIFFERS = {
     "fleet": "asynchronous: robots act with weights up to learner.max_staleness=2 versions old "
              "(decoupled PPO corrects it); the peers are on-policy",
 }
+
+
+def loadavg() -> str:
+    """1, 5 and 15 minute load averages (bench.record's format; importing it would close a
+    circle through fleet.cli)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def side_command(side: str, budget_s: float, every: int, out: Path) -> list[str]:
