@@ -294,7 +294,10 @@ def learns_online(cfg: Config) -> bool:
     return trainable(make_reward(cfg.reward, guard=False))
 
 
-def train(cfg: Config, console: Console) -> dict[str, Any]:
+def train(cfg: Config, console: Console,
+          during: DuringTraining | None = None) -> dict[str, Any]:
+    """`during`: what sees the newest weights as training passes `eval.every_steps` (default:
+    held-out evaluations; `fleet bench e2e_peers` keeps snapshots instead)."""
     import ray
 
     t_start = time.monotonic()
@@ -318,7 +321,7 @@ def train(cfg: Config, console: Console) -> dict[str, Any]:
         console.print(f"base policy: {np.mean(before):.0%} success on {cfg.eval.episodes} "
                       f"held-out episodes per task of {cfg.robot.task}")
         steps_done = int(ray.get(fleet.buffer.info.remote())["steps"])
-        during = DuringTraining(cfg, policy_config(cfg), episodes)
+        during = during or DuringTraining(cfg, policy_config(cfg), episodes)
         with MetricsLogger(cfg, run_dir, say=console.print) as metrics:
             metrics.summary({"success_before": float(np.mean(before))})
             metrics.log({"eval/success": float(np.mean(before)), "eval/env_steps": steps_done,
