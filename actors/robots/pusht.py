@@ -130,7 +130,7 @@ class PushTRobot:
             block = [gx + rng.uniform(-d, d), gy + rng.uniform(-d, d),
                      gth + rng.uniform(-d, d) / 100.0]
             agent = rng.uniform(50.0, 450.0, 2)
-            if np.linalg.norm(agent - block[:2]) < 110.0:
+            if np.linalg.norm(agent - block[:2]) < 110.0:  # the T's body origin (the bar)
                 continue
             self._env.reset(options={"reset_to_state": [*agent, *block]})
             if self.coverage() < self.success_coverage:
