@@ -10,7 +10,7 @@ Labels per frame (step t's resulting observation obs[t + 1]): positive where the
 flag is set, and the last `tail` frames of an episode a human labelled success
 (`episode_end.source == "human"`); negative on every frame of a failed episode and on frames
 before success. Unlabelled frames (unfinished episodes) are not used. Images (uint8 [H, W, 3]
-under obs["camera"]) go through a small CNN whose features join the state MLP's.
+under obs["camera"], or `image_key`) go through a small CNN whose features join the state MLP's.
 """
 
 from __future__ import annotations
@@ -59,8 +59,10 @@ def frame_labels(chunk: RolloutChunk, tail: int = 1) -> np.ndarray:
 
 class SuccessClassifier:
     def __init__(self, state_dim: int, camera: bool = False, lr: float = 1e-3, seed: int = 0,
-                 name: str = "classifier", version: str = "0") -> None:
+                 name: str = "classifier", version: str = "0", image_key: str = "camera",
+                 ) -> None:
         torch.manual_seed(seed)
+        self.image_key = image_key
         self.net, self.camera = _Net(state_dim, camera), camera
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.name, self.version, self._fits = name, version, 0
@@ -68,7 +70,7 @@ class SuccessClassifier:
     def _inputs(self, chunks: Sequence[RolloutChunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
         state = torch.as_tensor(np.concatenate([c.obs["state"][1:len(c.action) + 1]
                                                 for c in chunks]), dtype=torch.float32)
-        image = (torch.as_tensor(np.concatenate([c.obs["camera"][1:len(c.action) + 1]
+        image = (torch.as_tensor(np.concatenate([c.obs[self.image_key][1:len(c.action) + 1]
                                                  for c in chunks]))
                  if self.camera else None)
         return state, image

@@ -9,10 +9,10 @@ Example (one process; `fleet.remote.reward` runs the same class in a Ray actor):
 A *trainable* reward model has `fit(episodes) -> dict`, `weights() -> {name: array}` and
 `load_weights(version, state)` (`rewards.world_model`, `rewards.progress`). The trainer reads
 every chunk from its source (its own cursor), assembles finished episodes
-(`rewards.episodes.EpisodePool`, optionally seeded with the base's successful demonstrations),
-and once it holds `min_episodes` beyond the demos fits the model (`fit_steps` each time) and
-publishes `(version, weights)`: the version is the number of fits, so labels are keyed by
-(reward name, version).
+(`rewards.episodes.EpisodePool`, the newest `keep_episodes`), and once it holds `min_episodes`
+of them fits the model on those and the base's successful demonstrations, which are never
+pushed out (`fit_steps` each time), and publishes `(version, weights)`: the version is the
+number of fits, so labels are keyed by (reward name, version).
 """
 
 from __future__ import annotations
@@ -63,7 +63,13 @@ class RewardTrainer:
         self.model, self.source, self.sink = model, source, sink
         self.min_episodes = model.config.min_episodes
         self.pool = EpisodePool(model.config.keep_episodes)
-        self.demos = self.pool.add(demos)  # successful demos: progress from t=0
+        # successful demos (progress from t=0), kept apart: the pool keeps only the newest
+        # episodes, and a progress model whose demos were pushed out has no success to learn
+        # progress from (seen on PushT: after 128 fleet episodes its delta loss was 0)
+        demo_pool = EpisodePool(max(1, len(demos)))
+        demo_pool.add(demos)
+        self.demo_episodes = demo_pool.finished()
+        self.demos = len(self.demo_episodes)
         self.cursor, self.fits = 0, 0
         self.last: dict[str, float] = {}
 
@@ -74,9 +80,10 @@ class RewardTrainer:
             self.pool.add(decode_chunk(r) for r in records)
             if len(records) < 512:
                 break
-        episodes = self.pool.finished()
-        if len(episodes) - self.demos < self.min_episodes:
+        fleet = self.pool.finished()
+        if len(fleet) < self.min_episodes:
             return False  # the demos alone carry no failures to learn from
+        episodes = self.demo_episodes + fleet
         t0 = time.monotonic()
         self.last = self.model.fit(episodes)
         self.fits += 1

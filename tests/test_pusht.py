@@ -59,6 +59,28 @@ def test_scripted_expert_pushes_the_t_home():
     assert fb.success and robot.coverage() >= 0.95 > start
 
 
+def test_near_variant_starts_below_the_bar_and_the_expert_mostly_succeeds():
+    """robot.start_offset (the `pusht_near` experiment): every start is below the bar, near the
+    goal, seeded; the scripted expert succeeds in most episodes (80% over 20 seeds)."""
+    cfg = PushTConfig("pusht-state", max_episode_steps=150, success_coverage=0.8,
+                      start_offset=60.0)
+    robot = PushTRobot(cfg)
+    first = robot.reset(seed=5)["state"]
+    assert np.array_equal(robot.reset(seed=5)["state"], first)  # seeded
+    wins = []
+    for seed in range(6):
+        robot.reset(seed=seed)
+        turn = (robot._env.block.angle - np.pi / 4 + np.pi) % (2 * np.pi) - np.pi
+        assert robot.coverage() < 0.8 and abs(turn) <= 0.6 + 1e-6
+        fb = None
+        while fb is None or not fb.done:
+            fb = robot.send_action(robot.expert_action())
+        wins.append(fb.success)
+    assert sum(wins) >= 4, wins
+    with pytest.raises(ValueError, match="start_offset"):
+        PushTConfig(start_offset=-1.0)
+
+
 def test_pixel_chunks_through_codec_and_buffer(tmp_path):
     robot = PushTRobot(PushTConfig("pusht", max_episode_steps=12))
     policy = ChunkPolicy(IMAGE)

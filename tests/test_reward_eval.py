@@ -16,11 +16,11 @@ from rewards.base import RewardConfig, make_reward
 from tests.chunks import make_chunk
 
 
-def _write_buffer(path, n_success=4, n_fail=4, T=8, chunks=3):
+def _write_buffer(path, n_success=4, n_fail=4, T=8, chunks=3, alternate=False):
     rng = np.random.default_rng(0)
     records = []
     for i in range(n_success + n_fail):
-        won = i < n_success
+        won = i % 2 == 0 if alternate else i < n_success
         for k in range(chunks):
             last = k == chunks - 1
             end = EpisodeEnd("success" if won else "failure") if last else None
@@ -75,3 +75,33 @@ def test_cli_prints_a_table_and_writes_json(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["roc_auc"] == 1.0 and report["latency_ms_per_chunk"] > 0
     assert "roc_auc" in capsys.readouterr().out
+
+
+def test_threshold_is_chosen_on_calibration_episodes_and_measured_on_the_others():
+    from fleet.run.reward_eval import calibrate, choose_threshold
+
+    y = np.array([False, False, True, True])
+    assert choose_threshold(np.array([0.1, 0.2, 0.8, 0.9]), y) == 0.5
+    assert np.isnan(choose_threshold(np.array([0.1, 0.2]), np.array([False, False])))
+    # calibration episodes (even) separate at 0.5; the test episodes (odd) hold a failure at
+    # 0.7, which the chosen threshold calls a success: measured, not hidden
+    s = np.array([0.1, 0.7, 0.9, 0.95, 0.2, 0.3, 0.8, 0.6])
+    y = np.array([False, False, True, True, False, False, True, True])
+    got = calibrate(s, y)
+    assert got["threshold_chosen"] == 0.5 and got["calibration_episodes"] == 4
+    assert got["false_success_rate_chosen"] == 0.5 and got["miss_rate_chosen"] == 0.0
+
+
+def test_several_models_are_scored_on_the_same_held_out_episodes(tmp_path):
+    _write_buffer(tmp_path / "buf", alternate=True)
+    out = tmp_path / "eval.json"
+    assert main(["reward-eval", "reward=sparse_success,classifier", "key=state", "fit_steps=20",
+                 "rounds=1", f"buffer={tmp_path / 'buf'}", f"out={out}"]) == 0
+    doc = json.loads(out.read_text())
+    sparse, clf = doc["models"]
+    assert (sparse["reward"], clf["reward"]) == ("sparse_success", "classifier")
+    assert clf["fit_episodes"] == 4 and sparse["fit_episodes"] == 0
+    assert sparse["episodes"] == clf["episodes"] == doc["held_out_episodes"] == 4
+    assert sparse["successes"] == 2 and sparse["roc_auc"] == 1.0
+    assert sparse["threshold_chosen"] == 0.5 and sparse["false_success_rate_chosen"] == 0.0
+    assert 0.0 <= clf["roc_auc"] <= 1.0

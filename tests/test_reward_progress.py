@@ -76,3 +76,33 @@ def test_reward_eval_fits_a_learned_reward_then_scores_held_out_episodes(reward,
     assert report["fit_episodes"] == 12 and report["episodes"] == 12
     assert report["version"] == "3" and report["spearman_progress"] > 0.5, report
     assert report["roc_auc"] > 0.8, report
+
+
+def test_trainer_keeps_the_demos_when_fleet_episodes_push_old_ones_out(tmp_path):
+    """The pool keeps the newest `keep_episodes`; the demos (the only successes a weak base's
+    fleet may have) are fitted on every time, however many fleet episodes came since."""
+    from buffers.codec import encode_chunk
+    from buffers.store import ReplayBuffer
+    from rewards.progress import ProgressConfig, ProgressReward
+    from rewards.trainer import RewardTrainer
+
+    class Recording(ProgressReward):
+        def fit(self, episodes, steps=None):
+            self.seen = [ep[0].episode_id for ep in episodes]
+            return super().fit(episodes, steps)
+
+    class Sink:
+        def publish(self, version, state):
+            self.version = version
+
+    model = Recording(ProgressConfig(key="state", keep_episodes=4, min_episodes=4,
+                                     fit_steps=2, batch=16))
+    demos = [c for ep in reach_episodes(5, 2) for c in ep]
+    fleet = [[dataclasses.replace(c, success=np.zeros_like(c.success)) for c in ep]
+             for ep in reach_episodes(6, 10)]
+    with ReplayBuffer(tmp_path / "buf") as buf:
+        buf.insert([encode_chunk(c) for ep in fleet for c in ep])
+        trainer = RewardTrainer(model, buf, Sink(), demos)
+        assert trainer.step()
+    demo_ids = {c.episode_id for c in demos}
+    assert trainer.demos == 2 and demo_ids <= set(model.seen) and len(model.seen) == 6

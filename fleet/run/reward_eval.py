@@ -13,7 +13,15 @@ Episodes whose last chunk carries an `episode_end` are labelled: success if its 
 - spearman_progress: on successful episodes, Spearman of predicted progress (cumulative reward)
   against −(steps left to success), averaged over episodes (1 = perfect progress tracking);
 - false_success_rate: failed episodes whose score exceeds `threshold`;
+- threshold_chosen: the threshold chosen on held-out calibration episodes (every other scored
+  success and failure: the one with the largest TPR - FPR there), and false_success_rate_chosen /
+  miss_rate_chosen at it on the other half, which chose nothing;
 - latency_ms_per_chunk: mean wall time of one `score` call.
+
+`reward=progress,world_model,classifier` evaluates several models on the same episodes (each
+learned one fitted on the same share) and writes {"models": [report, ...]}. `classifier` is
+the HIL-SERL-style success classifier (`rewards.classifier`) on `obs[key]` images
+(`key=pixels`, the default) or on the state alone (`key=state`).
 
 A learned reward that is not fitted yet (`world_model`, `progress`) is first fitted on a share
 of the episodes (`fit=0.5`, `fit_steps=N` times `rounds=R`) and scored on the rest only.
@@ -114,24 +122,84 @@ def evaluate(model: RewardModel, episodes: Sequence[list[RolloutChunk]],
                 rhos.append(rho)
     s, y = np.array(scores), np.array(labels, bool)
     failed = s[~y]
+    calibrated = calibrate(s, y)
     return {
         "reward": getattr(model, "name", "?"), "version": getattr(model, "version", "?"),
         "episodes": len(y), "successes": int(y.sum()),
         "roc_auc": roc_auc(s, y),
         "spearman_progress": float(np.mean(rhos)) if rhos else float("nan"),
         "false_success_rate": float((failed > threshold).mean()) if failed.size else float("nan"),
+        **calibrated,
         "latency_ms_per_chunk": 1e3 * float(np.mean(latencies)) if latencies else float("nan"),
         "faults": int(getattr(model, "n_faults", 0)),
     }
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold (a midpoint between sorted scores) with the largest TPR - FPR on these
+    episodes; the highest one among ties, so fewer false successes."""
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    u = np.unique(scores)
+    cuts = np.concatenate([[u[0] - 1.0], (u[1:] + u[:-1]) / 2, [u[-1] + 1.0]])
+    j = [(scores[labels] > c).mean() - (scores[~labels] > c).mean() for c in cuts]
+    best = np.flatnonzero(np.isclose(j, max(j)))[-1]
+    return float(cuts[best])
+
+
+def calibrate(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Choose the threshold on every other success and every other failure (the 1st, 3rd, ...
+    of each) and measure it on the rest."""
+    cal = np.sort(np.concatenate([np.flatnonzero(labels)[::2], np.flatnonzero(~labels)[::2]]))
+    test = np.setdiff1d(np.arange(len(scores)), cal)
+    th = choose_threshold(scores[cal], labels[cal])
+    s, y = scores[test], labels[test]
+    nan, known = float("nan"), bool(np.isfinite(th))
+    return {"threshold_chosen": th, "calibration_episodes": len(cal),
+            "false_success_rate_chosen": float((s[~y] > th).mean()) if known and (~y).any()
+            else nan,
+            "miss_rate_chosen": float((s[y] <= th).mean()) if known and y.any() else nan}
+
+
+class EpisodeClassifier:
+    """`rewards.classifier.SuccessClassifier` as a reward-eval model: fitted on episodes,
+    scoring p(success) of each step's resulting observation."""
+
+    name = "classifier"
+
+    def __init__(self, key: str = "pixels", steps: int = 200) -> None:
+        self.key, self.steps = key, steps
+        self.clf: Any = None
+        self.version = "0"
+
+    @property
+    def ready(self) -> bool:
+        return self.clf is not None
+
+    def fit(self, episodes: Sequence[list[RolloutChunk]], steps: int | None = None) -> None:
+        from rewards.classifier import SuccessClassifier
+
+        chunks = [c for ep in episodes for c in ep]
+        if self.clf is None:
+            image = self.key != "state"
+            self.clf = SuccessClassifier(chunks[0].obs["state"].shape[1], camera=image,
+                                         image_key=self.key if image else "camera")
+        self.clf.fit(chunks, steps or self.steps)
+        self.version = self.clf.version
+
+    def score(self, chunk: RolloutChunk) -> np.ndarray:
+        assert self.clf is not None, "score() before fit()"
+        return self.clf.score(chunk)
 
 
 def fit_first(model: Any, episodes: Sequence[list[RolloutChunk]], share: float,
               kv: dict[str, str]) -> int:
     """Fit an unfitted learned reward on the first `share` of the episodes (every other
     episode is held out); returns how many it used (0 for other models)."""
+    n = max(1, min(len(episodes) - 1, int(share * len(episodes))))
     if getattr(model, "ready", True) or not hasattr(model, "fit"):
         return 0
-    n = max(1, min(len(episodes) - 1, int(share * len(episodes))))
     steps = int(kv["fit_steps"]) if "fit_steps" in kv else None
     for _ in range(int(kv.get("rounds", 5))):
         model.fit(episodes[:n], steps)
@@ -157,18 +225,35 @@ def main(args: Sequence[str]) -> int:
                          "[threshold=X] [episodes=N] [fit=0.5 fit_steps=N rounds=5] "
                          "[reward.params.KEY=VALUE ...]")
     overrides = [f"{k}={v}" for k, v in kv.items() if k.startswith("reward.")]
-    model = make_reward(_reward_config(kv["reward"], overrides))
+    names = kv["reward"].split(",")
     episodes = episodes_of(Path(kv["buffer"]))[-int(kv.get("episodes", 0)):]  # 0: all
-    fitted = fit_first(model, episodes, float(kv.get("fit", 0.5)), kv)
-    report = evaluate(model, episodes[fitted:], float(kv.get("threshold", 0.5)))
-    report["fit_episodes"] = fitted
-    table = Table(title=f"reward-eval {report['reward']} on {kv['buffer']}")
+    share = float(kv.get("fit", 0.5))
+    learned = 0
+    reports = []
+    for name in names:
+        model: Any = (EpisodeClassifier(kv.get("key", "pixels")) if name == "classifier"
+                      else make_reward(_reward_config(name, overrides)))
+        fitted = fit_first(model, episodes, share, kv)
+        learned = max(learned, fitted)
+        reports.append((model, fitted))
+    # every model is scored on the same episodes: those no learned model was fitted on
+    held_out = episodes[learned:]
+    results = []
+    for model, fitted in reports:
+        report = evaluate(model, held_out, float(kv.get("threshold", 0.5)))
+        report["fit_episodes"] = fitted
+        results.append(report)
+    table = Table(title=f"reward-eval on {kv['buffer']} ({len(held_out)} held-out episodes)")
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in report.items():
-        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    for report in results:
+        table.add_column(str(report["reward"]), justify="right")
+    for k in results[0]:
+        table.add_row(k, *(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k])
+                           for r in results))
     Console().print(table)
     out = Path(kv.get("out", "reward_eval.json"))
-    out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report))
+    doc: Any = results[0] if len(results) == 1 else {"models": results,
+                                                     "held_out_episodes": len(held_out)}
+    out.write_text(json.dumps(doc, indent=2))
+    print(json.dumps(doc))
     return 0
