@@ -1,4 +1,4 @@
-"""Weak demonstrations for an ACT lift on MountainCarContinuous-v0 (planned, not yet measured).
+"""Weak demonstrations for the ACT lift on MountainCarContinuous-v0 (docs/results.md).
 
     python docs/act_mountaincar_demos.py OUT [--episodes 10] [--gain 0.6]
 
