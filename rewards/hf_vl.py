@@ -17,6 +17,7 @@ a change of checkpoint.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ class HFVisionLanguageReward:
         """[E], unit norm, cached."""
         if text not in self._text:
             tokens = self.tokenizer([text], padding=True, return_tensors="pt")
-            emb = self.model.get_text_features(**tokens)[0]
+            emb = _features(self.model.get_text_features(**tokens))[0]
             self._text[text] = emb / emb.norm().clamp_min(1e-8)
         return self._text[text]
 
@@ -71,7 +72,7 @@ class HFVisionLanguageReward:
             x = torch.as_tensor(images[i:i + self.batch]).permute(0, 3, 1, 2).float() / 255.0
             x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear",
                                                 align_corners=False)
-            emb = self.model.get_image_features(pixel_values=(x - self.mean) / self.std)
+            emb = _features(self.model.get_image_features(pixel_values=(x - self.mean) / self.std))
             out.append(emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-8))
         return torch.cat(out)
 
@@ -84,3 +85,10 @@ class HFVisionLanguageReward:
 
     def score(self, chunk: RolloutChunk) -> np.ndarray:
         return (self.scale * np.diff(self.progress(chunk))).astype(np.float32)
+
+
+def _features(out: Any) -> torch.Tensor:
+    """The projected embeddings [N, E] of `get_text_features` / `get_image_features`: a tensor
+    up to transformers 4.x, a `BaseModelOutputWithPooling` whose `pooler_output` holds them
+    from 5.0 on."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
