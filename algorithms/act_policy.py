@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from algorithms.backbones import ImageEncoder
-from algorithms.policy import ChunkPolicy, PolicyConfig, ignore_old_critic, input_keys, mlp
+from algorithms.policy import ChunkPolicy, PolicyConfig, add_obs_norm, input_keys, mlp
 
 
 def camera_keys(config: Any) -> tuple[str, ...]:
@@ -144,9 +144,7 @@ class ACTPolicy(ChunkPolicy):
                                     requires_grad=config.learn_std)
         self.obs_mean: torch.Tensor
         self.obs_std: torch.Tensor
-        self.register_buffer("obs_mean", torch.zeros(config.obs_dim))
-        self.register_buffer("obs_std", torch.ones(config.obs_dim))
-        self.register_load_state_dict_pre_hook(ignore_old_critic)
+        add_obs_norm(self, config.obs_dim)
 
     @property
     def takes_obs_dict(self) -> bool:

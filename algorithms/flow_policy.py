@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from algorithms.policy import ignore_old_critic, mlp
+from algorithms.policy import add_obs_norm, mlp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +86,7 @@ class FlowPolicy(nn.Module):
                                     requires_grad=cfg.learn_std)
         self.obs_mean: torch.Tensor
         self.obs_std: torch.Tensor
-        self.register_buffer("obs_mean", torch.zeros(cfg.obs_dim))
-        self.register_buffer("obs_std", torch.ones(cfg.obs_dim))
-        self.register_load_state_dict_pre_hook(ignore_old_critic)
+        add_obs_norm(self, cfg.obs_dim)
 
     @property
     def aux_spec(self) -> dict[str, tuple[tuple[int, ...], str]]:

@@ -130,6 +130,14 @@ def policy_input(obs: Mapping[str, np.ndarray], keys: Sequence[str] = (),
     return torch.cat([state, *extra], dim=1)
 
 
+def add_obs_norm(module: nn.Module, obs_dim: int) -> None:
+    """A policy's observation normalisation: `obs_mean` (zeros) and `obs_std` (ones) buffers of
+    [obs_dim], set from data by `set_obs_stats`, and the `ignore_old_critic` load hook."""
+    module.register_buffer("obs_mean", torch.zeros(obs_dim))
+    module.register_buffer("obs_std", torch.ones(obs_dim))
+    module.register_load_state_dict_pre_hook(ignore_old_critic)
+
+
 def ignore_old_critic(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:
     """A `load_state_dict` pre-hook of every policy: drops the `critic.*` keys of states saved
     while policies held their value head, so cached BC bases and earlier checkpoints still load.
