@@ -91,7 +91,8 @@ def _hf(config: PolicyConfig) -> Any:
 
     return HFVLAPolicy(HFPolicyConfig(
         path=config.path, obs_dim=config.obs_dim, action_dim=config.action_dim,
-        horizon=config.horizon, bins=config.bins, hidden=config.hidden))
+        horizon=config.horizon, bins=config.bins, hidden=config.hidden,
+        image_key=config.image_key, image_size=config.image_size, **config.params))
 
 
 def _act(config: PolicyConfig) -> Any:
