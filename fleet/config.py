@@ -190,6 +190,10 @@ class Config:
                                            or self.fleet.inference != "local"):
             raise ValueError("policy.kind=flow needs algorithm=ppo and fleet.inference=local: "
                              "only they hand each call's denoising path (aux) back")
+        if self.policy.kind == "hf" and (self.algorithm.name != "ppo"
+                                         or self.fleet.inference != "local"):
+            raise ValueError("policy.kind=hf needs algorithm=ppo and fleet.inference=local: "
+                             "only they hand each call's recorded instruction (aux) back")
 
 
 def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "",
