@@ -50,7 +50,8 @@ class Policy(Protocol):
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[Any, ...]:
         """obs [D] -> (chunk [H, A], behaviour log-prob), or (chunk, log-prob, aux) for a policy
-        with per-call data (`algorithms.factory.Policy`). No value: critics are the learner's."""
+        with per-call data (`algorithms.factory.Policy`). No value: critics are the learner's.
+        A policy with `takes_corrections` also gets `set_instruction` (console corrections)."""
         ...
 
     def load_policy_state(self, state: dict[str, np.ndarray]) -> None: ...
