@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -102,16 +103,28 @@ class HFVLAPolicy(nn.Module):
 
         self.config = config
         path = config.path
+        if not Path(path).is_dir():
+            raise ValueError(f"policy.path={path!r} is not a directory (a local Hugging Face "
+                             "checkpoint written by save_pretrained)")
         self.processor: Any = None
-        if config.image_key:
-            self.processor = transformers.AutoProcessor.from_pretrained(path,
-                                                                        local_files_only=True)
-            tokenizer = self.processor.tokenizer
-            model = transformers.AutoModelForImageTextToText.from_pretrained(
-                path, local_files_only=True)
-        else:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-            model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+        try:
+            if config.image_key:
+                self.processor = transformers.AutoProcessor.from_pretrained(
+                    path, local_files_only=True)
+                tokenizer = self.processor.tokenizer
+                model = transformers.AutoModelForImageTextToText.from_pretrained(
+                    path, local_files_only=True)
+            else:
+                tokenizer = transformers.AutoTokenizer.from_pretrained(path,
+                                                                       local_files_only=True)
+                model = transformers.AutoModelForCausalLM.from_pretrained(
+                    path, local_files_only=True)
+        except (OSError, KeyError, ValueError) as e:  # no tokenizer, processor, model of that kind
+            kind = ("a vision-language model with its processor" if config.image_key
+                    else "a causal language model with its tokenizer")
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise ValueError(f"policy.path={path!r} is not {kind} ({type(e).__name__}: "
+                             f"{first})") from e
         self.tokenizer: Any = tokenizer
         self.actor = model
         self.actor.eval()  # no dropout: act and log_prob must agree

@@ -173,7 +173,12 @@ def test_checkpoints_that_cannot_work_and_unsupported_combinations_are_refused(c
         make_policy(PolicyConfig(kind="hf"))
     with pytest.raises(ValueError, match="image_size"):
         vla(checkpoints, image_size=64).act(pusht().reset(seed=0))
-    assert load_config(["robot=pusht", "policy=hf", "policy.image_key=pixels"]).policy.kind == "hf"
+    from fleet.run.pretrain import pretrained_base
+
+    cfg = load_config(["robot=pusht", "policy=hf", "policy.image_key=pixels",
+                       f"policy.path={checkpoints / 'nothing'}"])
+    with pytest.raises(ConfigError, match=r"policy\.path=.*nothing.* is not a directory"):
+        pretrained_base(cfg)  # before any demos are collected
     for override in ("algorithm=grpo", "fleet.inference=server"):
         with pytest.raises(ConfigError, match=r"policy\.kind=hf"):
             load_config(["policy=hf", override])
