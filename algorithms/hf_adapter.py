@@ -204,7 +204,9 @@ class HFVLAPolicy(nn.Module):
             enc = self.processor(text=[self.prefix_text] * batch, images=frames,
                                  return_tensors="pt")
             prefix = enc["input_ids"].to(device)
-            images = {k: v.to(device) for k, v in enc.items()
+            dtype = next(self.actor.parameters()).dtype  # a bfloat16 checkpoint takes bfloat16
+            images = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device)
+                      for k, v in enc.items()
                       if k not in ("input_ids", "attention_mask", "token_type_ids")}
         instruction = instruction.to(device)
         words = instruction.clamp(min=0)
