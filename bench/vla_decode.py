@@ -29,11 +29,13 @@ CORPUS = ["In: What action should the robot take to push the T block home?", "Ou
 
 
 def build_tiny_vlm(path: Path | str, width: int = 32, layers: int = 2, image_size: int = 32,
-                   patch: int = 8, vocab: int = 320, vision: bool = True, seed: int = 0) -> None:
+                   patch: int = 8, vocab: int = 320, vision: bool = True, seed: int = 0,
+                   init_std: float = 0.02) -> None:
     """A random-weight Llava (vision=True: CLIP tower on image_size x image_size, patch x patch
     patches, one image token per patch) or a bare Llama causal LM (vision=False), with its
     tokenizer (a byte-level BPE of `vocab` ids trained on `CORPUS`, then <image>), saved to
-    `path` with `save_pretrained`."""
+    `path` with `save_pretrained`. `init_std`: the weights' std (0.02, transformers' default;
+    larger gives sharper outputs, which the tests use so that inputs visibly matter)."""
     import transformers as tf
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -49,7 +51,8 @@ def build_tiny_vlm(path: Path | str, width: int = 32, layers: int = 2, image_siz
     text = tf.LlamaConfig(vocab_size=len(tokenizer), hidden_size=width,
                           intermediate_size=2 * width, num_hidden_layers=layers,
                           num_attention_heads=2, num_key_value_heads=2,
-                          max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id)
+                          max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+                          initializer_range=init_std)
     torch.manual_seed(seed)
     model: torch.nn.Module
     if not vision:
@@ -59,10 +62,12 @@ def build_tiny_vlm(path: Path | str, width: int = 32, layers: int = 2, image_siz
         return
     tower = tf.CLIPVisionConfig(hidden_size=width, intermediate_size=2 * width,
                                 num_hidden_layers=layers, num_attention_heads=2,
-                                image_size=image_size, patch_size=patch, projection_dim=width)
+                                image_size=image_size, patch_size=patch, projection_dim=width,
+                                initializer_range=init_std)
     config = tf.LlavaConfig(vision_config=tower.to_dict(), text_config=text.to_dict(),
                             image_token_index=tok.token_to_id("<image>"),
-                            vision_feature_layer=-1, vision_feature_select_strategy="default")
+                            vision_feature_layer=-1, vision_feature_select_strategy="default",
+                            initializer_range=init_std)
     model = tf.LlavaForConditionalGeneration(config)
     images = tf.CLIPImageProcessor(size={"shortest_edge": image_size},
                                    crop_size={"height": image_size, "width": image_size})

@@ -32,10 +32,12 @@ from rewards.base import RewardConfig
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """A tiny Llava (CLIP tower on 32x32, 16 image tokens, Llama LM of width 32) and a bare
-    Llama LM with the same tokenizer, each a local `save_pretrained` directory."""
+    Llama LM with the same tokenizer, each a local `save_pretrained` directory; weights of std
+    0.2, not 0.02, so that a different image or instruction moves every log-probability by
+    well over the tolerance of the equalities below."""
     root = tmp_path_factory.mktemp("hf")
-    build_tiny_vlm(root / "vlm")
-    build_tiny_vlm(root / "lm", vision=False)
+    build_tiny_vlm(root / "vlm", init_std=0.2)
+    build_tiny_vlm(root / "lm", vision=False, init_std=0.2)
     return root
 
 
@@ -45,6 +47,7 @@ def vla(checkpoints, image: bool = True, **change) -> HFVLAPolicy:
                instruction="push the T block home", params={"instruction_tokens": 8})
     policy = make_policy(PolicyConfig(**{**cfg, **change}))
     assert isinstance(policy, HFVLAPolicy)
+    torch.manual_seed(0)  # the worker's calls sample from torch's global generator
     return policy
 
 
@@ -152,6 +155,7 @@ def test_ppo_post_trains_the_vla_on_pusht_pixels(checkpoints, tmp_path):
                          RewardConfig("env"), LearnerConfig(batch_calls=16, critic_warmup=0,
                                                             max_wait_s=1, device="cpu"),
                          tmp_path / "checkpoints")
+    torch.manual_seed(0)
     run = SerialRun(pusht(16), parts, WorkerConfig(horizon=2, calls_per_chunk=4), tmp_path)
     before = {k: v.copy() for k, v in run.learner.policy.policy_state().items()}
     run.train(env_steps=32)
