@@ -24,11 +24,15 @@ Example:
     logp = policy.log_prob(rows, chunks, aux={"path": paths})   # [B]; equals act's logp
     loss = policy.bc_loss(rows, chunks, generator)   # flow matching, what `fleet pretrain` fits
     critic = policy.make_critic()                    # PPO's value MLP; robots never run one
+    pi = policy.mean_chunk(rows)                     # [B, H * A], differentiable: TD's actor
+    chunks, logp, aux = policy.act_batch(rows)       # many robots at once (inference server)
 
 Deterministic acting (held-out evaluation) starts from x_0 = 0 and adds no noise. With a
 trained velocity field the last step lands the chain on the predicted chunk whatever the
 earlier noise, so the chunk's spread is about `sigma_{K-1}`, as a Gaussian chunk policy's is
-its std. An operator-chosen call (PPO's BC term) is scored with the sampled call's path and the
+its std. That deterministic chain is also `mean_chunk`, with gradients through its K Euler
+steps: the reparameterised π(s) an off-policy actor maximises Q of (`algorithms.td`).
+An operator-chosen call (PPO's BC term) is scored with the sampled call's path and the
 executed chunk as its end: the likelihood that the last step lands there.
 """
 
@@ -161,6 +165,16 @@ class FlowPolicy(nn.Module):
 
     # -- acting ---------------------------------------------------------------------------------
 
+    def mean_chunk(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [B, D] -> the deterministic chunk [B, H * A] (x_0 = 0, no noise), differentiable
+        through the K Euler steps."""
+        b, k = len(obs), self.config.steps
+        cond = self._norm(obs)
+        x = torch.zeros(b, self.size, device=obs.device)
+        for i in range(k):
+            x = x + self.velocity(cond, x, torch.full((b, 1), i / k, device=obs.device)) / k
+        return x
+
     @torch.no_grad()
     def sample(self, obs: torch.Tensor, deterministic: bool = False,
                generator: torch.Generator | None = None
@@ -196,6 +210,15 @@ class FlowPolicy(nn.Module):
         chunk, logp, path = self.sample(x, deterministic, generator)
         return (chunk[0].cpu().numpy().astype(np.float32), float(logp[0]),
                 {"path": path[0].cpu().numpy().astype(np.float32)})
+
+    @torch.no_grad()
+    def act_batch(self, rows: torch.Tensor, deterministic: bool = False,
+                  generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """rows [B, D] -> (chunks [B, H, A], log-probs [B], {"path": [B, K, H, A]}): many
+        robots' calls in one pass (the inference server's call)."""
+        chunks, logp, path = self.sample(rows.to(self.obs_mean.device), deterministic, generator)
+        return chunks, logp, {"path": path}
 
     def policy_state(self) -> dict[str, np.ndarray]:
         """Weights as flat numpy arrays: what robots load and what crosses process boundaries."""

@@ -219,7 +219,7 @@ def test_the_inference_server_answers_act_as_the_policy_does():
     rng = np.random.default_rng(5)
     policy = act_policy()
     rows = rng.normal(size=(6, 4)).astype(np.float32)
-    chunks, logp = batched_act(policy, rows, deterministic=True)
+    chunks, logp, _ = batched_act(policy, rows, deterministic=True)
     assert chunks.shape == (6, 3, 2) and logp.shape == (6,)
     for i in range(6):
         chunk, lp = policy.act(rows[i], deterministic=True)
@@ -227,7 +227,7 @@ def test_the_inference_server_answers_act_as_the_policy_does():
         assert lp == pytest.approx(float(logp[i]), abs=1e-4)
     seen = act_policy(image_key="pixels", image_size=24)
     obs = [{"state": rows[i], "pixels": frames(rng, 1)[0]} for i in range(3)]
-    chunks, _ = batched_act(seen, obs, deterministic=True)
+    chunks, _, _ = batched_act(seen, obs, deterministic=True)
     for i in range(3):
         np.testing.assert_allclose(chunks[i], seen.act(obs[i], deterministic=True)[0],
                                    rtol=1e-5, atol=1e-6)

@@ -14,7 +14,7 @@ def _policy():
 def test_batched_equals_per_request_deterministic():
     p = _policy()
     obs = np.random.default_rng(0).standard_normal((5, 7)).astype(np.float32)
-    chunks, logp = batched_act(p, obs, deterministic=True)
+    chunks, logp, _ = batched_act(p, obs, deterministic=True)
     assert chunks.shape == (5, 8, 3) and logp.shape == (5,)
     for i in range(5):
         c, lp = p.act(obs[i], deterministic=True)
@@ -25,7 +25,7 @@ def test_batched_equals_per_request_deterministic():
 def test_batched_sample_logp_matches_policy_log_prob():
     p = _policy()
     obs = np.random.default_rng(1).standard_normal((4, 7)).astype(np.float32)
-    chunks, logp = batched_act(p, obs, generator=torch.Generator().manual_seed(3))
+    chunks, logp, _ = batched_act(p, obs, generator=torch.Generator().manual_seed(3))
     ref = p.log_prob(torch.from_numpy(obs), torch.from_numpy(chunks)).detach().numpy()
     np.testing.assert_allclose(logp, ref, rtol=1e-4, atol=1e-3)
     assert not np.allclose(chunks, batched_act(p, obs, deterministic=True)[0])
