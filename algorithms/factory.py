@@ -101,12 +101,9 @@ def _act(config: PolicyConfig) -> Any:
 
 
 def _flow(config: PolicyConfig) -> Any:
-    from algorithms.flow_policy import FlowPolicy, FlowPolicyConfig
+    from algorithms.flow_policy import FlowPolicy, flow_config
 
-    return FlowPolicy(FlowPolicyConfig(
-        obs_dim=config.obs_dim, action_dim=config.action_dim, horizon=config.horizon,
-        hidden=config.hidden, layers=config.layers, init_std=config.init_std,
-        learn_std=config.learn_std, **config.params))
+    return FlowPolicy(flow_config(config))
 
 
 # the kinds of `algorithms.policy.BUILTIN_KINDS`, which PolicyConfig checks without importing this

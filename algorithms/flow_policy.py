@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,6 +73,33 @@ class FlowPolicyConfig:
         if not 0 < self.min_std <= self.init_std <= self.max_std:
             raise ValueError("flow policy: need 0 < min_std <= init_std <= max_std, got "
                              f"{self.min_std}, {self.init_std}, {self.max_std}")
+
+
+PARAMS = {"steps": int, "min_std": float, "max_std": float}  # what `policy.params` may set
+
+
+def flow_config(policy: Any) -> FlowPolicyConfig:
+    """A `PolicyConfig` of `kind=flow` as the flow policy's config: `policy.params` checked
+    (known keys, types, ranges), each error naming its key; run at config load."""
+    params = dict(policy.params)
+    for key, value in params.items():
+        kind = PARAMS.get(key)
+        if kind is None:
+            raise ValueError(f"policy.params.{key}: policy.kind=flow takes params "
+                             f"{', '.join(PARAMS)}")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or (kind is int and not isinstance(value, int)):
+            raise ValueError(f"policy.params.{key} must be {kind.__name__}, got {value!r}")
+        params[key] = kind(value)
+    if params.get("steps", 1) < 1:
+        raise ValueError(f"policy.params.steps must be >= 1, got {params['steps']}")
+    try:
+        return FlowPolicyConfig(
+            obs_dim=policy.obs_dim, action_dim=policy.action_dim, horizon=policy.horizon,
+            hidden=policy.hidden, layers=policy.layers, init_std=policy.init_std,
+            learn_std=policy.learn_std, **params)
+    except ValueError as e:
+        raise ValueError(f"policy.init_std and policy.params: {e}") from e
 
 
 class FlowPolicy(nn.Module):

@@ -298,3 +298,21 @@ def test_config_takes_flow_with_every_algorithm_and_the_inference_server():
     for override in ("algorithm=ppo", "algorithm=grpo", "algorithm=dpo", "algorithm=td",
                      "fleet.inference=server"):
         assert load_config(["policy=flow", override]).policy.kind == "flow"
+
+
+@pytest.mark.parametrize("override,words", [
+    ("policy.params.stepz=3", r"policy\.params\.stepz: policy\.kind=flow takes params steps"),
+    ("policy.params.steps=0", r"policy\.params\.steps must be >= 1"),
+    ("policy.params.steps=2.5", r"policy\.params\.steps must be int"),
+    ("policy.params.min_std=0.5", r"min_std <= init_std"),
+])
+def test_bad_flow_params_stop_the_run_at_config_load(tmp_path, capsys, override, words):
+    """Exit 2 naming the key, before any demo is collected or run directory written."""
+    import re
+
+    from fleet.cli import main
+
+    assert main(["train", "policy=flow", override, f"run.dir={tmp_path}/runs",
+                 f"pretrain.cache_dir={tmp_path}/cache"]) == 2
+    assert re.search(words, " ".join(capsys.readouterr().out.split()))
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
