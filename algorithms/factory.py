@@ -44,7 +44,8 @@ class Policy(Protocol):
     one, else maximises `log_prob`. `rows` are `algorithms.policy.policy_input(obs, keys)`:
     the state, then each of `input_keys(config)` flattened. Optional: `takes_obs_dict` (True:
     `act` gets the whole observation dict, cameras included) and `act_batch(rows [B, D],
-    deterministic, generator) -> (chunks [B, H, A], logp [B])` as tensors, with which
+    deterministic, generator) -> (chunks [B, H, A], logp [B])` as tensors (and, for a policy
+    with per-call data, its `aux` {name: [B, ...]} third), with which
     `fleet.inference=server` answers many robots in one pass (else one `act` per request).
     The log-probability of `act` must
     be that of `log_prob` on the same chunk: it is PPO's behaviour log-probability.
@@ -54,8 +55,8 @@ class Policy(Protocol):
     declares `aux_spec = {name: (shape, dtype)}` (one call's arrays: float32, int32 or int64),
     returns `(chunk, logp, aux)` from `act` with exactly those arrays, and takes
     `log_prob(rows, chunks, aux={name: [B, *shape]})`. Robots store `aux` per call in the
-    rollout record (`RolloutChunk.aux` [K, *shape], checked at ingest); PPO hands it back
-    (`algorithms.call_data`). A policy without `aux_spec` is never passed `aux`. BC calls
+    rollout record (`RolloutChunk.aux` [K, *shape], checked at ingest); PPO, GRPO and DPO hand
+    it back (`algorithms.call_data`); TD uses `mean_chunk` only. A policy without `aux_spec` is never passed `aux`. BC calls
     `bc_loss(rows, chunks, generator)` where a policy has one (the flow policy's flow
     matching), before `mean_chunk`. The token policy needs no `aux`: its acting chunk is the
     sampled bins' centres, which `log_prob` maps back to the same bins.
