@@ -39,7 +39,8 @@ class Policy(Protocol):
     The policy is a `torch.nn.Module`; besides these, PPO, GRPO and DPO read `config`
     (`obs_dim`, `action_dim`, `horizon`, and `image_key`/`mask_key` when the rows carry more
     than the state), `actor` (the module whose parameters the actor step clips), `obs_mean` (a
-    buffer: its device is the policy's), and PPO `make_critic()` and `critic_input(rows)`;
+    buffer: its device is the policy's), PPO `make_critic()`, PPO and TD `critic_input(rows)`,
+    TD `mean_chunk(rows)` (differentiable: its actor's π(s));
     BC calls `set_obs_stats(mean, std)` and fits `mean_chunk(rows)` [B, H * A] where there is
     one, else maximises `log_prob`. `rows` are `algorithms.policy.policy_input(obs, keys)`:
     the state, then each of `input_keys(config)` flattened. Optional: `takes_obs_dict` (True:
