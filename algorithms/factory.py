@@ -57,10 +57,10 @@ class Policy(Protocol):
     returns `(chunk, logp, aux)` from `act` with exactly those arrays, and takes
     `log_prob(rows, chunks, aux={name: [B, *shape]})`. Robots store `aux` per call in the
     rollout record (`RolloutChunk.aux` [K, *shape], checked at ingest); PPO, GRPO and DPO hand
-    it back (`algorithms.call_data`); TD uses `mean_chunk` only. A policy without `aux_spec` is never passed `aux`. BC calls
-    `bc_loss(rows, chunks, generator)` where a policy has one (the flow policy's flow
-    matching), before `mean_chunk`. The token policy needs no `aux`: its acting chunk is the
-    sampled bins' centres, which `log_prob` maps back to the same bins.
+    it back (`algorithms.call_data`); TD uses `mean_chunk` only. A policy without `aux_spec`
+    is never passed `aux`. BC calls `bc_loss(rows, chunks, generator)` where a policy has one
+    (the flow policy's flow matching), before `mean_chunk`. The token policy needs no `aux`:
+    its acting chunk is the sampled bins' centres, which `log_prob` maps back to the same bins.
     """
 
     config: Any

@@ -84,10 +84,6 @@ class PolicyConfig:
         if chunk_only and self.kind in ("token", "hf", "flow"):
             raise ValueError("policy.image_key, policy.mask_key and policy.bound need "
                              "policy.kind=chunk (or a plug-in that reads them)")
-        if self.kind == "flow":  # its params, checked here so a bad one stops the run at once
-            from algorithms.flow_policy import flow_config
-
-            flow_config(self)
 
 
 BUILTIN_KINDS = ("chunk", "token", "hf", "act", "flow")  # `algorithms.factory.BUILTIN` builds each

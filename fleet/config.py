@@ -28,6 +28,7 @@ from actors.robots.base import RobotConfig
 from actors.robots.metaworld import MetaWorldConfig
 from algorithms import AlgorithmConfig
 from algorithms.bc import BCConfig
+from algorithms.flow_policy import flow_config
 from algorithms.policy import PolicyConfig
 from algorithms.td import REPLAY_BUDGET, replay_row_bytes
 from buffers.store import BufferConfig
@@ -183,6 +184,8 @@ class Config:
         if self.operator.simulated and not self.robot.has_expert:
             raise ValueError(f"operator.simulated needs a scripted expert, which "
                              f"robot.kind={self.robot.kind} has not")
+        if self.policy.kind == "flow":  # its params, so a bad one stops the run before demos
+            flow_config(self.policy)
         if self.algorithm.name == "td":  # its replays hold the policy's input rows (pixels too)
             row, capacity = replay_row_bytes(self.policy), self.algorithm.td.capacity
             if 2 * capacity * row > REPLAY_BUDGET:

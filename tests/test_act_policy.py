@@ -154,10 +154,13 @@ def test_td_post_trains_act_with_its_actor_after_warm_up(tmp_path):
     run.close()
 
 
-def test_td_with_a_camera_policy_is_refused_at_config_time():
-    with pytest.raises(ConfigError, match=r"algorithm=td.*'pixels'"):
+def test_td_with_a_camera_policy_is_configured_with_a_bounded_replay():
+    """TD builds camera rows (tests/test_td_camera.py); only a replay too large is refused."""
+    with pytest.raises(ConfigError, match=r"algorithm\.td\.capacity"):
         load_config(["robot=pusht", "policy=act_cnn", "algorithm=td"])
-    assert load_config(["policy=act_cnn"]).policy.kind == "act"
+    cfg = load_config(["robot=pusht", "policy=act_cnn", "algorithm=td",
+                       "algorithm.td.capacity=20000"])
+    assert cfg.policy.kind == "act" and cfg.algorithm.name == "td"
 
 
 def _stub_dataset(folder, episodes=6):
