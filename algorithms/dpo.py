@@ -23,6 +23,9 @@ Choices:
   sliding while the margin grows.
 - An episode's log-prob is the *mean* over its policy calls of the chunk log-probs, so length
   alone neither helps nor hurts an episode.
+- A policy with per-call data (`aux_spec`, e.g. the flow policy's denoising path) gets each
+  call's `aux` from the record back in every `log_prob`, the reference's too
+  (`algorithms.call_data`).
 - Every `held_out_every`-th group with pairs is kept out of training: its pairs give
   `heldout_pair_accuracy` (implicit-reward margin > 0 after the update). `drift_kl` is the k3
   estimate of KL(π_ref ‖ π) over the set's calls (sampled by the reference) before the refresh.
@@ -39,12 +42,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from algorithms.call_data import aux_rows, aux_spec, log_prob
 from algorithms.grpo import k3_kl
 from algorithms.policy import ChunkPolicy, input_keys, policy_input
 from buffers.feed import DataNeeds
@@ -90,6 +94,8 @@ class DPOBatch:
     pairs: torch.Tensor
     held_out: torch.Tensor | None = None
     same_outcome: float = 0.0
+    aux: Mapping[str, torch.Tensor] | None = None  # {name: [N, ...]}: per-call data of a policy
+    # that declares some (`algorithms.call_data`), passed back to its `log_prob`
 
     def __len__(self) -> int:
         return len(self.obs)
@@ -121,7 +127,7 @@ def outcome_pairs(success: Sequence[bool], length: Sequence[int],
 
 def episode_logp(policy: ChunkPolicy, batch: DPOBatch) -> torch.Tensor:
     """Mean chunk log-prob per episode, [E]."""
-    return _per_episode(policy.log_prob(batch.obs, batch.chunk), batch)
+    return _per_episode(log_prob(policy, batch.obs, batch.chunk, batch.aux), batch)
 
 
 def _per_episode(logp: torch.Tensor, batch: DPOBatch) -> torch.Tensor:
@@ -141,7 +147,8 @@ class DPO:
         self.opt = torch.optim.Adam(policy.actor.parameters(), lr=config.lr)
         # the preference set being collected: episodes' (obs, chunk) rows, pairs of indices
         # into it (train, held out), same-outcome pair count, groups seen
-        self._episodes: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._episodes: list[tuple[torch.Tensor, torch.Tensor,
+                                   dict[str, torch.Tensor] | None]] = []
         self._pairs: list[tuple[int, int]] = []
         self._held: list[tuple[int, int]] = []
         self._same = 0
@@ -176,7 +183,8 @@ class DPO:
                                  for c in episode])
                 act = torch.cat([torch.as_tensor(c.policy_action, dtype=torch.float32,
                                                  device=device) for c in episode])
-                self._episodes.append((obs, act))
+                self._episodes.append((obs, act, aux_rows(episode, aux_spec(self.policy),
+                                                          device)))
             self._same += sum(success[w] == success[lo] for w, lo in pairs)
             self._groups += 1
             held = cfg.held_out_every and self._groups % cfg.held_out_every == 0
@@ -184,16 +192,18 @@ class DPO:
                                                          for w, lo in pairs)
         if len(self._pairs) < cfg.set_pairs:
             return self._empty(device)
-        rows = [len(o) for o, _ in self._episodes]
+        rows = [len(o) for o, _, _ in self._episodes]
+        auxes = [x for _, _, x in self._episodes if x is not None]
         batch = DPOBatch(
-            obs=torch.cat([o for o, _ in self._episodes]),
-            chunk=torch.cat([a for _, a in self._episodes]),
+            obs=torch.cat([o for o, _, _ in self._episodes]),
+            chunk=torch.cat([a for _, a, _ in self._episodes]),
             episode=torch.repeat_interleave(torch.arange(len(rows), device=device),
                                             torch.tensor(rows, device=device)),
             ref_logp=torch.zeros(len(rows), device=device),
             pairs=torch.tensor(self._pairs, dtype=torch.int64, device=device),
             held_out=torch.tensor(self._held, dtype=torch.int64, device=device).reshape(-1, 2),
-            same_outcome=self._same / (len(self._pairs) + len(self._held)))
+            same_outcome=self._same / (len(self._pairs) + len(self._held)),
+            aux={k: torch.cat([x[k] for x in auxes]) for k in auxes[0]} if auxes else None)
         self._episodes, self._pairs, self._held, self._same, self._seen = [], [], [], 0, 0
         return dataclasses.replace(batch, ref_logp=episode_logp(self.reference, batch))
 
@@ -218,7 +228,7 @@ class DPO:
             return {"dpo_loss": 0.0, "pairs": 0.0, "margin": 0.0, "pair_accuracy": 0.0}
         w, lo = batch.pairs[:, 0], batch.pairs[:, 1]
         with torch.no_grad():
-            ref_rows = self.reference.log_prob(batch.obs, batch.chunk)
+            ref_rows = log_prob(self.reference, batch.obs, batch.chunk, batch.aux)
             start = episode_logp(self.policy, batch)
         margin_before = self._margin(start, batch, batch.pairs)
         losses = []
@@ -233,7 +243,7 @@ class DPO:
             losses.append(dpo_loss(logp[w], logp[lo], batch.ref_logp[w], batch.ref_logp[lo],
                                    cfg.beta).item())
         with torch.no_grad():
-            rows = self.policy.log_prob(batch.obs, batch.chunk)
+            rows = log_prob(self.policy, batch.obs, batch.chunk, batch.aux)
             logp = _per_episode(rows, batch)
             margin = self._margin(logp, batch, batch.pairs)
             out = {"dpo_loss": losses[-1], "dpo_loss_first": losses[0],

@@ -39,12 +39,14 @@ class Policy(Protocol):
     The policy is a `torch.nn.Module`; besides these, PPO, GRPO and DPO read `config`
     (`obs_dim`, `action_dim`, `horizon`, and `image_key`/`mask_key` when the rows carry more
     than the state), `actor` (the module whose parameters the actor step clips), `obs_mean` (a
-    buffer: its device is the policy's), and PPO `make_critic()` and `critic_input(rows)`;
+    buffer: its device is the policy's), PPO `make_critic()`, PPO and TD `critic_input(rows)`,
+    TD `mean_chunk(rows)` (differentiable: its actor's π(s));
     BC calls `set_obs_stats(mean, std)` and fits `mean_chunk(rows)` [B, H * A] where there is
     one, else maximises `log_prob`. `rows` are `algorithms.policy.policy_input(obs, keys)`:
     the state, then each of `input_keys(config)` flattened. Optional: `takes_obs_dict` (True:
     `act` gets the whole observation dict, cameras included) and `act_batch(rows [B, D],
-    deterministic, generator) -> (chunks [B, H, A], logp [B])` as tensors, with which
+    deterministic, generator) -> (chunks [B, H, A], logp [B])` as tensors (and, for a policy
+    with per-call data, its `aux` {name: [B, ...]} third), with which
     `fleet.inference=server` answers many robots in one pass (else one `act` per request).
     The log-probability of `act` must
     be that of `log_prob` on the same chunk: it is PPO's behaviour log-probability.
@@ -54,11 +56,11 @@ class Policy(Protocol):
     declares `aux_spec = {name: (shape, dtype)}` (one call's arrays: float32, int32 or int64),
     returns `(chunk, logp, aux)` from `act` with exactly those arrays, and takes
     `log_prob(rows, chunks, aux={name: [B, *shape]})`. Robots store `aux` per call in the
-    rollout record (`RolloutChunk.aux` [K, *shape], checked at ingest); PPO hands it back
-    (`algorithms.call_data`). A policy without `aux_spec` is never passed `aux`. BC calls
-    `bc_loss(rows, chunks, generator)` where a policy has one (the flow policy's flow
-    matching), before `mean_chunk`. The token policy needs no `aux`: its acting chunk is the
-    sampled bins' centres, which `log_prob` maps back to the same bins.
+    rollout record (`RolloutChunk.aux` [K, *shape], checked at ingest); PPO, GRPO and DPO hand
+    it back (`algorithms.call_data`); TD uses `mean_chunk` only. A policy without `aux_spec`
+    is never passed `aux`. BC calls `bc_loss(rows, chunks, generator)` where a policy has one
+    (the flow policy's flow matching), before `mean_chunk`. The token policy needs no `aux`:
+    its acting chunk is the sampled bins' centres, which `log_prob` maps back to the same bins.
 
     Language corrections: a policy with `takes_corrections = True`, `instruction` (the text it
     acts on) and `set_instruction(text)` is set by its robot's worker to the console's newest
@@ -108,12 +110,9 @@ def _act(config: PolicyConfig) -> Any:
 
 
 def _flow(config: PolicyConfig) -> Any:
-    from algorithms.flow_policy import FlowPolicy, FlowPolicyConfig
+    from algorithms.flow_policy import FlowPolicy, flow_config
 
-    return FlowPolicy(FlowPolicyConfig(
-        obs_dim=config.obs_dim, action_dim=config.action_dim, horizon=config.horizon,
-        hidden=config.hidden, layers=config.layers, init_std=config.init_std,
-        learn_std=config.learn_std, **config.params))
+    return FlowPolicy(flow_config(config))
 
 
 # the kinds of `algorithms.policy.BUILTIN_KINDS`, which PolicyConfig checks without importing this

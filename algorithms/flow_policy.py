@@ -24,11 +24,15 @@ Example:
     logp = policy.log_prob(rows, chunks, aux={"path": paths})   # [B]; equals act's logp
     loss = policy.bc_loss(rows, chunks, generator)   # flow matching, what `fleet pretrain` fits
     critic = policy.make_critic()                    # PPO's value MLP; robots never run one
+    pi = policy.mean_chunk(rows)                     # [B, H * A], differentiable: TD's actor
+    chunks, logp, aux = policy.act_batch(rows)       # many robots at once (inference server)
 
 Deterministic acting (held-out evaluation) starts from x_0 = 0 and adds no noise. With a
 trained velocity field the last step lands the chain on the predicted chunk whatever the
 earlier noise, so the chunk's spread is about `sigma_{K-1}`, as a Gaussian chunk policy's is
-its std. An operator-chosen call (PPO's BC term) is scored with the sampled call's path and the
+its std. That deterministic chain is also `mean_chunk`, with gradients through its K Euler
+steps: the reparameterised π(s) an off-policy actor maximises Q of (`algorithms.td`).
+An operator-chosen call (PPO's BC term) is scored with the sampled call's path and the
 executed chunk as its end: the likelihood that the last step lands there.
 """
 
@@ -37,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,6 +73,33 @@ class FlowPolicyConfig:
         if not 0 < self.min_std <= self.init_std <= self.max_std:
             raise ValueError("flow policy: need 0 < min_std <= init_std <= max_std, got "
                              f"{self.min_std}, {self.init_std}, {self.max_std}")
+
+
+PARAMS = {"steps": int, "min_std": float, "max_std": float}  # what `policy.params` may set
+
+
+def flow_config(policy: Any) -> FlowPolicyConfig:
+    """A `PolicyConfig` of `kind=flow` as the flow policy's config: `policy.params` checked
+    (known keys, types, ranges), each error naming its key; run at config load."""
+    params = dict(policy.params)
+    for key, value in params.items():
+        kind = PARAMS.get(key)
+        if kind is None:
+            raise ValueError(f"policy.params.{key}: policy.kind=flow takes params "
+                             f"{', '.join(PARAMS)}")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or (kind is int and not isinstance(value, int)):
+            raise ValueError(f"policy.params.{key} must be {kind.__name__}, got {value!r}")
+        params[key] = kind(value)
+    if params.get("steps", 1) < 1:
+        raise ValueError(f"policy.params.steps must be >= 1, got {params['steps']}")
+    try:
+        return FlowPolicyConfig(
+            obs_dim=policy.obs_dim, action_dim=policy.action_dim, horizon=policy.horizon,
+            hidden=policy.hidden, layers=policy.layers, init_std=policy.init_std,
+            learn_std=policy.learn_std, **params)
+    except ValueError as e:
+        raise ValueError(f"policy.init_std and policy.params: {e}") from e
 
 
 class FlowPolicy(nn.Module):
@@ -161,6 +193,16 @@ class FlowPolicy(nn.Module):
 
     # -- acting ---------------------------------------------------------------------------------
 
+    def mean_chunk(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [B, D] -> the deterministic chunk [B, H * A] (x_0 = 0, no noise), differentiable
+        through the K Euler steps."""
+        b, k = len(obs), self.config.steps
+        cond = self._norm(obs)
+        x = torch.zeros(b, self.size, device=obs.device)
+        for i in range(k):
+            x = x + self.velocity(cond, x, torch.full((b, 1), i / k, device=obs.device)) / k
+        return x
+
     @torch.no_grad()
     def sample(self, obs: torch.Tensor, deterministic: bool = False,
                generator: torch.Generator | None = None
@@ -196,6 +238,15 @@ class FlowPolicy(nn.Module):
         chunk, logp, path = self.sample(x, deterministic, generator)
         return (chunk[0].cpu().numpy().astype(np.float32), float(logp[0]),
                 {"path": path[0].cpu().numpy().astype(np.float32)})
+
+    @torch.no_grad()
+    def act_batch(self, rows: torch.Tensor, deterministic: bool = False,
+                  generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """rows [B, D] -> (chunks [B, H, A], log-probs [B], {"path": [B, K, H, A]}): many
+        robots' calls in one pass (the inference server's call)."""
+        chunks, logp, path = self.sample(rows.to(self.obs_mean.device), deterministic, generator)
+        return chunks, logp, {"path": path}
 
     def policy_state(self) -> dict[str, np.ndarray]:
         """Weights as flat numpy arrays: what robots load and what crosses process boundaries."""

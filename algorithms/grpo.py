@@ -20,6 +20,9 @@ Deviations and choices:
 - The clipped surrogate is decoupled like `algorithms.ppo` (proximal = weights when the batch
   was formed; behaviour = the robot's). The KL to the frozen reference (k3 estimator) is off by
   default (`kl_coef` 0, as DAPO and SimpleVLA-RL); `kl_ref` is logged either way as the drift.
+- A policy with per-call data (`aux_spec`, e.g. the flow policy's denoising path) gets each
+  call's `aux` from the record back in every `log_prob`, its reference's too
+  (`algorithms.call_data`); `is_weight` (behaviour -> proximal) is 1 on fresh data.
 
 Example:
 
@@ -38,6 +41,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from algorithms.call_data import aux_rows, aux_spec, log_prob
 from algorithms.policy import ChunkPolicy, input_keys, policy_input
 from algorithms.ppo import PPOBatch
 from buffers.feed import DataNeeds
@@ -106,7 +110,7 @@ class GRPO:
                                     lr=config.lr)
         # informative groups held until there are `min_groups` (rows of each, on the current
         # weights: nothing updates the policy while they wait), and the groups seen meanwhile
-        self._held: list[tuple[torch.Tensor, ...]] = []
+        self._held: list[tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor] | None]] = []
         self._seen = 0
         self._ready: dict[str, float] = {}
 
@@ -131,6 +135,7 @@ class GRPO:
             if not kept[g]:
                 continue
             obs, acts, blogp, advs, weights = [], [], [], [], []
+            rows = [c for episode in group for c in episode]  # in the order of the rows
             for e, episode in enumerate(group):
                 calls = sum(c.num_calls for c in episode)
                 for c in episode:
@@ -140,16 +145,19 @@ class GRPO:
                     blogp.append(torch.tensor(c.logp, device=device))
                     advs.append(torch.full((c.num_calls,), float(adv[g, e]), device=device))
                     weights.append(torch.full((c.num_calls,), 1.0 / calls, device=device))
-            self._held.append(tuple(torch.cat(x) for x in (obs, acts, blogp, advs, weights)))
+            self._held.append((tuple(torch.cat(x) for x in (obs, acts, blogp, advs, weights)),
+                               aux_rows(rows, aux_spec(self.policy), device)))
         if len(self._held) < self.config.min_groups:
             return self._empty(device)
-        o, a, b, adv_t, w = (torch.cat(x) for x in zip(*self._held, strict=True))
+        o, a, b, adv_t, w = (torch.cat(x) for x in zip(*(t for t, _ in self._held), strict=True))
+        auxes = [x for _, x in self._held if x is not None]
+        aux = {k: torch.cat([x[k] for x in auxes]) for k in auxes[0]} if auxes else None
         self._ready = {"groups_used": float(len(self._held)),
                        "informative_share": len(self._held) / max(self._seen, 1)}
         self._held, self._seen = [], 0
-        return PPOBatch(obs=o, chunk=a, behaviour_logp=b, prox_logp=self.policy.log_prob(o, a),
-                        advantage=adv_t, value_target=torch.zeros(len(o), device=device),
-                        weight=w)
+        return PPOBatch(obs=o, chunk=a, behaviour_logp=b,
+                        prox_logp=log_prob(self.policy, o, a, aux), advantage=adv_t,
+                        value_target=torch.zeros(len(o), device=device), weight=w, aux=aux)
 
     def _empty(self, device: torch.device) -> PPOBatch:
         empty = torch.zeros(0, device=device)
@@ -172,13 +180,14 @@ class GRPO:
         for _ in range(cfg.epochs):
             order = torch.randperm(len(batch), generator=gen).to(batch.obs.device)
             for idx in order.split(cfg.minibatch):
-                logp = self.policy.log_prob(batch.obs[idx], batch.chunk[idx])
+                logp = log_prob(self.policy, batch.obs[idx], batch.chunk[idx], batch.aux, idx)
                 weight = None if batch.weight is None else batch.weight[idx]
                 surrogate = grpo_policy_loss(logp, batch.prox_logp[idx],
                                              batch.behaviour_logp[idx], batch.advantage[idx],
                                              cfg.clip_low, cfg.clip_high, cfg.is_clip, weight)
                 with torch.no_grad():
-                    ref = self.reference.log_prob(batch.obs[idx], batch.chunk[idx])
+                    ref = log_prob(self.reference, batch.obs[idx], batch.chunk[idx], batch.aux,
+                                   idx)
                 kl = k3_kl(logp, ref)
                 loss = surrogate + cfg.kl_coef * kl if cfg.kl_coef > 0 else surrogate
                 self.opt.zero_grad()
@@ -191,6 +200,8 @@ class GRPO:
                 stats["clip_frac"].append(((ratio < 1 - cfg.clip_low) | (ratio > 1 + cfg.clip_high))
                                           .float().mean().item())
         out = {k: float(np.mean(v)) for k, v in stats.items()}
+        out["is_weight"] = float((batch.prox_logp - batch.behaviour_logp).exp()
+                                 .clamp(max=cfg.is_clip).mean())
         out.update(self._ready)
         self._ready = {}
         return out

@@ -39,6 +39,14 @@ Deviations from the published recipes (and why):
   phase alone taking the push-v3 base from 62% to 32%).
 - Sequences crossing an episode end are kept with a correct shorter backup; Q-chunking instead
   drops them from the critic loss (its flat buffer cannot tell the next episode's actions apart).
+- Rows are the policy's input rows (`policy_input(obs, input_keys(config))`, as PPO's): with a
+  camera policy (`policy=chunk_cnn`, `act_cnn`) they carry the pixels, and the critic encodes
+  each camera with one spatial-softmax CNN shared by the ensemble members (as image RLPD /
+  HIL-SERL share the encoder). Replayed as float32: about 2 × 110 KB per row at 96×96, so
+  `td.capacity` is bounded by the config for camera policies (`replay_row_bytes`).
+- π(s) is the policy's `mean_chunk`, differentiated through: for the flow policy
+  (`policy=flow`) that is its deterministic K-step Euler chain, reparameterised as TD3's
+  deterministic actor is; the noisy chain and its log-probability are not used.
 
 Example:
 
@@ -55,14 +63,15 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.policy import ChunkPolicy
+from algorithms.backbones import KeypointEncoder
+from algorithms.policy import ChunkPolicy, input_keys, policy_input
 from algorithms.returns import chunk_rewards
 from buffers.feed import DataNeeds
 from buffers.rate import StepRatio
@@ -116,6 +125,21 @@ class TDConfig:
             raise ValueError("td.rate_limit needs td.updates_per_step > 0")
 
 
+REPLAY_BUDGET = 32 * 2**30  # bytes both replays may hold at capacity (the config refuses more)
+
+
+def replay_row_bytes(policy: Any) -> int:
+    """Bytes one replayed row holds for a policy config (obs and next_obs rows as float32,
+    the chunk and the rest beside them): what `td.capacity` multiplies, in each of the two
+    replays."""
+    size = getattr(policy, "image_size", 96)
+    cameras = [k for k in input_keys(policy) if k != getattr(policy, "mask_key", "")]
+    width = policy.obs_dim + (policy.action_dim if getattr(policy, "mask_key", "") else 0) \
+        + len(cameras) * size * size * 3
+    chunk = policy.horizon * policy.action_dim
+    return 4 * (2 * width + chunk + 2 * policy.horizon + 3)
+
+
 @dataclasses.dataclass(frozen=True)
 class Transitions:
     """One row per sequence start: obs [N, D], chunk [N, H*A] (the executed actions, padded
@@ -143,16 +167,17 @@ class Transitions:
                              for f in dataclasses.fields(Transitions)))
 
 
-def chunk_transitions(chunk: RolloutChunk, reward: np.ndarray,
-                      gamma: float) -> dict[str, np.ndarray]:
-    """One row per policy call (`starts="call"`), as numpy columns (see `Transitions`).
+def chunk_transitions(chunk: RolloutChunk, reward: np.ndarray, gamma: float,
+                      keys: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """One row per policy call (`starts="call"`), as numpy columns (see `Transitions`); obs
+    rows are the state and then each of `keys` flattened (`algorithms.policy.policy_input`).
 
     Call k starts at step kH and bootstraps from obs[min((k+1)H, T)]; only the last call of a
     chunk that ends an episode in a terminal state gets discount 0. A short last call keeps the
     policy's unexecuted tail as its chunk (valid 0 there).
     """
     calls, horizon, steps = chunk.num_calls, chunk.horizon, chunk.num_steps
-    state = chunk.obs["state"].astype(np.float32)
+    state = policy_input(chunk.obs, keys).numpy()
     r, disc = chunk_rewards(reward, horizon, gamma)
     if chunk.episode_end is not None and chunk.episode_end.terminal:
         disc[-1] = 0.0
@@ -171,8 +196,9 @@ def chunk_transitions(chunk: RolloutChunk, reward: np.ndarray,
 
 @dataclasses.dataclass
 class Segment:
-    """Consecutive steps of one episode: state [T+1, D], action [T, A], reward [T],
-    intervened [T]; `end` is None (the episode goes on), "terminal" or "truncated"."""
+    """Consecutive steps of one episode: state [T+1, D] (the policy's input rows), action
+    [T, A], reward [T], intervened [T]; `end` is None (the episode goes on), "terminal" or
+    "truncated"."""
 
     state: np.ndarray
     action: np.ndarray
@@ -221,10 +247,10 @@ def step_transitions(seg: Segment, horizon: int,
     return rows, ready
 
 
-def _segment(chunk: RolloutChunk, reward: np.ndarray) -> Segment:
+def _segment(chunk: RolloutChunk, reward: np.ndarray, keys: Sequence[str] = ()) -> Segment:
     end = None if chunk.episode_end is None else (
         "terminal" if chunk.episode_end.terminal else "truncated")
-    return Segment(chunk.obs["state"].astype(np.float32), chunk.action.astype(np.float32),
+    return Segment(policy_input(chunk.obs, keys).numpy(), chunk.action.astype(np.float32),
                    np.asarray(reward, np.float32), np.asarray(chunk.intervened, bool), end)
 
 
@@ -242,13 +268,18 @@ class EnsembleLinear(nn.Module):
 
 
 class Critic(nn.Module):
-    """An ensemble of E MLPs Q_j(s, chunk): obs [B, D], chunk [B, H*A] -> [E, B]. Each hidden
-    layer is linear → LayerNorm (own gain and shift per member) → ReLU, as RLPD's critic."""
+    """An ensemble of E MLPs Q_j(s, chunk): obs [B, D] (normalised state, then `cameras`
+    frames' pixels of `image_size`² × 3 each), chunk [B, H*A] -> [E, B]. Each hidden layer is
+    linear → LayerNorm (own gain and shift per member) → ReLU, as RLPD's critic; each camera
+    goes through one `KeypointEncoder` shared by the members."""
 
-    def __init__(self, inp: int, config: TDConfig) -> None:
+    def __init__(self, obs_dim: int, chunk_dim: int, config: TDConfig, cameras: int = 0,
+                 image_size: int = 96, features: int = 64) -> None:
         super().__init__()
         e, h = config.ensemble, config.hidden
-        dims = [inp] + [h] * config.layers
+        self.state_dim, self.size = obs_dim, image_size
+        self.encoders = nn.ModuleList(KeypointEncoder(features) for _ in range(cameras))
+        dims = [obs_dim + cameras * features + chunk_dim] + [h] * config.layers
         self.layers = nn.ModuleList(EnsembleLinear(e, a, b) for a, b in itertools.pairwise(dims))
         self.gains = nn.ParameterList(nn.Parameter(torch.ones(e, 1, h)) for _ in self.layers)
         self.shifts = nn.ParameterList(nn.Parameter(torch.zeros(e, 1, h)) for _ in self.layers)
@@ -256,7 +287,12 @@ class Critic(nn.Module):
         self.members, self.layer_norm = e, config.layer_norm
 
     def forward(self, obs_normed: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([obs_normed, chunk], dim=-1).unsqueeze(0).expand(self.members, -1, -1)
+        d, pixels, b = self.state_dim, self.size * self.size * 3, len(obs_normed)
+        features = [enc(obs_normed[:, d + i * pixels:d + (i + 1) * pixels]
+                        .reshape(b, self.size, self.size, 3))
+                    for i, enc in enumerate(self.encoders)]
+        x = torch.cat([obs_normed[:, :d], *features, chunk], dim=-1)
+        x = x.unsqueeze(0).expand(self.members, -1, -1)
         for layer, gain, shift in zip(self.layers, self.gains, self.shifts, strict=True):
             x = layer(x)
             if self.layer_norm:
@@ -309,7 +345,10 @@ class TD:
         self.policy, self.config = policy, config
         device = policy.obs_mean.device
         pc = policy.config
-        self.critic = Critic(pc.obs_dim + pc.horizon * pc.action_dim, config).to(device)
+        self.keys = input_keys(pc)  # the observations besides the state in each row
+        cameras = [k for k in self.keys if k != getattr(pc, "mask_key", "")]
+        self.critic = Critic(pc.obs_dim, pc.horizon * pc.action_dim, config, len(cameras),
+                             getattr(pc, "image_size", 96)).to(device)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
         self.base = copy.deepcopy(policy).requires_grad_(False)  # bc="base": the frozen start
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
@@ -323,7 +362,7 @@ class TD:
 
     def q(self, obs: torch.Tensor, chunk: torch.Tensor, target: bool = False) -> torch.Tensor:
         """obs [B, D], chunk [B, H*A] -> Q [E, B] of the (target) ensemble."""
-        return (self.target if target else self.critic)(self.policy._norm(obs), chunk)
+        return (self.target if target else self.critic)(self.policy.critic_input(obs), chunk)
 
     @torch.no_grad()
     def prepare(self, chunks: Sequence[RolloutChunk],
@@ -333,7 +372,7 @@ class TD:
         `chunk_seq`); a gap in `chunk_seq` drops the waiting starts."""
         cfg = self.config
         if cfg.starts == "call":
-            cols = [chunk_transitions(c, r, cfg.gamma)
+            cols = [chunk_transitions(c, r, cfg.gamma, self.keys)
                     for c, r in zip(chunks, rewards, strict=True)]
         else:
             cols = [self._step_rows(c, r) for c, r in zip(chunks, rewards, strict=True)]
@@ -344,7 +383,7 @@ class TD:
 
     def _step_rows(self, chunk: RolloutChunk, reward: np.ndarray) -> dict[str, np.ndarray]:
         key = (chunk.robot_id, chunk.episode_id)
-        seg = _segment(chunk, reward)
+        seg = _segment(chunk, reward, self.keys)
         waiting = self._open.pop(key, None)
         if waiting is not None and waiting[0] == chunk.chunk_seq - 1:
             seg = waiting[1].then(seg)

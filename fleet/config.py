@@ -28,7 +28,9 @@ from actors.robots.base import RobotConfig
 from actors.robots.metaworld import MetaWorldConfig
 from algorithms import AlgorithmConfig
 from algorithms.bc import BCConfig
-from algorithms.policy import PolicyConfig, input_keys
+from algorithms.flow_policy import flow_config
+from algorithms.policy import PolicyConfig
+from algorithms.td import REPLAY_BUDGET, replay_row_bytes
 from buffers.store import BufferConfig
 from fleet.console.server import ConsoleConfig
 from learner.loop import LearnerConfig
@@ -182,18 +184,19 @@ class Config:
         if self.operator.simulated and not self.robot.has_expert:
             raise ValueError(f"operator.simulated needs a scripted expert, which "
                              f"robot.kind={self.robot.kind} has not")
-        cameras = [k for k in input_keys(self.policy) if k != self.policy.mask_key]
-        if self.algorithm.name == "td" and cameras:
-            raise ValueError(f"algorithm=td learns from obs['state'] only: a policy that sees "
-                             f"{cameras[0]!r} needs algorithm=ppo, grpo or dpo")
-        if self.policy.kind == "flow" and (self.algorithm.name != "ppo"
-                                           or self.fleet.inference != "local"):
-            raise ValueError("policy.kind=flow needs algorithm=ppo and fleet.inference=local: "
-                             "only they hand each call's denoising path (aux) back")
-        if self.policy.kind == "hf" and (self.algorithm.name != "ppo"
-                                         or self.fleet.inference != "local"):
-            raise ValueError("policy.kind=hf needs algorithm=ppo and fleet.inference=local: "
-                             "only they hand each call's recorded instruction (aux) back")
+        if self.policy.kind == "flow":  # its params, so a bad one stops the run before demos
+            flow_config(self.policy)
+        if self.algorithm.name == "td":  # its replays hold the policy's input rows (pixels too)
+            row, capacity = replay_row_bytes(self.policy), self.algorithm.td.capacity
+            if 2 * capacity * row > REPLAY_BUDGET:
+                raise ValueError(f"algorithm.td.capacity={capacity}: two replays of rows of "
+                                 f"{row // 1024} KB (the policy's input rows, cameras included) "
+                                 f"would hold {2 * capacity * row / 2**30:.0f} GiB, over "
+                                 f"{REPLAY_BUDGET // 2**30} GiB: set algorithm.td.capacity <= "
+                                 f"{REPLAY_BUDGET // (2 * row)}")
+        if self.policy.kind == "hf" and self.algorithm.name == "td":
+            raise ValueError("policy.kind=hf has no mean_chunk (a differentiable action for TD's "
+                             "actor): use algorithm=ppo, grpo or dpo")
 
 
 def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "",

@@ -154,10 +154,13 @@ def test_td_post_trains_act_with_its_actor_after_warm_up(tmp_path):
     run.close()
 
 
-def test_td_with_a_camera_policy_is_refused_at_config_time():
-    with pytest.raises(ConfigError, match=r"algorithm=td.*'pixels'"):
+def test_td_with_a_camera_policy_is_configured_with_a_bounded_replay():
+    """TD builds camera rows (tests/test_td_camera.py); only a replay too large is refused."""
+    with pytest.raises(ConfigError, match=r"algorithm\.td\.capacity"):
         load_config(["robot=pusht", "policy=act_cnn", "algorithm=td"])
-    assert load_config(["policy=act_cnn"]).policy.kind == "act"
+    cfg = load_config(["robot=pusht", "policy=act_cnn", "algorithm=td",
+                       "algorithm.td.capacity=20000"])
+    assert cfg.policy.kind == "act" and cfg.algorithm.name == "td"
 
 
 def _stub_dataset(folder, episodes=6):
@@ -219,7 +222,7 @@ def test_the_inference_server_answers_act_as_the_policy_does():
     rng = np.random.default_rng(5)
     policy = act_policy()
     rows = rng.normal(size=(6, 4)).astype(np.float32)
-    chunks, logp = batched_act(policy, rows, deterministic=True)
+    chunks, logp, _ = batched_act(policy, rows, deterministic=True)
     assert chunks.shape == (6, 3, 2) and logp.shape == (6,)
     for i in range(6):
         chunk, lp = policy.act(rows[i], deterministic=True)
@@ -227,7 +230,7 @@ def test_the_inference_server_answers_act_as_the_policy_does():
         assert lp == pytest.approx(float(logp[i]), abs=1e-4)
     seen = act_policy(image_key="pixels", image_size=24)
     obs = [{"state": rows[i], "pixels": frames(rng, 1)[0]} for i in range(3)]
-    chunks, _ = batched_act(seen, obs, deterministic=True)
+    chunks, _, _ = batched_act(seen, obs, deterministic=True)
     for i in range(3):
         np.testing.assert_allclose(chunks[i], seen.act(obs[i], deterministic=True)[0],
                                    rtol=1e-5, atol=1e-6)

@@ -13,23 +13,29 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actors.robots.base import Feedback
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms import AlgorithmConfig
 from algorithms.bc import BCConfig, train_bc
 from algorithms.call_data import aux_rows, aux_spec, log_prob
+from algorithms.dpo import DPO, DPOConfig
 from algorithms.factory import make_policy
 from algorithms.flow_policy import FlowPolicy
+from algorithms.grpo import GRPO, GRPOConfig
 from algorithms.policy import PolicyConfig, policy_input
 from algorithms.ppo import PPOConfig
+from algorithms.td import TD, TDConfig
 from buffers.check import check_record
 from buffers.codec import RecordError, decode_chunk, encode_chunk
 from buffers.records import EpisodeEnd
+from buffers.store import ReplayBuffer
 from fleet.run.serial import SerialRun
 from learner.build import LearnerParts
-from learner.loop import LearnerConfig
+from learner.loop import Learner, LearnerConfig
 from rewards.base import RewardConfig
+from rewards.env import EnvReward
 from tests.chunks import make_chunk
-from tests.fakes import FakeRobot
+from tests.fakes import FakeRobot, ListWeights
 from tests.test_decoder_fuzz import assert_same_verdict, keys, trees
 
 
@@ -189,10 +195,124 @@ def test_ppo_post_trains_the_flow_policy_end_to_end(tmp_path):
     run.close()
 
 
-def test_config_refuses_flow_where_aux_is_not_handed_back():
-    from fleet.config import ConfigError, load_config
+class _Coin(FakeRobot):
+    """Success when the first coordinate has grown after two steps: about half the episodes,
+    so DPO's groups hold pairs."""
 
-    assert load_config(["policy=flow"]).policy.kind == "flow"
-    for override in ("algorithm=grpo", "fleet.inference=server"):
-        with pytest.raises(ConfigError, match=r"policy\.kind=flow"):
-            load_config(["policy=flow", override])
+    def reset(self, seed: int | None = None):
+        obs = super().reset(seed)
+        self.start = float(self.x[0])
+        return obs
+
+    def send_action(self, action: np.ndarray) -> Feedback:
+        fb = super().send_action(action)
+        won = self.steps >= 2 and float(self.x[0]) > self.start
+        return Feedback(fb.reward, won, fb.truncated and not won)
+
+
+def group_records(policy: FlowPolicy, groups: int, size: int) -> list[bytes]:
+    """Records of `groups` groups of `size` episodes (one start state each), as a robot streams
+    them: its `act` answers carry each call's denoising path."""
+    out = _Records()
+    worker = RobotWorker(_Coin(max_steps=6), policy, out, _NoWeights(),
+                         WorkerConfig(horizon=2, calls_per_chunk=2))
+    for g in range(groups):
+        for _ in range(size):
+            worker.run_episode(g, group=f"fake-0/{g}")
+    return out.records
+
+
+def test_grpo_hands_the_path_back_and_trains_the_flow_policy(tmp_path):
+    """Through the real buffer and learner: the proximal log-probs GRPO computes from the
+    stored paths equal the robot's (importance weight 1), and the update moves the weights."""
+    policy = small_flow(steps=3)
+    records = group_records(policy, groups=2, size=4)
+    grpo = GRPO(policy, GRPOConfig(group_size=4, min_groups=1, minibatch=16, lr=1e-3, epochs=2))
+    chunks = [decode_chunk(r) for r in records]
+    batch = grpo.prepare(chunks, [c.reward for c in chunks])
+    assert len(batch) > 0 and batch.aux is not None
+    np.testing.assert_allclose(batch.prox_logp.numpy(), batch.behaviour_logp.numpy(),
+                               rtol=1e-4, atol=1e-3)
+    before = {k: v.copy() for k, v in policy.policy_state().items()}
+    with ReplayBuffer(tmp_path / "buf") as buf:
+        learner = Learner(policy, GRPO(policy, GRPOConfig(group_size=4, min_groups=1,
+                                                          minibatch=16, lr=1e-3, epochs=2)),
+                          EnvReward(), buf, ListWeights(),
+                          LearnerConfig(batch_calls=1, max_wait_s=0.5), tmp_path / "ckpt")
+        buf.insert(records)
+        m = learner.step()
+    assert learner.updates == 1 and m["is_weight"] == pytest.approx(1.0, abs=1e-3)
+    assert np.isfinite(m["policy_loss"]) and m["kl_ref"] >= 0
+    after = policy.policy_state()
+    assert any(not np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_dpo_hands_the_path_back_and_trains_the_flow_policy():
+    """DPO's per-call log-probs of the preference set, from the stored paths, equal the robot's;
+    the round trains (the margin grows from 0: the reference is the policy that acted)."""
+    policy = small_flow(steps=3)
+    chunks = [decode_chunk(r) for r in group_records(policy, groups=6, size=4)]
+    dpo = DPO(policy, DPOConfig(group_size=4, set_pairs=4, held_out_every=0, lr=1e-3,
+                                epochs=4))
+    batch = dpo.prepare(chunks, [c.reward for c in chunks])
+    assert len(batch.pairs) >= 4 and batch.aux is not None
+    by_episode: dict[str, list] = {}
+    for c in chunks:
+        by_episode.setdefault(c.episode_id, []).append(c)
+    recorded = {e: np.concatenate([c.logp for c in sorted(cs, key=lambda c: c.chunk_seq)])
+                for e, cs in by_episode.items()}
+    with torch.no_grad():
+        rows = log_prob(policy, batch.obs, batch.chunk, batch.aux).numpy()
+    # every row's log-prob is one the robot recorded, in the set's order of episodes
+    episodes = batch.episode.numpy()
+    got = [rows[episodes == e] for e in range(len(batch.ref_logp))]
+    assert all(any(len(g) == len(r) and np.allclose(g, r, rtol=1e-4, atol=1e-3)
+                   for r in recorded.values()) for g in got)
+    m = dpo.update(batch)
+    assert np.isfinite(m["dpo_loss"]) and m["margin_gain"] > 0
+
+
+def test_td_trains_the_flow_policys_actor_through_its_euler_steps():
+    """TD's π(s) is the flow's deterministic chain (`mean_chunk`): what deterministic `act`
+    returns, and differentiable, so the actor step moves the velocity field."""
+    policy = small_flow(steps=3)
+    obs = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    pi = policy.mean_chunk(torch.from_numpy(obs))
+    assert pi.requires_grad
+    np.testing.assert_allclose(pi.detach().numpy().reshape(4, 2, 2),
+                               np.stack([policy.act(o, deterministic=True)[0] for o in obs]),
+                               rtol=1e-5, atol=1e-6)
+    chunks = [decode_chunk(r) for r in group_records(policy, groups=4, size=2)]
+    td = TD(policy, TDConfig(ensemble=2, minibatch=32, updates_per_step=1.0,
+                             actor_warmup_steps=0, hidden=32))
+    before = {k: v.copy() for k, v in policy.policy_state().items()}
+    m = td.update(td.prepare(chunks, [c.reward for c in chunks]))
+    assert m["actor_trained"] == 1.0 and np.isfinite(m["actor_loss"])
+    after = policy.policy_state()
+    assert any(not np.array_equal(before[k], after[k]) for k in before if k.startswith("actor"))
+
+
+def test_config_takes_flow_with_every_algorithm_and_the_inference_server():
+    from fleet.config import load_config
+
+    for override in ("algorithm=ppo", "algorithm=grpo", "algorithm=dpo", "algorithm=td",
+                     "fleet.inference=server"):
+        assert load_config(["policy=flow", override]).policy.kind == "flow"
+
+
+@pytest.mark.parametrize("override,words", [
+    ("policy.params.stepz=3", r"policy\.params\.stepz: policy\.kind=flow takes params steps"),
+    ("policy.params.steps=0", r"policy\.params\.steps must be >= 1"),
+    ("policy.params.steps=2.5", r"policy\.params\.steps must be int"),
+    ("policy.params.min_std=0.5", r"min_std <= init_std"),
+])
+def test_bad_flow_params_stop_the_run_at_config_load(tmp_path, capsys, override, words):
+    """Exit 2 naming the key, before any demo is collected or run directory written."""
+    import re
+
+    from fleet.cli import main
+
+    assert main(["train", "policy=flow", override, f"run.dir={tmp_path}/runs",
+                 f"pretrain.cache_dir={tmp_path}/cache"]) == 2
+    assert re.search(words, " ".join(capsys.readouterr().out.split()))
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()

@@ -14,7 +14,7 @@ def _policy():
 def test_batched_equals_per_request_deterministic():
     p = _policy()
     obs = np.random.default_rng(0).standard_normal((5, 7)).astype(np.float32)
-    chunks, logp = batched_act(p, obs, deterministic=True)
+    chunks, logp, _ = batched_act(p, obs, deterministic=True)
     assert chunks.shape == (5, 8, 3) and logp.shape == (5,)
     for i in range(5):
         c, lp = p.act(obs[i], deterministic=True)
@@ -25,7 +25,7 @@ def test_batched_equals_per_request_deterministic():
 def test_batched_sample_logp_matches_policy_log_prob():
     p = _policy()
     obs = np.random.default_rng(1).standard_normal((4, 7)).astype(np.float32)
-    chunks, logp = batched_act(p, obs, generator=torch.Generator().manual_seed(3))
+    chunks, logp, _ = batched_act(p, obs, generator=torch.Generator().manual_seed(3))
     ref = p.log_prob(torch.from_numpy(obs), torch.from_numpy(chunks)).detach().numpy()
     np.testing.assert_allclose(logp, ref, rtol=1e-4, atol=1e-3)
     assert not np.allclose(chunks, batched_act(p, obs, deterministic=True)[0])
@@ -85,3 +85,35 @@ def test_server_adopts_hub_weights_and_reports_versions(local_ray):
     assert remote.poll(3) == (7, {}) and remote.poll(7) is None
     stats = local_ray.get(server.stats.remote())
     assert stats["policy_version"] == 7 and stats["adopted"] == 1
+
+
+def test_server_hands_the_flow_policys_path_to_the_robot_record(local_ray):
+    """`policy=flow` behind the server: each answer carries the call's denoising path, the robot
+    stores it in the rollout record, and the learner's log-prob from it is the recorded one."""
+    from actors.worker import RobotWorker, WorkerConfig
+    from algorithms.call_data import aux_rows, aux_spec, log_prob
+    from algorithms.factory import make_policy
+    from algorithms.policy import policy_input
+    from buffers.codec import decode_chunk
+    from fleet.remote.inference import RemotePolicy, inference_server
+    from tests.fakes import FakeRobot, ListOutbox
+
+    torch.manual_seed(0)
+    cfg = PolicyConfig(kind="flow", obs_dim=3, action_dim=2, horizon=2, hidden=16,
+                       params={"steps": 3})
+    flow = make_policy(cfg)
+    server = inference_server(cfg, max_batch=4, max_wait_s=0.01, state=flow.policy_state())
+    remote = RemotePolicy(server)
+    chunk, logp, aux = remote.act(np.zeros(3, np.float32))
+    assert chunk.shape == (2, 2) and aux["path"].shape == (3, 2, 2) and np.isfinite(logp)
+    out = ListOutbox()
+    worker = RobotWorker(FakeRobot(max_steps=6), remote, out, remote,
+                         WorkerConfig(horizon=2, calls_per_chunk=2))
+    worker.run_episode(0)
+    chunks = [decode_chunk(r) for r in out.records]
+    obs = torch.cat([policy_input(c.obs)[: c.num_steps: c.horizon] for c in chunks])
+    acts = torch.as_tensor(np.concatenate([c.policy_action for c in chunks]))
+    with torch.no_grad():
+        again = log_prob(flow, obs, acts, aux_rows(chunks, aux_spec(flow))).numpy()
+    np.testing.assert_allclose(again, np.concatenate([c.logp for c in chunks]),
+                               rtol=1e-4, atol=1e-3)

@@ -27,13 +27,13 @@ def test_the_token_policy_decodes_a_batch_as_it_decodes_each_call():
     torch.manual_seed(0)
     policy = make_policy(TOKEN)
     obs = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)
-    chunks, logp = batched_act(policy, obs, deterministic=True)
+    chunks, logp, _ = batched_act(policy, obs, deterministic=True)
     assert chunks.shape == (6, 3, 2) and logp.shape == (6,)
     for i in range(6):
         c, lp = policy.act(obs[i], deterministic=True)
         np.testing.assert_array_equal(chunks[i], c)
         assert lp == pytest.approx(float(logp[i]), abs=1e-4)
-    chunks, logp = batched_act(policy, obs, generator=torch.Generator().manual_seed(1))
+    chunks, logp, _ = batched_act(policy, obs, generator=torch.Generator().manual_seed(1))
     ref = policy.log_prob(torch.from_numpy(obs), torch.from_numpy(chunks))
     np.testing.assert_allclose(logp, ref.detach().numpy(), rtol=1e-4, atol=1e-4)  # behaviour
 
@@ -46,7 +46,7 @@ def test_an_image_policy_is_served_its_observation_dicts():
     rng = np.random.default_rng(0)
     obs = [{"state": rng.standard_normal(2).astype(np.float32),
             "pixels": rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)} for _ in range(3)]
-    chunks, _ = batched_act(policy, obs, deterministic=True)
+    chunks, _, _ = batched_act(policy, obs, deterministic=True)
     for i in range(3):
         np.testing.assert_allclose(chunks[i], policy.act(obs[i], deterministic=True)[0],
                                    rtol=1e-5, atol=1e-6)

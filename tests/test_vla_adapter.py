@@ -18,11 +18,13 @@ from actors.worker import RobotWorker, WorkerConfig
 from algorithms import AlgorithmConfig
 from algorithms.call_data import aux_rows, aux_spec, log_prob
 from algorithms.factory import make_policy
+from algorithms.grpo import GRPO, GRPOConfig
 from algorithms.hf_adapter import HFVLAPolicy
 from algorithms.policy import PolicyConfig, input_keys, policy_input
 from algorithms.ppo import PPOConfig
 from bench.vla_decode import build_tiny_vlm
 from buffers.codec import decode_chunk
+from fleet.remote.inference import batched_act
 from fleet.run.serial import SerialRun
 from learner.build import LearnerParts
 from learner.loop import LearnerConfig
@@ -119,7 +121,7 @@ def test_a_console_correction_is_acted_on_and_the_learner_scores_with_the_record
 
     worker = RobotWorker(Corrected(PushTConfig("pusht", max_episode_steps=10)), policy, Outbox(),
                          NoWeights(), WorkerConfig(horizon=2, calls_per_chunk=2), control=control)
-    worker.run_episode(seed=0)
+    worker.run_episode(seed=0, group="pusht/0")
     chunks = [decode_chunk(r) for r in records]
     aux = aux_rows(chunks, aux_spec(policy))
     assert aux is not None
@@ -139,8 +141,18 @@ def test_a_console_correction_is_acted_on_and_the_learner_scores_with_the_record
     assert np.abs(current[:2] - behaviour[:2]).min() > 1e-3  # the current one is another's
     np.testing.assert_allclose(current[2:], behaviour[2:], atol=1e-4)
     worker.control = RobotControl(action_dim=2)  # a new episode has no correction
-    worker.run_episode(seed=1)
+    worker.run_episode(seed=1, group="pusht/0")  # another start: the group's returns differ
     assert policy.instruction == "push the T block home"
+    # GRPO hands the recorded instructions back too: its proximal log-probs are the robot's
+    both = [decode_chunk(r) for r in records]
+    batch = GRPO(policy, GRPOConfig(group_size=2, min_groups=1)).prepare(
+        both, [c.reward for c in both])
+    assert len(batch) == 10 and batch.aux is not None
+    np.testing.assert_allclose(batch.prox_logp.numpy(), batch.behaviour_logp.numpy(), atol=1e-4)
+    # and so does the inference server's answer (one `act` per request for this policy)
+    obs = [pusht().reset(seed=s) for s in (2, 3)]
+    _, logps, answered = batched_act(policy, obs)
+    assert answered["instruction"].shape == (2, 8) and np.isfinite(logps).all()
 
 
 def test_ppo_post_trains_the_vla_on_pusht_pixels(checkpoints, tmp_path):
@@ -183,6 +195,7 @@ def test_checkpoints_that_cannot_work_and_unsupported_combinations_are_refused(c
                        f"policy.path={checkpoints / 'nothing'}"])
     with pytest.raises(ConfigError, match=r"policy\.path=.*nothing.* is not a directory"):
         pretrained_base(cfg)  # before any demos are collected
-    for override in ("algorithm=grpo", "fleet.inference=server"):
-        with pytest.raises(ConfigError, match=r"policy\.kind=hf"):
-            load_config(["policy=hf", override])
+    for override in ("algorithm=grpo", "algorithm=dpo", "fleet.inference=server"):
+        assert load_config(["policy=hf", override]).policy.kind == "hf"  # they hand aux back
+    with pytest.raises(ConfigError, match=r"policy\.kind=hf has no mean_chunk"):
+        load_config(["policy=hf", "algorithm=td"])

@@ -2,12 +2,13 @@
 
 Example:
 
-    chunks, logp = batched_act(policy, np.stack([obs_a, obs_b]))   # [B, H, A], [B]
+    chunks, logp, aux = batched_act(policy, np.stack([obs_a, obs_b]))   # [B, H, A], [B], {}
 
 `batched_act` answers B robots' `act` requests with one forward pass (a state-only
 `ChunkPolicy`, or any policy with `act_batch`, such as the token policy), or one `act` per
 request for the rest (image policies, plug-ins); each row equals what `policy.act(obs_row)`
-returns (same mean, same log-prob of the sampled chunk), so every policy kind is served.
+returns (same mean, same log-prob of the sampled chunk, same per-call data `aux`: the flow
+policy's denoising path, `algorithms.call_data`), so every policy kind is served.
 `InferenceServer` (a Ray actor) gathers robots' requests for up to `max_wait_s` or until
 `max_batch`, answers them with one `batched_act`; `RemotePolicy` is the worker's `Policy` over
 it, and its `WeightSource` too.
@@ -31,18 +32,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from algorithms.call_data import split_act
 from algorithms.policy import ChunkPolicy
+
+Aux = dict[str, np.ndarray]  # per-call data of B calls: {name: [B, ...]} ({} for most policies)
 
 
 @torch.no_grad()
 def batched_act(policy: Any, obs: np.ndarray | list[Any], deterministic: bool = False,
                 generator: torch.Generator | None = None,
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """obs [B, D] (or B observation dicts) -> (chunks [B, H, A], log-probs [B]), answered the
-    fastest way the policy allows: its own `act_batch(obs [B, D], deterministic, generator)`
-    (the token policy decodes B robots at once), one forward pass of a state-only
-    `ChunkPolicy`, or else one `act` per row (any policy: an image policy, a plug-in). No
-    critic: robots act with the actor alone."""
+                ) -> tuple[np.ndarray, np.ndarray, Aux]:
+    """obs [B, D] (or B observation dicts) -> (chunks [B, H, A], log-probs [B], aux), answered
+    the fastest way the policy allows: its own `act_batch(obs [B, D], deterministic,
+    generator)` (the token policy decodes B robots at once; a policy with per-call data
+    returns it third, `{name: [B, ...]}`), one forward pass of a state-only `ChunkPolicy`, or
+    else one `act` per row (any policy: an image policy, a plug-in). No critic: robots act
+    with the actor alone."""
     if isinstance(obs, list):  # observation dicts
         return _per_row(policy, obs, deterministic)
     x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
@@ -50,9 +55,10 @@ def batched_act(policy: Any, obs: np.ndarray | list[Any], deterministic: bool = 
         raise ValueError(f"batched_act needs obs [B, D], got shape {tuple(x.shape)}")
     if type(policy) is not ChunkPolicy or policy.takes_obs_dict:
         if hasattr(policy, "act_batch"):
-            chunks, logp = policy.act_batch(x, deterministic, generator)
-            return (chunks.cpu().numpy().astype(np.float32),
-                    logp.cpu().numpy().astype(np.float32))
+            out = policy.act_batch(x, deterministic, generator)
+            aux = {k: v.cpu().numpy() for k, v in (out[2] if len(out) > 2 else {}).items()}
+            return (out[0].cpu().numpy().astype(np.float32),
+                    out[1].cpu().numpy().astype(np.float32), aux)
         return _per_row(policy, list(np.asarray(obs)), deterministic)
     device = policy.log_std.device  # a GPU server keeps its policy there
     x = x.to(device)
@@ -64,14 +70,16 @@ def batched_act(policy: Any, obs: np.ndarray | list[Any], deterministic: bool = 
         sample = mean + std * torch.randn(mean.shape, generator=generator).to(device)
     logp = torch.distributions.Normal(mean, std).log_prob(sample).sum(-1)
     chunks = sample.reshape(x.shape[0], policy.config.horizon, policy.config.action_dim)
-    return chunks.cpu().numpy().astype(np.float32), logp.cpu().numpy().astype(np.float32)
+    return chunks.cpu().numpy().astype(np.float32), logp.cpu().numpy().astype(np.float32), {}
 
 
-def _per_row(policy: Any, obs: list[Any], deterministic: bool) -> tuple[np.ndarray, np.ndarray]:
+def _per_row(policy: Any, obs: list[Any], deterministic: bool
+             ) -> tuple[np.ndarray, np.ndarray, Aux]:
     """One `policy.act` per observation: correct for every policy, batched for none."""
-    answers = [policy.act(o, deterministic=deterministic) for o in obs]
-    return (np.stack([np.asarray(c, np.float32) for c, _ in answers]),
-            np.array([lp for _, lp in answers], np.float32))
+    answers = [split_act(policy.act(o, deterministic=deterministic)) for o in obs]
+    return (np.stack([np.asarray(c, np.float32) for c, _, _ in answers]),
+            np.array([lp for _, lp, _ in answers], np.float32),
+            {k: np.stack([a[k] for _, _, a in answers]) for k in answers[0][2]})
 
 
 class InferenceServerImpl:
@@ -114,9 +122,9 @@ class InferenceServerImpl:
             self.policy_version = policy_version
 
     async def act(self, obs: np.ndarray | dict[str, np.ndarray], deterministic: bool = False
-                  ) -> tuple[np.ndarray, float, int]:
+                  ) -> tuple[np.ndarray, float, int, Aux]:
         """obs [D] (the observation dict for a policy that `takes_obs_dict`) -> (chunk [H, A],
-        log-prob, policy_version that answered)."""
+        log-prob, policy_version that answered, this call's per-call data {name: [...]})."""
         if self.hub is not None and self._watch is None:
             self._watch = asyncio.ensure_future(self._adopt_weights())
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -126,7 +134,7 @@ class InferenceServerImpl:
             self._run()
         elif self._flush is None:
             self._flush = asyncio.ensure_future(self._later())
-        result: tuple[np.ndarray, float, int] = await fut
+        result: tuple[np.ndarray, float, int, Aux] = await fut
         return result
 
     async def _adopt_weights(self) -> None:
@@ -160,11 +168,12 @@ class InferenceServerImpl:
             if not rows:
                 continue
             obs = [r[0] for r in rows]
-            chunks, logp = batched_act(
+            chunks, logp, aux = batched_act(
                 self.policy, obs if isinstance(obs[0], dict) else np.stack(obs), det)
             for i, (_, _, fut) in enumerate(rows):
                 if not fut.done():
-                    fut.set_result((chunks[i], float(logp[i]), self.policy_version))
+                    fut.set_result((chunks[i], float(logp[i]), self.policy_version,
+                                    {k: v[i] for k, v in aux.items()}))
 
     def stats(self) -> dict[str, float]:
         return {"batches": self.batches, "requests": self.requests,
@@ -196,13 +205,15 @@ class RemotePolicy:
         self.takes_obs_dict = takes_obs_dict  # send the whole observation (an image policy)
         self.adopt_latency_s = float("nan")  # the server's to measure (`stats`)
 
-    def act(self, obs: Any, deterministic: bool = False) -> tuple[np.ndarray, float]:
+    def act(self, obs: Any, deterministic: bool = False
+            ) -> tuple[np.ndarray, float] | tuple[np.ndarray, float, Aux]:
+        """(chunk, log-prob), or (chunk, log-prob, aux) for a policy with per-call data."""
         import ray
 
-        chunk, logp, version = ray.get(self.server.act.remote(obs, deterministic))
+        chunk, logp, version, aux = ray.get(self.server.act.remote(obs, deterministic))
         if version > self.policy_version:
             self.policy_version = version
-        return chunk, logp
+        return (chunk, logp, aux) if aux else (chunk, logp)
 
     def poll(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:
         if self.policy_version > have_version:
