@@ -62,6 +62,37 @@ def rows_of(policy, obs) -> torch.Tensor:
                         input_keys(policy.config))
 
 
+CORRECTION = "slow down and go right"
+
+
+class Corrected(PushTRobot):
+    """PushT (10 steps) whose operator says CORRECTION after the fourth step, as the console's
+    `say` does from its thread: with H = 2, from the third policy call on."""
+
+    def __init__(self, control: RobotControl) -> None:
+        super().__init__(PushTConfig("pusht", max_episode_steps=10))
+        self.control, self.steps = control, 0
+
+    def send_action(self, action):
+        self.steps += 1
+        if self.steps == 4:
+            self.control.command({"cmd": "say", "text": CORRECTION})
+        return super().send_action(action)
+
+
+class Outbox:
+    def __init__(self, records: list[bytes]) -> None:
+        self.records = records
+
+    def put(self, record: bytes) -> None:
+        self.records.append(record)
+
+
+class NoWeights:
+    def poll(self, have_version: int):
+        return None
+
+
 @pytest.mark.parametrize("image", [True, False])
 def test_acts_from_the_camera_and_the_instruction_through_the_models_own_processor(
         checkpoints, image):
@@ -98,38 +129,18 @@ def test_a_console_correction_is_acted_on_and_the_learner_scores_with_the_record
     policy holds at learning time would not give for the calls before the correction."""
     policy = vla(checkpoints)
     control = RobotControl(action_dim=2)
-    correction = "slow down and go right"
-
-    class Corrected(PushTRobot):
-        steps = 0
-
-        def send_action(self, action):
-            self.steps += 1
-            if self.steps == 4:  # after the second call (H = 2): from the third call on
-                control.command({"cmd": "say", "text": correction})
-            return super().send_action(action)
-
     records: list[bytes] = []
-
-    class Outbox:
-        def put(self, record: bytes) -> None:
-            records.append(record)
-
-    class NoWeights:
-        def poll(self, have_version: int):
-            return None
-
-    worker = RobotWorker(Corrected(PushTConfig("pusht", max_episode_steps=10)), policy, Outbox(),
-                         NoWeights(), WorkerConfig(horizon=2, calls_per_chunk=2), control=control)
+    worker = RobotWorker(Corrected(control), policy, Outbox(records), NoWeights(),
+                         WorkerConfig(horizon=2, calls_per_chunk=2), control=control)
     worker.run_episode(seed=0, group="pusht/0")
     chunks = [decode_chunk(r) for r in records]
     aux = aux_rows(chunks, aux_spec(policy))
     assert aux is not None
     ids = aux["instruction"]
     first = policy.tokenizer("push the T block home", add_special_tokens=False)["input_ids"]
-    later = policy.tokenizer(correction, add_special_tokens=False)["input_ids"]
+    later = policy.tokenizer(CORRECTION, add_special_tokens=False)["input_ids"]
     assert [row[row >= 0].tolist() for row in ids] == [first] * 2 + [later] * 3
-    assert policy.instruction == correction
+    assert policy.instruction == CORRECTION
     rows = torch.cat([policy_input(c.obs, input_keys(policy.config))[: c.num_steps: c.horizon]
                       for c in chunks])
     acts = torch.as_tensor(np.concatenate([c.policy_action for c in chunks]))
@@ -199,3 +210,35 @@ def test_checkpoints_that_cannot_work_and_unsupported_combinations_are_refused(c
         assert load_config(["policy=hf", override]).policy.kind == "hf"  # they hand aux back
     with pytest.raises(ConfigError, match=r"policy\.kind=hf has no mean_chunk"):
         load_config(["policy=hf", "algorithm=td"])
+
+
+def test_corrections_reach_the_inference_server_with_each_call(checkpoints, local_ray):
+    """fleet.inference=server: the robot's worker acts through a real `InferenceServer` actor;
+    its corrections travel with each call, so the server's policy answers with the robot's
+    instruction and records it."""
+    from fleet.remote.inference import RemotePolicy, inference_server
+
+    cfg = PolicyConfig(kind="hf", path=str(checkpoints / "vlm"), obs_dim=2, action_dim=2,
+                       horizon=2, bins=16, hidden=16, image_key="pixels",
+                       instruction="push the T block home", params={"instruction_tokens": 8})
+    server = inference_server(cfg, max_batch=1)
+    policy = make_policy(cfg)
+    remote = RemotePolicy(server, 0, policy.takes_obs_dict, policy.takes_corrections,
+                          policy.instruction)
+    control = RobotControl(action_dim=2)
+    records: list[bytes] = []
+    worker = RobotWorker(Corrected(control), remote, Outbox(records), remote,
+                         WorkerConfig(horizon=2, calls_per_chunk=2), control=control)
+    worker.run_episode(seed=0)
+    chunks = [decode_chunk(r) for r in records]
+    aux = aux_rows(chunks, aux_spec(policy))
+    assert aux is not None
+    first = policy.tokenizer("push the T block home", add_special_tokens=False)["input_ids"]
+    later = policy.tokenizer(CORRECTION, add_special_tokens=False)["input_ids"]
+    assert [r[r >= 0].tolist() for r in aux["instruction"]] == [first] * 2 + [later] * 3
+    rows = torch.cat([policy_input(c.obs, input_keys(cfg))[: c.num_steps: c.horizon]
+                      for c in chunks])
+    acts = torch.as_tensor(np.concatenate([c.policy_action for c in chunks]))
+    with torch.no_grad():  # the server's copy has the same weights (both from the checkpoint)
+        again = log_prob(policy, rows, acts, aux).numpy()
+    np.testing.assert_allclose(again, np.concatenate([c.logp for c in chunks]), atol=1e-4)
