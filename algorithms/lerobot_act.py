@@ -1,4 +1,4 @@
-"""LeRobot's own ACT (`lerobot.policies.act.ACTPolicy`) as a Fleet chunk policy: `policy.kind=lerobot_act`.
+"""LeRobot's own ACT (`lerobot.policies.act.ACTPolicy`) as a Fleet chunk policy (`lerobot_act`).
 
 The `fleet[lerobot]` extra (Python >= 3.12: every lerobot 0.5-0.6 release needs it; 0.6.1 needs
 torch < 2.12) installs lerobot; Fleet's own pyproject registers this module's `make` under the
@@ -91,7 +91,8 @@ class LeRobotACTActor(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         state = x[:, :self.obs_dim]
         # ACT reads observation.state's device even when its only state token is the env's
-        batch = {"observation.state": state, "observation.environment_state": state}
+        batch: dict[str, Any] = {"observation.state": state,
+                                 "observation.environment_state": state}
         if self.cameras:
             pixels = x[:, self.obs_dim:].reshape(len(x), self.size, self.size, 3)
             batch["observation.images"] = [pixels.permute(0, 3, 1, 2) / 255.0]
