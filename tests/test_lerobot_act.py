@@ -4,7 +4,7 @@ starting the next run, and a `fleet train` smoke run on Ray with a gymnasium rob
 
 lerobot is an optional package that installs only on Python >= 3.12 (lerobot 0.5-0.6;
 docs/python312.md): every test but the first skips where it cannot be imported
-(`pytest.importorskip("lerobot")`, the only skip here). The first runs everywhere."""
+(`pytest.importorskip("lerobot")`, the only skip here). The first two run everywhere."""
 
 from __future__ import annotations
 
@@ -33,6 +33,31 @@ def test_without_lerobot_the_kind_names_the_extra(monkeypatch):
     with pytest.raises(ValueError, match=r"policy.kind=lerobot_act needs lerobot: "
                                          r"pip install 'fleet\[lerobot\]' \(Python >= 3.12"):
         make(PolicyConfig(obs_dim=4, action_dim=1))
+
+
+def test_fleet_pretrain_without_lerobot_exits_2_naming_the_extra(monkeypatch, tmp_path, capsys):
+    from fleet.cli import main
+
+    for name in [m for m in sys.modules if m == "lerobot" or m.startswith("lerobot.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "lerobot", None)
+    # the entry point as Fleet's pyproject.toml declares it (installed metadata may be older)
+    meta = tmp_path / "site" / "fleet_lerobot_point-0.1.0.dist-info"
+    meta.mkdir(parents=True)
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: fleet-lerobot-point\n"
+                                   "Version: 0.1.0\n")
+    import tomllib
+
+    points = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    (meta / "entry_points.txt").write_text(
+        "[fleet.policies]\n" + "".join(f"{k} = {v}\n" for k, v in
+                                        points["fleet.policies"].items()))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert main(["pretrain", "robot=stub", "policy.kind=lerobot_act",
+                 f"pretrain.cache_dir={tmp_path}/cache"]) == 2
+    out = "".join(capsys.readouterr().out.split())
+    assert "needslerobot:pipinstall'fleet[lerobot]'(Python>=3.12" in out, out
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
 
 
 @pytest.fixture
