@@ -86,15 +86,17 @@ def _pack_obs(a: np.ndarray) -> dict[str, Any]:
 def encode_chunk(chunk: RolloutChunk) -> bytes:
     validate_chunk(chunk)
     body: dict[str, Any] = {"v": 4 if chunk.aux else 3}
-    for name in HEADER[:-1]:
-        body[name] = getattr(chunk, name)
-    end = chunk.episode_end
-    body["episode_end"] = None if end is None else [end.outcome, end.source]
+    # the arrays first, the header last: ingest checks a record laid out like the last one of
+    # its stream byte for byte up to the header (buffers.check); readers take any order
     body["obs"] = {k: _pack_obs(v) for k, v in chunk.obs.items()}
     for name in COLUMNS:
         body[name] = _pack_array(getattr(chunk, name))
     if chunk.aux:
         body["aux"] = {k: _pack_array(v) for k, v in chunk.aux.items()}
+    for name in HEADER[:-1]:
+        body[name] = getattr(chunk, name)
+    end = chunk.episode_end
+    body["episode_end"] = None if end is None else [end.outcome, end.source]
     return msgpack.packb(body, use_bin_type=True)
 
 
