@@ -239,7 +239,7 @@ def test_a_batch_refuses_its_non_finite_record_alone():
     body["action"]["data"] = action.tobytes()
     bad = msgpack.packb(body, use_bin_type=True)
     assert check._fast(bad, MAX_RECORD_BYTES) is not None  # its layout matches; only NaN
-    passed, refused = check.check_records(STREAM[:3] + [bad] + STREAM[4:])
+    passed, refused = check.check_records([*STREAM[:3], bad, *STREAM[4:]])
     assert [i for i, _ in passed] == [i for i in range(len(STREAM)) if i != 3]
     assert refused == [(3, "action must be finite floats (found NaN, inf or a non-float)")]
     assert [h for _, h in passed] == [check_record(r) for i, r in enumerate(STREAM) if i != 3]
