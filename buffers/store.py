@@ -215,8 +215,16 @@ class ReplayBuffer:
             else:
                 conflicts.append((i, self._conflict(key)))
         positions = self.log.append([r for r, _ in fresh]) if fresh else []
-        for (_, head), pos in zip(fresh, positions, strict=True):
-            self._add(RecordMeta.checked(head, pos))
+        metas = [RecordMeta(*head, pos) for (_, head), pos in zip(fresh, positions, strict=True)]
+        segment = positions[0].segment if positions else -1
+        if positions and segment == positions[-1].segment and segment in self._segments:
+            self._segments[segment] += metas  # the usual batch: what `_add` does, at once
+            self.index += metas
+            self._keys.update([(m.key, m) for m in metas])
+            self.counts.add(metas)
+        else:  # the batch opens a segment
+            for meta in metas:
+                self._add(meta)
         self._save_unsealed()
         if fresh:
             self._enforce_retention()
