@@ -42,12 +42,14 @@ from buffers.schema import (
     FINITE,
     HEADER,
     MAX_STRING,
+    STAMPS,
     RecordError,
     check_aux,
     check_columns,
     check_finite,
     check_header,
     check_obs,
+    check_stamps,
 )
 
 _F32 = np.dtype("float32")
@@ -196,6 +198,10 @@ _MAX_LAYOUTS = 64  # keys kept, and layouts per key (the newest first)
 _LAYOUTS: dict[bytes, tuple[_Layout, ...]] = {}
 _HEADER_MAP = b"\x8b"  # a fixmap of the 11 header fields (`HEADER`)
 _HEADER_KEYS = frozenset(HEADER)
+_STAMPS_MAP = b"\x84"  # a fixmap of the 4 `STAMPS`
+_STAMP_KEYS = frozenset(STAMPS)
+_HEAD_KEY_BYTES = 40  # header templates are filed under the header's first bytes (robot_id)
+_MAX_HEADERS = 4096  # kept per layout (robots x episode ends)
 _RAW, _LZ4 = 0, 1
 
 
@@ -208,6 +214,7 @@ class _Layout:
         "dtype",
         "finite",
         "fixed",
+        "headers",
         "horizon",
         "inflates",
         "intervened",
@@ -233,6 +240,8 @@ class _Layout:
         self.skeleton = (operator.itemgetter(*skeleton), tuple(g for g, *_ in pieces))
         self.finite = operator.itemgetter(*finite, slice(0, 0))  # always a tuple
         self.intervened, self.body_end = intervened, at
+        # robot -> (header up to its stamps, (robot_id, task, group, outcome)), newest first
+        self.headers: dict[bytes, tuple[tuple[bytes, tuple[str, str, str, str | None]], ...]] = {}
 
     def parse(self, data: bytes, max_bytes: int) -> tuple[RecordHead, bytes, np.dtype] | None:
         """(head, the finite columns' bytes, their dtype) if the record has this layout and
@@ -249,6 +258,12 @@ class _Layout:
             if walked is None:
                 return None
             end, finite, intervened = walked
+        stamped = self._stamped(data, end)
+        if stamped is not None:
+            robot, task, group, outcome, t = stamped
+            return RecordHead((robot, t["episode_id"], t["chunk_seq"]), task, group,
+                              t["policy_version"], self.steps,
+                              len(intervened) - intervened.count(0), outcome), finite, self.dtype
         try:  # msgpack's default limits are the input's length: a small map here
             h = msgpack.unpackb(_HEADER_MAP + data[end:])
         except Exception:  # any fault: the full check says what it is
@@ -263,10 +278,49 @@ class _Layout:
             check_header(h, end_)
         except RecordError:
             return None
+        outcome = None if end_ is None else end_[0]
+        self._file_header(data, end, (h["robot_id"], h["task"], h["group"], outcome))
         return RecordHead((h["robot_id"], h["episode_id"], h["chunk_seq"]), h["task"],
                           h["group"], h["policy_version"], self.steps,
-                          len(intervened) - intervened.count(0),
-                          None if end_ is None else end_[0]), finite, self.dtype
+                          len(intervened) - intervened.count(0), outcome), finite, self.dtype
+
+    def _stamped(self, data: bytes, end: int) -> tuple[str, str, str, str | None,
+                                                        dict[str, Any]] | None:
+        """A header whose fields but the `STAMPS` are, byte for byte, those of a header that
+        passed `check_header` before (a robot's stream): (robot_id, task, group, outcome,
+        the stamps), once the stamps pass their rules; else None."""
+        for template, known in self.headers.get(data[end:end + _HEAD_KEY_BYTES], ()):
+            if data.startswith(template, end):
+                try:
+                    t = msgpack.unpackb(_STAMPS_MAP + data[end + len(template):])
+                except Exception:  # any fault: the full check says what it is
+                    return None
+                if t.keys() != _STAMP_KEYS:
+                    return None
+                try:
+                    check_stamps(t)
+                except RecordError:
+                    return None
+                return (*known, t)
+        return None
+
+    def _file_header(self, data: bytes, end: int, known: tuple[str, str, str, str | None]
+                     ) -> None:
+        """Keep the header of `data` (which just passed `check_header`) up to its stamps, if
+        they are its last fields, for `_stamped`."""
+        try:
+            at = end
+            for _ in range(len(HEADER) - len(STAMPS)):
+                at = _skip(data, _skip(data, at))
+            if msgpack.unpackb(_STAMPS_MAP + data[at:]).keys() != _STAMP_KEYS:
+                return
+        except (IndexError, ValueError, msgpack.UnpackException):
+            return
+        key = data[end:end + _HEAD_KEY_BYTES]
+        if len(self.headers) >= _MAX_HEADERS and key not in self.headers:
+            self.headers = {}
+        # a new tuple, never one changed in place: another thread may be reading the old one
+        self.headers[key] = ((data[end:at], known), *self.headers.get(key, ())[:3])
 
     def _walk(self, data: bytes, max_bytes: int) -> tuple[int, bytes, bytes] | None:
         """A layout with compressed observations, whose lengths move what follows them."""

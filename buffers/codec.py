@@ -39,6 +39,7 @@ from buffers.schema import (
     HEADER,
     MAX_AUX,
     MAX_STRING,
+    STAMPS,
     RecordError,
     check_aux,
     check_columns,
@@ -94,9 +95,12 @@ def encode_chunk(chunk: RolloutChunk) -> bytes:
     if chunk.aux:
         body["aux"] = {k: _pack_array(v) for k, v in chunk.aux.items()}
     for name in HEADER[:-1]:
-        body[name] = getattr(chunk, name)
+        if name not in STAMPS:
+            body[name] = getattr(chunk, name)
     end = chunk.episode_end
     body["episode_end"] = None if end is None else [end.outcome, end.source]
+    for name in STAMPS:  # last: what changes from one record of a stream to the next
+        body[name] = getattr(chunk, name)
     return msgpack.packb(body, use_bin_type=True)
 
 

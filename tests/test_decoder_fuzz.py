@@ -193,6 +193,9 @@ def test_records_of_a_stream_take_the_layout_path_and_agree_with_the_full_check(
         check_record(record)  # the first of each stream files its layout
     for record in STREAM:
         assert check._fast(record, MAX_RECORD_BYTES) is not None
+        layout = next(lay for lay in check._LAYOUTS[record[:check._KEY_BYTES]]
+                      if lay.parse(record, MAX_RECORD_BYTES) is not None)
+        assert layout.headers  # and its header up to the stamps (episode, seq, version, time)
         fast, full = fast_and_full(record)
         assert fast == full and isinstance(fast, check.RecordHead)
         chunk = decode_chunk(record)
