@@ -85,6 +85,17 @@ def check_record(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> RecordHea
     return _check_full(data, max_bytes)
 
 
+def checked_by_layout(data: bytes, max_bytes: int) -> bool:
+    """True if `data` matches a known layout and passes every rule `check_record` checks
+    (False says nothing: the full check gives the verdict)."""
+    got = _fast(data, max_bytes)
+    if got is None:
+        return False
+    _, finite, dtype = got
+    with np.errstate(all="ignore"):  # a finite sum proves every element finite
+        return math.isfinite(_ADD(np.frombuffer(finite, dtype)))
+
+
 def check_records(records: Sequence[bytes], *, max_bytes: int = MAX_RECORD_BYTES
                   ) -> tuple[list[tuple[int, RecordHead]], list[tuple[int, str]]]:
     """`check_record` over a batch: ((index, head) of each record that passes, (index,
