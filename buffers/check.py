@@ -36,7 +36,7 @@ from buffers.codec import (
     raw_data,
     versioned,
 )
-from buffers.records import ChunkKey
+from buffers.records import ChunkKey, RolloutChunk
 from buffers.schema import (
     COLUMNS,
     FINITE,
@@ -94,6 +94,14 @@ def checked_by_layout(data: bytes, max_bytes: int) -> bool:
     _, finite, dtype = got
     with np.errstate(all="ignore"):  # a finite sum proves every element finite
         return math.isfinite(_ADD(np.frombuffer(finite, dtype)))
+
+
+def learn(data: bytes, b: dict[str, Any], chunk: RolloutChunk) -> None:
+    """File the layout of `data`, which `decode_chunk` just decoded and validated into `chunk`
+    from its msgpack map `b` (its verdict is `check_record`'s)."""
+    if type(data) is bytes and isinstance(b, dict) and b.get("v") in (3, 4):
+        inflates = sum(a.nbytes for k, a in chunk.obs.items() if "lz4" in b["obs"][k])
+        _learn(data, b, chunk.num_steps, inflates)
 
 
 def check_records(records: Sequence[bytes], *, max_bytes: int = MAX_RECORD_BYTES

@@ -114,11 +114,16 @@ def decode_chunk(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES,
     already validated when they were stored and whose CRC still holds (the sampler's reads).
     A record laid out like one already checked takes ingest's check (`buffers.check`: the
     same verdict, a fifth of the time) instead of validating the built chunk."""
-    if checked:
-        from buffers.check import checked_by_layout  # it imports this module
+    if not checked:
+        return _from_body(body(data, max_bytes), max_bytes, False)
+    from buffers.check import checked_by_layout, learn  # it imports this module
 
-        checked = not checked_by_layout(data, max_bytes)
-    return _from_body(body(data, max_bytes), max_bytes, checked)
+    if checked_by_layout(data, max_bytes):
+        return _from_body(body(data, max_bytes), max_bytes, False)
+    b = body(data, max_bytes)
+    chunk = _from_body(b, max_bytes, True)
+    learn(data, b, chunk)  # the next record laid out like this one takes the short way
+    return chunk
 
 
 def body(data: bytes, max_bytes: int) -> Any:
