@@ -30,8 +30,8 @@ import numpy as np
 
 from actors.bridge.protocol import Message, ProtocolError, decode, encode
 from bench.common import state_chunk
-from buffers.check import check_record
-from buffers.codec import RecordError, decode_chunk, encode_chunk
+from buffers.check import _check_full, check_record
+from buffers.codec import MAX_RECORD_BYTES, RecordError, decode_chunk, encode_chunk
 from buffers.records import EpisodeEnd
 from fleet.console.bodies import BodyError, parse_body
 
@@ -187,7 +187,22 @@ def _plain_v3(data: bytes) -> Any:
 
 
 def _check(data: bytes) -> Any:
-    return check_record(data)
+    """Ingest's check, held to the full check's verdict: a record its layout path (a record
+    laid out like one checked before) judges differently is an unexpected outcome."""
+    try:
+        fast: Any = check_record(data)
+    except RecordError as e:
+        fast = e
+    try:
+        full: Any = _check_full(data, MAX_RECORD_BYTES)
+    except RecordError as e:
+        full = e
+    if isinstance(fast, RecordError) != isinstance(full, RecordError) or (
+            str(fast) != str(full)):
+        raise AssertionError(f"the layout path says {fast!r}, the full check {full!r}")
+    if isinstance(fast, RecordError):
+        raise fast
+    return fast
 
 
 def _with(chunk: Any, **fields: Any) -> Any:

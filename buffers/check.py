@@ -380,8 +380,8 @@ _BIN = {b"\xc4": 1, b"\xc5": 2, b"\xc6": 4}  # msgpack bin 8/16/32: bytes of its
 def _learn(data: bytes, b: dict[str, Any], steps: int, inflates: int) -> None:
     """File the layout of `data`, which just passed the full check (its map is `b`), if it
     has the form `encode_chunk` writes (header fields last, specs keyed dtype, shape, data)."""
-    if data[:4] == b"\x04\x22\x4d\x18":  # versions 1 and 2: one lz4 frame around the map
-        return
+    if b["v"] not in (3, 4) or data[:4] == b"\x04\x22\x4d\x18":  # versions 1 and 2 (a
+        return  # version 1 map gains `group` "": not what its bytes say), or an lz4 envelope
     dtypes = {np.dtype(b[name]["dtype"]) for name in FINITE}
     aux = b.get("aux", {})
     dtypes |= {np.dtype(s["dtype"]) for s in aux.values() if s["dtype"] == "float32"}

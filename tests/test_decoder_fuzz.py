@@ -275,3 +275,13 @@ def test_every_odd_header_value_and_frame_claim_gets_the_full_checks_verdict():
                                 use_bin_type=True)
         fast, full = fast_and_full(changed)
         assert fast == full and isinstance(fast, str), frame
+
+
+def test_a_version_1_map_is_never_taken_as_a_layout():
+    """Version 1 had no `group` (decoding gives ""): a bare v1 map that carries one anyway
+    must not teach ingest a layout that would read the group from its bytes."""
+    body = msgpack.unpackb(STREAM[0])
+    v1 = msgpack.packb({**body, "v": 1, "group": "r/1"}, use_bin_type=True)
+    for _ in range(2):
+        fast, full = fast_and_full(v1)
+        assert fast == full and fast.group == "" == decode_chunk(v1).group
