@@ -5,6 +5,7 @@ Example:
 
     head = check_record(data, max_bytes=1 << 20)   # raises RecordError where decode_chunk would
     meta = RecordMeta.checked(head, position)      # what the buffer's index keeps
+    passed, refused = check_records(batch)         # the same per record, finiteness per batch
 
 What it reads: the header fields; each array's dtype and shape against its byte count (a
 compressed observation's against the size its lz4 frame claims, so camera frames pass through
