@@ -31,13 +31,14 @@ import numpy as np
 
 from buffers.codec import (
     MAX_RECORD_BYTES,
+    _inflate,
     array_spec,
     body,
     frame_claim,
     raw_data,
     versioned,
 )
-from buffers.records import ChunkKey, RolloutChunk
+from buffers.records import ChunkKey, EpisodeEnd, RolloutChunk
 from buffers.schema import (
     COLUMNS,
     FINITE,
@@ -86,15 +87,15 @@ def check_record(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> RecordHea
     return _check_full(data, max_bytes)
 
 
-def checked_by_layout(data: bytes, max_bytes: int) -> bool:
-    """True if `data` matches a known layout and passes every rule `check_record` checks
-    (False says nothing: the full check gives the verdict)."""
-    got = _fast(data, max_bytes)
-    if got is None:
-        return False
-    _, finite, dtype = got
-    with np.errstate(all="ignore"):  # a finite sum proves every element finite
-        return math.isfinite(_ADD(np.frombuffer(finite, dtype)))
+def decode_by_layout(data: bytes, max_bytes: int) -> RolloutChunk | None:
+    """`decode_chunk`'s chunk for a record that matches a known layout (its verdict: every
+    rule holds), built from the layout without parsing the arrays' specs; None otherwise."""
+    if type(data) is bytes and len(data) <= max_bytes:
+        for layout in _LAYOUTS.get(data[:_KEY_BYTES], ()):
+            chunk = layout.decode(data, max_bytes)
+            if chunk is not None:
+                return chunk
+    return None
 
 
 def learn(data: bytes, b: dict[str, Any], chunk: RolloutChunk) -> None:
@@ -230,6 +231,7 @@ class _Layout:
     bytes its frame must claim (lz4), read for finiteness, is the intervened column)."""
 
     __slots__ = (
+        "arrays",
         "body_end",
         "dtype",
         "finite",
@@ -244,8 +246,10 @@ class _Layout:
     )
 
     def __init__(self, pieces: list[tuple[bytes, int, int, bool, bool]], horizon: int,
-                 steps: int, inflates: int, dtype: np.dtype) -> None:
+                 steps: int, inflates: int, dtype: np.dtype,
+                 arrays: list[tuple[str, str | None, np.dtype, tuple[int, ...]]]) -> None:
         self.pieces, self.horizon, self.steps = pieces, horizon, steps
+        self.arrays = arrays  # per piece: (field, name in obs/aux or None, dtype, shape)
         self.inflates, self.dtype = inflates, dtype  # frames' claims; the finite columns' dtype
         self.fixed = all(kind == _RAW for _, kind, _, _, _ in pieces)
         skeleton, finite, at, intervened = [], [], 0, slice(0)
@@ -342,6 +346,49 @@ class _Layout:
         # a new tuple, never one changed in place: another thread may be reading the old one
         self.headers[key] = ((data[end:at], known), *self.headers.get(key, ())[:3])
 
+    def decode(self, data: bytes, max_bytes: int) -> RolloutChunk | None:
+        """The chunk `decode_chunk` makes of `data`, if `data` has this layout and passes every
+        rule (and each lz4 frame holds exactly what it claims), else None."""
+        got = self.parse(data, max_bytes)
+        if got is None:
+            return None
+        _, finite, dtype = got
+        with np.errstate(all="ignore"):  # a finite sum proves every element finite
+            if not math.isfinite(_ADD(np.frombuffer(finite, dtype))):
+                return None
+        at, fields = 0, dict[str, Any]()
+        obs: dict[str, np.ndarray] = {}
+        aux: dict[str, np.ndarray] = {}
+        budget = max_bytes
+        for (gap, kind, size, _, _), (field, name, dt, shape) in zip(self.pieces, self.arrays,
+                                                                     strict=True):
+            stop = at + len(gap)
+            if kind == _RAW:
+                at = stop + size
+                raw = data[stop:at]  # its own bytes, as msgpack gives each array
+            else:
+                start = stop + 1 + _BIN[data[stop:stop + 1]]
+                at = start + int.from_bytes(data[stop + 1:start], "big")
+                try:
+                    raw = _inflate(data[start:at], budget)
+                except RecordError:
+                    return None  # the full decode says what is wrong with the frame
+                if len(raw) != size:
+                    return None
+                budget -= size
+            array = np.frombuffer(raw, dt).reshape(shape)
+            if name is None:
+                fields[field] = array
+            else:
+                (obs if field == "obs" else aux)[name] = array
+        h = msgpack.unpackb(_HEADER_MAP + data[at:])
+        end = h.pop("episode_end")
+        fields.update(h)
+        if aux:
+            fields["aux"] = aux
+        return RolloutChunk(**fields, obs=obs, episode_end=None if end is None else EpisodeEnd(
+            *end))
+
     def _walk(self, data: bytes, max_bytes: int) -> tuple[int, bytes, bytes] | None:
         """A layout with compressed observations, whose lengths move what follows them."""
         if self.inflates > max_bytes:
@@ -388,13 +435,17 @@ def _learn(data: bytes, b: dict[str, Any], steps: int, inflates: int) -> None:
     dtypes |= {np.dtype(s["dtype"]) for s in aux.values() if s["dtype"] == "float32"}
     if len(dtypes) != 1:
         return
+    where: list[tuple[str, str | None]] = []
     try:
-        pieces = _pieces(data, b)
+        pieces = _pieces(data, b, where)
     except (IndexError, ValueError, KeyError):
         return
     if pieces is None:
         return
-    layout = _Layout(pieces, b["horizon"], steps, inflates, dtypes.pop())
+    specs = [b[field] if name is None else b[field][name] for field, name in where]
+    arrays = [(field, name, np.dtype(spec["dtype"]), tuple(spec["shape"]))
+              for (field, name), spec in zip(where, specs, strict=True)]
+    layout = _Layout(pieces, b["horizon"], steps, inflates, dtypes.pop(), arrays)
     key = data[:_KEY_BYTES]
     known = _LAYOUTS.get(key, ())
     if any(k.pieces == layout.pieces and k.horizon == layout.horizon for k in known):
@@ -408,7 +459,10 @@ def _learn(data: bytes, b: dict[str, Any], steps: int, inflates: int) -> None:
 _SPEC = (b"\x83\xa5dtype", b"\xa5shape")  # how encode_chunk writes an array spec's first keys
 
 
-def _pieces(data: bytes, b: dict[str, Any]) -> list[tuple[bytes, int, int, bool, bool]] | None:
+def _pieces(data: bytes, b: dict[str, Any], where: list[tuple[str, str | None]]
+            ) -> list[tuple[bytes, int, int, bool, bool]] | None:
+    """The pieces of `data` (see `_Layout`); `where` gets each one's array: (field, name in
+    `obs` or `aux`, or None for a column)."""
     at, count = _map_head(data, 0)
     if count != len(b) or len(b) - len(HEADER) < 1:
         return None
@@ -428,9 +482,11 @@ def _pieces(data: bytes, b: dict[str, Any]) -> list[tuple[bytes, int, int, bool,
                 finite = key == "aux" and b["aux"][name]["dtype"] == "float32"
                 at, gap_from = _spec(data, name_end, gap_from, pieces, key == "obs", finite,
                                      False)
+                where.append((key, name))
         elif key in COLUMNS:
             at, gap_from = _spec(data, at, gap_from, pieces, False, key in FINITE,
                                  key == "intervened")
+            where.append((key, None))
         else:
             return None
     if at != gap_from:  # the header must follow the last array's bytes
