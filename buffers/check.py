@@ -215,14 +215,16 @@ def _check_finite(b: dict[str, Any], dtypes: list[np.dtype]) -> None:
 # the two paths to it); any difference at all sends it through the full check.
 
 _KEY_BYTES = 24  # layouts are filed under a record's first bytes (never past the first array)
-_MAX_LAYOUTS = 64  # keys kept, and layouts per key (the newest first)
+_MAX_LAYOUTS = 64  # keys kept
+_MAX_PER_KEY = 8  # layouts per key, the newest first (the step counts an episode ends on)
 _LAYOUTS: dict[bytes, tuple[_Layout, ...]] = {}
 _HEADER_MAP = b"\x8b"  # a fixmap of the 11 header fields (`HEADER`)
 _HEADER_KEYS = frozenset(HEADER)
 _STAMPS_MAP = b"\x84"  # a fixmap of the 4 `STAMPS`
 _STAMP_KEYS = frozenset(STAMPS)
 _HEAD_KEY_BYTES = 40  # header templates are filed under the header's first bytes (robot_id)
-_MAX_HEADERS = 4096  # kept per layout (robots x episode ends)
+_MAX_HEADERS = 4096  # robots kept per layout (each with up to 4 episode ends)
+_HEADER_BUDGET = [1 << 16]  # headers all layouts may still file (~250 B each); then start over
 _RAW, _LZ4 = 0, 1
 
 
@@ -343,6 +345,12 @@ class _Layout:
         key = data[end:end + _HEAD_KEY_BYTES]
         if len(self.headers) >= _MAX_HEADERS and key not in self.headers:
             self.headers = {}
+        _HEADER_BUDGET[0] -= 1
+        if _HEADER_BUDGET[0] < 0:  # bounded memory, whatever robots and layouts arrive
+            _HEADER_BUDGET[0] = 1 << 16
+            for layouts in list(_LAYOUTS.values()):
+                for layout in layouts:
+                    layout.headers = {}
         # a new tuple, never one changed in place: another thread may be reading the old one
         self.headers[key] = ((data[end:at], known), *self.headers.get(key, ())[:3])
 
@@ -453,7 +461,7 @@ def _learn(data: bytes, b: dict[str, Any], steps: int, inflates: int) -> None:
     if len(_LAYOUTS) >= _MAX_LAYOUTS and key not in _LAYOUTS:
         _LAYOUTS.clear()  # a stream whose layout changes all the time: start over
     # a new tuple, never one changed in place: another thread may be reading the old one
-    _LAYOUTS[key] = (layout, *known[:_MAX_LAYOUTS - 1])
+    _LAYOUTS[key] = (layout, *known[:_MAX_PER_KEY - 1])
 
 
 _SPEC = (b"\x83\xa5dtype", b"\xa5shape")  # how encode_chunk writes an array spec's first keys
