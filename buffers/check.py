@@ -121,9 +121,12 @@ def check_records(records: Sequence[bytes], *, max_bytes: int = MAX_RECORD_BYTES
             continue
         head, values, dtype = got
         heads.append(head)
-        if values:
-            finite.setdefault(dtype, []).append(values)
-            which.setdefault(dtype, []).append(i)
+        parts = finite.get(dtype)
+        if parts is None:
+            parts = finite[dtype] = []
+            which[dtype] = []
+        parts.append(values)
+        which[dtype].append(i)
     with np.errstate(all="ignore"):
         for dtype, parts in finite.items():
             if not math.isfinite(_ADD(np.frombuffer(b"".join(parts), dtype))):

@@ -445,6 +445,14 @@ class SegmentLog:
     def _write(self, iov: list[bytes]) -> None:
         """Write `iov` in order, in as few syscalls as the kernel allows (no copies of large
         payloads); a short write (a full disk, a signal) goes on where it stopped."""
+        if not iov:
+            return
+        if len(iov) <= _IOV_MAX:  # the usual batch: one writev that writes it all
+            done = os.writev(self._fd, iov)
+            if done == sum(map(len, iov)):
+                iov.clear()
+                return
+            iov[:] = _after(iov, done)
         at = 0
         while at < len(iov):
             batch = iov[at:at + _IOV_MAX]
@@ -581,6 +589,15 @@ class SegmentLog:
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)  # closing the fd releases the flock
             self._lock_fd = -1
+
+
+def _after(parts: list[bytes], done: int) -> list[bytes]:
+    """What is left of `parts` once their first `done` bytes are written."""
+    for i, part in enumerate(parts):
+        if done < len(part):
+            return [part[done:], *parts[i + 1:]]
+        done -= len(part)
+    return []
 
 
 def _flush_loop(ref: weakref.ReferenceType[SegmentLog], kick: threading.Event,
