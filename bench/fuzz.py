@@ -30,7 +30,7 @@ import numpy as np
 
 from actors.bridge.protocol import Message, ProtocolError, decode, encode
 from bench.common import state_chunk
-from buffers import check
+from buffers import layout
 from buffers.check import _check_full, check_record
 from buffers.codec import MAX_RECORD_BYTES, RecordError, _from_body, decode_chunk, encode_chunk
 from buffers.codec import body as codec_body
@@ -209,9 +209,9 @@ def _check(data: bytes) -> Any:
 
 def _decode_v3(data: bytes) -> Any:
     """`decode_chunk`, held to the decoder's own way: a record built from a known layout
-    (`buffers.check.decode_by_layout`) must come out as the decoder builds it."""
+    (`buffers.layout.decode_by_layout`) must come out as the decoder builds it."""
     chunk = decode_chunk(data)
-    if check.decode_by_layout(data, MAX_RECORD_BYTES) is not None:
+    if layout.decode_by_layout(data, MAX_RECORD_BYTES) is not None:
         plain = _from_body(codec_body(data, MAX_RECORD_BYTES), MAX_RECORD_BYTES, True)
         for f in dataclasses.fields(chunk):
             a, b = getattr(chunk, f.name), getattr(plain, f.name)

@@ -32,6 +32,7 @@ import lz4.frame
 import msgpack
 import numpy as np
 
+from buffers.layout import decode_by_layout, learn
 from buffers.records import EpisodeEnd, RolloutChunk
 from buffers.schema import (
     COLUMNS,
@@ -112,10 +113,8 @@ def decode_chunk(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES,
     allocation they would drive: nothing bigger than `max_bytes` is ever inflated.
     `checked=False` skips only the schema check (`validate_chunk`), for records this process
     already validated when they were stored and whose CRC still holds (the sampler's reads).
-    A record laid out like one already checked (`buffers.check`) is checked and built from
+    A record laid out like one already checked (`buffers.layout`) is checked and built from
     that layout: the same verdict and the same chunk, without parsing each array's spec."""
-    from buffers.check import decode_by_layout, learn  # it imports this module
-
     chunk = decode_by_layout(data, max_bytes)
     if chunk is not None:
         return chunk
