@@ -17,11 +17,15 @@ chromium:
 	  || echo "chromium not installed: tests/browser will skip"; }
 
 # torch is pinned to the CPU build that lies on this machine's disk; an unpinned torch pulls CUDA.
+# Python 3.12 with LeRobot (docs/python312.md):
+#   make setup PY=python3.12 TORCH=2.11.0 EXTRAS=dev,lerobot
+TORCH ?= 2.13.0
+EXTRAS ?= dev
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q "torch==$(TORCH)"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 run: setup

@@ -30,8 +30,10 @@ import numpy as np
 
 from actors.bridge.protocol import Message, ProtocolError, decode, encode
 from bench.common import state_chunk
-from buffers.check import check_record
-from buffers.codec import RecordError, decode_chunk, encode_chunk
+from buffers import layout
+from buffers.check import _check_full, check_record
+from buffers.codec import MAX_RECORD_BYTES, RecordError, _from_body, decode_chunk, encode_chunk
+from buffers.codec import body as codec_body
 from buffers.records import EpisodeEnd
 from fleet.console.bodies import BodyError, parse_body
 
@@ -167,7 +169,7 @@ def _targets() -> list[_Target]:
         _Target("bridge_frame", decode, ProtocolError, _plain_frame, bridge_trees, pack, _framed),
         _Target("buffer_record", decode_chunk, RecordError, _plain_frame, old_trees, pack,
                 _framed),  # format version 2: one lz4 frame around the map
-        _Target("buffer_record_v3", decode_chunk, RecordError, _plain_v3, record_trees, pack,
+        _Target("buffer_record_v3", _decode_v3, RecordError, _plain_v3, record_trees, pack,
                 lambda b: b),
         _Target("buffer_ingest_v3", _check, RecordError, _plain_v3, record_trees, pack,
                 lambda b: b),
@@ -187,7 +189,43 @@ def _plain_v3(data: bytes) -> Any:
 
 
 def _check(data: bytes) -> Any:
-    return check_record(data)
+    """Ingest's check, held to the full check's verdict: a record its layout path (a record
+    laid out like one checked before) judges differently is an unexpected outcome."""
+    try:
+        fast: Any = check_record(data)
+    except RecordError as e:
+        fast = e
+    try:
+        full: Any = _check_full(data, MAX_RECORD_BYTES)
+    except RecordError as e:
+        full = e
+    if isinstance(fast, RecordError) != isinstance(full, RecordError) or (
+            str(fast) != str(full)):
+        raise AssertionError(f"the layout path says {fast!r}, the full check {full!r}")
+    if isinstance(fast, RecordError):
+        raise fast
+    return fast
+
+
+def _decode_v3(data: bytes) -> Any:
+    """`decode_chunk`, held to the decoder's own way: a record built from a known layout
+    (`buffers.layout.decode_by_layout`) must come out as the decoder builds it."""
+    chunk = decode_chunk(data)
+    if layout.decode_by_layout(data, MAX_RECORD_BYTES) is not None:
+        plain = _from_body(codec_body(data, MAX_RECORD_BYTES), MAX_RECORD_BYTES, True)
+        for f in dataclasses.fields(chunk):
+            a, b = getattr(chunk, f.name), getattr(plain, f.name)
+            same = (list(a) == list(b) and all(_same_array(a[k], b[k]) for k in a)
+                    if isinstance(a, dict) else _same_array(a, b)
+                    if isinstance(a, np.ndarray) else a == b and type(a) is type(b))
+            if not same:
+                raise AssertionError(f"{f.name}: the layout gives {a!r}, the decoder {b!r}")
+    return chunk
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit for bit (a NaN in an observation is a value like any other)."""
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 def _with(chunk: Any, **fields: Any) -> Any:

@@ -5,6 +5,10 @@ Example:
 
     head = check_record(data, max_bytes=1 << 20)   # raises RecordError where decode_chunk would
     meta = RecordMeta.checked(head, position)      # what the buffer's index keeps
+    passed, refused = check_records(batch)         # the same per record, finiteness per batch
+
+A record laid out like one already checked takes `buffers.layout`'s short way; anything else
+(and every refusal) this module's full check.
 
 What it reads: the header fields; each array's dtype and shape against its byte count (a
 compressed observation's against the size its lz4 frame claims, so camera frames pass through
@@ -19,8 +23,8 @@ verdicts.
 
 from __future__ import annotations
 
-import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,11 +37,12 @@ from buffers.codec import (
     raw_data,
     versioned,
 )
-from buffers.records import ChunkKey
+from buffers.layout import RecordHead, fast, file_layout
 from buffers.schema import (
     COLUMNS,
     FINITE,
     MAX_STRING,
+    RecordError,
     check_aux,
     check_columns,
     check_finite,
@@ -45,25 +50,69 @@ from buffers.schema import (
     check_obs,
 )
 
+__all__ = ["RecordHead", "check_record", "check_records"]
+
 _F32 = np.dtype("float32")
 _ADD = np.add.reduce
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RecordHead:
-    """What ingest learns from a checked record (the index's fields, `buffers.index`)."""
-
-    key: ChunkKey
-    task: str
-    group: str
-    policy_version: int
-    num_steps: int
-    intervened: int  # steps an operator acted
-    outcome: str | None
-
-
 def check_record(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> RecordHead:
-    """Check a record as `decode_chunk` would, without decoding it; raises `RecordError`."""
+    """Check a record as `decode_chunk` would, without decoding it; raises `RecordError`.
+
+    A record laid out like one already checked (same fields, dtypes, shapes and horizon: a
+    robot's stream) is checked against that record's layout (`_Layout`), without parsing its
+    arrays; anything that does not match it exactly takes the full check, whose verdict is
+    the only one ever raised."""
+    got = fast(data, max_bytes)
+    if got is not None:
+        head, finite, dtype = got
+        with np.errstate(all="ignore"):  # a finite sum proves every element finite
+            if math.isfinite(_ADD(np.frombuffer(finite, dtype))):
+                return head
+    return _check_full(data, max_bytes)
+
+
+def check_records(records: Sequence[bytes], *, max_bytes: int = MAX_RECORD_BYTES
+                  ) -> tuple[list[tuple[int, RecordHead]], list[tuple[int, str]]]:
+    """`check_record` over a batch: ((index, head) of each record that passes, (index,
+    reason) of each refused), in batch order. The same verdicts; the finiteness of records
+    that match a known layout is summed once for the whole batch."""
+    heads: list[RecordHead | None] = []
+    finite: dict[np.dtype, list[bytes]] = {}
+    which: dict[np.dtype, list[int]] = {}
+    for i, data in enumerate(records):
+        got = fast(data, max_bytes)
+        if got is None:
+            heads.append(None)
+            continue
+        head, values, dtype = got
+        heads.append(head)
+        parts = finite.get(dtype)
+        if parts is None:
+            parts = finite[dtype] = []
+            which[dtype] = []
+        parts.append(values)
+        which[dtype].append(i)
+    with np.errstate(all="ignore"):
+        for dtype, parts in finite.items():
+            if not math.isfinite(_ADD(np.frombuffer(b"".join(parts), dtype))):
+                for i in which[dtype]:  # one of them is not finite: the full check finds it
+                    heads[i] = None
+    passed: list[tuple[int, RecordHead]] = []
+    refused: list[tuple[int, str]] = []
+    for i, known in enumerate(heads):
+        if known is not None:
+            passed.append((i, known))
+            continue
+        try:
+            passed.append((i, _check_full(records[i], max_bytes)))
+        except RecordError as e:
+            refused.append((i, str(e)))
+    return passed, refused
+
+
+def _check_full(data: bytes, max_bytes: int) -> RecordHead:
+    """Every rule, off the record's whole msgpack map; learns the record's layout."""
     b = versioned(body(data, max_bytes))
     end = b["episode_end"]
     check_header(b, end)
@@ -84,6 +133,8 @@ def check_record(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> RecordHea
         _check_aux(b["aux"], specs["logp"][1][0])
     _check_finite(b, [specs[name][0] for name in FINITE])
     intervened = b["intervened"]["data"]
+    if type(data) is bytes:
+        file_layout(data, b, steps, max_bytes - budget[0])
     return RecordHead((b["robot_id"], b["episode_id"], b["chunk_seq"]), b["task"], b["group"],
                       b["policy_version"], steps, len(intervened) - intervened.count(0),
                       None if end is None else end[0])

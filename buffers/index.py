@@ -21,7 +21,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 import numpy as np
@@ -35,9 +35,9 @@ _HEAD = struct.Struct("<4sII")  # magic, crc32 of the body, body length
 _MAGIC = b"FLTI"
 
 
-@dataclasses.dataclass(frozen=True)
-class RecordMeta:
-    """What the index keeps per record: enough to select and sample it without decoding."""
+class RecordMeta(NamedTuple):
+    """What the index keeps per record: enough to select and sample it without decoding. A
+    named tuple (one is made per record stored): the head's fields and the position."""
 
     key: ChunkKey
     task: str
@@ -58,8 +58,7 @@ class RecordMeta:
     @staticmethod
     def checked(head: RecordHead, position: Position) -> RecordMeta:
         """From ingest's check (`buffers.check`), which agrees with `of` on the decoded chunk."""
-        return RecordMeta(head.key, head.task, head.group, head.policy_version, head.num_steps,
-                          head.intervened, head.outcome, position)
+        return RecordMeta(*head, position)  # the head's fields are the meta's first ones
 
     @property
     def episode(self) -> tuple[str, str]:
@@ -81,6 +80,9 @@ class RecordMeta:
 
 def index_path(root: Path, segment: int) -> Path:
     return root / f"segment-{segment:06d}.idx"
+
+
+assert RecordHead._fields == RecordMeta._fields[:-1], "RecordMeta.checked copies them in order"
 
 
 @dataclasses.dataclass(frozen=True)

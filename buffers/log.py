@@ -60,7 +60,7 @@ import weakref
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from crc32c import crc32c
 
@@ -72,6 +72,7 @@ FRAME_V2 = struct.Struct("<4sHHII")  # v1, v2: magic, version, flags, length, ch
 VERSION = 3  # the frame version written: 3 = CRC-32C of the payload and of the header
 CHECKSUMS: dict[int, Callable[[Any], int]] = {1: zlib.crc32, 2: crc32c, 3: crc32c}  # readable
 HEADER_BYTES = {1: FRAME_V2.size, 2: FRAME_V2.size, 3: FRAME.size}
+_PACK_V2, _PACK_U32 = FRAME_V2.pack, struct.Struct("<I").pack
 FSYNC_POLICIES = ("always", "interval_ms", "never")
 LOCK_NAME = "writer.lock"
 _SEGMENT = re.compile(r"segment-(\d{6,})\.log")
@@ -90,8 +91,7 @@ class LogLockedError(RuntimeError):
     """Another writer holds the log."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Position:
+class Position(NamedTuple):  # a named tuple: one is made per record appended
     segment: int
     offset: int  # of the frame header
     length: int  # of the payload
@@ -416,15 +416,21 @@ class SegmentLog:
             raise self._sync_error
         out = []
         iov: list[bytes] = []  # frames and payloads, written with one writev per batch
+        version, header = self.version, HEADER_BYTES[self.version]
         with self._io:
             for payload in payloads:
-                size = HEADER_BYTES[self.version] + len(payload)
-                if self._size > 0 and self._size + size > self.segment_bytes:
+                n = len(payload)
+                if self._size > 0 and self._size + header + n > self.segment_bytes:
                     self._write(iov)
                     self._rotate()
-                iov += [frame(payload, self.version), payload]
-                out.append(Position(self._segment, self._size, len(payload)))
-                self._size += size
+                if version == VERSION:  # frame(), inline: this loop runs once per record
+                    head = _PACK_V2(MAGIC, VERSION, 0, n, crc32c(payload))
+                    iov.append(head + _PACK_U32(crc32c(head)))
+                else:
+                    iov.append(frame(payload, version))
+                iov.append(payload)
+                out.append(Position(self._segment, self._size, n))
+                self._size += header + n
             self._write(iov)
             self.positions += out
             self._dirty = True
@@ -439,6 +445,14 @@ class SegmentLog:
     def _write(self, iov: list[bytes]) -> None:
         """Write `iov` in order, in as few syscalls as the kernel allows (no copies of large
         payloads); a short write (a full disk, a signal) goes on where it stopped."""
+        if not iov:
+            return
+        if len(iov) <= _IOV_MAX:  # the usual batch: one writev that writes it all
+            done = os.writev(self._fd, iov)
+            if done == sum(map(len, iov)):
+                iov.clear()
+                return
+            iov[:] = _after(iov, done)
         at = 0
         while at < len(iov):
             batch = iov[at:at + _IOV_MAX]
@@ -575,6 +589,15 @@ class SegmentLog:
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)  # closing the fd releases the flock
             self._lock_fd = -1
+
+
+def _after(parts: list[bytes], done: int) -> list[bytes]:
+    """What is left of `parts` once their first `done` bytes are written."""
+    for i, part in enumerate(parts):
+        if done < len(part):
+            return [part[done:], *parts[i + 1:]]
+        done -= len(part)
+    return []
 
 
 def _flush_loop(ref: weakref.ReferenceType[SegmentLog], kick: threading.Event,

@@ -31,6 +31,8 @@ TEXTS = ("instruction", "group")  # strings, may be empty
 COUNTERS = ("chunk_seq", "policy_version", "horizon")  # non-negative integers (horizon >= 1)
 HEADER = ("robot_id", "embodiment", "task", "episode_id", "chunk_seq", "policy_version",
           "wall_time", "horizon", "instruction", "group", "episode_end")
+# what changes from one record of a robot's stream to the next (written last, `buffers.codec`)
+STAMPS = ("episode_id", "chunk_seq", "policy_version", "wall_time")
 COLUMNS = ("action", "policy_action", "logp", "value", "reward", "success", "intervened")
 FINITE = ("action", "policy_action", "logp", "value", "reward")  # floats, every one finite
 FLAGS = ("success", "intervened")  # bool
@@ -48,24 +50,42 @@ def check_header(h: Mapping[str, Any], end: Sequence[Any] | None) -> None:
     """The header fields of `HEADER` in `h` (a msgpack map, or a chunk's `vars`), and the
     episode's end as None or an (outcome, source) pair."""
     for name in NAMES:
-        v = h[name]
-        if not isinstance(v, str) or not v or len(v) > MAX_STRING:
-            raise RecordError(f"{name} must be a non-empty string of at most {MAX_STRING} chars")
+        _name(name, h[name])
     for name in TEXTS:
         v = h[name]
         if not isinstance(v, str) or len(v) > MAX_STRING:
             raise RecordError(f"{name} must be a string of at most {MAX_STRING} chars")
-    for name in COUNTERS:
+    _counters(h, COUNTERS)
+    if h["horizon"] < 1:
+        raise RecordError("horizon must be >= 1")
+    _wall_time(h["wall_time"])
+    if end is not None and (end[0] not in OUTCOMES or end[1] not in SOURCES):
+        raise RecordError(f"bad episode_end {end!r}")
+
+
+def check_stamps(h: Mapping[str, Any]) -> None:
+    """`check_header`'s rules for the `STAMPS` fields alone: for a record whose other header
+    fields are, byte for byte, those of a record that passed `check_header` (ingest)."""
+    _name("episode_id", h["episode_id"])
+    _counters(h, ("chunk_seq", "policy_version"))
+    _wall_time(h["wall_time"])
+
+
+def _name(name: str, v: Any) -> None:
+    if not isinstance(v, str) or not v or len(v) > MAX_STRING:
+        raise RecordError(f"{name} must be a non-empty string of at most {MAX_STRING} chars")
+
+
+def _counters(h: Mapping[str, Any], names: Sequence[str]) -> None:
+    for name in names:
         v = h[name]
         if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v >= 2**63:
             raise RecordError(f"{name} must be a non-negative integer, got {v!r}")
-    if h["horizon"] < 1:
-        raise RecordError("horizon must be >= 1")
-    t = h["wall_time"]
+
+
+def _wall_time(t: Any) -> None:
     if not isinstance(t, _NUMBER) or not math.isfinite(t):
         raise RecordError("wall_time must be a finite number")
-    if end is not None and (end[0] not in OUTCOMES or end[1] not in SOURCES):
-        raise RecordError(f"bad episode_end {end!r}")
 
 
 def column_shapes(steps: int, horizon: int, adim: int) -> dict[str, tuple[int, ...]]:

@@ -25,8 +25,7 @@ from typing import Any
 
 from crc32c import crc32c
 
-from buffers.check import RecordHead, check_record
-from buffers.codec import RecordError
+from buffers.check import RecordHead, check_records
 from buffers.log import list_segments
 from buffers.store import BufferConfig, InsertResult, ReplayBuffer
 
@@ -69,16 +68,11 @@ class ShardedBuffer:
         """Check each record once, route it to its robot's shard; durable on return."""
         routed: dict[int, list[tuple[bytes, RecordHead]]] = collections.defaultdict(list)
         where: dict[int, list[int]] = collections.defaultdict(list)  # batch index per shard item
-        refused: list[tuple[int, str]] = []
         limit = self.shards[0].config.max_record_bytes
-        for i, record in enumerate(records):
-            try:
-                head = check_record(record, max_bytes=limit)
-            except RecordError as e:
-                refused.append((i, str(e)))
-                continue
+        passed, refused = check_records(records, max_bytes=limit)
+        for i, head in passed:
             k = shard_of(head.key[0], len(self.shards))
-            routed[k].append((bytes(record), head))
+            routed[k].append((bytes(records[i]), head))
             where[k].append(i)
         stored = duplicates = conflicts = 0
         for k, items in routed.items():

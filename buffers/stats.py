@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from buffers.index import RecordMeta
@@ -43,6 +44,34 @@ class Counts:
         elif self.episodes[m.episode] == 0:
             del self.episodes[m.episode]
             self.episodes_per_task[m.task] -= 1
+
+    def add(self, metas: Sequence[RecordMeta]) -> None:
+        """`update(m, +1)` for each of `metas`, in one pass (ingest's batches)."""
+        episodes, per_task, tasks, versions = (self.episodes, self.episodes_per_task,
+                                               self.tasks, self.versions)
+        steps = size = ended = successes = intervened = 0
+        for m in metas:
+            steps += m.num_steps
+            size += m.position.length
+            outcome = m.outcome
+            if outcome is not None:
+                ended += 1
+                successes += outcome == "success"
+            intervened += m.intervened > 0
+            episode = m.key[:2]
+            if episode in episodes:
+                episodes[episode] += 1
+            else:
+                episodes[episode] = 1
+                per_task[m.task] += 1
+        tasks.update([m.task for m in metas])
+        versions.update([m.policy_version for m in metas])
+        self.records += len(metas)
+        self.steps += steps
+        self.bytes += size + FRAME.size * len(metas)
+        self.ended += ended
+        self.successes += successes
+        self.intervened += intervened
 
     def summary(self) -> dict[str, Any]:
         versions = [v for v, n in self.versions.items() if n > 0]

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from buffers.cache import DecodedCache
-from buffers.check import RecordHead, check_record
+from buffers.check import RecordHead, check_record, check_records
 from buffers.codec import MAX_RECORD_BYTES, RecordError, decode_chunk
 from buffers.index import RecordMeta, SegmentIndex, index_path, load_index, save_index
 from buffers.log import FSYNC_POLICIES, CorruptLogError, Position, SegmentLog, list_segments
@@ -184,15 +184,9 @@ class ReplayBuffer:
 
     def insert(self, records: Sequence[bytes]) -> InsertResult:
         """Validate, drop duplicates, append; returns once durable per `config.fsync`."""
-        decoded: list[tuple[bytes, RecordHead]] = []
-        refused: list[tuple[int, str]] = []
-        for i, record in enumerate(records):
-            try:  # every rule of the schema, read off the msgpack map; nothing is inflated
-                head = check_record(record, max_bytes=self.config.max_record_bytes)
-            except RecordError as e:
-                refused.append((i, str(e)))
-                continue
-            decoded.append((bytes(record), head))
+        # every rule of the schema, read off the msgpack map; nothing is inflated
+        passed, refused = check_records(records, max_bytes=self.config.max_record_bytes)
+        decoded = [(bytes(records[i]), head) for i, head in passed]
         stored, duplicates, conflicts = self.insert_decoded(decoded)
         if conflicts:
             schema = {j for j, _ in refused}
@@ -221,8 +215,16 @@ class ReplayBuffer:
             else:
                 conflicts.append((i, self._conflict(key)))
         positions = self.log.append([r for r, _ in fresh]) if fresh else []
-        for (_, head), pos in zip(fresh, positions, strict=True):
-            self._add(RecordMeta.checked(head, pos))
+        metas = [RecordMeta(*head, pos) for (_, head), pos in zip(fresh, positions, strict=True)]
+        segment = positions[0].segment if positions else -1
+        if positions and segment == positions[-1].segment and segment in self._segments:
+            self._segments[segment] += metas  # the usual batch: what `_add` does, at once
+            self.index += metas
+            self._keys.update([(m.key, m) for m in metas])
+            self.counts.add(metas)
+        else:  # the batch opens a segment
+            for meta in metas:
+                self._add(meta)
         self._save_unsealed()
         if fresh:
             self._enforce_retention()

@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return robot_cli.main(args)
     except ConfigError as e:
-        console.print(f"[bold red]config error:[/] {e}", highlight=False)
+        from rich.markup import escape  # a message's own [brackets] (fleet[lerobot]) are text
+
+        console.print(f"[bold red]config error:[/] {escape(str(e))}", highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -263,3 +263,34 @@ def test_a_v2_dataset_with_one_video_per_episode_imports(tmp_path, capsys):
         diff = np.abs(got - frames[ep]).mean()  # small sharp-edged frames: H.264's worst case
         off_by_one = np.abs(got[1:] - frames[ep][:-1]).mean()
         assert diff < 6 and off_by_one > 3 * diff, (diff, off_by_one)  # each at its own time
+
+
+def test_lerobots_own_loader_reads_the_export(run, tmp_path, monkeypatch):
+    """LeRobot's `LeRobotDataset` (lerobot >= 0.5, Python >= 3.12; docs/python312.md), unpatched,
+    reads the export: every frame's state and action exactly, the frames decoded by PyAV, the
+    task, and chunks of actions through `delta_timestamps` as ACT's training asks for them.
+    Skips only where the optional lerobot package cannot be imported."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a local root: nothing to fetch
+    lrd = pytest.importorskip("lerobot.datasets.lerobot_dataset")
+    out = _export(run, tmp_path, "--fps", "10")
+    ds = lrd.LeRobotDataset("local/fleet_export", root=out, video_backend="pyav")
+    assert (len(ds), ds.num_episodes, ds.fps) == (30, 2, 10)
+    episodes = run[1]
+    diffs = []
+    for idx in range(len(ds)):
+        item = ds[idx]
+        ep, t = int(item["episode_index"]), int(item["frame_index"])
+        src = episodes[ep]
+        np.testing.assert_array_equal(item["observation.state"].numpy(), src.obs["state"][t])
+        if t < len(src.action):
+            np.testing.assert_array_equal(item["action"].numpy(), src.action[t])
+        assert item["task"] == "pusht"
+        img = item[CAM].numpy().transpose(1, 2, 0) * 255  # [3, h, w] in [0, 1]
+        diffs.append(np.abs(img - src.obs["pixels"][t]).mean())
+    assert np.mean(diffs) < 3, np.mean(diffs)  # H.264, 4:2:0
+    chunked = lrd.LeRobotDataset("local/fleet_export", root=out, video_backend="pyav",
+                                 delta_timestamps={"action": [0, 0.1, 0.2, 0.3],
+                                                   CAM: [-0.1, 0.0]})
+    end = chunked[13]  # episode 0's frame 13 of 15: two steps left
+    assert tuple(end["action"].shape) == (4, 2) and tuple(end[CAM].shape) == (2, 3, 96, 96)
+    assert end["action_is_pad"].tolist() == [False, False, True, True]

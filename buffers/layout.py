@@ -1,0 +1,436 @@
+"""Ingest's layout path: a record laid out like one already checked is checked (and decoded)
+against that record's layout, without parsing each array's spec.
+
+Example (buffers.check and buffers.codec use it; nothing else needs to):
+
+    got = fast(data, max_bytes)            # (head, finite bytes, dtype), or None: full check
+    chunk = decode_by_layout(data, max_bytes)   # decode_chunk's chunk, or None: decode it
+    learn(data, body, chunk)               # file the layout of a record just validated
+
+A record `encode_chunk` writes is one msgpack map: `v`, the observations, the columns, `aux`
+(version 4), then the header fields, the `STAMPS` last. Everything before the header is the
+same bytes for every record of one robot's stream except the arrays' contents (and a compressed
+frame's length): its skeleton. A record that passed the full check leaves its layout here: the
+skeleton's pieces, where each array's bytes lie, and what the full check concluded from them
+(steps, horizon, bytes the frames claim), and its header up to the stamps. A later record is
+checked against them with a few byte comparisons, the size each lz4 frame claims, the stamps
+(unpacked and checked on their own, `schema.check_stamps`) and one sum for finiteness: the
+same rules, the same verdict (tests/test_decoder_fuzz.py and `fleet bench fuzz` hold the two
+paths to it); any difference at all sends it through the full check (`buffers.check`).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, NamedTuple
+
+import lz4.frame
+import msgpack
+import numpy as np
+
+from buffers.records import ChunkKey, EpisodeEnd, RolloutChunk
+from buffers.schema import (
+    COLUMNS,
+    FINITE,
+    HEADER,
+    STAMPS,
+    RecordError,
+    check_header,
+    check_stamps,
+)
+
+_ADD = np.add.reduce
+
+
+class RecordHead(NamedTuple):
+    """What ingest learns from a checked record (the index's fields, `buffers.index`). A named
+    tuple: one is made per record at ingest, at a third of a frozen dataclass's cost."""
+
+    key: ChunkKey
+    task: str
+    group: str
+    policy_version: int
+    num_steps: int
+    intervened: int  # steps an operator acted
+    outcome: str | None
+
+
+def fast(data: bytes, max_bytes: int) -> tuple[RecordHead, bytes, np.dtype] | None:
+    """(head, the bytes whose finiteness is left to check, their dtype) of a record that
+    matches a layout filed under its first bytes and passes every other rule, else None."""
+    if type(data) is bytes and len(data) <= max_bytes:
+        for layout in _LAYOUTS.get(data[:_KEY_BYTES], ()):
+            got = layout.parse(data, max_bytes)
+            if got is not None:
+                return got
+    return None
+
+
+def decode_by_layout(data: bytes, max_bytes: int) -> RolloutChunk | None:
+    """`decode_chunk`'s chunk for a record that matches a known layout (its verdict: every
+    rule holds), built from the layout without parsing the arrays' specs; None otherwise."""
+    if type(data) is bytes and len(data) <= max_bytes:
+        for layout in _LAYOUTS.get(data[:_KEY_BYTES], ()):
+            chunk = layout.decode(data, max_bytes)
+            if chunk is not None:
+                return chunk
+    return None
+
+
+def learn(data: bytes, b: dict[str, Any], chunk: RolloutChunk) -> None:
+    """File the layout of `data`, which `decode_chunk` just decoded and validated into `chunk`
+    from its msgpack map `b` (its verdict is `check_record`'s)."""
+    if type(data) is bytes and isinstance(b, dict) and b.get("v") in (3, 4):
+        inflates = sum(a.nbytes for k, a in chunk.obs.items() if "lz4" in b["obs"][k])
+        file_layout(data, b, chunk.num_steps, inflates)
+
+
+_KEY_BYTES = 24  # layouts are filed under a record's first bytes (never past the first array)
+_MAX_LAYOUTS = 64  # keys kept
+_MAX_PER_KEY = 8  # layouts per key, the newest first (the step counts an episode ends on)
+_LAYOUTS: dict[bytes, tuple[_Layout, ...]] = {}
+_HEADER_MAP = b"\x8b"  # a fixmap of the 11 header fields (`HEADER`)
+_HEADER_KEYS = frozenset(HEADER)
+_STAMPS_MAP = b"\x84"  # a fixmap of the 4 `STAMPS`
+_STAMP_KEYS = frozenset(STAMPS)
+_HEAD_KEY_BYTES = 40  # header templates are filed under the header's first bytes (robot_id)
+_MAX_HEADERS = 4096  # robots kept per layout (each with up to 4 episode ends)
+_HEADER_BUDGET = [1 << 16]  # headers all layouts may still file (~250 B each); then start over
+_RAW, _LZ4 = 0, 1
+
+
+class _Layout:
+    """One record's skeleton: `pieces` = (bytes before the array, kind, its bytes (raw) or the
+    bytes its frame must claim (lz4), read for finiteness, is the intervened column)."""
+
+    __slots__ = (
+        "arrays",
+        "body_end",
+        "dtype",
+        "finite",
+        "fixed",
+        "headers",
+        "horizon",
+        "inflates",
+        "intervened",
+        "pieces",
+        "skeleton",
+        "steps",
+    )
+
+    def __init__(self, pieces: list[tuple[bytes, int, int, bool, bool]], horizon: int,
+                 steps: int, inflates: int, dtype: np.dtype,
+                 arrays: list[tuple[str, str | None, np.dtype, tuple[int, ...]]]) -> None:
+        self.pieces, self.horizon, self.steps = pieces, horizon, steps
+        self.arrays = arrays  # per piece: (field, name in obs/aux or None, dtype, shape)
+        self.inflates, self.dtype = inflates, dtype  # frames' claims; the finite columns' dtype
+        self.fixed = all(kind == _RAW for _, kind, _, _, _ in pieces)
+        skeleton, finite, at, intervened = [], [], 0, slice(0)
+        for gap, _, size, fin, inter in pieces:  # where everything lies when nothing moves
+            skeleton.append(slice(at, at + len(gap)))
+            at += len(gap)
+            if fin:
+                finite.append(slice(at, at + size))
+            if inter:
+                intervened = slice(at, at + size)
+            at += size
+        self.skeleton = (operator.itemgetter(*skeleton), tuple(g for g, *_ in pieces))
+        self.finite = operator.itemgetter(*finite, slice(0, 0))  # always a tuple
+        self.intervened, self.body_end = intervened, at
+        # robot -> (header up to its stamps, (robot_id, task, group, outcome)), newest first
+        self.headers: dict[bytes, tuple[tuple[bytes, tuple[str, str, str, str | None]], ...]] = {}
+
+    def parse(self, data: bytes, max_bytes: int) -> tuple[RecordHead, bytes, np.dtype] | None:
+        """(head, the finite columns' bytes, their dtype) if the record has this layout and
+        passes every rule but finiteness (the caller's: one sum), else None."""
+        if self.fixed:
+            getter, gaps = self.skeleton
+            end = self.body_end
+            if len(data) <= end or getter(data) != gaps:
+                return None
+            finite = b"".join(self.finite(data))
+            intervened = data[self.intervened]
+        else:
+            walked = self._walk(data, max_bytes)
+            if walked is None:
+                return None
+            end, finite, intervened = walked
+        stamped = self._stamped(data, end)
+        if stamped is not None:
+            robot, task, group, outcome, t = stamped
+            return RecordHead((robot, t["episode_id"], t["chunk_seq"]), task, group,
+                              t["policy_version"], self.steps,
+                              len(intervened) - intervened.count(0), outcome), finite, self.dtype
+        try:  # msgpack's default limits are the input's length: a small map here
+            h = msgpack.unpackb(_HEADER_MAP + data[end:])
+        except Exception:  # any fault: the full check says what it is
+            return None
+        if h.keys() != _HEADER_KEYS or h["horizon"] != self.horizon or type(
+                h["horizon"]) is not int:
+            return None
+        end_ = h["episode_end"]
+        if end_ is not None and not (type(end_) is list and len(end_) == 2):
+            return None
+        try:
+            check_header(h, end_)
+        except RecordError:
+            return None
+        outcome = None if end_ is None else end_[0]
+        self._file_header(data, end, (h["robot_id"], h["task"], h["group"], outcome))
+        return RecordHead((h["robot_id"], h["episode_id"], h["chunk_seq"]), h["task"],
+                          h["group"], h["policy_version"], self.steps,
+                          len(intervened) - intervened.count(0), outcome), finite, self.dtype
+
+    def _stamped(self, data: bytes, end: int) -> tuple[str, str, str, str | None,
+                                                        dict[str, Any]] | None:
+        """A header whose fields but the `STAMPS` are, byte for byte, those of a header that
+        passed `check_header` before (a robot's stream): (robot_id, task, group, outcome,
+        the stamps), once the stamps pass their rules; else None."""
+        for template, known in self.headers.get(data[end:end + _HEAD_KEY_BYTES], ()):
+            if data.startswith(template, end):
+                try:
+                    t = msgpack.unpackb(_STAMPS_MAP + data[end + len(template):])
+                except Exception:  # any fault: the full check says what it is
+                    return None
+                if t.keys() != _STAMP_KEYS:
+                    return None
+                try:
+                    check_stamps(t)
+                except RecordError:
+                    return None
+                return (*known, t)
+        return None
+
+    def _file_header(self, data: bytes, end: int, known: tuple[str, str, str, str | None]
+                     ) -> None:
+        """Keep the header of `data` (which just passed `check_header`) up to its stamps, if
+        they are its last fields, for `_stamped`."""
+        try:
+            at = end
+            for _ in range(len(HEADER) - len(STAMPS)):
+                at = _skip(data, _skip(data, at))
+            if msgpack.unpackb(_STAMPS_MAP + data[at:]).keys() != _STAMP_KEYS:
+                return
+        except (IndexError, ValueError, msgpack.UnpackException):
+            return
+        key = data[end:end + _HEAD_KEY_BYTES]
+        if len(self.headers) >= _MAX_HEADERS and key not in self.headers:
+            self.headers = {}
+        _HEADER_BUDGET[0] -= 1
+        if _HEADER_BUDGET[0] < 0:  # bounded memory, whatever robots and layouts arrive
+            _HEADER_BUDGET[0] = 1 << 16
+            for layouts in list(_LAYOUTS.values()):
+                for layout in layouts:
+                    layout.headers = {}
+        # a new tuple, never one changed in place: another thread may be reading the old one
+        self.headers[key] = ((data[end:at], known), *self.headers.get(key, ())[:3])
+
+    def decode(self, data: bytes, max_bytes: int) -> RolloutChunk | None:
+        """The chunk `decode_chunk` makes of `data`, if `data` has this layout and passes every
+        rule, else None. Only layouts without compressed observations: a camera record's cost
+        is inflating its frames, which `decode_chunk` does (and checks) itself."""
+        if not self.fixed:
+            return None
+        got = self.parse(data, max_bytes)
+        if got is None:
+            return None
+        _, finite, dtype = got
+        with np.errstate(all="ignore"):  # a finite sum proves every element finite
+            if not math.isfinite(_ADD(np.frombuffer(finite, dtype))):
+                return None
+        at, fields = 0, dict[str, Any]()
+        obs: dict[str, np.ndarray] = {}
+        aux: dict[str, np.ndarray] = {}
+        for (gap, _, size, _, _), (field, name, dt, shape) in zip(self.pieces, self.arrays,
+                                                                  strict=True):
+            start = at + len(gap)
+            at = start + size
+            # its own bytes (as msgpack gives each array), read-only like the decoder's
+            array = np.frombuffer(data[start:at], dt).reshape(shape)
+            if name is None:
+                fields[field] = array
+            else:
+                (obs if field == "obs" else aux)[name] = array
+        h = msgpack.unpackb(_HEADER_MAP + data[at:])
+        end = h.pop("episode_end")
+        fields.update(h)
+        if aux:
+            fields["aux"] = aux
+        return RolloutChunk(**fields, obs=obs, episode_end=None if end is None else EpisodeEnd(
+            *end))
+
+    def _walk(self, data: bytes, max_bytes: int) -> tuple[int, bytes, bytes] | None:
+        """A layout with compressed observations, whose lengths move what follows them."""
+        if self.inflates > max_bytes:
+            return None
+        at, finite, intervened = 0, [], b""
+        for gap, kind, size, fin, inter in self.pieces:
+            stop = at + len(gap)
+            if data[at:stop] != gap:
+                return None
+            if kind == _RAW:
+                at = stop + size
+                if fin:
+                    finite.append(data[stop:at])
+                elif inter:
+                    intervened = data[stop:at]
+                continue
+            tag = data[stop:stop + 1]  # a bin of any length, holding one lz4 frame
+            wide = _BIN.get(tag)
+            if wide is None:
+                return None
+            start = stop + 1 + wide
+            at = start + int.from_bytes(data[stop + 1:start], "big")
+            try:
+                claimed = lz4.frame.get_frame_info(data[start:min(at, start + 32)])
+            except Exception:  # the full check names the fault
+                return None
+            if claimed["content_size"] != size:
+                return None
+        if at >= len(data):
+            return None
+        return at, b"".join(finite), intervened
+
+
+_BIN = {b"\xc4": 1, b"\xc5": 2, b"\xc6": 4}  # msgpack bin 8/16/32: bytes of its length
+
+
+def file_layout(data: bytes, b: dict[str, Any], steps: int, inflates: int) -> None:
+    """File the layout of `data`, which just passed the full check (its map is `b`), if it
+    has the form `encode_chunk` writes (header fields last, specs keyed dtype, shape, data)."""
+    if b["v"] not in (3, 4) or data[:4] == b"\x04\x22\x4d\x18":  # versions 1 and 2 (a
+        return  # version 1 map gains `group` "": not what its bytes say), or an lz4 envelope
+    dtypes = {np.dtype(b[name]["dtype"]) for name in FINITE}
+    aux = b.get("aux", {})
+    dtypes |= {np.dtype(s["dtype"]) for s in aux.values() if s["dtype"] == "float32"}
+    if len(dtypes) != 1:
+        return
+    where: list[tuple[str, str | None]] = []
+    try:
+        pieces = _pieces(data, b, where)
+    except (IndexError, ValueError, KeyError):
+        return
+    if pieces is None:
+        return
+    specs = [b[field] if name is None else b[field][name] for field, name in where]
+    arrays = [(field, name, np.dtype(spec["dtype"]), tuple(spec["shape"]))
+              for (field, name), spec in zip(where, specs, strict=True)]
+    layout = _Layout(pieces, b["horizon"], steps, inflates, dtypes.pop(), arrays)
+    key = data[:_KEY_BYTES]
+    known = _LAYOUTS.get(key, ())
+    if any(k.pieces == layout.pieces and k.horizon == layout.horizon for k in known):
+        return
+    if len(_LAYOUTS) >= _MAX_LAYOUTS and key not in _LAYOUTS:
+        _LAYOUTS.clear()  # a stream whose layout changes all the time: start over
+    # a new tuple, never one changed in place: another thread may be reading the old one
+    _LAYOUTS[key] = (layout, *known[:_MAX_PER_KEY - 1])
+
+
+_SPEC = (b"\x83\xa5dtype", b"\xa5shape")  # how encode_chunk writes an array spec's first keys
+
+
+def _pieces(data: bytes, b: dict[str, Any], where: list[tuple[str, str | None]]
+            ) -> list[tuple[bytes, int, int, bool, bool]] | None:
+    """The pieces of `data` (see `_Layout`); `where` gets each one's array: (field, name in
+    `obs` or `aux`, or None for a column)."""
+    at, count = _map_head(data, 0)
+    if count != len(b) or len(b) - len(HEADER) < 1:
+        return None
+    pieces: list[tuple[bytes, int, int, bool, bool]] = []
+    gap_from = 0
+    for _ in range(count - len(HEADER)):  # everything before the header fields
+        key_end = _skip(data, at)
+        key = msgpack.unpackb(data[at:key_end], raw=False)
+        at = key_end
+        if key == "v":
+            at = _skip(data, at)
+        elif key in ("obs", "aux"):
+            at, n = _map_head(data, at)
+            for _ in range(n):
+                name_end = _skip(data, at)
+                name = msgpack.unpackb(data[at:name_end], raw=False)
+                finite = key == "aux" and b["aux"][name]["dtype"] == "float32"
+                at, gap_from = _spec(data, name_end, gap_from, pieces, key == "obs", finite,
+                                     False)
+                where.append((key, name))
+        elif key in COLUMNS:
+            at, gap_from = _spec(data, at, gap_from, pieces, False, key in FINITE,
+                                 key == "intervened")
+            where.append((key, None))
+        else:
+            return None
+    if at != gap_from:  # the header must follow the last array's bytes
+        return None
+    for _ in range(len(HEADER)):
+        key_end = _skip(data, at)
+        if msgpack.unpackb(data[at:key_end], raw=False) not in _HEADER_KEYS:
+            return None
+        at = _skip(data, key_end)
+    if at != len(data):
+        return None
+    return pieces
+
+
+def _spec(data: bytes, at: int, gap_from: int, pieces: list[tuple[bytes, int, int, bool, bool]],
+          obs: bool, finite: bool, intervened: bool) -> tuple[int, int]:
+    """One `{dtype, shape, data | lz4}` at `at`; appends its piece, returns (end, end)."""
+    if not data.startswith(_SPEC[0], at):
+        raise ValueError("not encode_chunk's spec")
+    at = _skip(data, at + len(_SPEC[0]))  # the dtype string
+    if not data.startswith(_SPEC[1], at):
+        raise ValueError("not encode_chunk's spec")
+    at = _skip(data, at + len(_SPEC[1]))  # the shape
+    if data.startswith(b"\xa4data", at):
+        start = at + 5 + 1 + _BIN[data[at + 5:at + 6]]
+        end = _skip(data, at + 5)
+        pieces.append((data[gap_from:start], _RAW, end - start, finite, intervened))
+    elif obs and data.startswith(b"\xa3lz4", at):
+        end = _skip(data, at + 4)
+        frame = data[at + 4 + 1 + _BIN[data[at + 4:at + 5]]:end]
+        size = lz4.frame.get_frame_info(frame)["content_size"]
+        pieces.append((data[gap_from:at + 4], _LZ4, size, False, False))
+    else:
+        raise ValueError("not encode_chunk's spec")
+    return end, end
+
+
+def _map_head(data: bytes, at: int) -> tuple[int, int]:
+    t = data[at]
+    if 0x80 <= t <= 0x8F:
+        return at + 1, t & 0x0F
+    if t == 0xDE:
+        return at + 3, int.from_bytes(data[at + 1:at + 3], "big")
+    raise ValueError("not a map")
+
+
+_FIXED = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9,
+          0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9}
+_SIZED = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin, str: bytes of the length
+
+
+def _skip(data: bytes, at: int) -> int:
+    """Where the msgpack object at `at` ends (for the types a record holds)."""
+    t = data[at]
+    if t <= 0x7F or t >= 0xE0:
+        return at + 1
+    if t <= 0x8F:
+        n, at = 2 * (t & 0x0F), at + 1
+    elif t <= 0x9F:
+        n, at = t & 0x0F, at + 1
+    elif t <= 0xBF:
+        return at + 1 + (t & 0x1F)
+    elif t in _FIXED:
+        return at + _FIXED[t]
+    elif t in _SIZED:
+        w = _SIZED[t]
+        return at + 1 + w + int.from_bytes(data[at + 1:at + 1 + w], "big")
+    elif t == 0xDC:
+        n, at = int.from_bytes(data[at + 1:at + 3], "big"), at + 3
+    elif t == 0xDE:
+        n, at = 2 * int.from_bytes(data[at + 1:at + 3], "big"), at + 3
+    else:
+        raise ValueError(f"msgpack type {t:#x} is not in a record")
+    for _ in range(n):
+        at = _skip(data, at)
+    return at
