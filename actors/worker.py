@@ -50,7 +50,8 @@ class Policy(Protocol):
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[Any, ...]:
         """obs [D] -> (chunk [H, A], behaviour log-prob), or (chunk, log-prob, aux) for a policy
-        with per-call data (`algorithms.factory.Policy`). No value: critics are the learner's."""
+        with per-call data (`algorithms.factory.Policy`). No value: critics are the learner's.
+        A policy with `takes_corrections` also gets `set_instruction` (console corrections)."""
         ...
 
     def load_policy_state(self, state: dict[str, np.ndarray]) -> None: ...
@@ -189,6 +190,7 @@ class RobotWorker:
         self._first_obs: Observation = {}  # the episode's first: later ones must match it
         self._failing = 0  # faults in a row without a step between them
         self.fault: RobotFault | None = None  # the newest
+        self._instruction = str(getattr(policy, "instruction", ""))  # its own, between corrections
 
     def _adopt_weights(self) -> None:
         got = self.weights.poll(self.stats.policy_version)
@@ -206,6 +208,17 @@ class RobotWorker:
         if self.control is not None and self.control.correction:  # stored with the episode
             chunk = dataclasses.replace(chunk, instruction=self.control.correction)
         return chunk
+
+    def _follow_correction(self) -> None:
+        """A policy that `takes_corrections` (a language-conditioned one that records the
+        instruction of each call) acts on the console's newest correction of this episode from
+        the next call on, and on its own instruction when there is none (a new episode)."""
+        if not getattr(self.policy, "takes_corrections", False):
+            return
+        wanted = self.control.correction if self.control is not None else ""
+        wanted = wanted or self._instruction
+        if wanted != getattr(self.policy, "instruction", None):
+            self.policy.set_instruction(wanted)  # type: ignore[attr-defined]
 
     def _put(self, chunk: RolloutChunk) -> None:
         self.outbox.put(encode_chunk(chunk))
@@ -267,6 +280,7 @@ class RobotWorker:
                 if self._builder.full:
                     self._held = self._flush()  # goes out once the next step has run
                     self._adopt_weights()
+                self._follow_correction()
                 answer = self.policy.act(self._policy_obs(obs))
                 chunk, logp = answer[0], answer[1]
                 self._builder.add_call(chunk, logp, answer[2] if len(answer) > 2 else None)
@@ -424,6 +438,8 @@ class RobotWorker:
         for n, seed in enumerate(seeds):
             obs = self.robot.reset(seed)
             run.reset()
+            if getattr(self.policy, "takes_corrections", False):  # no operator in evaluation
+                self.policy.set_instruction(self._instruction)  # type: ignore[attr-defined]
             frames: dict[str, list[np.ndarray]] = {k: [v.copy()] for k, v in obs.items()
                                                    if n < record and is_camera(v)}
             done = success = False

@@ -61,6 +61,12 @@ class Policy(Protocol):
     is never passed `aux`. BC calls `bc_loss(rows, chunks, generator)` where a policy has one
     (the flow policy's flow matching), before `mean_chunk`. The token policy needs no `aux`:
     its acting chunk is the sampled bins' centres, which `log_prob` maps back to the same bins.
+
+    Language corrections: a policy with `takes_corrections = True`, `instruction` (the text it
+    acts on) and `set_instruction(text)` is set by its robot's worker to the console's newest
+    correction of the episode before each call (back to its own instruction in a new
+    episode); it must record the instruction per call in `aux` (the hf adapter's
+    `instruction` ids) so that `log_prob` scores each chunk with the one actually used.
     """
 
     config: Any
@@ -93,7 +99,8 @@ def _hf(config: PolicyConfig) -> Any:
 
     return HFVLAPolicy(HFPolicyConfig(
         path=config.path, obs_dim=config.obs_dim, action_dim=config.action_dim,
-        horizon=config.horizon, bins=config.bins, hidden=config.hidden))
+        horizon=config.horizon, bins=config.bins, hidden=config.hidden,
+        image_key=config.image_key, image_size=config.image_size, **config.params))
 
 
 def _act(config: PolicyConfig) -> Any:

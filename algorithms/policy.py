@@ -58,7 +58,7 @@ class PolicyConfig:
     decode: str = "autoregressive"  # kind=token: autoregressive | parallel
     instruction: str = ""  # kind=token|hf: language instruction the policy is conditioned on
     path: str = ""  # kind=hf: local Hugging Face checkpoint directory
-    image_key: str = ""  # kind=chunk: also see obs[image_key], uint8 [size, size, 3] (e.g. pixels)
+    image_key: str = ""  # kind=chunk|hf: also see obs[image_key], uint8 [size, size, 3] (pixels)
     image_size: int = 96
     mask_key: str = ""  # kind=chunk: obs[mask_key] [A] marks executed action numbers (padding: 0)
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # a plug-in's own config
@@ -81,9 +81,11 @@ class PolicyConfig:
         if self.bound not in ("none", "tanh"):
             raise ValueError(f"policy.bound={self.bound!r}: none or tanh")
         chunk_only = self.image_key or self.mask_key or self.bound != "none"
-        if chunk_only and self.kind in ("token", "hf", "flow"):
+        if chunk_only and self.kind in ("token", "hf", "flow") and not (
+                self.kind == "hf" and not self.mask_key and self.bound == "none"):
             raise ValueError("policy.image_key, policy.mask_key and policy.bound need "
-                             "policy.kind=chunk (or a plug-in that reads them)")
+                             "policy.kind=chunk (image_key: also hf), or a plug-in that reads "
+                             "them")
 
 
 BUILTIN_KINDS = ("chunk", "token", "hf", "act", "flow")  # `algorithms.factory.BUILTIN` builds each

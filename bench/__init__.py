@@ -22,6 +22,7 @@ BENCHES = {  # name -> module; each module has run(quick) -> the JSON line's fie
     "actor_overhead": "bench.actor_overhead", "fleet_capacity": "bench.fleet_capacity",
     "td_push": "bench.td_push",  # chunked TD from the push-v3 base, evaluated as it trains
     "e2e_peers": "bench.e2e_peers",  # fleet train PPO vs RLlib and SB3 PPO, same budget
+    "vla_decode": "bench.vla_decode",  # the hf adapter's 112-token decode, KV cache vs none
 }
 
 

@@ -194,6 +194,9 @@ class Config:
                                  f"would hold {2 * capacity * row / 2**30:.0f} GiB, over "
                                  f"{REPLAY_BUDGET // 2**30} GiB: set algorithm.td.capacity <= "
                                  f"{REPLAY_BUDGET // (2 * row)}")
+        if self.policy.kind == "hf" and self.algorithm.name == "td":
+            raise ValueError("policy.kind=hf has no mean_chunk (a differentiable action for TD's "
+                             "actor): use algorithm=ppo, grpo or dpo")
 
 
 def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "",

@@ -150,41 +150,6 @@ def test_grpo_runs_on_the_autoregressive_token_policy():
     assert set(after) == set(before) and not hasattr(grpo, "critic")  # GRPO needs none
 
 
-def test_hf_adapter_on_a_tiny_local_checkpoint(tmp_path, monkeypatch):
-    transformers = pytest.importorskip("transformers")
-    from algorithms.hf_adapter import HFPolicyConfig, HFVLAPolicy
-    from tests.chunks import make_chunk
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    torch.manual_seed(0)
-    lm = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2))
-    lm.save_pretrained(tmp_path / "tiny-vla")
-    policy = HFVLAPolicy(HFPolicyConfig(path=str(tmp_path / "tiny-vla"), obs_dim=39,
-                                        action_dim=2, horizon=2, hidden=32))
-    policy.set_instruction("push the puck")
-    obs = np.linspace(-1, 1, 39).astype(np.float32)
-    chunk, logp = policy.act(obs, generator=torch.Generator().manual_seed(0))
-    assert chunk.shape == (2, 2) and np.isfinite(logp)
-    again = policy.act(obs, generator=torch.Generator().manual_seed(0))
-    assert np.array_equal(chunk, again[0]) and abs(again[1] - logp) < 1e-5
-    x = torch.as_tensor(obs)[None]
-    assert abs(float(policy.log_prob(x, torch.as_tensor(chunk)[None])) - logp) < 1e-4
-    # PPO on robot chunks moves the language model's weights, not only the new projection
-    rng = np.random.default_rng(0)
-    chunks = [make_chunk(rng, T=4, H=2, A=2, episode_id=str(i), intervened=False)
-              for i in range(4)]
-    before = {k: v.copy() for k, v in policy.policy_state().items()}
-    ppo = PPO(policy, PPOConfig(actor_lr=1e-3, epochs=1, minibatch=8))
-    ppo.update(ppo.prepare(chunks, [c.reward for c in chunks]))
-    after = policy.policy_state()
-    assert any(not np.array_equal(before[k], after[k]) for k in before if k.startswith("actor.lm"))
-    twin = HFVLAPolicy(policy.config)
-    twin.load_policy_state(after)
-    assert np.array_equal(twin.act(obs, deterministic=True)[0],
-                          policy.act(obs, deterministic=True)[0])
-
-
 def test_mlp_path_is_unchanged_and_cache_keys_stay():
     from algorithms.policy import ChunkPolicy, PolicyConfig, config_key_fields, mlp
 

@@ -107,7 +107,8 @@ class InferenceServerImpl:
         self.policy_version = policy_version
         self.hub, self.poll_s = hub, poll_s
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
-        self._pending: list[tuple[Any, bool, asyncio.Future[Any]]] = []
+        # (observation, deterministic, the robot's instruction or None, the answer's future)
+        self._pending: list[tuple[Any, bool, str | None, asyncio.Future[Any]]] = []
         self._flush: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self.batches = 0
@@ -121,15 +122,17 @@ class InferenceServerImpl:
         if policy_version is not None:
             self.policy_version = policy_version
 
-    async def act(self, obs: np.ndarray | dict[str, np.ndarray], deterministic: bool = False
-                  ) -> tuple[np.ndarray, float, int, Aux]:
+    async def act(self, obs: np.ndarray | dict[str, np.ndarray], deterministic: bool = False,
+                  instruction: str | None = None) -> tuple[np.ndarray, float, int, Aux]:
         """obs [D] (the observation dict for a policy that `takes_obs_dict`) -> (chunk [H, A],
-        log-prob, policy_version that answered, this call's per-call data {name: [...]})."""
+        log-prob, policy_version that answered, this call's per-call data {name: [...]}).
+        `instruction`: the robot's (its console corrections) for a policy that
+        `takes_corrections`, set before its call is answered."""
         if self.hub is not None and self._watch is None:
             self._watch = asyncio.ensure_future(self._adopt_weights())
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         row = obs if isinstance(obs, dict) else np.asarray(obs, np.float32)
-        self._pending.append((row, deterministic, fut))
+        self._pending.append((row, deterministic, instruction, fut))
         if len(self._pending) >= self.max_batch:
             self._run()
         elif self._flush is None:
@@ -163,14 +166,14 @@ class InferenceServerImpl:
             return
         self.batches += 1
         self.requests += len(batch)
-        for det in (False, True):
-            rows = [b for b in batch if b[1] is det]
-            if not rows:
-                continue
+        for det, said in dict.fromkeys((b[1], b[2]) for b in batch):
+            rows = [b for b in batch if b[1] is det and b[2] == said]
+            if said is not None:  # robots' own instructions (corrections) differ: one at a time
+                self.policy.set_instruction(said)
             obs = [r[0] for r in rows]
             chunks, logp, aux = batched_act(
                 self.policy, obs if isinstance(obs[0], dict) else np.stack(obs), det)
-            for i, (_, _, fut) in enumerate(rows):
+            for i, (_, _, _, fut) in enumerate(rows):
                 if not fut.done():
                     fut.set_result((chunks[i], float(logp[i]), self.policy_version,
                                     {k: v[i] for k, v in aux.items()}))
@@ -198,11 +201,13 @@ class RemotePolicy:
     is unchanged. `poll` reports the newest server version this robot has been answered by
     (with no weights: the server holds them), so chunks carry the server's policy_version."""
 
-    def __init__(self, server: Any, policy_version: int = 0, takes_obs_dict: bool = False
-                 ) -> None:
+    def __init__(self, server: Any, policy_version: int = 0, takes_obs_dict: bool = False,
+                 takes_corrections: bool = False, instruction: str = "") -> None:
         self.server = server
         self.policy_version = policy_version
         self.takes_obs_dict = takes_obs_dict  # send the whole observation (an image policy)
+        self.takes_corrections = takes_corrections  # send this robot's instruction with each call
+        self.instruction = instruction
         self.adopt_latency_s = float("nan")  # the server's to measure (`stats`)
 
     def act(self, obs: Any, deterministic: bool = False
@@ -210,10 +215,15 @@ class RemotePolicy:
         """(chunk, log-prob), or (chunk, log-prob, aux) for a policy with per-call data."""
         import ray
 
-        chunk, logp, version, aux = ray.get(self.server.act.remote(obs, deterministic))
+        said = (self.instruction,) if self.takes_corrections else ()
+        chunk, logp, version, aux = ray.get(self.server.act.remote(obs, deterministic, *said))
         if version > self.policy_version:
             self.policy_version = version
         return (chunk, logp, aux) if aux else (chunk, logp)
+
+    def set_instruction(self, text: str) -> None:
+        """This robot's instruction (the worker's, from console corrections), sent per call."""
+        self.instruction = text
 
     def poll(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:
         if self.policy_version > have_version:

@@ -115,8 +115,9 @@ class RobotActorImpl:
         robot_id, policy_version = launch.robot_id, launch.policy_version
         self.outbox = BufferOutbox(buffer, Path(launch.spill_dir) / robot_id,
                                    fsync=launch.spill_fsync)
-        remote = (RemotePolicy(server, policy_version, getattr(net, "takes_obs_dict", False))
-                  if server is not None else None)
+        remote = (RemotePolicy(server, policy_version, getattr(net, "takes_obs_dict", False),
+                               getattr(net, "takes_corrections", False),
+                               getattr(net, "instruction", "")) if server is not None else None)
         self.weights: HubWeights | RemotePolicy = remote or HubWeights(hub)
         if launch.robot is None:
             raise ValueError(f"{robot_id}: a simulated robot needs its config (launch.robot)")

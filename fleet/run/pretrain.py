@@ -105,8 +105,8 @@ def new_policy(cfg: Config) -> Any:
 def pretrained_base(cfg: Config, log: Any = print) -> tuple[ChunkPolicy, dict[str, Any]]:
     """The BC base for `cfg` (for a robot without a scripted expert, the fresh policy), trained
     once and then loaded from the cache; the policy at `policy.checkpoint` when one is given."""
-    if cfg.policy.kind not in BUILTIN_KINDS:
-        new_policy(cfg)  # a plug-in's params are checked before any demos are collected
+    if cfg.policy.kind not in BUILTIN_KINDS or cfg.policy.kind == "hf":
+        new_policy(cfg)  # a plug-in's params, an hf checkpoint: checked before any demos
     if cfg.policy.checkpoint:
         return checkpoint_base(cfg, Path(cfg.policy.checkpoint)), {
             "checkpoint": cfg.policy.checkpoint, "demos": 0, "demo_steps": 0, "bc_loss": None,
