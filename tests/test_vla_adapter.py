@@ -206,6 +206,13 @@ def test_checkpoints_that_cannot_work_and_unsupported_combinations_are_refused(c
                        f"policy.path={checkpoints / 'nothing'}"])
     with pytest.raises(ConfigError, match=r"policy\.path=.*nothing.* is not a directory"):
         pretrained_base(cfg)  # before any demos are collected
+    from fleet.cli import main  # the same error through `fleet train`: exit 2, no run left
+
+    runs = checkpoints.parent / "bad-path-runs"
+    assert main(["train", "robot=pusht", "policy=hf", "policy.image_key=pixels",
+                 f"policy.path={checkpoints / 'nothing'}", f"run.dir={runs}",
+                 "run.name=bad-path"]) == 2
+    assert not (runs / "bad-path").exists()
     for override in ("algorithm=grpo", "algorithm=dpo", "fleet.inference=server"):
         assert load_config(["policy=hf", override]).policy.kind == "hf"  # they hand aux back
     with pytest.raises(ConfigError, match=r"policy\.kind=hf has no mean_chunk"):

@@ -11,6 +11,7 @@ the driver's loop waits on one learner update at a time while it refreshes the l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -81,6 +82,14 @@ def open_run(cfg: Config) -> tuple[Config, Path, Path | None]:
     if not checkpoint.exists():
         raise ConfigError(f"cannot resume {run_dir}: it has no checkpoint yet")
     return dataclasses.replace(saved, train=cfg.train, logger=cfg.logger), run_dir, checkpoint
+
+
+def forget_run(run_dir: Path) -> None:
+    """Undo `open_run` for a new run that never started: its `config.json`, and the folder
+    when nothing else is in it."""
+    (run_dir / "config.json").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
 
 
 def start_ray(cfg: Config) -> None:
@@ -307,8 +316,13 @@ def train(cfg: Config, console: Console,
         raise ConfigError(str(e)) from e
     os.environ.pop(TOKEN_ENV, None)
     cfg, run_dir, checkpoint = open_run(cfg)
-    base, pre_info = pretrained_base(cfg, log=console.print)
-    learns_online(cfg)
+    try:
+        base, pre_info = pretrained_base(cfg, log=console.print)
+        learns_online(cfg)
+    except BaseException:  # no run started: a new run's folder goes, so the name stays free
+        if checkpoint is None:
+            forget_run(run_dir)
+        raise
     start_ray(cfg)
     operators: ConsoleServer | None = None
     try:
