@@ -131,9 +131,9 @@ def test_robot_overrides_build_the_config_of_their_kind(overrides, cls, fields):
 
 def test_a_key_the_kind_does_not_take_is_refused_naming_the_kind():
     with pytest.raises(ConfigError, match=r"'success_coverage'; robot\.kind=metaworld takes: "
-                                          r"kind, max_episode_steps, task"):
+                                          r"camera, kind, max_episode_steps, task"):
         from_mapping(type(load_config([])), {"robot": {"success_coverage": 0.5}})
-    with pytest.raises(ConfigError, match=r"robot\.kind=metaworld takes: kind, max_"):
+    with pytest.raises(ConfigError, match=r"robot\.kind=metaworld takes: camera, kind, max_"):
         load_config(["robot.success_coverage=0.5"])  # PushT's key, not Meta-World's
     with pytest.raises(ConfigError, match=r"robot\.kind=gym"):
         load_config(["robot=gym", "robot.success_coverage=0.5"])

@@ -7,6 +7,11 @@ Example:
     robot = config.make("robot-1", assign_tasks(config.tasks, num_robots=4, i=1))
     obs = robot.reset(seed=7)                      # {"state": float32[39 + 10]}
     fb = robot.send_action(robot.expert_action())
+
+With `robot.camera=topdown` (e.g. `experiment=push_pixels`) the robot is seen by a synthetic
+top-down camera, `obs["pixels"]` uint8 [96, 96, 3] drawn from the simulator's positions
+(`actors.robots.topdown`), and `obs["state"]` holds only the hand (position, gripper): the
+scripted expert still reads the simulator's full state.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from typing import Any
 import numpy as np
 
 from actors.robots.base import Feedback, Observation, RobotSpec, check_kind
+from actors.robots.topdown import TopDownCamera
 
 TASK_SETS = ("mt10", "mt50")
+CAMERAS = ("none", "topdown")  # robot.camera
+PROPRIO = 4  # with a camera, the state: hand position (3) and gripper opening (1)
 SAWYER_ACTIONS = 4  # Meta-World's action: end-effector xyz delta and gripper
 
 
@@ -65,6 +73,11 @@ class MetaWorldConfig:
 
     task: str = "push-v3"
     max_episode_steps: int = 200
+    # "none": the state is Meta-World's 39 numbers. "topdown": a synthetic top-down camera
+    # (`actors.robots.topdown`, drawn from the simulator's true positions, not rendered) as
+    # obs["pixels"] uint8 [96, 96, 3], and the state only the hand: position and gripper (4),
+    # so the objects and the goal are seen in the pixels alone.
+    camera: str = "none"
     kind: str = "metaworld"
 
     def __post_init__(self) -> None:
@@ -77,6 +90,8 @@ class MetaWorldConfig:
             raise ValueError(f"robot.task={self.task!r}: {wrong[0]!r} is not a Meta-World v3 "
                              f"task; pick mt10, mt50 or tasks such as "
                              f"{', '.join(sorted(names)[:6])}, ...")
+        if self.camera not in CAMERAS:
+            raise ValueError(f"robot.camera={self.camera!r}: use {' or '.join(CAMERAS)}")
         if not 1 <= self.max_episode_steps <= 500:
             raise ValueError(f"robot.max_episode_steps must be in [1, 500], got "
                              f"{self.max_episode_steps}")
@@ -92,7 +107,7 @@ class MetaWorldConfig:
     @property
     def obs_dim(self) -> int:
         n = len(self.tasks)
-        return 39 + (n if n > 1 else 0)
+        return (39 if self.camera == "none" else PROPRIO) + (n if n > 1 else 0)
 
     @property
     def action_dim(self) -> int:
@@ -132,6 +147,7 @@ class MetaWorldRobot:
         self._steps = 0
         self._task = self.tasks[0]
         self._obs = np.zeros(39, np.float32)
+        self._camera = None if config.camera == "none" else TopDownCamera()
         self.spec = RobotSpec(robot_id=robot_id, embodiment="sawyer", task=self._task,
                               obs_dim=config.obs_dim, action_dim=SAWYER_ACTIONS)
 
@@ -162,11 +178,14 @@ class MetaWorldRobot:
         return self.get_observation()
 
     def get_observation(self) -> Observation:
-        if len(self._all) == 1:
-            return {"state": self._obs.copy()}
-        one_hot = np.zeros(len(self._all), np.float32)
-        one_hot[self._all.index(self._task)] = 1.0
-        return {"state": np.concatenate([self._obs, one_hot])}
+        state = self._obs.copy() if self._camera is None else self._obs[:PROPRIO].copy()
+        if len(self._all) > 1:
+            one_hot = np.zeros(len(self._all), np.float32)
+            one_hot[self._all.index(self._task)] = 1.0
+            state = np.concatenate([state, one_hot])
+        if self._camera is None:
+            return {"state": state}
+        return {"state": state, "pixels": self._camera.draw(self._obs)}
 
     def send_action(self, action: np.ndarray) -> Feedback:
         act = np.clip(np.asarray(action, np.float64), self.spec.action_low, self.spec.action_high)

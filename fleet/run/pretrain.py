@@ -56,7 +56,10 @@ def cache_key(cfg: Config) -> str:
     # so a multi-task cache kept one task's share (3 of 9 on reach, push and drawer-close; one
     # demo of ten on MT10), labelled them with the previous task, and had no `demos.json`. A
     # new key leaves those caches unread rather than guessing which of them are whole.
-    parts = {"robot": dataclasses.asdict(cfg.robot), "policy": config_key_fields(cfg.policy),
+    robot = dataclasses.asdict(cfg.robot)
+    if robot.get("camera") == "none":  # Meta-World without a camera: the keys from before it
+        del robot["camera"]
+    parts = {"robot": robot, "policy": config_key_fields(cfg.policy),
              "pretrain": {k: v for k, v in dataclasses.asdict(cfg.pretrain).items()
                           if k != "cache_dir"}, "format": 2}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
