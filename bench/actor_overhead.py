@@ -33,6 +33,7 @@ from actors.worker import WorkerConfig
 from algorithms.factory import make_policy
 from bench.common import result
 from fleet.config import load_config
+from fleet.remote import RAY_SYSTEM_CONFIG
 from fleet.run.pretrain import policy_config
 
 
@@ -100,7 +101,7 @@ def run(quick: bool) -> dict[str, object]:
     owns_ray = not ray.is_initialized()
     if owns_ray:
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2,
-                 logging_level=logging.ERROR)
+                 logging_level=logging.ERROR, _system_config=RAY_SYSTEM_CONFIG)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-actor-overhead-") as tmp:
             buffer = BufferServer.remote(str(Path(tmp) / "buffer"), cfg.buffer)
@@ -133,5 +134,6 @@ def run(quick: bool) -> dict[str, object]:
                   cpu_ratio=round(statistics.median(raw_cpu) / statistics.median(ours_cpu), 3),
                   cpu_us_per_step={"actor": round(1e6 * statistics.median(ours_cpu), 1),
                                    "baseline": round(1e6 * statistics.median(raw_cpu), 1)},
-                  chunks_per_insert=batching, buffer_records=int(stored["records"]), buffer_steps=int(stored["steps"]),
+                  chunks_per_insert=batching, buffer_records=int(stored["records"]),
+                  buffer_steps=int(stored["steps"]),
                   load_avg_1m_at_end=round(os.getloadavg()[0], 1))  # others' load on the machine

@@ -41,7 +41,7 @@ import ray
 from buffers.log import CorruptLogError, SegmentLog
 from buffers.store import InsertResult
 
-LINGER_S = 0.1  # a record waits at most this long for others to share its call
+LINGER_S = 0.25  # a record waits at most this long for others to share its call
 BATCH_BYTES = 96_000  # under Ray's inline limit for a call's argument (100 KiB)
 IDLE_EXIT_S = 10.0  # the sending thread ends after this long with nothing to send
 
