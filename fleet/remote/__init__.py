@@ -3,7 +3,8 @@
     robot.py      RobotActor: a simulated robot and its `actors.worker.RobotWorker`;
                   BridgedRobotActor: the same loop, a real robot joining over the ZeroMQ bridge;
                   both started from a typed `RobotLaunch` by `start_robot`
-    outbox.py     BufferOutbox: a robot's chunks → the buffer actor (spill to disk, resend)
+    outbox.py     BufferOutbox: a robot's chunks → the buffer actor, several per call (spill
+                  to disk, resend)
     buffer.py     BufferServer: the persistent `buffers.store.ReplayBuffer`; BufferSource
     learner.py    LearnerActor: the `learner.loop.Learner` built by `learner.build`
     weights.py    WeightHub + HubWeights: learner → robots, versioned, through the object store

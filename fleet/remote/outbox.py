@@ -12,7 +12,7 @@ call goes at once (a slow or paced robot's chunks are never held); records put s
 most until `linger_s` after that call, and go together (a small thread sends them should no
 further `put` come), or as soon as they fill `batch_bytes` (kept under Ray's inline limit, so a
 batch of state chunks is not copied through the object store). Calls are sent without waiting
-for their acknowledgement. When `max_in_flight` calls are unacknowledged (the buffer is slow, or
+for their acknowledgement. When `max_in_flight` records are unacknowledged (the buffer is slow, or
 dead and being restarted by Ray), new records go to a local spill log on disk instead, and are
 resent in order, again in batches, once acknowledgements flow again. Resending is safe because
 the buffer's ingest is idempotent on `(robot_id, episode_id, chunk_seq)`; Ray itself retries
@@ -52,11 +52,13 @@ class BufferOutbox:
                  batch_bytes: int = BATCH_BYTES) -> None:
         self.buffer = buffer
         self.spill_dir = spill_dir
-        self.max_in_flight = max_in_flight  # insert calls, each of one or more records
+        self.max_in_flight = max_in_flight  # records sent and not yet acknowledged
         self.fsync = fsync
         self.linger_s = linger_s
         self.batch_bytes = batch_bytes
-        self.in_flight: collections.deque[ray.ObjectRef] = collections.deque()
+        self.in_flight: collections.deque[ray.ObjectRef] = collections.deque()  # insert calls
+        self._in_flight_counts: collections.deque[int] = collections.deque()  # records in each
+        self.in_flight_records = 0
         self._held: list[bytes] = []  # put, not yet sent or spilled
         self._held_bytes = 0
         self._last_call = -float("inf")  # time.monotonic() of the last insert call
@@ -118,11 +120,11 @@ class BufferOutbox:
         """Send what is held as one call, or spill it (no room in flight, or older records
         spilled); then acks counted, spilled records resent while there is room. Holds the
         lock."""
-        if len(self.in_flight) >= max(1, self.max_in_flight // 2):
+        if self.in_flight_records >= max(1, self.max_in_flight // 2):
             self._reap()  # acks counted a few calls at a time, well before a spill
         held, self._held, self._held_bytes = self._held, [], 0
         if held:
-            if self._spill is not None or len(self.in_flight) >= self.max_in_flight:
+            if self._spill is not None or self.in_flight_records >= self.max_in_flight:
                 self._to_spill(held)
             else:
                 self._send(held)
@@ -130,6 +132,8 @@ class BufferOutbox:
 
     def _send(self, records: list[bytes]) -> None:
         self.in_flight.append(self.buffer.insert.remote(records))
+        self._in_flight_counts.append(len(records))
+        self.in_flight_records += len(records)
         self.sent += len(records)
         self.calls += 1
         self._last_call = time.monotonic()
@@ -148,7 +152,7 @@ class BufferOutbox:
         """Move spilled records back to the wire, oldest first, in batches, while there is
         room."""
         spill = self._spill
-        while spill is not None and len(self.in_flight) < self.max_in_flight:
+        while spill is not None and self.in_flight_records < self.max_in_flight:
             if self._spill_next == len(spill.positions):
                 spill.close()
                 shutil.rmtree(self.spill_dir, ignore_errors=True)
@@ -158,7 +162,8 @@ class BufferOutbox:
             size = 0
             while self._spill_next < len(spill.positions):
                 pos = spill.positions[self._spill_next]
-                if batch and size + pos.length > self.batch_bytes:
+                if batch and (size + pos.length > self.batch_bytes
+                              or self.in_flight_records + len(batch) >= self.max_in_flight):
                     break
                 try:
                     record = spill.read(pos)
@@ -180,9 +185,13 @@ class BufferOutbox:
                              timeout=0)[0])
         acked = []
         while self.in_flight and self.in_flight[0] in ready:
-            acked.append(self.in_flight.popleft())
+            acked.append(self._pop_oldest())
         for result in ray.get(acked):  # one call for all of them
             self._count(result)
+
+    def _pop_oldest(self) -> ray.ObjectRef:
+        self.in_flight_records -= self._in_flight_counts.popleft()
+        return self.in_flight.popleft()
 
     def _count(self, result: InsertResult) -> None:
         self.stored += result.stored
@@ -192,7 +201,7 @@ class BufferOutbox:
     def _ack_oldest(self, timeout_s: float) -> None:
         ready, _ = ray.wait([self.in_flight[0]], timeout=timeout_s)
         if ready:
-            self._count(ray.get(self.in_flight.popleft()))
+            self._count(ray.get(self._pop_oldest()))
 
     def settle(self, timeout_s: float = 60.0) -> None:
         """Send what is held, then wait until every record sent is acknowledged, leaving spilled
@@ -203,7 +212,7 @@ class BufferOutbox:
             self._raise_failure()
             held, self._held, self._held_bytes = self._held, [], 0
             if held:  # as `_ship` does, without resending spilled records
-                if self._spill is not None or len(self.in_flight) >= self.max_in_flight:
+                if self._spill is not None or self.in_flight_records >= self.max_in_flight:
                     self._to_spill(held)
                 else:
                     self._send(held)
