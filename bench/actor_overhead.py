@@ -33,6 +33,7 @@ from actors.worker import WorkerConfig
 from algorithms.factory import make_policy
 from bench.common import result
 from fleet.config import load_config
+from fleet.remote import RAY_SYSTEM_CONFIG
 from fleet.run.pretrain import policy_config
 
 
@@ -79,6 +80,12 @@ def actor_rate(actor: Any, pid: int, seconds: float, warmup_s: float = 0.5
     return (s1 - s0) / (t1 - t0), (c1 - c0) / max(1, s1 - s0)
 
 
+def chunks_per_call(stats: dict[str, Any]) -> float:
+    """Chunks per `insert` call the robot's outbox made (1 before calls were batched)."""
+    return round(stats["chunks_sent"] / max(1, stats.get("insert_calls", stats["chunks_sent"])),
+                 2)
+
+
 def run(quick: bool) -> dict[str, object]:
     from fleet.remote.buffer import BufferServer
     from fleet.remote.robot import RobotLaunch, start_robot
@@ -94,7 +101,7 @@ def run(quick: bool) -> dict[str, object]:
     owns_ray = not ray.is_initialized()
     if owns_ray:
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2,
-                 logging_level=logging.ERROR)
+                 logging_level=logging.ERROR, _system_config=RAY_SYSTEM_CONFIG)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-actor-overhead-") as tmp:
             buffer = BufferServer.remote(str(Path(tmp) / "buffer"), cfg.buffer)
@@ -113,6 +120,7 @@ def run(quick: bool) -> dict[str, object]:
                 rate, cpu = raw_rate(robot, policy, pcfg.horizon, seconds, 1000 * w)
                 raw.append(rate)
                 raw_cpu.append(cpu)
+            batching = chunks_per_call(ray.get(actor.stats.remote()))
             stored = ray.get(buffer.info.remote())
             ray.get(buffer.close.remote())
     finally:
@@ -126,5 +134,6 @@ def run(quick: bool) -> dict[str, object]:
                   cpu_ratio=round(statistics.median(raw_cpu) / statistics.median(ours_cpu), 3),
                   cpu_us_per_step={"actor": round(1e6 * statistics.median(ours_cpu), 1),
                                    "baseline": round(1e6 * statistics.median(raw_cpu), 1)},
-                  buffer_records=int(stored["records"]), buffer_steps=int(stored["steps"]),
+                  chunks_per_insert=batching, buffer_records=int(stored["records"]),
+                  buffer_steps=int(stored["steps"]),
                   load_avg_1m_at_end=round(os.getloadavg()[0], 1))  # others' load on the machine

@@ -5,15 +5,20 @@ wall-clock budget for training (its own sampling and updates; start-up is report
 
 - **Fleet**: `fleet train` itself (`fleet.run.train.train`): 4 robot actors, the buffer and
   the learner on an embedded Ray, PPO's defaults (the console and wandb off).
-- **SB3**: Stable-Baselines3 PPO, 4 envs in subprocesses (`SubprocVecEnv`), one torch thread.
+- **SB3**: Stable-Baselines3 PPO, 4 envs in its own process (`DummyVecEnv`: on a shared 2-core
+  machine, envs in subprocesses step in lock-step and got 0.07-0.31 of a core), one torch
+  thread.
 - **RLlib**: PPO on RLlib's new API stack, 2 env runners × 2 envs, the learner in the driver.
 
 All three start from the same cached BC base and learn the same thing (`bench.peers.ChunkEnv`:
 Fleet's own robot and reward, one action = one 4-step chunk) with Fleet's PPO settings where the
 peer has them (`bench.peers.PPO`; what differs is listed in the line's `differs`). Each side
-keeps its actor every `every` env steps; afterwards Fleet's evaluator runs every side's
-actor on the same held-out episodes (seeds 900000+, mean actions) at the largest mark all three
-reached (`equal_steps`) and at the end of each side's budget.
+keeps its actor every `every` env steps (finer than any side's update: a snapshot after each
+update); afterwards Fleet's evaluator runs every side's actor on the same held-out episodes
+(seeds 900000+, mean actions) at equal env steps and at the end of each side's budget. Equal
+env steps (`equal_steps`) is the fewest any side collected in its budget; each side is judged
+on its newest snapshot at or before it (`snapshot_steps`), the weights it acted with then, so
+no side is judged with more env steps than the slowest collected.
 
 value = Fleet's env steps/s, baseline = the faster peer's, ratio = value / baseline; each side's
 steps/s, success at `equal_steps` and at its end, the budget, load averages and versions ride
@@ -132,14 +137,15 @@ def learner_seconds(run_dir: Path) -> dict[str, float]:
 
 
 def snapshot_at(taken: list[int], mark: int) -> int:
-    """The first snapshot at or after `mark` env steps (the newest weights when a side passed
-    it); the last one when none is."""
-    return min((s for s in taken if s >= mark), default=max(taken))
+    """The newest snapshot at or before `mark` env steps (the weights a side acted with when
+    it had collected that many); the first one when none is."""
+    return max((s for s in taken if s <= mark), default=min(taken))
 
 
-def equal_mark(sides: dict[str, dict[str, Any]], every: int) -> int:
-    """The largest multiple of `every` env steps that every side reached (at least `every`)."""
-    return max(every, min(int(s["env_steps"]) for s in sides.values()) // every * every)
+def equal_mark(sides: dict[str, dict[str, Any]]) -> int:
+    """Equal env steps: the fewest any side collected (each side's last snapshot is at its
+    end, so the slowest side is judged at its final weights)."""
+    return min(int(s["env_steps"]) for s in sides.values())
 
 
 def summarize(sides: dict[str, dict[str, Any]], success: dict[str, dict[str, float]],
@@ -223,7 +229,7 @@ def run(quick: bool) -> dict[str, Any]:
     from fleet.config import load_config
     from fleet.run.pretrain import pretrained_base
 
-    budget_s, every, episodes = (60.0, 5_000, 20) if quick else (300.0, 10_000, 50)
+    budget_s, every, episodes = (60.0, 1_000, 20) if quick else (300.0, 2_000, 50)
     torch.set_num_threads(1)
     base_policy, _ = pretrained_base(load_config(list(FLEET_OVERRIDES)), log=lambda *a: None)
     base = base_policy.policy_state()
@@ -240,7 +246,7 @@ def run(quick: bool) -> dict[str, Any]:
             sides[side] = json.loads((out / f"{side}.json").read_text())
             sides[side]["process_s"] = round(time.monotonic() - t0, 1)
             load[f"after_{side}"] = loadavg()
-        mark = equal_mark(sides, every)
+        mark = equal_mark(sides)
         success, base_success = evaluate(out, sides, mark, episodes, base)
         sides = {k: sides[k] for k in SIDES}
     load["after_eval"] = loadavg()
@@ -249,7 +255,9 @@ def run(quick: bool) -> dict[str, Any]:
                      snapshot_every=every, loadavg=load, versions=versions(),
                      cpus=os.cpu_count(), differs=DIFFERS, order=list(order),
                      note="success in % of held-out episodes (mean actions); steps/s = env "
-                          "steps / training seconds of each side's own loop")
+                          "steps / training seconds of each side's own loop; success at equal "
+                          "steps: each side's newest snapshot at or before equal_steps (its "
+                          "snapshot_steps), the fewest env steps any side collected")
 
 
 def main() -> None:
@@ -264,7 +272,7 @@ def main() -> None:
     elif args.side == "sb3":
         from bench.peers import run_sb3
 
-        run_sb3(args.out / "base.npz", args.out, args.budget, args.every)
+        run_sb3(args.out / "base.npz", args.out, args.budget, args.every, subprocesses=False)
     else:
         from bench.rllib_peer import run_rllib
 

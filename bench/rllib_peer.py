@@ -67,7 +67,8 @@ def run_rllib(base_path: Path, out: Path, budget_s: float, every: int, runners: 
     t_start = time.monotonic()
     base = dict(np.load(base_path))
     ray.init(num_cpus=max(os.cpu_count() or 1, 2), include_dashboard=False,
-             logging_level=logging.ERROR, object_store_memory=512 * 1024**2)
+             logging_level=logging.ERROR, object_store_memory=512 * 1024**2,
+             _system_config={"worker_niceness": 0})  # as Fleet's own Ray (RAY_SYSTEM_CONFIG)
     config = (
         PPOConfig()
         .environment(ChunkEnv, env_config={"base": str(base_path), "seed": seed,

@@ -16,12 +16,12 @@ def sides() -> dict:
                       "snapshots": [8_192, 9_000]}}
 
 
-def test_equal_steps_is_the_largest_mark_every_side_passed():
-    assert equal_mark(sides(), 5_000) == 5_000  # rllib stopped at 9,000
-    assert equal_mark({"a": {"env_steps": 300}}, 5_000) == 5_000  # never below one mark
-    assert snapshot_at([5_100, 10_400, 36_000], 5_000) == 5_100
-    assert snapshot_at([8_192, 9_000], 5_000) == 8_192
-    assert snapshot_at([4_000], 5_000) == 4_000  # none at or after: the last one
+def test_equal_steps_are_the_fewest_any_side_collected_and_no_side_is_judged_past_them():
+    assert equal_mark(sides()) == 9_000  # rllib collected the fewest
+    assert snapshot_at([5_100, 10_400, 36_000], 9_000) == 5_100  # the weights it had at 9,000
+    assert snapshot_at([8_192, 9_000], 9_000) == 9_000  # the slowest side: its final weights
+    assert snapshot_at([5_002, 10_010, 12_000], 9_000) == 5_002
+    assert snapshot_at([10_010, 12_000], 9_000) == 10_010  # none at or before: the first one
 
 
 def test_the_line_compares_fleet_with_the_faster_peer():

@@ -60,3 +60,25 @@ def test_newest_waits_for_a_publication_newer_than_it_has(local_ray):
     version, _, _ = ray.get(waiting, timeout=60)
     assert version == 2
     assert evaluator.newest(have_version=2, timeout_s=0.1) is None  # timed out, nothing newer
+
+
+def test_robots_in_one_process_share_one_request_at_the_hub(local_ray):
+    hub = WeightHub.remote()
+    robots = [HubWeights(hub) for _ in range(4)]  # four robots packed in this process
+    assert all(r.poll(-1) is None for r in robots)
+    HubWeights(hub).publish(1, state(1.0))
+    deadline = time.monotonic() + 60
+    got = [None] * 4
+    while not all(got):
+        assert time.monotonic() < deadline, "a robot never got the publication"
+        got = [g or r.poll(-1) for g, r in zip(got, robots, strict=True)]
+        time.sleep(0.01)
+    assert [g[0] for g in got] == [1] * 4
+    assert ray.get(hub.requests_so_far.remote()) == 1  # one request answered all four
+    assert all(r.poll(1) is None for r in robots)  # what is newer than 1: again one request
+    assert robots[2].poll(0) is not None  # a robot behind the others gets the newest at once
+    HubWeights(hub).publish(2, state(2.0))
+    while robots[0].poll(1) is None:
+        assert time.monotonic() < deadline, "version 2 never came"
+        time.sleep(0.01)
+    assert ray.get(hub.requests_so_far.remote()) == 2

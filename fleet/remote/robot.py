@@ -170,6 +170,7 @@ class RobotActorImpl:
                     task=self.worker.robot.spec.task, stored=self.outbox.stored,
                     spilled=self.outbox.spilled, duplicates=self.outbox.duplicates,
                     inherited=self.outbox.inherited, pending_spill=self.outbox.pending_spill,
+                    insert_calls=self.outbox.calls,
                     refused=len(self.outbox.refusals), error=self.error,
                     adopt_latency_s=self.weights.adopt_latency_s,
                     missed_deadlines=self.paced.missed if self.paced else 0,

@@ -17,7 +17,9 @@ robot on another node pulls a large model in the background, part by part, while
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import threading
 import time
 from typing import Any
 
@@ -44,6 +46,10 @@ class WeightHubImpl:
         self.published_at = 0.0
         self.tasks: tuple[int, dict[str, float]] | None = None  # the learner's task table
         self._published: asyncio.Condition | None = None  # made inside the actor's loop
+        self.requests = 0  # requests that could wait here (robots', not the evaluator's)
+
+    def requests_so_far(self) -> int:
+        return self.requests
 
     def publish_tasks(self, policy_version: int, weights: dict[str, float]) -> None:
         if self.tasks is None or policy_version >= self.tasks[0]:
@@ -71,6 +77,7 @@ class WeightHubImpl:
     async def wait_newer(self, have_version: int, timeout_s: float) -> Reply | None:
         """The newest publication once one is newer than `have_version`; None after
         `timeout_s` without one."""
+        self.requests += timeout_s > 0
         if self.version <= have_version and timeout_s > 0:
             cond = self._condition()
             async with cond:
@@ -104,17 +111,18 @@ class HubWeights:
 
     Weights go to the object store once per publication, as flat numpy arrays in parts of at
     most `part_bytes` (optionally cast to float16 to halve the bytes; robots cast back on load).
-    `poll` never blocks: one request for newer weights waits at the hub, and `poll` checks
-    whether it was answered and whether every part has arrived (parts are pulled to this node
-    in the background). `newest` blocks. `adopt_latency_s` is the time from the last
-    publication this source picked up to the moment it returned it.
+    `poll` never blocks: one request for newer weights waits at the hub for each process (every
+    `HubWeights` polling that hub in it shares it: robots packed in a process cost the hub one
+    reply per publication), and `poll` checks whether it was answered and whether every part
+    has arrived (parts are pulled to this node in the background). `newest` blocks.
+    `adopt_latency_s` is the time from the last publication this source picked up to the moment
+    it returned it.
     """
 
     def __init__(self, hub: Any, dtype: str = "float32", part_bytes: int = PART_BYTES) -> None:
         self.hub = hub
         self.dtype = np.dtype(dtype)
         self.part_bytes = part_bytes
-        self._asking: ray.ObjectRef | None = None  # the request waiting at the hub
         self._arriving: Reply | None = None  # an answer whose parts are still on their way
         self.adopt_latency_s = float("nan")
         self._asking_tasks: ray.ObjectRef | None = None
@@ -147,13 +155,8 @@ class HubWeights:
         here, else None. Waits up to `timeout_s` (robots: 0, never)."""
         deadline = time.monotonic() + timeout_s
         if self._arriving is None:
-            if self._asking is None:
-                self._asking = self.hub.wait_newer.remote(have_version, LONG_POLL_S)
-            ready, _ = ray.wait([self._asking], timeout=timeout_s)
-            if not ready:
-                return None
-            reply, self._asking = ray.get(self._asking), None
-            if reply is None or reply[0] <= have_version:
+            reply = _subscription(self.hub).newer(have_version, timeout_s)
+            if reply is None:
                 return None
             self._arriving = reply
         version, parts, published_at = self._arriving
@@ -184,6 +187,58 @@ class HubWeights:
         state = load(parts)
         return version, {k: v.astype(np.float32) if v.dtype == np.float16 else v
                          for k, v in state.items()}
+
+
+class _Subscription:
+    """One request for newer weights waiting at a hub per process, shared by every
+    `HubWeights` polling that hub there (robots packed several to a process): the hub answers
+    each process once per publication, not each robot, and the newest reply is kept for the
+    robots that have not seen it yet."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self.lock = threading.Lock()
+        self.asking: ray.ObjectRef | None = None  # the request waiting at the hub
+        self.answered: concurrent.futures.Future[Any] = concurrent.futures.Future()  # its reply
+        self.newest: Reply | None = None  # the newest reply this process has had
+
+    def newer(self, have_version: int, timeout_s: float) -> Reply | None:
+        """The newest publication's reply if newer than `have_version`, else None after
+        waiting up to `timeout_s` (0: no Ray call unless the hub has answered)."""
+        with self.lock:
+            if self.newest is not None and self.newest[0] > have_version:
+                return self.newest
+            if self.asking is None:
+                known = max(have_version, -1 if self.newest is None else self.newest[0])
+                self.asking = self.hub.wait_newer.remote(known, LONG_POLL_S)
+                self.answered = self.asking.future()  # done() costs no Ray call
+            asking, answered = self.asking, self.answered
+        if timeout_s <= 0 and not answered.done():
+            return None  # a robot's check between chunks
+        ready, _ = ray.wait([asking], timeout=timeout_s)
+        if not ready:
+            return None
+        reply = ray.get(asking)
+        with self.lock:
+            if self.asking is asking:
+                self.asking = None
+            if reply is not None and (self.newest is None or reply[0] > self.newest[0]):
+                self.newest = reply
+            return self.newest if self.newest is not None and self.newest[0] > have_version \
+                else None
+
+
+_subscriptions: dict[Any, _Subscription] = {}
+_subscriptions_lock = threading.Lock()
+
+
+def _subscription(hub: Any) -> _Subscription:
+    """This process's subscription to `hub` (by its actor id: every handle to it alike)."""
+    key = hub._actor_id
+    with _subscriptions_lock:
+        if key not in _subscriptions:
+            _subscriptions[key] = _Subscription(hub)
+        return _subscriptions[key]
 
 
 def load(parts: list[ray.ObjectRef]) -> dict[str, np.ndarray]:

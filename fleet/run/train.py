@@ -101,8 +101,11 @@ def start_ray(cfg: Config) -> None:
     elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`
         ray.init(logging_level=logging.WARNING)
     else:
+        from fleet.remote import RAY_SYSTEM_CONFIG
+
         ray.init(address="local", num_cpus=max(os.cpu_count() or 1, 2), include_dashboard=False,
-                 logging_level=logging.WARNING, object_store_memory=512 * 1024**2)
+                 logging_level=logging.WARNING, object_store_memory=512 * 1024**2,
+                 _system_config=RAY_SYSTEM_CONFIG)
 
 
 def learner_gpus(cfg: Config) -> int:
