@@ -140,15 +140,18 @@ class ACTPolicy(ChunkPolicy):
         nn.Module.__init__(self)
         self.config = config
         self.cameras = camera_keys(config)
-        self.actor: nn.Module = ACTNet(config.obs_dim, config.action_dim, config.horizon,
-                                       len(self.cameras), config.image_size, config.d_model,
-                                       config.heads, config.layers)
+        self.actor: nn.Module = self.make_actor(config)
         chunk = config.horizon * config.action_dim
         self.log_std = nn.Parameter(torch.full((chunk,), math.log(config.init_std)),
                                     requires_grad=config.learn_std)
         self.obs_mean: torch.Tensor
         self.obs_std: torch.Tensor
         add_obs_norm(self, config.obs_dim)
+
+    def make_actor(self, config: PolicyConfig) -> nn.Module:
+        """The network from rows to chunk means (a subclass brings another, as `lerobot_act`)."""
+        return ACTNet(config.obs_dim, config.action_dim, config.horizon, len(self.cameras),
+                      config.image_size, config.d_model, config.heads, config.layers)
 
     @property
     def takes_obs_dict(self) -> bool:

@@ -28,14 +28,13 @@ sampled has the same log-probability in the learner (train and eval mode agree).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from algorithms.act_policy import ACTPolicy, camera_keys
-from algorithms.policy import PolicyConfig, add_obs_norm
+from algorithms.policy import PolicyConfig
 
 KIND = "lerobot_act"
 NEEDS = (f"policy.kind={KIND} needs lerobot: pip install 'fleet[lerobot]' "
@@ -105,17 +104,8 @@ class LeRobotACT(ACTPolicy):
     network (`actor.policy` is the `lerobot` `ACTPolicy`; its state dict keys are LeRobot's
     under `actor.policy.`)."""
 
-    def __init__(self, config: PolicyConfig) -> None:
-        nn.Module.__init__(self)
-        self.config = config
-        self.cameras = camera_keys(config)
-        self.actor: nn.Module = LeRobotACTActor(config)
-        chunk = config.horizon * config.action_dim
-        self.log_std = nn.Parameter(torch.full((chunk,), math.log(config.init_std)),
-                                    requires_grad=config.learn_std)
-        self.obs_mean: torch.Tensor
-        self.obs_std: torch.Tensor
-        add_obs_norm(self, config.obs_dim)
+    def make_actor(self, config: PolicyConfig) -> nn.Module:
+        return LeRobotACTActor(config)
 
 
 def make(config: PolicyConfig) -> LeRobotACT:
