@@ -17,6 +17,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,10 +65,14 @@ def build_tiny_vlm(path: Path | str, width: int = 32, layers: int = 2, image_siz
                                 num_hidden_layers=layers, num_attention_heads=2,
                                 image_size=image_size, patch_size=patch, projection_dim=width,
                                 initializer_range=init_std)
+    image_token = tok.token_to_id("<image>")
+    assert image_token is not None  # added to the vocabulary above
+    # initializer_range is a keyword of LlavaConfig in transformers 4.x and taken through its
+    # **kwargs in 5.x, whose signature no longer names it
+    init: dict[str, Any] = {"initializer_range": init_std}
     config = tf.LlavaConfig(vision_config=tower.to_dict(), text_config=text.to_dict(),
-                            image_token_index=tok.token_to_id("<image>"),
-                            vision_feature_layer=-1, vision_feature_select_strategy="default",
-                            initializer_range=init_std)
+                            image_token_index=image_token, vision_feature_layer=-1,
+                            vision_feature_select_strategy="default", **init)
     model = tf.LlavaForConditionalGeneration(config)
     images = tf.CLIPImageProcessor(size={"shortest_edge": image_size},
                                    crop_size={"height": image_size, "width": image_size})
