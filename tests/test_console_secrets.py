@@ -37,6 +37,13 @@ def session_pids(sid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def sigint_default() -> None:
+    """In the job, before exec: Ctrl-C as a terminal gives it. A test run started in the
+    background of a non-interactive shell inherits SIGINT ignored, and Python keeps an ignored
+    SIGINT ignored, so the job would never see the test's interrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_the_token_is_nowhere_in_the_run(tmp_path):
     token = "tok-" + secrets.token_urlsafe(24)
     log = tmp_path / "train.log"
@@ -48,7 +55,8 @@ def test_the_token_is_nowhere_in_the_run(tmp_path):
              f"run.dir={tmp_path}/runs", f"pretrain.cache_dir={tmp_path}/cache",
              "console.port=0", "console.host=0.0.0.0", "logger.wandb=offline",
              "logger.live=false", "train.env_steps=100000000", "train.max_wall_s=300"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=sigint_default)
     run = tmp_path / "runs" / "secret"
     try:
         found: list[str] = []
