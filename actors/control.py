@@ -145,6 +145,9 @@ class RobotControl:
         """Called by the worker before each step: says what to do, waiting (in slices, so
         `stop` is honoured) while held. A label or reset ends the episode even while held; `stop`
         set while held ends it too ("stop")."""
+        if not (self.paused or self.estopped or self.holding or self._pending.reset
+                or self._pending.label is not None):
+            return "step"  # the common case, without the lock: a command now is seen next step
         with self._changed:
             while True:
                 if self._pending.label is not None:

@@ -75,6 +75,17 @@ class Nowhere:
         return None
 
 
+class Collected(Nowhere):
+    """Outbox that keeps every record in memory (and no weights to poll): a robot whose
+    chunks a script or a test reads itself."""
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+
+    def put(self, record: bytes) -> None:
+        self.records.append(record)
+
+
 class Evaluator:
     """Held-out `episodes` on a robot that never trains, with whatever weights it is handed."""
 

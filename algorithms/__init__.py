@@ -13,7 +13,10 @@ Each class declares what it needs from the data with `needs(config) -> buffers.f
 and its config is the `AlgorithmConfig` field of the same name (`algorithm.ppo.*`, ...).
 Third-party algorithms plug in through the entry-point group `fleet.algorithms`: the entry
 point is a class with the same `needs` and `__init__(policy, config)`, given the
-`algorithm.params` mapping as its config. Nothing registers itself on import.
+`algorithm.params` mapping as its config. A class that calls more on its policy than the
+`algorithms.factory.Policy` contract declares those capabilities as `policy_needs` (TD:
+`mean_chunk`); `check_policy` refuses a policy kind lacking one at config load. Nothing registers
+itself on import.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from algorithms.dpo import DPOConfig
+from algorithms.factory import CAPABILITIES, capabilities
 from algorithms.grpo import GRPOConfig
 from algorithms.ppo import PPOConfig
 from algorithms.td import TDConfig
@@ -42,6 +46,9 @@ class Algorithm(Protocol):
         needs = type(algorithm).needs(algorithm.config)   # what the learner feeds it
         batch = algorithm.prepare(chunks, rewards)        # rewards: [T] per chunk
         metrics = algorithm.update(batch, train_actor=True)
+
+    Optional: `policy_needs`, a class attribute: the policy capabilities it calls
+    (`algorithms.factory.CAPABILITIES`), checked at config load (`check_policy`).
     """
 
     config: Any
@@ -137,6 +144,27 @@ def data_needs(config: AlgorithmConfig) -> DataNeeds:
     cls, own = _resolve(config)
     needs: DataNeeds = cls.needs(own)
     return needs
+
+
+def check_policy(config: AlgorithmConfig, kind: str) -> None:
+    """Refuses `policy.kind=kind` when its class lacks a capability the algorithm `config.name`
+    declares it calls, at config load instead of at the first update.
+
+        check_policy(AlgorithmConfig(name="td"), "hf")  # ValueError: ... has no mean_chunk ...
+    """
+    offered = capabilities(kind)
+    lacking = sorted(_policy_needs(_resolve(config)[0]) - offered)
+    if lacking:
+        able = [name for name, (module, cls) in BUILTIN.items()
+                if _policy_needs(getattr(importlib.import_module(module), cls)) <= offered]
+        raise ValueError(
+            f"policy.kind={kind} has no {lacking[0]} ({CAPABILITIES.get(lacking[0], 'unknown')})"
+            f", which algorithm={config.name} calls: use algorithm={', '.join(able)}, or a "
+            f"policy whose class declares it in `capabilities` (algorithms.factory)")
+
+
+def _policy_needs(cls: Any) -> frozenset[str]:
+    return frozenset(getattr(cls, "policy_needs", frozenset()))
 
 
 def make_algorithm(config: AlgorithmConfig, policy: Any) -> Algorithm:

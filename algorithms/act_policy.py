@@ -133,7 +133,7 @@ class ACTPolicy(ChunkPolicy):
     """`ChunkPolicy`'s Gaussian over chunks with `ACTNet` as its actor (`policy.kind=act`).
 
     Inherited unchanged: `act`, `log_prob`, `mean_chunk` (with `bound=tanh`), the observation
-    statistics, `critic_input`, `policy_state`/`load_policy_state`.
+    statistics, `critic_input`, `policy_state`/`load_policy_state`, `capabilities`.
     """
 
     def __init__(self, config: PolicyConfig) -> None:

@@ -14,6 +14,16 @@ Choices:
   (the env, or an operator's label from the console). Two successes are paired only with
   `same_outcome_pairs` (the shorter preferred; equal lengths give no pair), so the share of
   same-outcome pairs is 0 by default. Failures are never paired with each other.
+- **Or pairs by a reward model's ranking** (`pairs=reward_model`, as NORA-1.5 ranks with a
+  world model): each episode's score is the sum of the rewards the learner labelled it with
+  (with `reward=world_model`, gamma 1: the world model's predicted progress/success at its end
+  minus at its start, the start shared by the group) minus `deviation_coef` times its mean
+  squared distance from the base policy's mean chunk (the action-deviation term; 0: off). Every
+  episode of a group whose score exceeds another's by more than `margin` is preferred to it, so
+  near-ties give no pair (`ranked_pairs`). No success flag, outcome or env reward is read to form
+  these pairs; the outcomes are read afterwards only to log how the pairs agree with them
+  (`outcome_agreement`: of the pairs between a success and a failure, the share the success
+  wins; `outcome_recall`: the share of a group's success-over-failure pairs found).
 - **Rounds** (GRAPE-style iterative DPO): `prepare` adds each group's episodes and pairs to a
   preference set and returns an empty batch until the set holds `set_pairs` training pairs
   (the learner then holds without publishing, so the whole set comes from one policy). An
@@ -70,8 +80,16 @@ class DPOConfig:
     same_outcome_pairs: bool = False  # also pair two successes, the shorter preferred
     refresh_reference: bool = True  # the reference becomes the trained policy after an update
     max_grad_norm: float = 1.0
+    pairs: str = "outcome"  # outcome: successes over failures; reward_model: by the rewards'
+    # sums (a learned reward model, e.g. reward=world_model reward.params.labels=self)
+    margin: float = 1.0  # reward_model: a pair needs a score gap > margin (the reward's units)
+    deviation_coef: float = 0.0  # reward_model: score -= coef * mean sq. distance from the base
 
     def __post_init__(self) -> None:
+        if self.pairs not in ("outcome", "reward_model"):
+            raise ValueError(f"dpo: pairs={self.pairs!r}: outcome or reward_model")
+        if self.margin < 0 or self.deviation_coef < 0:
+            raise ValueError("dpo: margin and deviation_coef must be >= 0")
         if not self.beta > 0 or not self.lr > 0:
             raise ValueError("dpo: beta and lr must be > 0")
         if self.group_size < 2 or self.epochs < 1:
@@ -96,9 +114,41 @@ class DPOBatch:
     same_outcome: float = 0.0
     aux: Mapping[str, torch.Tensor] | None = None  # {name: [N, ...]}: per-call data of a policy
     # that declares some (`algorithms.call_data`), passed back to its `log_prob`
+    pair_log: Mapping[str, float] = dataclasses.field(default_factory=dict)  # reward-model
+    # pairs against the outcomes, for the update's metrics only
 
     def __len__(self) -> int:
         return len(self.obs)
+
+
+class _OutcomeLog:
+    """Counts, over the groups of a preference set, how reward-model pairs agree with the true
+    outcomes. Logging only: nothing here feeds back into which pairs are formed."""
+
+    def __init__(self) -> None:
+        self.groups = self.possible = self.pairs = self.mixed = self.agree = 0
+        self.outcome_pairs = self.found = 0
+
+    def add(self, pairs: Sequence[tuple[int, int]], success: Sequence[bool]) -> None:
+        n = len(success)
+        self.groups += 1
+        self.possible += n * (n - 1) // 2
+        self.pairs += len(pairs)
+        mixed = [(w, lo) for w, lo in pairs if success[w] != success[lo]]
+        self.mixed += len(mixed)
+        self.agree += sum(success[w] for w, _ in mixed)
+        truth = outcome_pairs(success, [0] * n)
+        self.outcome_pairs += len(truth)
+        self.found += len(set(truth) & set(pairs))
+
+    def metrics(self) -> dict[str, float]:
+        out = {"rm_pair_share": self.pairs / max(self.possible, 1),
+               "rm_mixed_pairs": float(self.mixed), "rm_groups": float(self.groups)}
+        if self.mixed:  # absent, not NaN, when no pair had two outcomes
+            out["outcome_agreement"] = self.agree / self.mixed
+        if self.outcome_pairs:
+            out["outcome_recall"] = self.found / self.outcome_pairs
+        return out
 
 
 def dpo_loss(logp_w: torch.Tensor, logp_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor,
@@ -125,6 +175,13 @@ def outcome_pairs(success: Sequence[bool], length: Sequence[int],
     return pairs
 
 
+def ranked_pairs(scores: Sequence[float], margin: float) -> list[tuple[int, int]]:
+    """(winner, loser) indices: every episode over every other it outscores by more than
+    `margin`, best winners first."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return [(i, j) for i in order for j in order if scores[i] - scores[j] > margin]
+
+
 def episode_logp(policy: ChunkPolicy, batch: DPOBatch) -> torch.Tensor:
     """Mean chunk log-prob per episode, [E]."""
     return _per_episode(log_prob(policy, batch.obs, batch.chunk, batch.aux), batch)
@@ -144,6 +201,12 @@ class DPO:
     def __init__(self, policy: ChunkPolicy, config: DPOConfig) -> None:
         self.policy, self.config = policy, config
         self.reference = copy.deepcopy(policy).requires_grad_(False)
+        # the base policy, for the action-deviation term of reward-model pairs
+        self.base = (copy.deepcopy(policy).requires_grad_(False) if config.deviation_coef > 0
+                     else None)
+        if self.base is not None and not hasattr(self.base, "mean_chunk"):
+            raise ValueError(f"dpo: deviation_coef needs a policy with mean_chunk, not "
+                             f"{type(policy).__name__}")
         self.opt = torch.optim.Adam(policy.actor.parameters(), lr=config.lr)
         # the preference set being collected: episodes' (obs, chunk) rows, pairs of indices
         # into it (train, held out), same-outcome pair count, groups seen
@@ -152,6 +215,7 @@ class DPO:
         self._pairs: list[tuple[int, int]] = []
         self._held: list[tuple[int, int]] = []
         self._same = 0
+        self._log = _OutcomeLog()  # how reward-model pairs agree with outcomes (logged only)
         self._groups = 0  # groups with pairs, ever (for the held-out split)
         self._seen = 0  # groups seen in this round
 
@@ -163,18 +227,25 @@ class DPO:
     @torch.no_grad()
     def prepare(self, chunks: Sequence[RolloutChunk], rewards: Sequence[np.ndarray]) -> DPOBatch:
         """Adds the complete groups of `chunks` to the preference set; returns the set once it
-        holds `set_pairs` training pairs, else an empty batch. `rewards` are not used: pairs
-        come from outcomes only."""
+        holds `set_pairs` training pairs, else an empty batch. `rewards` ([T] per chunk, from
+        the learner's reward model) are read only with `pairs=reward_model`."""
         cfg = self.config
         groups, _ = complete_groups(list(chunks), cfg.group_size)
         device = self.policy.obs_mean.device
         keys = input_keys(self.policy.config)
+        reward_of = {id(c): r for c, r in zip(chunks, rewards, strict=True)}
         for group in groups:
             self._seen += 1
+            if cfg.pairs == "reward_model":
+                pairs = ranked_pairs(self.scores(group, [[reward_of[id(c)] for c in ep]
+                                                         for ep in group]), cfg.margin)
             success = [ep[-1].episode_end is not None and ep[-1].episode_end.outcome == "success"
-                       for ep in group]
-            length = [sum(c.num_steps for c in ep) for ep in group]
-            pairs = outcome_pairs(success, length, cfg.same_outcome_pairs)
+                       for ep in group]  # pairs=reward_model: read after its pairs, to log
+            if cfg.pairs == "outcome":
+                length = [sum(c.num_steps for c in ep) for ep in group]
+                pairs = outcome_pairs(success, length, cfg.same_outcome_pairs)
+            else:
+                self._log.add(pairs, success)
             if not pairs:
                 continue
             first = len(self._episodes)
@@ -203,9 +274,29 @@ class DPO:
             pairs=torch.tensor(self._pairs, dtype=torch.int64, device=device),
             held_out=torch.tensor(self._held, dtype=torch.int64, device=device).reshape(-1, 2),
             same_outcome=self._same / (len(self._pairs) + len(self._held)),
-            aux={k: torch.cat([x[k] for x in auxes]) for k in auxes[0]} if auxes else None)
+            aux={k: torch.cat([x[k] for x in auxes]) for k in auxes[0]} if auxes else None,
+            pair_log=self._log.metrics() if cfg.pairs == "reward_model" else {})
         self._episodes, self._pairs, self._held, self._same, self._seen = [], [], [], 0, 0
+        self._log = _OutcomeLog()
         return dataclasses.replace(batch, ref_logp=episode_logp(self.reference, batch))
+
+    def scores(self, group: Sequence[Sequence[RolloutChunk]],
+               rewards: Sequence[Sequence[np.ndarray]]) -> list[float]:
+        """Each episode's summed reward, minus `deviation_coef` times the mean squared distance
+        of its sampled chunks from the base policy's mean chunks. Reads observations, sampled
+        chunks and the given rewards only."""
+        out = [float(sum(np.sum(r, dtype=np.float64) for r in rs)) for rs in rewards]
+        if self.base is None:
+            return out
+        keys, device = input_keys(self.policy.config), self.policy.obs_mean.device
+        for i, episode in enumerate(group):
+            obs = torch.cat([policy_input(c.obs, keys, device)[: c.num_steps : c.horizon]
+                             for c in episode])
+            act = torch.cat([torch.as_tensor(c.policy_action, dtype=torch.float32,
+                                             device=device) for c in episode])
+            mean = self.base.mean_chunk(obs).reshape(act.shape)
+            out[i] -= self.config.deviation_coef * float((act - mean).pow(2).mean())
+        return out
 
     def _empty(self, device: torch.device) -> DPOBatch:
         pc = self.policy.config
@@ -254,6 +345,7 @@ class DPO:
                    "same_outcome_share": batch.same_outcome,
                    "drift_kl": float(k3_kl(ref_rows, rows)),
                    "drift_logp": float((rows - ref_rows).mean())}
+            out |= batch.pair_log
             held = batch.held_out
             if held is not None and len(held):
                 m = self._margin(logp, batch, held)

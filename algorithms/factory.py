@@ -9,15 +9,22 @@ Example (what robots, the inference server and the learner do with any policy):
     logp = flow.log_prob(rows, chunks, aux=aux_rows)      # ... gets it back from the record
     robot_copy.load_policy_state(policy.policy_state())   # weights out, then in
 
-Built-in kinds are listed in `BUILTIN` (chunk, token, hf, flow) and imported when named. Third-party
-policies plug in through the entry-point group `fleet.policies`: the entry point is a factory
-`make(config: PolicyConfig) -> Policy` (the config carries the robot's sizes, `horizon`, and the
-plug-in's own settings in `policy.params`), selected with `policy.kind=<name>`
-(`examples/policy_plugin/`). Nothing registers itself on import.
+Built-in kinds are listed in `BUILTIN` (chunk, token, hf, act, flow) and imported when named.
+Third-party policies plug in through the entry-point group `fleet.policies`: the entry point is
+the policy class, called as `cls(config: PolicyConfig)` (the config carries the robot's sizes,
+`horizon`, and the plug-in's own settings in `policy.params`), selected with
+`policy.kind=<name>` (`examples/policy_plugin/`); any factory `make(config) -> Policy` also
+works, but declares no `capabilities`. Nothing registers itself on import.
+
+Capabilities: what a policy offers beyond the `Policy` contract, declared by its class as
+`capabilities = frozenset({...})` of `CAPABILITIES`' names, is read at config load without
+building it (`capabilities(kind)`); an algorithm declares those it calls as `policy_needs`
+(`algorithms.check_policy`), so TD with a policy lacking `mean_chunk` stops there.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any, Protocol
@@ -40,7 +47,7 @@ class Policy(Protocol):
     (`obs_dim`, `action_dim`, `horizon`, and `image_key`/`mask_key` when the rows carry more
     than the state), `actor` (the module whose parameters the actor step clips), `obs_mean` (a
     buffer: its device is the policy's), PPO `make_critic()`, PPO and TD `critic_input(rows)`,
-    TD `mean_chunk(rows)` (differentiable: its actor's π(s));
+    TD `mean_chunk(rows)` (differentiable: its actor's π(s); the capability `mean_chunk`);
     BC calls `set_obs_stats(mean, std)` and fits `mean_chunk(rows)` [B, H * A] where there is
     one, else maximises `log_prob`. `rows` are `algorithms.policy.policy_input(obs, keys)`:
     the state, then each of `input_keys(config)` flattened. Optional: `takes_obs_dict` (True:
@@ -118,6 +125,27 @@ def _flow(config: PolicyConfig) -> Any:
 # the kinds of `algorithms.policy.BUILTIN_KINDS`, which PolicyConfig checks without importing this
 BUILTIN: Mapping[str, Callable[[PolicyConfig], Any]] = {"chunk": _chunk, "token": _token,
                                                         "hf": _hf, "act": _act, "flow": _flow}
+# the class each of them builds (module, name): its `capabilities`, read without building it
+BUILTIN_CLASSES: Mapping[str, tuple[str, str]] = {
+    "chunk": ("algorithms.policy", "ChunkPolicy"), "token": ("algorithms.token_policy",
+                                                             "TokenPolicy"),
+    "hf": ("algorithms.hf_adapter", "HFVLAPolicy"), "act": ("algorithms.act_policy", "ACTPolicy"),
+    "flow": ("algorithms.flow_policy", "FlowPolicy")}
+
+# Every capability a policy class may declare, and what it promises.
+CAPABILITIES: Mapping[str, str] = {
+    "mean_chunk": "mean_chunk(rows) -> [B, H * A], differentiable: an off-policy actor's π(s)"}
+
+
+def capabilities(kind: str) -> frozenset[str]:
+    """What `policy.kind=kind` declares it offers (its class's `capabilities`; none for a
+    plug-in factory that declares none), without building it or importing its heavy parts."""
+    if kind in BUILTIN_CLASSES:
+        module, name = BUILTIN_CLASSES[kind]
+        declared = getattr(importlib.import_module(module), name).capabilities
+    else:  # the entry point: a class's own attribute, or a factory's if it set one
+        declared = getattr(_factory(kind), "capabilities", frozenset())
+    return frozenset(declared)
 
 
 def make_policy(config: PolicyConfig) -> Any:

@@ -106,6 +106,8 @@ class FlowPolicy(nn.Module):
     """K-step noisy flow over action chunks `[H, A]`; holds no critic (`make_critic` builds one
     for the algorithm)."""
 
+    capabilities = frozenset({"mean_chunk"})  # `algorithms.factory.CAPABILITIES`
+
     def __init__(self, config: FlowPolicyConfig) -> None:
         super().__init__()
         self.config = config

@@ -96,6 +96,7 @@ class HFVLAPolicy(nn.Module):
     `actor` is the whole model (vision tower included): PPO trains all of it."""
 
     takes_corrections = True  # the worker calls set_instruction with the console's corrections
+    capabilities: frozenset[str] = frozenset()  # no mean_chunk: bins are not differentiable
 
     def __init__(self, config: HFPolicyConfig) -> None:
         super().__init__()

@@ -1,10 +1,10 @@
 """LeRobot's own ACT (`lerobot.policies.act.ACTPolicy`) as a Fleet chunk policy (`lerobot_act`).
 
 The `fleet[lerobot]` extra (Python >= 3.12: every lerobot 0.5-0.6 release needs it; 0.6.1 needs
-torch < 2.12) installs lerobot; Fleet's own pyproject registers this module's `make` under the
+torch < 2.12) installs lerobot; Fleet's own pyproject registers this module's `LeRobotACT` under the
 `fleet.policies` entry-point group, the plug-in seam any third-party policy uses
 (`algorithms.factory`). Nothing here imports lerobot until a policy is built, so Fleet imports
-without it (tests/test_dependencies.py) and `make` says which extra is missing.
+without it (tests/test_dependencies.py) and building one says which extra is missing.
 
     pip install "torch==2.11.0" && pip install -e ".[lerobot]"         # Python 3.12
     fleet train robot=gym policy.kind=lerobot_act policy.horizon=4 policy.params.dim_model=64
@@ -102,15 +102,15 @@ class LeRobotACTActor(nn.Module):
 class LeRobotACT(ACTPolicy):
     """`ACTPolicy`'s Gaussian chunk head, critic and observation statistics around LeRobot's ACT
     network (`actor.policy` is the `lerobot` `ACTPolicy`; its state dict keys are LeRobot's
-    under `actor.policy.`)."""
+    under `actor.policy.`). The `fleet.policies` entry point `lerobot_act` (Fleet's pyproject.toml);
+    `capabilities` are `ChunkPolicy`'s."""
+
+    def __init__(self, config: PolicyConfig) -> None:
+        if config.backbone != "mlp" or config.bound != "none" or config.mask_key:
+            raise ValueError(f"policy.kind={KIND}: LeRobot's ACT is the network; leave "
+                             "policy.backbone, policy.bound and policy.mask_key unset")
+        super().__init__(config)
 
     def make_actor(self, config: PolicyConfig) -> nn.Module:
         return LeRobotACTActor(config)
 
-
-def make(config: PolicyConfig) -> LeRobotACT:
-    """The `fleet.policies` entry point `lerobot_act` (Fleet's pyproject.toml)."""
-    if config.backbone != "mlp" or config.bound != "none" or config.mask_key:
-        raise ValueError(f"policy.kind={KIND}: LeRobot's ACT is the network; leave "
-                         "policy.backbone, policy.bound and policy.mask_key unset")
-    return LeRobotACT(config)

@@ -188,6 +188,8 @@ class ChunkPolicy(nn.Module):
     weights) so that BC and RL see the same inputs on every robot.
     """
 
+    capabilities = frozenset({"mean_chunk"})  # `algorithms.factory.CAPABILITIES`
+
     def __init__(self, config: PolicyConfig) -> None:
         super().__init__()
         self.config = config

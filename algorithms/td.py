@@ -333,6 +333,8 @@ class _Replay:
 class TD:
     """Chunked TD. Owns the critics, their targets, both optimisers and the replays."""
 
+    policy_needs = frozenset({"mean_chunk"})  # π(s), differentiated through (`check_policy`)
+
     @staticmethod
     def needs(config: TDConfig) -> DataNeeds:
         """Every chunk however stale (replayed here, from cursor 0), and the demos first; with

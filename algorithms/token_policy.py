@@ -107,6 +107,8 @@ class TokenPolicy(nn.Module):
     """Categorical over 256 bins per action number, language-conditioned. Holds no critic:
     `make_critic` builds one for the algorithm that needs it."""
 
+    capabilities: frozenset[str] = frozenset()  # no mean_chunk: bins are not differentiable
+
     def __init__(self, config: TokenPolicyConfig) -> None:
         super().__init__()
         self.config = config

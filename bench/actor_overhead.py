@@ -107,7 +107,8 @@ def run(quick: bool) -> dict[str, object]:
             buffer = BufferServer.remote(str(Path(tmp) / "buffer"), cfg.buffer)
             launch = RobotLaunch("robot-0", cfg.robot, pcfg,
                                  WorkerConfig(pcfg.horizon, cfg.fleet.calls_per_chunk, seed=1),
-                                 str(Path(tmp) / "spill"))
+                                 str(Path(tmp) / "spill"),
+                                 outbox_linger_s=cfg.fleet.outbox_linger_s)
             actor = start_robot(launch, policy.policy_state(), buffer, WeightHub.remote(),
                                 num_cpus=0)
             pid = ray.get(actor.__ray_call__.remote(lambda _: os.getpid()))  # constructed too
@@ -129,6 +130,7 @@ def run(quick: bool) -> dict[str, object]:
     value, base = statistics.median(ours), statistics.median(raw)
     return result("actor_overhead", "env steps/s", value, "steps/s", base, task=cfg.robot.task,
                   horizon=pcfg.horizon, calls_per_chunk=cfg.fleet.calls_per_chunk,
+                  outbox_linger_s=cfg.fleet.outbox_linger_s,
                   windows_s=seconds, actor_windows=[round(x, 1) for x in ours],
                   baseline_windows=[round(x, 1) for x in raw],
                   cpu_ratio=round(statistics.median(raw_cpu) / statistics.median(ours_cpu), 3),

@@ -87,7 +87,7 @@ def run_fleet(out: Path, budget_s: float, every: int) -> None:
 
     class Snapshots(DuringTraining):
         def __init__(self) -> None:
-            super().__init__(cfg, None, [])
+            super().__init__(cfg, [])
             self.every = self.next_at = every
             self.taken: list[int] = []
             self.newest: Any = None
@@ -180,18 +180,12 @@ def evaluate(out: Path, sides: dict[str, dict[str, Any]], mark: int, episodes: i
              base: dict[str, np.ndarray]) -> tuple[dict[str, dict[str, float]], float]:
     """Every side's actor at `mark` and at its end, and the base, on the same held-out
     episodes with Fleet's evaluator (mean actions, open-loop chunks)."""
-    from actors.evaluation import Evaluator, held_out
-    from actors.robots import make_robot
-    from actors.worker import WorkerConfig
-    from algorithms.factory import make_policy
+    from actors.evaluation import held_out
     from fleet.config import load_config
-    from fleet.run.evaluate import eval_execution
-    from fleet.run.pretrain import policy_config
+    from fleet.run.evaluate import held_out_evaluator
 
     cfg = load_config(list(FLEET_OVERRIDES))
-    evaluator = Evaluator(make_robot(cfg.robot, "eval-0"), make_policy(policy_config(cfg)),
-                          held_out(cfg.robot, episodes, cfg.eval.seed),
-                          WorkerConfig(cfg.policy.horizon, **eval_execution(cfg)))
+    evaluator = held_out_evaluator(cfg, held_out(cfg.robot, episodes, cfg.eval.seed))
 
     def rate(state: dict[str, np.ndarray]) -> float:
         return round(100 * float(np.mean(evaluator.evaluate(state))), 1)

@@ -5,6 +5,8 @@ first 100k env steps (`--quick`: the whole 50k-step run); baseline = the base's 
 same 50 held-out episodes (seeds 900000+), measured in the same run; `dip` = value − baseline
 (the issue's goal: never below −10); `final` and `best` close the curve, `steps_to_90` is the
 first evaluation at 90% or more. The full run is 200k env steps with an evaluation every 10k.
+`summary.json` is rewritten after every evaluation (`finished` false until the end), so a run
+stopped early keeps the figures it measured; `env_steps` is that of the last evaluation.
 
 One robot, the real buffer and learner in one process (`fleet.run.serial`), one torch thread.
 Settings (`OVERRIDES`): `algorithm=td` with its defaults except a 2×128 critic (the 2×256 of RLPD
@@ -31,12 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from actors.evaluation import Evaluator, held_out
+from actors.evaluation import held_out
+from actors.operator import SimulatedOperator
 from actors.robots import make_robot
 from actors.worker import WorkerConfig
-from algorithms.factory import make_policy
 from fleet.config import load_config
-from fleet.run.evaluate import eval_execution
+from fleet.run.evaluate import held_out_evaluator
 from fleet.run.pretrain import cache_key, policy_config, pretrained_base
 from fleet.run.serial import SerialRun
 from learner.build import LearnerParts
@@ -60,12 +62,13 @@ def td_push(steps: int, every: int, seed: int, out: Path,
     parts = LearnerParts(pcfg, base.policy_state(), cfg.algorithm, cfg.reward, learner,
                          out / "checkpoints", seed=seed,
                          demos=Path(cfg.pretrain.cache_dir) / f"demos-{cache_key(cfg)}")
-    run = SerialRun(make_robot(cfg.robot, "robot-0"), parts,
-                    WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
-                                 seed=seed * 1000 + 1), out)
+    robot = make_robot(cfg.robot, "robot-0")
+    operator = (SimulatedOperator(cfg.operator, robot.expert_action)  # operator.simulated=true:
+                if cfg.operator.simulated else None)  # its take-overs feed TD's demo replay
+    run = SerialRun(robot, parts, WorkerConfig(cfg.policy.horizon, cfg.fleet.calls_per_chunk,
+                                               seed=seed * 1000 + 1), out, operator=operator)
     episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)
-    evaluator = Evaluator(make_robot(cfg.robot, "eval-0"), make_policy(pcfg), episodes,
-                          WorkerConfig(cfg.policy.horizon, **eval_execution(cfg)))
+    evaluator = held_out_evaluator(cfg, episodes)
     curve: list[tuple[int, float]] = []
     t0 = time.monotonic()
     lines = (out / "metrics.jsonl").open("a")
@@ -80,29 +83,37 @@ def td_push(steps: int, every: int, seed: int, out: Path,
         lines.flush()
         log(f"td_push seed {seed}: {at:>7,} env steps  held-out success {success:.0%}  "
             f"({time.monotonic() - t0:.0f} s)")
+        write_summary(finished=False)  # a run stopped early keeps what it measured
+
+    def write_summary(finished: bool) -> dict[str, Any]:
+        summary = summarise(curve, steps)
+        summary.update(
+            command=" ".join(["python -m bench.td_push", f"--steps {steps}", f"--every {every}",
+                              f"--seed {seed}", *overrides]),
+            finished=finished, task=cfg.robot.task, seed=seed,
+            overrides=[*OVERRIDES, *overrides], eval_episodes=cfg.eval.episodes,
+            eval_seeds=[cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes - 1],
+            env_steps=curve[-1][0], wall_s=round(time.monotonic() - t0, 1),
+            gradient_steps=run.learner.algorithm.gradient_steps,  # type: ignore[attr-defined]
+            td=dataclasses.asdict(cfg.algorithm.td), pretrain=info,
+            learner_last=run.metrics[-1] if run.metrics else {},
+            metric="success", reward=cfg.reward.name, policy_kind=cfg.policy.kind,
+            operator=dataclasses.asdict(cfg.operator) if operator else None,
+            operator_steps=operator.taken if operator else 0,
+            operator_takeovers=operator.takeovers if operator else 0)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        return summary
 
     try:
         evaluate(0)  # the base
         run.train(steps, every, evaluate)
         if curve[-1][0] < run.worker.stats.env_steps:
             evaluate(run.worker.stats.env_steps)
+        return write_summary(finished=True)
     finally:
         lines.close()
         evaluator.close()
         run.close()
-    summary = summarise(curve, steps)
-    summary.update(
-        command=" ".join(["python -m bench.td_push", f"--steps {steps}", f"--every {every}",
-                          f"--seed {seed}", *overrides]),
-        task=cfg.robot.task, seed=seed, overrides=[*OVERRIDES, *overrides],
-        eval_episodes=cfg.eval.episodes, eval_seeds=[cfg.eval.seed,
-                                                     cfg.eval.seed + cfg.eval.episodes - 1],
-        env_steps=run.worker.stats.env_steps, wall_s=round(time.monotonic() - t0, 1),
-        gradient_steps=run.learner.algorithm.gradient_steps,  # type: ignore[attr-defined]
-        td=dataclasses.asdict(cfg.algorithm.td), pretrain=info, learner_last=run.metrics[-1],
-        metric="success", reward=cfg.reward.name, policy_kind=cfg.policy.kind)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary
 
 
 def summarise(curve: list[tuple[int, float]], steps: int) -> dict[str, Any]:

@@ -25,7 +25,7 @@ A limiter that could deadlock is refused when built: an insert of `max_insert` s
 rollout chunk) must fit between "the learner may not sample" and "robots may not insert", so
 `error_buffer` must be at least `R · max_insert + 1` gradient steps (its default).
 
-This is not `buffers.sampling.RateLimit`, which paces the window sampler in records and never
+This is not `buffers.sampling.SampleRate`, which paces the window sampler in records and never
 holds an insert back.
 """
 

@@ -3,7 +3,7 @@
 Example:
 
     spec = mixture([(on_policy(max_staleness=2, max_uses=4), 0.5), (demonstrations(), 0.5)],
-                   batch_size=256, horizon=8, rate=RateLimit(min_size=1000, samples_per_insert=4))
+                   batch_size=256, horizon=8, rate=SampleRate(min_size=1000, samples_per_insert=4))
     sampler = Sampler(buffer, spec)                       # buffers.sampler
     batch = sampler.sample(policy_version=learner_version)  # None: not allowed yet, try later
 
@@ -15,7 +15,7 @@ Terms:
   minus the one that acted. `max_staleness` keeps only records at most that many versions old.
 - **uses**: how many times a record has been drawn; `max_uses` caps it (on-policy data is used a
   bounded number of times, then left for replay).
-- **samples per insert**: records drawn for each record stored, the rate `RateLimit` holds
+- **samples per insert**: records drawn for each record stored, the rate `SampleRate` holds
   sampling to (Reverb's `SampleToInsertRatio`); inserts are never held back, so a robot never
   waits for the learner.
 
@@ -50,10 +50,11 @@ Kind = Literal["uniform", "prioritized", "task_balanced", "groups", "pairs", "de
 
 
 @dataclasses.dataclass(frozen=True)
-class RateLimit:
+class SampleRate:
     """Sampling waits until the buffer holds `min_size` records, then may draw at most
     `samples_per_insert` records per record stored, plus `error_buffer` records of slack.
-    `samples_per_insert=None` draws as fast as asked."""
+    `samples_per_insert=None` draws as fast as asked. It never holds an insert back, unlike
+    `buffers.rate.RateLimiter`, which makes robots wait for the learner."""
 
     min_size: int = 1
     samples_per_insert: float | None = None
@@ -81,7 +82,7 @@ class Sampling:
     beta: float = 0.4  # prioritized: importance weights (N P(i)) ** -beta
     group_size: int = 0  # groups: G episodes of one task and start state
     reward: tuple[str, str] | None = None  # (reward name, version) side column, else env reward
-    rate: RateLimit = RateLimit()
+    rate: SampleRate = SampleRate()
     parts: tuple[tuple[Sampling, float], ...] = ()  # mixture: (spec, weight)
 
     def __post_init__(self) -> None:
@@ -139,7 +140,7 @@ def _check_mixture(s: Sampling) -> None:
         if part.horizon != s.horizon:
             raise ValueError(f"every part needs the mixture's horizon {s.horizon}, "
                              f"{part.kind} has {part.horizon}")
-        if part.rate != RateLimit():
+        if part.rate != SampleRate():
             raise ValueError("rate limits go on the mixture, not on its parts")
     for (part, _), n in zip(s.parts, split(s), strict=True):
         if n < 1 or (part.kind == "groups" and n % part.group_size) or (
@@ -166,7 +167,7 @@ class Common(TypedDict, total=False):
 
     batch_size: int
     horizon: int
-    rate: RateLimit
+    rate: SampleRate
     reward: tuple[str, str] | None
 
 
@@ -230,7 +231,7 @@ def spec_from_dict(d: dict[str, Any]) -> Sampling:
     fields."""
     kw = dict(d)
     if "rate" in kw:
-        kw["rate"] = RateLimit(**kw["rate"]) if isinstance(kw["rate"], dict) else kw["rate"]
+        kw["rate"] = SampleRate(**kw["rate"]) if isinstance(kw["rate"], dict) else kw["rate"]
     if "reward" in kw and kw["reward"] is not None:
         kw["reward"] = tuple(kw["reward"])
     if "parts" in kw:

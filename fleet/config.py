@@ -26,7 +26,7 @@ from actors.operator import OperatorConfig
 from actors.robots import DEFAULT_KIND, config_class
 from actors.robots.base import RobotConfig
 from actors.robots.metaworld import MetaWorldConfig
-from algorithms import AlgorithmConfig
+from algorithms import AlgorithmConfig, check_policy
 from algorithms.bc import BCConfig
 from algorithms.flow_policy import flow_config
 from algorithms.policy import PolicyConfig
@@ -76,6 +76,9 @@ def run_path(cfg: Config, name: str) -> Path:
     return Path(cfg.run.dir) / name
 
 
+MAX_LINGER_S = 5.0  # longer, and a crashed robot's lost chunks (held, unsent) outgrow a chunk
+
+
 @dataclasses.dataclass(frozen=True)
 class FleetConfig:
     num_robots: int = 4
@@ -92,6 +95,9 @@ class FleetConfig:
     inference_max_wait_s: float = 0.002  # server: wait this long for a batch to fill
     inference_gpus: float = 0.0  # server: GPUs it asks Ray for (> 0: its policy runs on CUDA)
     placement_timeout_s: float = 300.0  # learner and robots not placed by then: fail, naming why
+    # a robot's chunk waits at most this long for others to share its buffer `insert` call (0:
+    # one chunk per call); a crashed robot loses at most this long's unacknowledged chunks
+    outbox_linger_s: float = 0.25
 
     def __post_init__(self) -> None:
         if self.inference not in ("local", "server"):
@@ -107,6 +113,9 @@ class FleetConfig:
                              f"{self.placement_timeout_s}")
         if self.pace_hz < 0:
             raise ValueError(f"fleet.pace_hz must be >= 0 (0: unpaced), got {self.pace_hz}")
+        if not 0 <= self.outbox_linger_s <= MAX_LINGER_S:
+            raise ValueError(f"fleet.outbox_linger_s must be in [0, {MAX_LINGER_S:g}] seconds "
+                             f"(0: one chunk per insert call), got {self.outbox_linger_s}")
         object.__setattr__(self, "bridge_robots", tuple(self.bridge_robots))
         if not all(isinstance(r, str) and r for r in self.bridge_robots) or len(
                 set(self.bridge_robots)) != len(self.bridge_robots):
@@ -160,6 +169,9 @@ class LoggerConfig:
             raise ValueError("logger.videos must be >= 0 and logger.video_fps >= 1")
 
 
+LEARNED_REWARDS = ("world_model", "progress", "hf_vl")  # DPO's reward-model pairs rank by these
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     run: RunConfig = RunConfig()
@@ -194,9 +206,13 @@ class Config:
                                  f"would hold {2 * capacity * row / 2**30:.0f} GiB, over "
                                  f"{REPLAY_BUDGET // 2**30} GiB: set algorithm.td.capacity <= "
                                  f"{REPLAY_BUDGET // (2 * row)}")
-        if self.policy.kind == "hf" and self.algorithm.name == "td":
-            raise ValueError("policy.kind=hf has no mean_chunk (a differentiable action for TD's "
-                             "actor): use algorithm=ppo, grpo or dpo")
+        check_policy(self.algorithm, self.policy.kind)  # what it calls, the policy declares
+        if (self.algorithm.name == "dpo" and self.algorithm.dpo.pairs == "reward_model"
+                and self.reward.name not in LEARNED_REWARDS):
+            raise ValueError(f"algorithm.dpo.pairs=reward_model ranks episodes by a learned "
+                             f"reward model, not reward={self.reward.name}: use "
+                             f"reward=world_model (reward.params.labels=self: trained without "
+                             f"success labels), or experiment=push_dpo_world_model")
 
 
 def from_mapping(cls: type[Any], data: Mapping[str, Any], where: str = "",

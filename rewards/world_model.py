@@ -21,6 +21,19 @@ the encoded next observation (`mode=observed`) or on the latent the dynamics pre
 `(z[t], action[t])` (`mode=imagined`, the world model imagining the step). The env's reward and
 success flag are never read at score time; an unfitted model scores zeros. `version` is the
 number of fits (or the version of adopted weights), so labels cache per (name, version).
+
+Labels (`labels`): `outcome` (the default) trains on every episode's success label as above.
+`self` trains from what a deployment has without anyone saying which episode succeeded:
+
+    wm.fit(fleet_episodes, demos=demo_episodes)
+
+Each demonstration is a success by what it is (progress `t / T`, outcome 1, its own flags
+unread); the fleet's episodes are unlabelled and get their targets from the model itself:
+before the first fit all count as failures (policy states as negatives, as VICE does), after it
+an episode counts as a success (progress `t / T`, outcome 1) when the success head's probability
+at its last observation is at least `self_threshold` times the demos' mean there, else as a
+failure (outcome 0, progress unknown). The env's reward, success flags and episode outcomes of
+the fleet's episodes are never read (tests/test_dpo_world_model.py flips them).
 """
 
 from __future__ import annotations
@@ -52,8 +65,14 @@ class WorldModelConfig:
     min_episodes: int = 8  # a trainer fits once it has this many finished episodes ...
     fit_every_s: float = 5.0  # ... at most this often
     seed: int = 0
+    labels: str = "outcome"  # outcome: episodes' success labels; self: demos + own predictions
+    self_threshold: float = 0.5  # labels=self: success if p(end) >= this x the demos' mean p(end)
 
     def __post_init__(self) -> None:
+        if self.labels not in ("outcome", "self"):
+            raise ValueError(f"world_model labels={self.labels!r}: outcome or self")
+        if not 0 < self.self_threshold <= 1:
+            raise ValueError("world_model self_threshold must be in (0, 1]")
         if self.signal not in ("progress", "success", "both"):
             raise ValueError(f"world_model signal={self.signal!r}: progress, success or both")
         if self.mode not in ("observed", "imagined"):
@@ -107,12 +126,14 @@ class Transitions:
     success: torch.Tensor
 
     @classmethod
-    def of(cls, episodes: Sequence[Episode], key: str) -> Transitions:
+    def of(cls, episodes: Sequence[Episode], key: str,
+           labels: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> Transitions:
+        """`labels`: (progress, outcome) [T + 1] per episode; default `targets(episode)`."""
         s, a, p, y = [], [], [], []
-        for ep in episodes:
+        for i, ep in enumerate(episodes):
             s.append(observations(ep, key))
             a.append(np.concatenate([c.action for c in ep]))
-            progress, success = targets(ep)
+            progress, success = targets(ep) if labels is None else labels[i]
             p.append(progress)
             y.append(success)
         states = [torch.as_tensor(x, dtype=torch.float32).flatten(1) for x in s]
@@ -141,6 +162,18 @@ def world_model_loss(net: LatentDynamics, b: Transitions) -> tuple[torch.Tensor,
     return loss, {k: float(v.detach()) for k, v in parts.items()}
 
 
+def demo_targets(episode: Sequence[RolloutChunk]) -> tuple[np.ndarray, np.ndarray]:
+    """A success by what it is: progress `t / T` and outcome 1 on each observation [T + 1]; no
+    flag or outcome of the episode is read."""
+    T = sum(len(c.action) for c in episode)
+    return np.arange(T + 1, dtype=np.float32) / max(T, 1), np.ones(T + 1, np.float32)
+
+
+def _failure(episode: Sequence[RolloutChunk]) -> tuple[np.ndarray, np.ndarray]:
+    T = sum(len(c.action) for c in episode)
+    return np.full(T + 1, np.nan, np.float32), np.zeros(T + 1, np.float32)
+
+
 class WorldModelReward:
     def __init__(self, config: WorldModelConfig | None = None, name: str = "world_model") -> None:
         self.config = config or WorldModelConfig()
@@ -155,9 +188,19 @@ class WorldModelReward:
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
         return self.net
 
-    def fit(self, episodes: Sequence[Episode], steps: int | None = None) -> dict[str, float]:
-        """Gradient steps on the episodes' transitions; returns the last batch's losses."""
-        data = Transitions.of(episodes, self.config.key)
+    def fit(self, episodes: Sequence[Episode], steps: int | None = None,
+            demos: Sequence[Episode] = ()) -> dict[str, float]:
+        """Gradient steps on the transitions of `demos` and `episodes`; returns the last batch's
+        losses (with `labels=self`, also `self_success`: the share of `episodes` the model
+        counts as successes)."""
+        extra: dict[str, float] = {}
+        if self.config.labels == "self":
+            labels = [demo_targets(ep) for ep in demos] + self.self_targets(episodes, demos)
+            extra["self_success"] = float(np.mean([y[-1] for _, y in labels[len(demos):]])
+                                          ) if episodes else 0.0
+            data = Transitions.of([*demos, *episodes], self.config.key, labels)
+        else:
+            data = Transitions.of([*demos, *episodes], self.config.key)
         net = self.net or self._build(data.s.shape[1], data.a.shape[1])
         if self._fits == 0:  # normalise inputs by the first data seen (kept thereafter)
             net.mean.copy_(data.s.mean(0))
@@ -174,7 +217,30 @@ class WorldModelReward:
             self.opt.step()
         self._fits += 1
         self.version = str(self._fits)  # new weights, new cached labels
-        return stats
+        return stats | extra
+
+    @torch.no_grad()
+    def end_success(self, episodes: Sequence[Episode]) -> np.ndarray:
+        """The success head's probability at each episode's last observation [E]."""
+        assert self.net is not None
+        last = np.stack([np.asarray(ep[-1].obs[self.config.key])[len(ep[-1].action)]
+                         for ep in episodes])
+        state = torch.as_tensor(last, dtype=torch.float32).flatten(1)
+        return torch.sigmoid(self.net.heads(self.net.encode(state))[1]).numpy()
+
+    def self_targets(self, episodes: Sequence[Episode],
+                     demos: Sequence[Episode]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`labels=self` targets of unlabelled episodes from the model's own success head (all
+        failures before the first fit); reads observations only."""
+        if not episodes:
+            return []
+        if self.net is None or not demos:
+            won = np.zeros(len(episodes), bool)
+        else:
+            bar = self.config.self_threshold * float(self.end_success(demos).mean())
+            won = self.end_success(episodes) >= bar
+        return [demo_targets(ep) if w else _failure(ep) for ep, w in zip(episodes, won,
+                                                                           strict=True)]
 
     @torch.no_grad()
     def potential(self, chunk: RolloutChunk) -> np.ndarray:

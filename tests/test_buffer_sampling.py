@@ -7,7 +7,7 @@ from buffers.codec import encode_chunk
 from buffers.records import EpisodeEnd
 from buffers.sampler import Sampler
 from buffers.sampling import (
-    RateLimit,
+    SampleRate,
     Sampling,
     demonstrations,
     groups,
@@ -40,14 +40,14 @@ def fill(buf, n, seed=0, **kw):
     (lambda: groups(4, batch_size=10), "multiple of G=4"),
     (lambda: groups(1), "G must be >= 2"),
     (lambda: pairs(batch_size=7), "even"),
-    (lambda: on_policy(max_uses=2, rate=RateLimit(samples_per_insert=4)), "run dry"),
+    (lambda: on_policy(max_uses=2, rate=SampleRate(samples_per_insert=4)), "run dry"),
     (lambda: on_policy(max_staleness=-1), "max_staleness"),
     (lambda: mixture([(replay(), 0.0)]), "must be > 0"),
     (lambda: mixture([(replay(), 1.0), (groups(8), 0.01)], batch_size=64), "cannot use"),
     (lambda: mixture([(mixture([(replay(), 1)]), 1)]), "cannot be mixtures"),
     (lambda: mixture([(replay(horizon=4), 1)], horizon=8), "horizon"),
-    (lambda: mixture([(replay(rate=RateLimit(min_size=5)), 1)]), "on the mixture"),
-    (lambda: RateLimit(samples_per_insert=0), "samples_per_insert"),
+    (lambda: mixture([(replay(rate=SampleRate(min_size=5)), 1)]), "on the mixture"),
+    (lambda: SampleRate(samples_per_insert=0), "samples_per_insert"),
     (lambda: Sampling("uniform", group_size=3), "only for kind='groups'"),
 ])
 def test_impossible_specs_raise_at_construction(make, message):
@@ -162,7 +162,7 @@ def test_mixture_splits_each_batch_by_weight(buf):
 
 
 def test_rate_limit_holds_sampling_to_samples_per_insert(buf):
-    spec = replay(batch_size=4, rate=RateLimit(min_size=4, samples_per_insert=1.0))
+    spec = replay(batch_size=4, rate=SampleRate(min_size=4, samples_per_insert=1.0))
     sampler = Sampler(buf, spec)
     fill(buf, 3)
     assert sampler.sample() is None  # under min_size

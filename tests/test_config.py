@@ -23,6 +23,8 @@ def test_experiment_and_overrides():
     (["learner.batch_calls=0"], "batch_calls"),
     (["buffer.fsync=sometimes"], "fsync"),
     (["robot.task=fly-v3"], "fly-v3"),
+    (["fleet.outbox_linger_s=-0.1"], r"fleet\.outbox_linger_s must be in \[0, 5\] seconds"),
+    (["fleet.outbox_linger_s=60"], r"fleet\.outbox_linger_s must be in \[0, 5\] seconds"),
     (["==="], ""),
 ])
 def test_bad_overrides_give_clear_errors(overrides, message):
@@ -33,3 +35,13 @@ def test_bad_overrides_give_clear_errors(overrides, message):
 def test_unknown_nested_key_is_named_with_its_path():
     with pytest.raises(ConfigError, match=r"learner\.'oops'|'oops'"):
         from_mapping(Config, {"learner": {"oops": 1}})
+
+
+def test_chunk_batching_is_a_fleet_key_that_reaches_each_robot(tmp_path):
+    from fleet.run.pretrain import policy_config
+    from fleet.run.train import robot_launches
+
+    assert load_config([]).fleet.outbox_linger_s == 0.25  # on by default
+    cfg = load_config(["fleet.outbox_linger_s=0", "fleet.num_robots=2"])
+    launches = robot_launches(cfg, tmp_path, policy_config(cfg), 0)
+    assert [launch.outbox_linger_s for launch in launches] == [0.0, 0.0]

@@ -65,12 +65,7 @@ def groups(policy, rng, n=8, size=4):
     return chunks, [c.reward for c in chunks]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small nets on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_dpo_raises_the_preferred_margin_and_success():

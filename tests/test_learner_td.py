@@ -13,13 +13,7 @@ from tests.chunks import make_chunk
 from tests.fakes import ConstantReward, ListWeights
 from tests.test_learner import fill
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small nets on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_td_learner_keeps_stale_chunks_and_runs_the_offline_phase_once(tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms.lerobot_act import make
+from algorithms.lerobot_act import LeRobotACT
 from algorithms.policy import PolicyConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ def test_without_lerobot_the_kind_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "lerobot", None)
     with pytest.raises(ValueError, match=r"policy.kind=lerobot_act needs lerobot: "
                                          r"pip install 'fleet\[lerobot\]' \(Python >= 3.12"):
-        make(PolicyConfig(obs_dim=4, action_dim=1))
+        LeRobotACT(PolicyConfig(obs_dim=4, action_dim=1))
 
 
 def test_fleet_pretrain_without_lerobot_exits_2_naming_the_extra(monkeypatch, tmp_path, capsys):

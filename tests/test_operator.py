@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from actors.evaluation import Collected
 from actors.operator import OperatorConfig, SimulatedOperator
 from actors.robots.metaworld import MetaWorldConfig, MetaWorldRobot
 from actors.worker import RobotWorker, WorkerConfig
@@ -37,22 +38,11 @@ def test_bad_budget_is_refused(budget):
         OperatorConfig(budget=budget)
 
 
-class _List:
-    def __init__(self) -> None:
-        self.records: list[bytes] = []
-
-    def put(self, record: bytes) -> None:
-        self.records.append(record)
-
-    def poll(self, have_version: int) -> None:
-        return None
-
-
 def test_taken_over_steps_are_flagged_and_are_the_experts_actions():
     robot = MetaWorldRobot(MetaWorldConfig(task="reach-v3", max_episode_steps=120), "r")
     torch.manual_seed(0)
     policy = ChunkPolicy(PolicyConfig(hidden=16))  # random: it stalls
-    outbox = _List()
+    outbox = Collected()
     op = SimulatedOperator(OperatorConfig(simulated=True, budget=1.0, stall_steps=10),
                            robot.expert_action)
     worker = RobotWorker(robot, policy, outbox, outbox, WorkerConfig(calls_per_chunk=8), op)

@@ -96,3 +96,25 @@ def test_settle_sends_what_is_held_and_leaves_the_spill_log(local_ray, tmp_path)
     assert len(keys) == len(set(keys)) == 8 and outbox.stored == 8
     assert outbox.calls < outbox.sent  # the spill log went back in batches
 
+
+
+def test_the_sending_thread_spills_held_records_and_never_resends_the_spill_log(local_ray,
+                                                                                 tmp_path):
+    """A robot held still (no puts) keeps its spill log as a crash would leave it: only a put
+    or a flush resends it."""
+    buffer = BufferServer.remote(str(tmp_path / "buffer"), BufferConfig())
+    outbox = BufferOutbox(buffer, tmp_path / "spill", max_in_flight=0, linger_s=0.2)
+    recs = records(4)
+    for r in recs[:3]:
+        outbox.put(r)  # no room in flight: spilled at once
+    assert outbox.pending_spill == 3
+    outbox.max_in_flight = 8  # room again
+    outbox._last_call = time.monotonic()  # as if a call had just gone: the next put is held
+    outbox.put(recs[3])
+    assert outbox._held == [recs[3]]
+    # no further put: the sending thread ships the held record, behind the spilled ones
+    wait_for(lambda: outbox.spilled == 4, what="the held record spilled")
+    with outbox._lock:
+        assert outbox._held == [] and outbox.pending_spill == 4 and outbox.calls == 0
+    outbox.flush()  # the spill log resent
+    assert outbox.pending_spill == 0 and outbox.stored == 4 and len(set(stored_keys(buffer))) == 4

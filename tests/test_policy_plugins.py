@@ -16,7 +16,7 @@ import torch
 
 from actors.worker import WorkerConfig
 from algorithms import AlgorithmConfig
-from algorithms.factory import BUILTIN, make_policy
+from algorithms.factory import BUILTIN, BUILTIN_CLASSES, capabilities, make_policy
 from algorithms.policy import BUILTIN_KINDS, PolicyConfig, policy_kinds
 from algorithms.ppo import PPOConfig
 from fleet.config import ConfigError, load_config
@@ -115,6 +115,43 @@ def test_params_the_plugin_refuses_exit_2_before_any_demos(plugin, tmp_path, cap
     out = "".join(capsys.readouterr().out.split())
     assert "policy.kind=linearwithpolicy.params={'init_std':-1}" in out
     assert "init_stdmustbe>0" in out and not list(tmp_path.glob("cache/demos-*"))
+
+
+def test_td_takes_a_plugin_only_if_its_class_declares_mean_chunk(plugin, tmp_path):
+    """TD calls `mean_chunk` (its `policy_needs`): the example's class declares it; a plug-in
+    whose entry point is a factory declaring nothing is refused at config load, naming both,
+    though the policy it builds has the method (declared, never probed)."""
+    assert load_config([f"policy.kind={plugin}", "algorithm=td"]).algorithm.name == "td"
+    site = tmp_path / "site"
+    (site / "bare_policy.py").write_text("from fleet_policy_example import LinearChunkPolicy\n\n"
+                                         "def make(config):\n"
+                                         "    return LinearChunkPolicy(config)\n")
+    meta = site / "bare_policy-0.1.0.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: bare-policy\nVersion: 0.1.0\n")
+    (meta / "entry_points.txt").write_text("[fleet.policies]\nbare = bare_policy:make\n")
+    try:
+        assert hasattr(make_policy(PolicyConfig(kind="bare")), "mean_chunk")
+        with pytest.raises(ConfigError, match=r"policy\.kind=bare has no mean_chunk .*"
+                                              r"algorithm=td calls: use algorithm=ppo"):
+            load_config(["policy.kind=bare", "algorithm=td"])
+        assert load_config(["policy.kind=bare", "algorithm=ppo"]).policy.kind == "bare"
+    finally:
+        sys.modules.pop("bare_policy", None)
+
+
+@pytest.mark.parametrize("kind", [k for k in BUILTIN if k != "hf"])  # hf: tests/test_vla_adapter
+def test_builtin_capabilities_are_read_from_the_class_each_kind_builds(kind):
+    policy = make_policy(PolicyConfig(kind=kind, obs_dim=3, action_dim=2, horizon=2))
+    module, name = BUILTIN_CLASSES[kind]
+    assert type(policy).__module__ == module and type(policy).__name__ == name
+    assert capabilities(kind) == policy.capabilities
+    if "mean_chunk" in policy.capabilities:
+        assert load_config([f"policy.kind={kind}", "algorithm=td"]).policy.kind == kind
+        assert policy.mean_chunk(torch.zeros(4, 3)).shape == (4, 4)
+    else:
+        with pytest.raises(ConfigError, match=rf"policy\.kind={kind} has no mean_chunk"):
+            load_config([f"policy.kind={kind}", "algorithm=td"])
 
 
 def test_a_checkpoint_of_another_shape_or_no_file_is_a_config_error(tmp_path):

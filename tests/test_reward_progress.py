@@ -5,20 +5,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from fleet.run.reward_eval import evaluate
 from rewards.base import RewardConfig, make_reward
 from rewards.progress import TextEncoder
 from tests.toy_reach import reach_episodes
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_text_encoder_is_the_pretrained_minilm_and_caches():
@@ -106,3 +99,77 @@ def test_trainer_keeps_the_demos_when_fleet_episodes_push_old_ones_out(tmp_path)
         assert trainer.step()
     demo_ids = {c.episode_id for c in demos}
     assert trainer.demos == 2 and demo_ids <= set(model.seen) and len(model.seen) == 6
+
+
+def test_potential_reward_telescopes_over_an_episode_however_it_is_chunked():
+    """The potential head's return is scale * (phi(last) - phi(first)) whatever the path and
+    the chunking, so it cannot be farmed by going back and forth; the pair head's, anchored
+    at each chunk's first frame, depends on where the chunks are cut."""
+    from rewards.episodes import observations
+
+    ep = reach_episodes(3, 2)[1]  # a failure: 40 steps, 4 chunks
+    assert len(ep) == 4
+    whole = dataclasses.replace(ep[0], obs={"state": observations(ep, "state")},
+                                action=np.concatenate([c.action for c in ep]))
+    sums = {}
+    for head in ("potential", "pair"):
+        model = make_reward(RewardConfig("progress", {"key": "state", "head": head,
+                                                      "batch": 16}), guard=False)
+        model.fit(reach_episodes(0, 6), steps=3)
+        chunked = sum(float(model.score(c).sum()) for c in ep)
+        sums[head] = (chunked, float(model.score(whole).sum()))
+    chunked, whole_sum = sums["potential"]
+    assert chunked == pytest.approx(whole_sum, abs=1e-4), sums
+    assert abs(sums["pair"][0] - sums["pair"][1]) > 1e-3, sums
+
+
+@pytest.mark.parametrize("failed_delta", [True, False])
+def test_failed_episodes_pairs_are_told_no_progress(failed_delta):
+    """Pairs inside a failed episode: delta target 0 with `failed_delta`, no delta target
+    without; outcome 0 on their frames, 1 on a success's; progress known on successes only."""
+    from rewards.progress import ProgressConfig, ProgressReward, _frames
+
+    f = _frames(reach_episodes(0, 6), "state")
+    pr = ProgressReward(ProgressConfig(key="state", failed_delta=failed_delta))
+    b = pr._pairs(f, np.random.default_rng(0), 2000)
+    failed = np.isnan(f.progress[b["i"]])
+    assert failed.any() and (~failed).any()
+    assert (b["known"][failed] == float(failed_delta)).all() and (b["delta"][failed] == 0).all()
+    assert (b["outcome"][failed] == 0).all() and (b["outcome"][~failed] == 1).all()
+    assert (b["p_known"] == ~failed).all() and (b["known"][~failed] == 1).all()
+    assert (b["delta"][~failed] < 0).any() and (b["delta"][~failed] > 0).any()  # reversed pairs
+
+
+def test_fitted_potential_returns_more_on_successes_than_failures():
+    held_out = reach_episodes(1, 12)
+    model = make_reward(RewardConfig("progress", {"key": "state", "batch": 64}), guard=False)
+    model.fit(reach_episodes(0, 30), steps=150)
+    report = evaluate(model, held_out)
+    assert report["return_auc"] > 0.9 and report["return_failed"] < 0.5 * report[
+        "return_success"], report
+
+
+def test_trainer_first_fit_runs_first_fit_steps(tmp_path):
+    """The first version the learner sees is fitted `first_fit_steps` on the base's episodes;
+    later fits run `fit_steps`."""
+    from buffers.codec import encode_chunk
+    from buffers.store import ReplayBuffer
+    from rewards.progress import ProgressConfig, ProgressReward
+    from rewards.trainer import RewardTrainer
+
+    class Recording(ProgressReward):
+        def fit(self, episodes, steps=None):
+            self.steps = [*getattr(self, "steps", []), steps]
+            return super().fit(episodes, steps)
+
+    class Sink:
+        def publish(self, version, state):
+            self.version = version
+
+    model = Recording(ProgressConfig(key="state", min_episodes=4, fit_steps=2,
+                                     first_fit_steps=7, batch=16))
+    with ReplayBuffer(tmp_path / "buf") as buf:
+        buf.insert([encode_chunk(c) for ep in reach_episodes(6, 4) for c in ep])
+        trainer = RewardTrainer(model, buf, Sink())
+        assert trainer.step() and trainer.step()
+    assert model.steps == [7, None] and model.version == "2"

@@ -5,7 +5,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from buffers.codec import encode_chunk
 from buffers.store import BufferConfig, ReplayBuffer
@@ -17,12 +16,7 @@ from tests.toy_reach import reach_episodes
 SMALL = {"hidden": 64, "latent": 16, "batch": 256}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a loaded machine: intra-op threads only fight
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def episode_return(model, episode):
@@ -88,7 +82,7 @@ def test_trainer_actor_learns_from_the_buffer_and_the_learner_adopts(local_ray, 
     chunk = reach_episodes(3, 1)[0][0]
     assert not learner_side.score(chunk).any()
     local_ray.get(trainer.start.remote())
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # generous: a loaded machine (load 33 once missed 60 s)
     while not adopt(learner_side, source):
         assert time.monotonic() < deadline, local_ray.get(trainer.stats.remote())
         time.sleep(0.1)

@@ -13,13 +13,7 @@ from buffers.records import EpisodeEnd, RolloutChunk
 N, H, GAMMA = 5, 2, 0.9  # states 0..4; entering 4 pays 1 and ends the episode
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small nets on a shared 2-core machine: intra-op threads only fight (10× slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def chain_chunk(start: int, actions: np.ndarray, episode_id: str) -> RolloutChunk:

@@ -16,7 +16,7 @@ from actors.evaluation import held_out
 from fleet.config import load_config
 from fleet.run.evaluate import DuringTraining
 from fleet.run.metrics import MetricsLogger
-from fleet.run.pretrain import new_policy, policy_config
+from fleet.run.pretrain import new_policy
 
 GOAL = "tests.gym_envs:fleet-tests/Goal-v0"  # a Dict env with a 24x24 camera
 
@@ -73,7 +73,7 @@ def test_held_out_episodes_reach_wandb_with_return_length_and_video(tmp_path, mo
                        "eval.every_steps=100", "logger.wandb=offline", "logger.video_fps=10",
                        "run.name=media"])
     episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)
-    during = DuringTraining(cfg, policy_config(cfg), episodes)
+    during = DuringTraining(cfg, episodes)
     assert during.maybe_start(150, lambda: (4, new_policy(cfg).policy_state()))
     during.close()
     (result,) = during.finished()

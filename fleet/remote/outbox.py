@@ -18,13 +18,16 @@ resent in order, again in batches, once acknowledgements flow again. Resending i
 the buffer's ingest is idempotent on `(robot_id, episode_id, chunk_seq)`; Ray itself retries
 calls that were in flight when the buffer died.
 
-What a crash of the robot can lose: only records not yet acknowledged and not spilled, those
-held for at most `linger_s`, as it loses the chunk it is building; `settle` and `flush` send
-what is held first. The spill log is synced as the buffer's own log is (`fsync`: the buffer's
-`fsync` policy), so a spilled chunk is as durable on the robot's disk as a stored one is on the
-buffer's. A robot restarted after a crash resends what its predecessor spilled (`inherited`
-counts them: the whole spill log, so the ones its predecessor had resent already come back as
-duplicates).
+What a crash of the robot can lose: only records not yet acknowledged and not spilled (those
+in flight, and those held for at most `linger_s`), as it loses the chunk it is building; `settle`
+and `flush` (the robot actor's `settle` and `stop`) send what is held first. Spilled records are
+resent only by a `put` (or `flush`), never by the sending thread: a robot held still keeps its
+spill log as it is, which is what a crash then leaves to its successor.
+
+The spill log is synced as the buffer's own log is (`fsync`: the buffer's `fsync` policy), so a
+spilled chunk is as durable on the robot's disk as a stored one is on the buffer's. A robot
+restarted after a crash resends what its predecessor spilled (`inherited` counts them: the whole
+spill log, so the ones its predecessor had resent already come back as duplicates).
 """
 
 from __future__ import annotations
@@ -41,20 +44,24 @@ import ray
 from buffers.log import CorruptLogError, SegmentLog
 from buffers.store import InsertResult
 
-LINGER_S = 0.0  # > 0: a record waits at most this long for others to share its call (opt-in:
-# at 0.25 s the chaos test of a killed robot's spill log flaked on its timing; see README)
+LINGER_S = 0.25  # a record waits at most this long for others to share its call (0: one record
+# per call, no sending thread); `fleet.outbox_linger_s` in a run
+MAX_IN_FLIGHT = 8  # records sent and not yet acknowledged; more are spilled
 BATCH_BYTES = 96_000  # under Ray's inline limit for a call's argument (100 KiB)
 IDLE_EXIT_S = 10.0  # the sending thread ends after this long with nothing to send
 
 
 class BufferOutbox:
-    def __init__(self, buffer: Any, spill_dir: Path, max_in_flight: int = 8,
+    def __init__(self, buffer: Any, spill_dir: Path, max_in_flight: int = MAX_IN_FLIGHT,
                  fsync: str = "interval_ms", linger_s: float = LINGER_S,
                  batch_bytes: int = BATCH_BYTES) -> None:
         self.buffer = buffer
         self.spill_dir = spill_dir
         self.max_in_flight = max_in_flight  # records sent and not yet acknowledged
         self.fsync = fsync
+        if not linger_s >= 0:
+            raise ValueError(f"linger_s must be >= 0 seconds (0: one record per call), got "
+                             f"{linger_s}")
         self.linger_s = linger_s
         self.batch_bytes = batch_bytes
         self.in_flight: collections.deque[ray.ObjectRef] = collections.deque()  # insert calls
@@ -112,24 +119,29 @@ class BufferOutbox:
                     self._lock.wait(left)
                     continue
                 try:
-                    self._ship()
+                    self._ship_held()  # spilled records wait for the loop's next put
                 except BaseException as e:  # raised to the loop at its next put
                     self._failure, self._sender = e, None
                     return
 
     def _ship(self) -> None:
-        """Send what is held as one call, or spill it (no room in flight, or older records
-        spilled); then acks counted, spilled records resent while there is room. Holds the
-        lock."""
+        """`_ship_held`, then spilled records resent while there is room. Holds the lock."""
+        self._ship_held()
+        self._resend()
+
+    def _ship_held(self) -> None:
+        """Count the acks that have arrived; send what is held as one call, or spill it (no
+        room in flight, or older records spilled). Holds the lock. Held records are let go only
+        once sent or spilled: should either raise, they stay held (and the error is raised)."""
         if self.in_flight_records >= max(1, self.max_in_flight // 2):
             self._reap()  # acks counted a few calls at a time, well before a spill
-        held, self._held, self._held_bytes = self._held, [], 0
-        if held:
-            if self._spill is not None or self.in_flight_records >= self.max_in_flight:
-                self._to_spill(held)
-            else:
-                self._send(held)
-        self._resend()
+        if not self._held:
+            return
+        if self._spill is not None or self.in_flight_records >= self.max_in_flight:
+            self._to_spill(self._held)
+        else:
+            self._send(self._held)
+        self._held, self._held_bytes = [], 0
 
     def _send(self, records: list[bytes]) -> None:
         self.in_flight.append(self.buffer.insert.remote(records))
@@ -211,12 +223,7 @@ class BufferOutbox:
         deadline = time.monotonic() + timeout_s
         with self._lock:
             self._raise_failure()
-            held, self._held, self._held_bytes = self._held, [], 0
-            if held:  # as `_ship` does, without resending spilled records
-                if self._spill is not None or self.in_flight_records >= self.max_in_flight:
-                    self._to_spill(held)
-                else:
-                    self._send(held)
+            self._ship_held()  # spilled records not resent
             while self.in_flight and time.monotonic() < deadline:
                 self._ack_oldest(0.5)
             if self.in_flight:

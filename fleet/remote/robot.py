@@ -52,7 +52,7 @@ from algorithms.factory import make_policy
 from algorithms.policy import PolicyConfig, input_keys
 from fleet.remote import actor, one_thread
 from fleet.remote.buffer import BufferAdmission
-from fleet.remote.outbox import BufferOutbox
+from fleet.remote.outbox import LINGER_S, BufferOutbox
 from fleet.remote.weights import HubWeights
 
 log = logging.getLogger("fleet.bridged")
@@ -83,6 +83,7 @@ class RobotLaunch:
     spill_fsync: str = "interval_ms"  # the buffer's fsync policy: spill logs are synced alike
     rate_limited: bool = False  # each chunk waits for the buffer's rate limiter to admit it
     choose_tasks: bool = False  # its next task drawn from the learner's task table
+    outbox_linger_s: float = LINGER_S  # a chunk waits this long for others to share a call
 
 
 def start_robot(launch: RobotLaunch, state: dict[str, np.ndarray], buffer: Any, hub: Any,
@@ -114,7 +115,7 @@ class RobotActorImpl:
         net.load_policy_state(state)
         robot_id, policy_version = launch.robot_id, launch.policy_version
         self.outbox = BufferOutbox(buffer, Path(launch.spill_dir) / robot_id,
-                                   fsync=launch.spill_fsync)
+                                   fsync=launch.spill_fsync, linger_s=launch.outbox_linger_s)
         remote = (RemotePolicy(server, policy_version, getattr(net, "takes_obs_dict", False),
                                getattr(net, "takes_corrections", False),
                                getattr(net, "instruction", "")) if server is not None else None)
@@ -259,7 +260,8 @@ class BridgedRobotActorImpl(RobotActorImpl):
         self.chooser = None  # a real robot's task is its own
         self.net = make_policy(policy)
         self.net.load_policy_state(state)
-        self.outbox = BufferOutbox(buffer, Path(spill_dir) / robot_id, fsync=launch.spill_fsync)
+        self.outbox = BufferOutbox(buffer, Path(spill_dir) / robot_id, fsync=launch.spill_fsync,
+                                   linger_s=launch.outbox_linger_s)
         self.weights = HubWeights(hub)
         self.worker = None  # type: ignore[assignment]  # made when the robot first registers
         self.controls = RobotControl(policy.action_dim)  # the console's pause, e-stop, labels

@@ -168,7 +168,7 @@ class HubWeights:
         if len(here) < len(parts):
             return None
         self._arriving = None
-        state = load(parts)
+        state = _subscription(self.hub).load(version, parts)
         self.adopt_latency_s = time.time() - published_at
         return version, state
 
@@ -201,6 +201,17 @@ class _Subscription:
         self.asking: ray.ObjectRef | None = None  # the request waiting at the hub
         self.answered: concurrent.futures.Future[Any] = concurrent.futures.Future()  # its reply
         self.newest: Reply | None = None  # the newest reply this process has had
+        self.loading = threading.Lock()
+        self.loaded: tuple[int, dict[str, np.ndarray]] | None = None  # the newest version's state
+
+    def load(self, version: int, parts: list[ray.ObjectRef]) -> dict[str, np.ndarray]:
+        """Version `version`'s state from its parts, read once per process: every robot here
+        gets the same read-only arrays (each copies them into its own policy)."""
+        with self.loading:
+            if self.loaded is None or self.loaded[0] != version:
+                self.loaded = None  # the old version's arrays let go before the new arrive
+                self.loaded = (version, load(parts))
+            return self.loaded[1]
 
     def newer(self, have_version: int, timeout_s: float) -> Reply | None:
         """The newest publication's reply if newer than `have_version`, else None after

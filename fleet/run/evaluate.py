@@ -1,26 +1,30 @@
-"""`fleet pretrain`: build (or load) the base and measure it on the held-out episodes; and
-`DuringTraining`, `fleet train`'s held-out evaluations while it trains (`eval.every_steps`).
+"""`fleet pretrain`: build (or load) the base and measure it on the held-out episodes;
+`DuringTraining`, `fleet train`'s held-out evaluations while it trains (`eval.every_steps`); and
+`held_out_evaluator`, the one way both (and the benches) set a held-out evaluation up.
 
 Example:
 
     success = pretrain_and_measure(load_config([]), Console())
+    evaluator = held_out_evaluator(cfg, held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed))
+    success = evaluator.evaluate(policy.policy_state())   # [bool], in the episodes' order
+    evaluator.close()
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 
-from actors.evaluation import Episode, Evaluator, Nowhere, by_task, held_out, run_episodes
+from actors.evaluation import Episode, Evaluator, by_task, held_out, run_episodes
 from actors.robots import make_robot
-from actors.worker import RobotWorker, WorkerConfig
+from actors.worker import WorkerConfig
 from algorithms.factory import make_policy
 from fleet.config import Config
-from fleet.run.pretrain import pretrained_base
+from fleet.run.pretrain import policy_config, pretrained_base
 
 
 def eval_execution(cfg: Config) -> dict[str, Any]:
@@ -29,13 +33,21 @@ def eval_execution(cfg: Config) -> dict[str, Any]:
             "ensemble_decay": cfg.eval.ensemble_decay}
 
 
+def held_out_evaluator(cfg: Config, episodes: Sequence[Episode], name: str = "eval-0",
+                       policy: Any = None) -> Evaluator:
+    """`episodes` on a simulated robot of `cfg.robot` of its own (`name`), chunks run as
+    `eval.execution` says, by `policy` (default: a new one of `policy_config(cfg)`), which
+    each `evaluate(state)` loads the weights `state` into."""
+    return Evaluator(make_robot(cfg.robot, name),
+                     make_policy(policy_config(cfg)) if policy is None else policy, episodes,
+                     WorkerConfig(cfg.policy.horizon, **eval_execution(cfg)))
+
+
 def pretrain_and_measure(cfg: Config, console: Console) -> float:
     policy, info = pretrained_base(cfg, log=console.print)
-    robot = make_robot(cfg.robot, "eval-0")
-    worker = RobotWorker(robot, policy, Nowhere(), Nowhere(),
-                         WorkerConfig(cfg.policy.horizon, **eval_execution(cfg)))
     episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)
-    results = run_episodes(worker, robot, episodes)
+    evaluator = held_out_evaluator(cfg, episodes, policy=policy)
+    results = run_episodes(evaluator.worker, evaluator.robot, episodes)
     per_task = by_task(episodes, results)
     if len(per_task) > 1:
         for task, rate in per_task.items():
@@ -51,15 +63,15 @@ class DuringTraining:
     """`eval.every_steps`: the newest weights on the held-out episodes every N env steps, in a
     thread of the driver with a simulated robot of its own, so robots and learner go on.
 
-        during = DuringTraining(cfg, policy_config(cfg), episodes)
+        during = DuringTraining(cfg, episodes)
         during.maybe_start(env_steps, lambda: weights.newest() or (0, base))  # cheap when not due
         for result in during.finished():                  # numbers, and the episodes
             metrics.log_episodes("eval", result.pop("eval/episodes"), step=env_steps)
             metrics.log(result, step=env_steps)
     """
 
-    def __init__(self, cfg: Config, policy: Any, episodes: list[Episode]) -> None:
-        self.cfg, self.policy, self.episodes = cfg, policy, episodes
+    def __init__(self, cfg: Config, episodes: list[Episode]) -> None:
+        self.cfg, self.episodes = cfg, episodes
         self.every, self.next_at = cfg.eval.every_steps, cfg.eval.every_steps
         self._evaluator: Evaluator | None = None
         self._thread: threading.Thread | None = None
@@ -86,9 +98,7 @@ class DuringTraining:
 
     def _run(self, env_steps: int, version: int, state: dict[str, np.ndarray]) -> None:
         if self._evaluator is None:
-            self._evaluator = Evaluator(
-                make_robot(self.cfg.robot, "eval-during-training"), make_policy(self.policy),
-                self.episodes, WorkerConfig(self.cfg.policy.horizon, **eval_execution(self.cfg)))
+            self._evaluator = held_out_evaluator(self.cfg, self.episodes, "eval-during-training")
         episodes = self._evaluator.evaluate_episodes(state, record=self.cfg.logger.videos)
         success = [e.success for e in episodes]
         result: dict[str, Any] = {

@@ -16,7 +16,10 @@ Episodes whose last chunk carries an `episode_end` are labelled: success if its 
 - threshold_chosen: the threshold chosen on held-out calibration episodes (every other scored
   success and failure: the one with the largest TPR - FPR there), and false_success_rate_chosen /
   miss_rate_chosen at it on the other half, which chose nothing;
-- latency_ms_per_chunk: mean wall time of one `score` call.
+- latency_ms_per_chunk: mean wall time of one `score` call;
+- return_auc: ROC-AUC of the episode's summed reward (successes vs failures), and
+  return_success / return_failed, their means: what a policy trained on the reward is pushed
+  toward (a reward whose failures return as much as its successes teaches nothing, or worse).
 
 `reward=progress,world_model,classifier` evaluates several models on the same episodes (each
 learned one fitted on the same share) and writes {"models": [report, ...]}. `classifier` is
@@ -99,7 +102,7 @@ def episodes_of(path: Path) -> list[list[RolloutChunk]]:
 
 def evaluate(model: RewardModel, episodes: Sequence[list[RolloutChunk]],
              threshold: float = 0.5) -> dict[str, Any]:
-    scores, labels, rhos, latencies = [], [], [], []
+    scores, labels, rhos, latencies, returns = [], [], [], [], []
     for chunks in episodes:
         per_step = []
         for c in chunks:
@@ -107,6 +110,7 @@ def evaluate(model: RewardModel, episodes: Sequence[list[RolloutChunk]],
             per_step.append(np.asarray(model.score(c), np.float64))
             latencies.append(time.perf_counter() - t0)
         r = np.concatenate(per_step)
+        returns.append(float(r.sum()))
         end = chunks[-1].episode_end
         success = end is not None and end.outcome == "success"
         detect = getattr(model, "success_probability", None)  # a model's own detector
@@ -120,7 +124,7 @@ def evaluate(model: RewardModel, episodes: Sequence[list[RolloutChunk]],
             rho = spearman(np.cumsum(r)[: t_success + 1], -(t_success - t))
             if np.isfinite(rho):
                 rhos.append(rho)
-    s, y = np.array(scores), np.array(labels, bool)
+    s, y, ret = np.array(scores), np.array(labels, bool), np.array(returns)
     failed = s[~y]
     calibrated = calibrate(s, y)
     return {
@@ -131,6 +135,9 @@ def evaluate(model: RewardModel, episodes: Sequence[list[RolloutChunk]],
         "false_success_rate": float((failed > threshold).mean()) if failed.size else float("nan"),
         **calibrated,
         "latency_ms_per_chunk": 1e3 * float(np.mean(latencies)) if latencies else float("nan"),
+        "return_auc": roc_auc(ret, y),
+        "return_success": float(ret[y].mean()) if y.any() else float("nan"),
+        "return_failed": float(ret[~y].mean()) if (~y).any() else float("nan"),
         "faults": int(getattr(model, "n_faults", 0)),
     }
 

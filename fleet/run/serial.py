@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from actors.operator import SimulatedOperator
 from actors.robots.base import Robot, RobotFault
 from actors.worker import Policy, RobotWorker, WorkerConfig
 from algorithms import data_needs
@@ -83,9 +84,11 @@ class _LearnerFirst:
 
 class SerialRun:
     def __init__(self, robot: Robot, learner: LearnerParts, worker: WorkerConfig, root: Path,
-                 acting_policy: Policy | None = None) -> None:
+                 acting_policy: Policy | None = None,
+                 operator: SimulatedOperator | None = None) -> None:
         """`learner`: what `build_learner` builds the learner from, as `fleet train`'s learner
-        actor does; robots run groups when the algorithm declares them."""
+        actor does; robots run groups when the algorithm declares them; `operator`: a simulated
+        operator beside the robot, as `operator.simulated` gives each robot of `fleet train`."""
         self.buffer = ReplayBuffer(root / "buffer")
         weights = _LocalWeights()
         self.reward_trainer, reward_weights = _reward_trainer(learner, self.buffer)
@@ -101,7 +104,7 @@ class SerialRun:
         admission = (_LearnerFirst(self.limiter, self.learner, self.metrics)
                      if self.limiter is not None else None)
         self.worker = RobotWorker(robot, acting, _BufferOutbox(self.buffer), weights, worker,
-                                  admission=admission)
+                                  operator=operator, admission=admission)
 
     def train(self, env_steps: int, every: int = 0,
               hook: Callable[[int], None] | None = None) -> None:

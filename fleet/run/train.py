@@ -280,12 +280,13 @@ def robot_launches(cfg: Config, run_dir: Path, pcfg: PolicyConfig,
     sims = [RobotLaunch(f"robot-{i}", cfg.robot, pcfg, worker_config(cfg, i, version), spill,
                         version, assign_tasks(cfg.robot.tasks, n, i), cfg.operator,
                         cfg.fleet.pace_hz, spill_fsync=cfg.buffer.fsync, rate_limited=limited,
-                        choose_tasks=choose)
+                        choose_tasks=choose, outbox_linger_s=cfg.fleet.outbox_linger_s)
             for i in range(n)]
     return sims + [RobotLaunch(
         rid, cfg.robot, pcfg, worker_config(cfg, n + j, version), spill, version,
         bridge=Bridge(endpoint_for(cfg.fleet.bridge_endpoint, j), cfg.fleet.bridge_keys),
-        spill_fsync=cfg.buffer.fsync, rate_limited=limited)
+        spill_fsync=cfg.buffer.fsync, rate_limited=limited,
+        outbox_linger_s=cfg.fleet.outbox_linger_s)
         for j, rid in enumerate(cfg.fleet.bridge_robots)]
 
 
@@ -338,7 +339,7 @@ def train(cfg: Config, console: Console,
         console.print(f"base policy: {np.mean(before):.0%} success on {cfg.eval.episodes} "
                       f"held-out episodes per task of {cfg.robot.task}")
         steps_done = int(ray.get(fleet.buffer.info.remote())["steps"])
-        during = during or DuringTraining(cfg, policy_config(cfg), episodes)
+        during = during or DuringTraining(cfg, episodes)
         with MetricsLogger(cfg, run_dir, say=console.print) as metrics:
             metrics.summary({"success_before": float(np.mean(before))})
             metrics.log({"eval/success": float(np.mean(before)), "eval/env_steps": steps_done,

@@ -7,12 +7,13 @@ Install it next to Fleet and select it by name:
     fleet train policy.kind=linear policy.checkpoint=runs/lin/checkpoints/latest.safetensors
 
 Fleet finds it through the `fleet.policies` entry point in this package's pyproject.toml and
-calls `make(config)`: `config` is Fleet's `PolicyConfig`, carrying the robot's `obs_dim` and
-`action_dim`, the `horizon` H, and this package's own settings in `config.params`. What Fleet
-needs of the policy is the contract of `algorithms.factory.Policy` (README, "Plug in a
-policy"): `act`, `log_prob`, `policy_state`, `load_policy_state`, plus `config`, `actor`,
-`obs_mean`, `set_obs_stats`, `make_critic` and `critic_input` for BC and PPO. It imports
-nothing of Fleet's.
+calls `LinearChunkPolicy(config)`: `config` is Fleet's `PolicyConfig`, carrying the robot's
+`obs_dim` and `action_dim`, the `horizon` H, and this package's own settings in
+`config.params`. What Fleet needs of the policy is the contract of `algorithms.factory.Policy`
+(README, "Plug in a policy"): `act`, `log_prob`, `policy_state`, `load_policy_state`, plus
+`config`, `actor`, `obs_mean`, `set_obs_stats`, `make_critic` and `critic_input` for BC and PPO;
+`capabilities` declares what it offers besides (`mean_chunk`: TD may train it), read at config
+load from the class. It imports nothing of Fleet's.
 """
 
 from __future__ import annotations
@@ -26,10 +27,18 @@ from torch import nn
 
 
 class LinearChunkPolicy(nn.Module):
-    """Chunk [H, A] ~ Normal(W @ normalised obs + b, std): one linear layer is the whole actor."""
+    """Chunk [H, A] ~ Normal(W @ normalised obs + b, std): one linear layer is the whole actor.
+    Settings (`policy.params`): `init_std` (0.2), `critic_hidden` (64)."""
 
-    def __init__(self, config: Any, init_std: float = 0.2, critic_hidden: int = 64) -> None:
+    capabilities = frozenset({"mean_chunk"})  # differentiable mean chunk: TD's actor π(s)
+
+    def __init__(self, config: Any) -> None:
         super().__init__()
+        params = {"init_std": 0.2, "critic_hidden": 64, **config.params}
+        if set(params) != {"init_std", "critic_hidden"}:
+            raise ValueError(f"policy.params: this policy takes init_std and critic_hidden, "
+                             f"got {sorted(config.params)}")
+        init_std, critic_hidden = float(params["init_std"]), int(params["critic_hidden"])
         if not init_std > 0:
             raise ValueError(f"policy.params.init_std must be > 0, got {init_std}")
         self.config = config  # Fleet reads obs_dim, action_dim, horizon from it
@@ -84,8 +93,3 @@ class LinearChunkPolicy(nn.Module):
 
     def load_policy_state(self, state: dict[str, np.ndarray]) -> None:
         self.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
-
-
-def make(config: Any) -> LinearChunkPolicy:
-    """The `fleet.policies` entry point: Fleet's `PolicyConfig` in, the policy out."""
-    return LinearChunkPolicy(config, **dict(config.params))
