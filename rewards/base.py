@@ -9,9 +9,11 @@ Example (what the learner does with any reward model):
 Third-party models plug in through the entry-point group `fleet.rewards` (a factory taking the
 `params` mapping of `RewardConfig`). Nothing registers itself on import.
 
-Optional, for learned rewards: `ready` (False: the learner skips batches until it is fitted),
-and `fit(episodes)`, `weights()`, `load_weights(version, state)` (a `rewards.trainer`
-trainer fits the model online and the learner's copy adopts each new version).
+Optional, for learned rewards: `ready` (False: the learner skips batches until it is fitted).
+A model that learns online declares it by subclassing `rewards.trainer.LearnsOnline` (its fit
+contract): a `rewards.trainer` trainer fits it and the learner's copy adopts each new version. The
+built-in `world_model` and `progress` do; `env`, `sparse_success`, `sum`, `shaped` and `hf_vl`
+(a frozen checkpoint) do not, nor does `rewards.classifier` (fitted offline on labelled chunks).
 """
 
 from __future__ import annotations

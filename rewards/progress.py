@@ -48,6 +48,7 @@ from torch import nn
 
 from buffers.records import RolloutChunk
 from rewards.episodes import Episode, first_success, observations
+from rewards.trainer import LearnsOnline
 
 
 @functools.lru_cache(maxsize=1)
@@ -208,9 +209,9 @@ def _frames(episodes: Sequence[Episode], key: str, default: str = "") -> _Frames
                    np.concatenate(length), np.concatenate(instr), texts)
 
 
-class ProgressReward:
+class ProgressReward(LearnsOnline):
     def __init__(self, config: ProgressConfig | None = None, name: str = "progress") -> None:
-        self.config = config or ProgressConfig()
+        self.config: ProgressConfig = config or ProgressConfig()
         self.name, self.version = name, "0"
         self.text = TextEncoder()
         self.net: ProgressNet | None = None
@@ -278,6 +279,14 @@ class ProgressReward:
         self._fits += 1
         self.version = str(self._fits)
         return stats
+
+    def fit_online(self, fleet: Sequence[Episode], demos: Sequence[Episode],
+                   first: bool) -> dict[str, float]:
+        """`fit` on the demos and the fleet's episodes: the first fit (version 1, fitted on the
+        base's own episodes before the policy moves) `first_fit_steps` where set, others
+        `fit_steps`."""
+        longer = self.config.first_fit_steps if first and self.config.first_fit_steps else None
+        return self.fit([*demos, *fleet], longer)
 
     @torch.no_grad()
     def predict(self, chunk: RolloutChunk) -> tuple[np.ndarray, np.ndarray]:

@@ -6,29 +6,28 @@ Example (one process; `fleet.remote.reward` runs the same class in a Ray actor):
     trainer.step()                  # read new chunks; fit and publish once enough episodes
     adopt(learner_reward, weights)  # the learner's copy loads the newest version
 
-A *trainable* reward model has `fit(episodes) -> dict`, `weights() -> {name: array}` and
-`load_weights(version, state)` (`rewards.world_model`, `rewards.progress`). The trainer reads
-every chunk from its source (its own cursor), assembles finished episodes
-(`rewards.episodes.EpisodePool`, the newest `keep_episodes`), and once it holds `min_episodes`
-of them fits the model on those and the base's successful demonstrations, which are never
-pushed out (`fit_steps` each time; the first fit `first_fit_steps` where the model's config has
-them, so version 1, the first the learner trains on, is fitted on the base's own episodes before
-the policy moves), and publishes `(version, weights)`: the version is the number of fits, so
+A *trainable* reward model declares `LearnsOnline` (`rewards.world_model`,
+`rewards.progress`). The trainer reads every chunk from its source (its own cursor), assembles
+finished episodes (`rewards.episodes.EpisodePool`, the newest `keep_episodes`), and once it holds
+`min_episodes` of them calls the model's `fit_online` with those and the base's successful
+demonstrations, which are never pushed out (the model decides how to fit them: its labels, a
+longer first fit), and publishes `(version, weights)`: the version is the number of fits, so
 labels are keyed by (reward name, version).
 """
 
 from __future__ import annotations
 
+import abc
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 
 from buffers.codec import decode_chunk
 from buffers.feed import ChunkSource
 from buffers.records import RolloutChunk
-from rewards.episodes import EpisodePool
+from rewards.episodes import Episode, EpisodePool
 
 
 class WeightSource(Protocol):
@@ -43,8 +42,47 @@ class WeightSink(Protocol):
     def publish(self, policy_version: int, state: dict[str, np.ndarray]) -> None: ...
 
 
-def trainable(model: Any) -> bool:
-    return all(hasattr(model, m) for m in ("fit", "weights", "load_weights"))
+class FitSchedule(Protocol):
+    """When a trainer fits: the config fields every online-learning model's config carries."""
+
+    @property
+    def min_episodes(self) -> int: ...  # finished fleet episodes before the first fit
+
+    @property
+    def keep_episodes(self) -> int: ...  # the newest this many fleet episodes are fitted on
+
+    @property
+    def fit_every_s(self) -> float: ...  # the Ray trainer's pause between fits
+
+
+class LearnsOnline(abc.ABC):
+    """The fit contract of a reward model trained online; subclassing it is the declaration.
+
+    Example (what `RewardTrainer` does, the only caller of `fit_online`):
+
+        stats = model.fit_online(fleet_episodes, demo_episodes, first=fits == 0)
+        sink.publish(fits + 1, model.weights())
+        learner_copy.load_weights(version, state)   # `adopt`
+    """
+
+    config: FitSchedule
+
+    @abc.abstractmethod
+    def fit_online(self, fleet: Sequence[Episode], demos: Sequence[Episode],
+                   first: bool) -> dict[str, float]:
+        """Fit on the fleet's finished episodes and the base's successful demonstrations
+        (`first`: no version published yet); returns the fit's statistics."""
+
+    @abc.abstractmethod
+    def weights(self) -> dict[str, np.ndarray]: ...
+
+    @abc.abstractmethod
+    def load_weights(self, version: int | str, state: dict[str, np.ndarray]) -> None: ...
+
+
+def trainable(model: object) -> TypeGuard[LearnsOnline]:
+    """Whether `model` declares the online fit contract `LearnsOnline`."""
+    return isinstance(model, LearnsOnline)
 
 
 def adopt(reward: Any, source: WeightSource) -> bool:
@@ -58,10 +96,10 @@ def adopt(reward: Any, source: WeightSource) -> bool:
 
 
 class RewardTrainer:
-    def __init__(self, model: Any, source: ChunkSource, sink: WeightSink,
+    def __init__(self, model: LearnsOnline, source: ChunkSource, sink: WeightSink,
                  demos: Sequence[RolloutChunk] = ()) -> None:
         if not trainable(model):
-            raise ValueError(f"reward {model.name!r} has no fit/weights/load_weights")
+            raise ValueError(f"reward {type(model).__name__} does not declare LearnsOnline")
         self.model, self.source, self.sink = model, source, sink
         self.min_episodes = model.config.min_episodes
         self.pool = EpisodePool(model.config.keep_episodes)
@@ -85,18 +123,11 @@ class RewardTrainer:
         fleet = self.pool.finished()
         if len(fleet) < self.min_episodes:
             return False  # the demos alone carry no failures to learn from
-        episodes = self.demo_episodes + fleet
         t0 = time.monotonic()
-        first = int(getattr(self.model.config, "first_fit_steps", 0) or 0)
-        if getattr(self.model.config, "labels", "outcome") == "self":  # the fleet's unlabelled
-            self.last = self.model.fit(fleet, demos=self.demo_episodes)  # (rewards.world_model)
-        elif self.fits == 0 and first:  # a longer first fit (rewards.progress)
-            self.last = self.model.fit(episodes, first)
-        else:
-            self.last = self.model.fit(episodes)
+        self.last = self.model.fit_online(fleet, self.demo_episodes, first=self.fits == 0)
         self.fits += 1
         self.sink.publish(self.fits, self.model.weights())
-        self.last.update(fit_s=time.monotonic() - t0, episodes=len(episodes))
+        self.last.update(fit_s=time.monotonic() - t0, episodes=self.demos + len(fleet))
         return True
 
     def stats(self) -> dict[str, Any]:

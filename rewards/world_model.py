@@ -47,6 +47,7 @@ from torch import nn
 
 from buffers.records import RolloutChunk
 from rewards.episodes import Episode, observations, targets
+from rewards.trainer import LearnsOnline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,9 +175,9 @@ def _failure(episode: Sequence[RolloutChunk]) -> tuple[np.ndarray, np.ndarray]:
     return np.full(T + 1, np.nan, np.float32), np.zeros(T + 1, np.float32)
 
 
-class WorldModelReward:
+class WorldModelReward(LearnsOnline):
     def __init__(self, config: WorldModelConfig | None = None, name: str = "world_model") -> None:
-        self.config = config or WorldModelConfig()
+        self.config: WorldModelConfig = config or WorldModelConfig()
         self.name, self.version = name, "0"
         self.net: LatentDynamics | None = None  # built on first fit or load (dims from data)
         self.opt: torch.optim.Optimizer | None = None
@@ -218,6 +219,12 @@ class WorldModelReward:
         self._fits += 1
         self.version = str(self._fits)  # new weights, new cached labels
         return stats | extra
+
+    def fit_online(self, fleet: Sequence[Episode], demos: Sequence[Episode],
+                   first: bool) -> dict[str, float]:
+        """`fit(fleet, demos=demos)`: with `labels=self` the fleet's episodes are unlabelled
+        beside the demos, with `outcome` all are fitted on their outcomes; `fit_steps` each."""
+        return self.fit(fleet, demos=demos)
 
     @torch.no_grad()
     def end_success(self, episodes: Sequence[Episode]) -> np.ndarray:

@@ -95,3 +95,67 @@ def test_guarded_model_pickles_with_its_params():
 
     g = pickle.loads(pickle.dumps(make_reward(RewardConfig("env", {"scale": 0.5}))))
     assert isinstance(g, Guarded) and g.scale == 0.5 and g.n_faults == 0
+
+
+class _Records:
+    """A `ChunkSource` over encoded chunks in a list."""
+
+    def __init__(self, records):
+        self.records = records
+
+    def read(self, cursor, limit, min_policy_version=0):
+        got = self.records[cursor:cursor + limit]
+        return got, cursor + len(got)
+
+
+class _Fits:
+    """A model with fit/weights/load_weights that records what it was fitted on."""
+
+    name, version = "fits", "0"
+
+    def __init__(self):
+        self.config = type("C", (), {"min_episodes": 2, "keep_episodes": 8, "fit_every_s": 0.0})
+        self.calls = []
+
+    def score(self, chunk):
+        return np.zeros(len(chunk.action), np.float32)
+
+    def fit_online(self, fleet, demos, first):
+        self.calls.append(([ep[0].episode_id for ep in fleet],
+                           [ep[0].episode_id for ep in demos], first))
+        return {"loss": 0.0}
+
+    def weights(self):
+        return {"w": np.full(1, len(self.calls), np.float32)}
+
+    def load_weights(self, version, state):
+        self.version = str(version)
+
+
+def test_a_plugin_learns_online_by_declaring_the_fit_contract():
+    """The trainer fits a model that declares `LearnsOnline` through its one `fit_online`
+    (fleet episodes, demos apart, `first` on the first fit only); the same methods without the
+    declaration are refused, not probed for."""
+    import pytest
+
+    from buffers.codec import encode_chunk
+    from rewards.trainer import LearnsOnline, RewardTrainer
+    from tests.toy_reach import reach_episodes
+
+    class Declared(_Fits, LearnsOnline):
+        pass
+
+    class Sink:
+        def publish(self, version, state):
+            self.got = (version, float(state["w"][0]))
+
+    fleet, demos = reach_episodes(1, 2), reach_episodes(2, 1)
+    model, sink = Declared(), Sink()
+    trainer = RewardTrainer(model, _Records([encode_chunk(c) for ep in fleet for c in ep]), sink,
+                            [c for ep in demos for c in ep])
+    assert trainer.step() and trainer.step()
+    ids = [ep[0].episode_id for ep in fleet]
+    assert model.calls == [(ids, ["e2-0"], True), (ids, ["e2-0"], False)]
+    assert sink.got == (2, 2.0) and trainer.stats()["episodes"] == 3
+    with pytest.raises(ValueError, match="LearnsOnline"):
+        RewardTrainer(_Fits(), _Records([]), sink)  # type: ignore[arg-type]

@@ -27,16 +27,13 @@ from fleet.remote.buffer import BufferSource
 from fleet.remote.weights import HubWeights
 from rewards.base import RewardConfig, make_reward
 from rewards.trainer import RewardTrainer as PlainTrainer
-from rewards.trainer import trainable
 
 
 class RewardTrainerImpl:
     def __init__(self, reward: RewardConfig, buffer: Any, hub: Any,
                  demos: str | None = None) -> None:
         one_thread()
-        model: Any = make_reward(reward, guard=False)
-        if not trainable(model):
-            raise ValueError(f"reward {reward.name!r} has no fit/weights/load_weights")
+        model: Any = make_reward(reward, guard=False)  # PlainTrainer refuses one not LearnsOnline
         shown = read_demos(Path(demos)) if demos is not None else []
         self.trainer = PlainTrainer(model, BufferSource(buffer), HubWeights(hub), shown)
         self.fit_every_s = model.config.fit_every_s
