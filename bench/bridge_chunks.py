@@ -25,6 +25,7 @@ import zmq
 
 from actors.bridge.client import Driver, DriverSpec, StepResult
 from actors.bridge.gateway import Gateway, GatewayConfig
+from actors.evaluation import Collected
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
 from bench.bridge import run_client
@@ -64,14 +65,6 @@ def _robot(endpoint: str, keys: tuple[bytes, bytes, bytes], kind: str, execution
     run_client(driver, endpoint, keys, stop)
 
 
-class _Sink:
-    def put(self, record: bytes) -> None:
-        pass
-
-    def poll(self, have_version: int) -> None:
-        return None
-
-
 def _steps_per_s(kind: str, execution: str, steps: int, ctx: Any) -> float:
     server, robot_keys = zmq.curve_keypair(), zmq.curve_keypair()
     stop = ctx.Event()
@@ -82,7 +75,7 @@ def _steps_per_s(kind: str, execution: str, steps: int, ctx: Any) -> float:
         try:
             robot = gw.robot("bench-0", timeout_s=120)
             assert robot.spec.execution == execution
-            sink = _Sink()
+            sink = Collected()
             worker = RobotWorker(robot, ChunkPolicy(PolicyConfig()), sink, sink, WorkerConfig())
             worker.run_episode(seed=0)  # warm-up
             t0, start, n = time.perf_counter(), worker.stats.env_steps, 1

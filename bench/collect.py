@@ -12,20 +12,10 @@ import time
 import numpy as np
 import torch
 
+from actors.evaluation import Collected
 from actors.robots.metaworld import MetaWorldConfig, MetaWorldRobot
 from actors.worker import RobotWorker, WorkerConfig
 from algorithms.policy import ChunkPolicy, PolicyConfig
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def put(self, record: bytes) -> None:
-        self.n += 1
-
-    def poll(self, have_version: int) -> None:
-        return None
 
 
 def run(quick: bool) -> dict[str, object]:
@@ -33,7 +23,7 @@ def run(quick: bool) -> dict[str, object]:
     steps, repeats = (4000, 3) if quick else (20000, 5)
     robot = MetaWorldRobot(MetaWorldConfig(max_episode_steps=200))
     policy = ChunkPolicy(PolicyConfig())
-    sink = _Sink()
+    sink = Collected()
     worker = RobotWorker(robot, policy, sink, sink, WorkerConfig())
     rng = np.random.default_rng(0)
     ours, raw = [], []
@@ -55,4 +45,4 @@ def run(quick: bool) -> dict[str, object]:
     return {"bench": "collect", "metric": "steps_per_s", "value": round(ours[len(ours) // 2], 1),
             "unit": "env steps/s", "baseline": round(raw[len(raw) // 2], 1),
             "ratio": round(ours[len(ours) // 2] / raw[len(raw) // 2], 3), "task": "push-v3",
-            "chunks_streamed": sink.n}
+            "chunks_streamed": len(sink.records)}

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from actors.evaluation import Collected
 from actors.pacing import Paced
 from actors.robots.stub import StubConfig, StubRobot
 from actors.worker import RobotWorker, WorkerConfig
@@ -171,12 +172,8 @@ def per_step_cpu_s(steps: int = 2000) -> float:
 
     torch.set_num_threads(1)
 
-    class _Sink:
-        def put(self, record: bytes) -> None:
-            pass
-
     policy = SharedPolicy(POLICY, make_policy(POLICY).policy_state())
-    worker = RobotWorker(StubRobot(STUB, "probe"), policy, _Sink(), policy,
+    worker = RobotWorker(StubRobot(STUB, "probe"), policy, Collected(), policy,
                          WorkerConfig(HORIZON, CALLS_PER_CHUNK, seed=1))
     worker.run_episode(0)
     c0, n0, seed = time.process_time(), worker.stats.env_steps, 1
