@@ -21,13 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.evaluation import Nowhere, by_task, held_out, run_episodes
-from actors.robots import make_robot
-from actors.worker import RobotWorker, WorkerConfig
+from actors.evaluation import by_task
 from bench.record import commit, loadavg
 from fleet.config import load_config
-from fleet.run.evaluate import eval_execution
-from fleet.run.pretrain import pretrained_base
+from fleet.run.evaluate import base_on_held_out
 
 MODES = {"open_loop": [], "receding_2": ["eval.execution=receding", "eval.replan_every=2"],
          "ensemble_0.01": ["eval.execution=ensemble", "eval.ensemble_decay=0.01"],
@@ -35,6 +32,10 @@ MODES = {"open_loop": [], "receding_2": ["eval.execution=receding", "eval.replan
 BASES = {"push": (["experiment=push", "eval.episodes=50"], list(MODES)),
          "mt10": (["experiment=mt10", "eval.episodes=20"], ["open_loop", "receding_2",
                                                               "ensemble_0.01"])}
+
+
+def _quiet(*args: object) -> None:
+    pass
 
 
 SWEEP = [(1, 0.3), (2, 0.3), (3, 0.3), (2, 0.5), (3, 0.5), (1, 0.5)]
@@ -47,13 +48,7 @@ def sweep() -> dict[str, object]:
     for demos, noise in SWEEP:
         overrides = ["experiment=mt10", "eval.episodes=20", f"pretrain.demos={demos}",
                      f"pretrain.noise={noise}"]
-        cfg = load_config(overrides)
-        policy, _ = pretrained_base(cfg, log=lambda *a: None)
-        robot = make_robot(cfg.robot, "eval-0")
-        worker = RobotWorker(robot, policy, Nowhere(), Nowhere(),
-                             WorkerConfig(cfg.policy.horizon, **eval_execution(cfg)))
-        episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)
-        results = run_episodes(worker, robot, episodes)
+        episodes, results, _ = base_on_held_out(load_config(overrides), log=_quiet)
         out["settings"].append({  # type: ignore[attr-defined]
             "demos": demos, "noise": noise, "command": "fleet pretrain " + " ".join(overrides),
             "success": float(np.mean(results)), "episodes": len(results),
@@ -71,13 +66,8 @@ def measure(base: str) -> dict[str, object]:
     out: dict[str, object] = {"base": base, "overrides": overrides, "commit": at,
                               "loadavg_before": loadavg(), "modes": {}}
     for mode in modes:
-        cfg = load_config([*overrides, *MODES[mode]])
-        policy, info = pretrained_base(cfg, log=lambda *a: None)
-        robot = make_robot(cfg.robot, "eval-0")
-        worker = RobotWorker(robot, policy, Nowhere(), Nowhere(),
-                             WorkerConfig(cfg.policy.horizon, **eval_execution(cfg)))
-        episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)
-        results = run_episodes(worker, robot, episodes)
+        episodes, results, info = base_on_held_out(load_config([*overrides, *MODES[mode]]),
+                                                   log=_quiet)
         out["modes"][mode] = {  # type: ignore[index]
             "command": "fleet pretrain " + " ".join([*overrides, *MODES[mode]]),
             "success": float(np.mean(results)), "episodes": len(results),

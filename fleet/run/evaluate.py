@@ -1,6 +1,7 @@
 """`fleet pretrain`: build (or load) the base and measure it on the held-out episodes;
 `DuringTraining`, `fleet train`'s held-out evaluations while it trains (`eval.every_steps`); and
-`held_out_evaluator`, the one way both (and the benches) set a held-out evaluation up.
+`held_out_evaluator`, the one way both (and the benches) set a held-out evaluation up; and
+`base_on_held_out`, the base on the held-out episodes (`fleet pretrain`, docs/measure_execution.py).
 
 Example:
 
@@ -43,11 +44,18 @@ def held_out_evaluator(cfg: Config, episodes: Sequence[Episode], name: str = "ev
                      WorkerConfig(cfg.policy.horizon, **eval_execution(cfg)))
 
 
-def pretrain_and_measure(cfg: Config, console: Console) -> float:
-    policy, info = pretrained_base(cfg, log=console.print)
+def base_on_held_out(cfg: Config, log: Callable[..., Any],
+                     ) -> tuple[list[Episode], list[bool], dict[str, Any]]:
+    """The pretrained base (`fleet pretrain`'s, built or loaded from its cache) on the held-out
+    episodes, chunks run as `eval.execution` says: (episodes, success flags, the base's info)."""
+    policy, info = pretrained_base(cfg, log=log)
     episodes = held_out(cfg.robot, cfg.eval.episodes, cfg.eval.seed)
     evaluator = held_out_evaluator(cfg, episodes, policy=policy)
-    results = run_episodes(evaluator.worker, evaluator.robot, episodes)
+    return episodes, run_episodes(evaluator.worker, evaluator.robot, episodes), info
+
+
+def pretrain_and_measure(cfg: Config, console: Console) -> float:
+    episodes, results, info = base_on_held_out(cfg, console.print)
     per_task = by_task(episodes, results)
     if len(per_task) > 1:
         for task, rate in per_task.items():
