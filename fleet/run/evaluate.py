@@ -1,5 +1,5 @@
 """`fleet pretrain`: build (or load) the base and measure it on the held-out episodes;
-`DuringTraining`, `fleet train`'s held-out evaluations while it trains (`eval.every_steps`); and
+`DuringTraining`, `fleet train`'s held-out evaluations while it trains (`eval.every_steps`);
 `held_out_evaluator`, the one way both (and the benches) set a held-out evaluation up; and
 `base_on_held_out`, the base on the held-out episodes (`fleet pretrain`, docs/measure_execution.py).
 
