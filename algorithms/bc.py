@@ -3,7 +3,7 @@
 Example:
 
     obs, targets = chunk_targets(demo_obs, demo_actions, horizon=4)   # [N, D], [N, H, A]
-    losses = train_bc(policy, obs, targets, BCConfig(steps=3000))
+    losses = train_bc(policy, obs, targets, BCConfig(steps=3000), offers=capabilities(kind))
 
 L2 on the whole chunk (FACTS.md: Gaussian-NLL BC did worse than L2 here). Observation statistics
 are set from the demonstrations and kept with the weights.
@@ -12,11 +12,10 @@ are set from the demonstrations and kept with the weights.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import torch
-
-from algorithms.policy import ChunkPolicy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,12 +40,13 @@ def chunk_targets(obs: np.ndarray, actions: np.ndarray, horizon: int) -> np.ndar
     return actions[idx]
 
 
-def train_bc(policy: ChunkPolicy, obs: np.ndarray, targets: np.ndarray,
-             config: BCConfig) -> list[float]:
+def train_bc(policy: Any, obs: np.ndarray, targets: np.ndarray, config: BCConfig, *,
+             offers: frozenset[str]) -> list[float]:
     """Fit the policy's mean chunk to `targets` [N, H, A] from `obs` [N, D] (L2), or, for a
     policy without a mean chunk (the token policy), maximise their log-probability; a policy
-    with its own `bc_loss(obs, chunks, generator)` (the flow policy) minimises that. Returns
-    losses."""
+    with its own `bc_loss(obs, chunks, generator)` (the flow policy) minimises that. Which one
+    is what its kind declares it `offers` (`algorithms.factory.capabilities(kind)`), never
+    probed. Returns losses."""
     gen = torch.Generator().manual_seed(config.seed)
     policy.set_obs_stats(obs.mean(0), obs.std(0))
     x = torch.as_tensor(obs, dtype=torch.float32)
@@ -54,12 +54,11 @@ def train_bc(policy: ChunkPolicy, obs: np.ndarray, targets: np.ndarray,
     y = chunks.reshape(len(targets), -1)
     opt = torch.optim.Adam(policy.actor.parameters(), lr=config.lr)
     losses = []
-    bc_loss = getattr(policy, "bc_loss", None)
     for _ in range(config.steps):
         idx = torch.randint(0, len(x), (config.batch,), generator=gen)
-        if bc_loss is not None:  # its own BC objective (the flow policy's flow matching)
-            loss = bc_loss(x[idx], chunks[idx], gen)
-        elif hasattr(policy, "mean_chunk"):
+        if "bc_loss" in offers:  # its own BC objective (the flow policy's flow matching)
+            loss = policy.bc_loss(x[idx], chunks[idx], gen)
+        elif "mean_chunk" in offers:
             loss = ((policy.mean_chunk(x[idx]) - y[idx]) ** 2).mean()
         else:
             loss = -policy.log_prob(x[idx], chunks[idx]).mean() / y.shape[1]

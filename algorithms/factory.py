@@ -48,9 +48,10 @@ class Policy(Protocol):
     than the state), `actor` (the module whose parameters the actor step clips), `obs_mean` (a
     buffer: its device is the policy's), PPO `make_critic()`, PPO and TD `critic_input(rows)`,
     TD `mean_chunk(rows)` (differentiable: its actor's π(s); the capability `mean_chunk`);
-    BC calls `set_obs_stats(mean, std)` and fits `mean_chunk(rows)` [B, H * A] where there is
-    one, else maximises `log_prob`. `rows` are `algorithms.policy.policy_input(obs, keys)`:
-    the state, then each of `input_keys(config)` flattened. Optional: `takes_obs_dict` (True:
+    BC calls `set_obs_stats(mean, std)` and fits `mean_chunk(rows)` [B, H * A] where its
+    kind declares it, else maximises `log_prob`. `rows` are
+    `algorithms.policy.policy_input(obs, keys)`: the state, then each of `input_keys(config)`
+    flattened. Optional: `takes_obs_dict` (True:
     `act` gets the whole observation dict, cameras included) and `act_batch(rows [B, D],
     deterministic, generator) -> (chunks [B, H, A], logp [B])` as tensors (and, for a policy
     with per-call data, its `aux` {name: [B, ...]} third), with which
@@ -65,9 +66,10 @@ class Policy(Protocol):
     `log_prob(rows, chunks, aux={name: [B, *shape]})`. Robots store `aux` per call in the
     rollout record (`RolloutChunk.aux` [K, *shape], checked at ingest); PPO, GRPO and DPO hand
     it back (`algorithms.call_data`); TD uses `mean_chunk` only. A policy without `aux_spec`
-    is never passed `aux`. BC calls `bc_loss(rows, chunks, generator)` where a policy has one
-    (the flow policy's flow matching), before `mean_chunk`. The token policy needs no `aux`:
-    its acting chunk is the sampled bins' centres, which `log_prob` maps back to the same bins.
+    is never passed `aux`. BC calls `bc_loss(rows, chunks, generator)` where a policy declares
+    one (the capability `bc_loss`: the flow policy's flow matching), before `mean_chunk`. The
+    token policy needs no `aux`: its acting chunk is the sampled bins' centres, which
+    `log_prob` maps back to the same bins.
 
     Language corrections: a policy with `takes_corrections = True`, `instruction` (the text it
     acts on) and `set_instruction(text)` is set by its robot's worker to the console's newest
@@ -134,7 +136,9 @@ BUILTIN_CLASSES: Mapping[str, tuple[str, str]] = {
 
 # Every capability a policy class may declare, and what it promises.
 CAPABILITIES: Mapping[str, str] = {
-    "mean_chunk": "mean_chunk(rows) -> [B, H * A], differentiable: an off-policy actor's π(s)"}
+    "mean_chunk": "mean_chunk(rows) -> [B, H * A], differentiable: an off-policy actor's π(s)",
+    "bc_loss": "bc_loss(rows, chunks [B, H, A], generator) -> loss: its own behaviour cloning "
+               "objective, which `algorithms.bc.train_bc` minimises instead of L2 on mean_chunk"}
 
 
 def capabilities(kind: str) -> frozenset[str]:

@@ -106,7 +106,7 @@ class FlowPolicy(nn.Module):
     """K-step noisy flow over action chunks `[H, A]`; holds no critic (`make_critic` builds one
     for the algorithm)."""
 
-    capabilities = frozenset({"mean_chunk"})  # `algorithms.factory.CAPABILITIES`
+    capabilities = frozenset({"mean_chunk", "bc_loss"})  # `algorithms.factory.CAPABILITIES`
 
     def __init__(self, config: FlowPolicyConfig) -> None:
         super().__init__()

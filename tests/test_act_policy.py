@@ -16,7 +16,7 @@ from actors.worker import WorkerConfig
 from algorithms import AlgorithmConfig
 from algorithms.act_policy import ACTPolicy
 from algorithms.bc import BCConfig, train_bc
-from algorithms.factory import make_policy
+from algorithms.factory import capabilities, make_policy
 from algorithms.policy import PolicyConfig, input_keys, policy_input
 from algorithms.ppo import PPOConfig
 from algorithms.td import TDConfig
@@ -108,7 +108,8 @@ def test_bc_fits_the_demonstrated_chunks():
     first = np.tanh(obs[:, :2] - obs[:, 2:])  # an expert chunk that the state decides
     targets = first[:, None, :] * np.array([1.0, 0.5, 0.25], np.float32)[None, :, None]
     policy = act_policy()
-    losses = train_bc(policy, obs, targets, BCConfig(steps=60, lr=3e-3, batch=40))
+    losses = train_bc(policy, obs, targets, BCConfig(steps=60, lr=3e-3, batch=40),
+                      offers=capabilities("act"))
     assert losses[-1] < 0.3 * losses[0]
     np.testing.assert_allclose(policy.obs_mean.numpy(), obs.mean(0), rtol=1e-5)
 

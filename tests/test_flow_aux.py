@@ -19,7 +19,7 @@ from algorithms import AlgorithmConfig
 from algorithms.bc import BCConfig, train_bc
 from algorithms.call_data import aux_rows, aux_spec, log_prob
 from algorithms.dpo import DPO, DPOConfig
-from algorithms.factory import make_policy
+from algorithms.factory import capabilities, make_policy
 from algorithms.flow_policy import FlowPolicy
 from algorithms.grpo import GRPO, GRPOConfig
 from algorithms.policy import PolicyConfig, policy_input
@@ -164,8 +164,8 @@ def test_flow_matching_bc_fits_a_chunk_per_observation():
     rng = np.random.default_rng(0)
     obs = rng.standard_normal((256, 3)).astype(np.float32)
     targets = np.tanh(obs[:, :2, None] * np.array([1.0, -1.0], np.float32)).transpose(0, 2, 1)
-    losses = train_bc(policy, obs, np.ascontiguousarray(targets), BCConfig(steps=100, lr=1e-2,
-                                                                          batch=64))
+    losses = train_bc(policy, obs, np.ascontiguousarray(targets),
+                      BCConfig(steps=100, lr=1e-2, batch=64), offers=capabilities("flow"))
     assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
     got = np.stack([policy.act(o, deterministic=True)[0] for o in obs[:32]])
     assert np.abs(got - targets[:32]).mean() < 0.15

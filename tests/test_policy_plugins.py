@@ -216,3 +216,26 @@ def test_a_fleet_train_sweep_post_trains_the_plugin_from_a_checkpoint(plugin, tm
         assert summary["seed"] == seed and summary["policy_version"] >= 1
     assert "sweep point 2 of 2" in done.stdout and "base (checkpoint)" in done.stdout
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("base-*"))
+
+
+def test_bc_fits_what_the_kind_declares_not_what_the_policy_has():
+    """`train_bc` picks its objective from the declared capabilities: L2 on `mean_chunk` for
+    `chunk`; the same policy under a declaration without it is fitted by log-probability."""
+    import copy
+
+    from algorithms.bc import BCConfig, train_bc
+
+    torch.manual_seed(0)
+    policy = make_policy(PolicyConfig(obs_dim=3, action_dim=2, horizon=2))
+    obs = np.array([[0.5, -1.0, 2.0]], np.float32)
+    chunk = np.array([[[0.1, -0.2], [0.3, 0.0]]], np.float32)
+    policy.set_obs_stats(obs.mean(0), obs.std(0))  # as train_bc does before its first loss
+    x, c = torch.as_tensor(obs), torch.as_tensor(chunk)
+    with torch.no_grad():
+        l2 = float(((policy.mean_chunk(x) - c.reshape(1, -1)) ** 2).mean())
+        nll = float(-policy.log_prob(x, c).mean() / 4)
+    one = BCConfig(steps=1, batch=4)  # every row of the batch is the one demo step
+    assert train_bc(copy.deepcopy(policy), obs, chunk, one,
+                    offers=capabilities("chunk"))[0] == pytest.approx(l2, rel=1e-5)
+    assert train_bc(copy.deepcopy(policy), obs, chunk, one,
+                    offers=frozenset())[0] == pytest.approx(nll, rel=1e-5)

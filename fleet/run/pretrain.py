@@ -27,7 +27,7 @@ import torch
 from actors.demos import collect_demos, random_states
 from actors.robots import make_robot
 from algorithms.bc import chunk_targets, train_bc
-from algorithms.factory import make_policy
+from algorithms.factory import capabilities, make_policy
 from algorithms.policy import (
     BUILTIN_KINDS,
     ChunkPolicy,
@@ -169,7 +169,7 @@ def behaviour_clone(cfg: Config,
                               for d in demos])
     torch.manual_seed(cfg.pretrain.bc.seed)
     policy = new_policy(cfg)
-    losses = train_bc(policy, obs, targets, cfg.pretrain.bc)
+    losses = train_bc(policy, obs, targets, cfg.pretrain.bc, offers=capabilities(cfg.policy.kind))
     return policy, len(obs), float(losses[-1])
 
 
