@@ -3,7 +3,7 @@
 import math
 
 from actors.worker import WorkerStats
-from fleet.run.train import robot_and_task_metrics
+from fleet.run.watch import robot_and_task_metrics
 
 
 def test_per_robot_and_per_task_curves() -> None:
