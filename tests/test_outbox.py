@@ -98,23 +98,46 @@ def test_settle_sends_what_is_held_and_leaves_the_spill_log(local_ray, tmp_path)
 
 
 
-def test_the_sending_thread_spills_held_records_and_never_resends_the_spill_log(local_ray,
-                                                                                 tmp_path):
-    """A robot held still (no puts) keeps its spill log as a crash would leave it: only a put
-    or a flush resends it."""
+def test_the_sending_thread_spills_a_held_record_and_never_resends_the_spill_log(local_ray,
+                                                                                tmp_path):
+    """A robot held still (no puts) keeps its spill log as a crash would leave it: the sending
+    thread spills a held record it has no room for, and only a put or a flush resends it; a
+    put behind a spill log is never held."""
     buffer = BufferServer.remote(str(tmp_path / "buffer"), BufferConfig())
     outbox = BufferOutbox(buffer, tmp_path / "spill", max_in_flight=0, linger_s=0.2)
     recs = records(4)
-    for r in recs[:3]:
-        outbox.put(r)  # no room in flight: spilled at once
-    assert outbox.pending_spill == 3
-    outbox.max_in_flight = 8  # room again
-    outbox._last_call = time.monotonic()  # as if a call had just gone: the next put is held
-    outbox.put(recs[3])
-    assert outbox._held == [recs[3]]
-    # no further put: the sending thread ships the held record, behind the spilled ones
-    wait_for(lambda: outbox.spilled == 4, what="the held record spilled")
+    outbox._last_call = time.monotonic()  # as if a call had just gone: the put is held
+    outbox.put(recs[0])
+    assert outbox._held == [recs[0]]
+    # no further put: the sending thread ships the held record, to the spill log (no room)
+    wait_for(lambda: outbox.spilled == 1, what="the held record spilled")
     with outbox._lock:
-        assert outbox._held == [] and outbox.pending_spill == 4 and outbox.calls == 0
+        assert outbox._held == [] and outbox.pending_spill == 1 and outbox.calls == 0
+    for r in recs[1:]:
+        outbox.put(r)  # behind the spill log, and still no room: spilled at once, in order
+    assert outbox._held == [] and outbox.pending_spill == 4 and outbox.calls == 0
+    outbox.max_in_flight = 8  # room again
     outbox.flush()  # the spill log resent
-    assert outbox.pending_spill == 0 and outbox.stored == 4 and len(set(stored_keys(buffer))) == 4
+    assert outbox.pending_spill == 0 and outbox.stored == 4
+    assert stored_keys(buffer) == [decode_chunk(r).key for r in recs]
+
+
+def test_puts_drain_a_spill_log_without_waiting_for_linger(local_ray, tmp_path):
+    """Once there is room again, each put resends what fits, however recent the last call:
+    a robot that spilled once does not keep sending every chunk through its disk (before,
+    resends waited for `linger_s`, at most `max_in_flight` records each time)."""
+    buffer = BufferServer.remote(str(tmp_path / "buffer"), BufferConfig())
+    outbox = BufferOutbox(buffer, tmp_path / "spill", max_in_flight=0, linger_s=3600.0)
+    recs = records(25)
+    for r in recs[:20]:
+        outbox.put(r)  # no room in flight: spilled
+    assert outbox.pending_spill == 20 and outbox.calls == 0
+    outbox.max_in_flight = 8
+    outbox._last_call = time.monotonic()  # a call just went: a put would otherwise be held
+    for r in recs[20:]:
+        outbox.put(r)
+        ray.wait(list(outbox.in_flight), num_returns=len(outbox.in_flight), timeout=60)
+    assert outbox.pending_spill == 0 and not (tmp_path / "spill").exists()  # drained by puts
+    outbox.flush()  # the last puts, held again once the log was gone
+    keys = stored_keys(buffer)
+    assert len(keys) == len(set(keys)) == 25 and outbox.stored == 25

@@ -14,9 +14,12 @@ further `put` come), or as soon as they fill `batch_bytes` (kept under Ray's inl
 batch of state chunks is not copied through the object store). Calls are sent without waiting
 for their acknowledgement. When `max_in_flight` records are unacknowledged (the buffer is slow, or
 dead and being restarted by Ray), new records go to a local spill log on disk instead, and are
-resent in order, again in batches, once acknowledgements flow again. Resending is safe because
-the buffer's ingest is idempotent on `(robot_id, episode_id, chunk_seq)`; Ray itself retries
-calls that were in flight when the buffer died.
+resent in order, again in batches, once acknowledgements flow again: while a spill log is
+pending every `put` ships at once (its record goes behind the spilled ones anyway), so the log
+drains as fast as acknowledgements come, not `max_in_flight` records per `linger_s` (which, at 32
+chunks/s and more, never drained it even from a buffer that acknowledged at once). Resending
+is safe because the buffer's ingest is idempotent on `(robot_id, episode_id, chunk_seq)`; Ray
+itself retries calls that were in flight when the buffer died.
 
 What a crash of the robot can lose: only records not yet acknowledged and not spilled (those
 in flight, and those held for at most `linger_s`), as it loses the chunk it is building; `settle`
@@ -90,8 +93,8 @@ class BufferOutbox:
                 self._ship()  # a full batch goes now; this record starts the next
             self._held.append(record)
             self._held_bytes += len(record)
-            if time.monotonic() - self._last_call >= self.linger_s:
-                self._ship()
+            if self._spill is not None or time.monotonic() - self._last_call >= self.linger_s:
+                self._ship()  # behind a spill log a record is not held: the log drains at once
             elif len(self._held) == 1:  # the sending thread times this batch
                 if self._sender is None:
                     self._sender = threading.Thread(target=self._send_late, daemon=True,
