@@ -4,6 +4,7 @@ against that record's layout, without parsing each array's spec.
 Example (buffers.check and buffers.codec use it; nothing else needs to):
 
     got = fast(data, max_bytes)            # (head, finite bytes, dtype), or None: full check
+    heads = fast_run(run, max_bytes)       # the same for a run of records alike, or None
     chunk = decode_by_layout(data, max_bytes)   # decode_chunk's chunk, or None: decode it
     learn(data, body, chunk)               # file the layout of a record just validated
 
@@ -17,12 +18,18 @@ checked against them with a few byte comparisons, the size each lz4 frame claims
 (unpacked and checked on their own, `schema.check_stamps`) and one sum for finiteness: the
 same rules, the same verdict (tests/test_decoder_fuzz.py and `fleet bench fuzz` hold the two
 paths to it); any difference at all sends it through the full check (`buffers.check`).
+
+A batch holds runs of such records of one length (a robot's chunks): `fast_run` checks a run
+at once, as numpy rows: the first record as above, the others against it byte for byte except
+in their arrays' contents and their stamps' numbers, read as columns (`_Layout.parse_run`).
 """
 
 from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Iterator, Sequence
+from itertools import chain
 from typing import Any, NamedTuple
 
 import lz4.frame
@@ -67,6 +74,30 @@ def fast(data: bytes, max_bytes: int) -> tuple[RecordHead, bytes, np.dtype] | No
     return None
 
 
+def runs(records: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
+    """`records` cut into runs of consecutive records of one length and first bytes (a
+    robot's stream), for `fast_run`."""
+    start = 0
+    for i in range(1, len(records) + 1):
+        if i == len(records) or len(records[i]) != len(records[start]) or (
+                records[i][:_KEY_BYTES] != records[start][:_KEY_BYTES]):
+            yield records[start:i]
+            start = i
+
+
+def fast_run(run: Sequence[bytes], max_bytes: int) -> list[RecordHead] | None:
+    """The heads of `run`, records of one length whose first bytes are alike (a batch from
+    one robot's stream), if all of them match a known fixed layout and pass every rule,
+    finiteness included (`_Layout.parse_run`); None if any might not: check each alone."""
+    first = run[0]
+    if type(first) is bytes and len(first) <= max_bytes:
+        for layout in _LAYOUTS.get(first[:_KEY_BYTES], ()):
+            heads = layout.parse_run(run, max_bytes)
+            if heads is not None:
+                return heads
+    return None
+
+
 def decode_by_layout(data: bytes, max_bytes: int) -> RolloutChunk | None:
     """`decode_chunk`'s chunk for a record that matches a known layout (its verdict: every
     rule holds), built from the layout without parsing the arrays' specs; None otherwise."""
@@ -107,6 +138,7 @@ class _Layout:
     __slots__ = (
         "arrays",
         "body_end",
+        "contents",
         "dtype",
         "finite",
         "fixed",
@@ -115,6 +147,7 @@ class _Layout:
         "inflates",
         "intervened",
         "pieces",
+        "runs",
         "skeleton",
         "steps",
     )
@@ -127,9 +160,11 @@ class _Layout:
         self.inflates, self.dtype = inflates, dtype  # frames' claims; the finite columns' dtype
         self.fixed = all(kind == _RAW for _, kind, _, _, _ in pieces)
         skeleton, finite, at, intervened = [], [], 0, slice(0)
+        self.contents: list[tuple[int, int]] = []  # where each array's bytes lie
         for gap, _, size, fin, inter in pieces:  # where everything lies when nothing moves
             skeleton.append(slice(at, at + len(gap)))
             at += len(gap)
+            self.contents.append((at, at + size))
             if fin:
                 finite.append(slice(at, at + size))
             if inter:
@@ -138,6 +173,7 @@ class _Layout:
         self.skeleton = (operator.itemgetter(*skeleton), tuple(g for g, *_ in pieces))
         self.finite = operator.itemgetter(*finite, slice(0, 0))  # always a tuple
         self.intervened, self.body_end = intervened, at
+        self.runs: dict[tuple[Any, ...], np.ndarray] = {}  # see `parse_run`
         # robot -> (header up to its stamps, (robot_id, task, group, outcome)), newest first
         self.headers: dict[bytes, tuple[tuple[bytes, tuple[str, str, str, str | None]], ...]] = {}
 
@@ -158,7 +194,7 @@ class _Layout:
             end, finite, intervened = walked
         stamped = self._stamped(data, end)
         if stamped is not None:
-            robot, task, group, outcome, t = stamped
+            _, (robot, task, group, outcome), t = stamped
             return RecordHead((robot, t["episode_id"], t["chunk_seq"]), task, group,
                               t["policy_version"], self.steps,
                               len(intervened) - intervened.count(0), outcome), finite, self.dtype
@@ -182,25 +218,95 @@ class _Layout:
                           h["group"], h["policy_version"], self.steps,
                           len(intervened) - intervened.count(0), outcome), finite, self.dtype
 
-    def _stamped(self, data: bytes, end: int) -> tuple[str, str, str, str | None,
-                                                        dict[str, Any]] | None:
-        """A header whose fields but the `STAMPS` are, byte for byte, those of a header that
-        passed `check_header` before (a robot's stream): (robot_id, task, group, outcome,
-        the stamps), once the stamps pass their rules; else None."""
+    def parse_run(self, run: Sequence[bytes], max_bytes: int) -> list[RecordHead] | None:
+        """`parse` of each record of `run` (two or more of this fixed layout's records of one
+        length, from one robot's stream), finiteness included, at once: the head of each, or
+        None where any record of the run might differ (the caller then checks each alone).
+
+        The first record is checked as `parse` checks it (skeleton, a filed header template,
+        its stamps unpacked and checked); every other must equal it byte for byte except in
+        its arrays' contents and its stamps' number values (chunk_seq, policy_version,
+        wall_time, encoded as the first's are), which are read for the whole run as numpy
+        columns: the same rules, so the same verdicts as record by record."""
+        first = run[0]
+        end = self.body_end
+        getter, gaps = self.skeleton
+        if not self.fixed or len(first) <= end or getter(first) != gaps:
+            return None
+        stamped = self._stamped(first, end)
+        if stamped is None:
+            return None
+        at, known, t = stamped
+        numbers = _numbers(first, at)
+        size = len(first)
+        if numbers is None or size > max_bytes:
+            return None
+        rows = np.frombuffer(b"".join(run), np.uint8).reshape(len(run), size)
+        same = self.runs.get((size, *numbers))
+        if same is None:
+            same = self._same_bytes(size, numbers)
+        fixed = rows.take(same, axis=1)
+        if not (fixed == fixed[0]).all():
+            return None
+        finite = np.frombuffer(b"".join(chain.from_iterable(map(self.finite, run))), self.dtype)
+        with np.errstate(all="ignore"):  # a finite sum proves every element finite
+            if not math.isfinite(_ADD(finite)):
+                return None
+        values = {}
+        for name, p, tag, width in numbers:
+            column = _stamp_column(rows, p, tag, width)
+            if column is None:
+                return None
+            values[name] = column.tolist()
+        flags = rows[:, self.intervened]
+        acted = (flags != 0).sum(axis=1).tolist() if flags.any() else [0] * len(run)
+        robot, task, group, outcome = known
+        steps, episode = self.steps, t["episode_id"]
+        return [RecordHead((robot, episode, seq), task, group, version, steps, n, outcome)
+                for seq, version, n in zip(values["chunk_seq"], values["policy_version"], acted,
+                                           strict=True)]
+
+    def _template(self, data: bytes, end: int
+                  ) -> tuple[int, tuple[str, str, str, str | None]] | None:
+        """(where the stamps begin, what the header says) of a header filed as a template
+        (`_file_header`) that `data` starts with at `end`."""
         for template, known in self.headers.get(data[end:end + _HEAD_KEY_BYTES], ()):
             if data.startswith(template, end):
-                try:
-                    t = msgpack.unpackb(_STAMPS_MAP + data[end + len(template):])
-                except Exception:  # any fault: the full check says what it is
-                    return None
-                if t.keys() != _STAMP_KEYS:
-                    return None
-                try:
-                    check_stamps(t)
-                except RecordError:
-                    return None
-                return (*known, t)
+                return end + len(template), known
         return None
+
+    def _same_bytes(self, size: int, numbers: list[tuple[str, int, int, int]]) -> np.ndarray:
+        """Where records of `size` bytes whose stamps' numbers lie at `numbers` must equal
+        their run's first record: everywhere but arrays' contents and the numbers' bytes."""
+        mask = np.ones(size, bool)
+        for start, stop in self.contents:
+            mask[start:stop] = False
+        for _, at, _, width in numbers:
+            mask[at + (width > 0):at + 1 + width] = False  # a fixint is its own tag
+        if len(self.runs) >= 16:
+            self.runs.clear()
+        same = self.runs[(size, *numbers)] = np.flatnonzero(mask)
+        return same
+
+    def _stamped(self, data: bytes, end: int) -> tuple[int, tuple[str, str, str, str | None],
+                                                        dict[str, Any]] | None:
+        """(where its stamps begin, what the template says, the stamps) of a record whose
+        header up to its stamps is a filed template and whose stamps pass their checks."""
+        found = self._template(data, end)
+        if found is None:
+            return None
+        at, known = found
+        try:
+            t = msgpack.unpackb(_STAMPS_MAP + data[at:])
+        except Exception:  # any fault: the full check says what it is
+            return None
+        if t.keys() != _STAMP_KEYS:
+            return None
+        try:
+            check_stamps(t)
+        except RecordError:
+            return None
+        return at, known, t
 
     def _file_header(self, data: bytes, end: int, known: tuple[str, str, str, str | None]
                      ) -> None:
@@ -294,6 +400,56 @@ class _Layout:
 
 
 _BIN = {b"\xc4": 1, b"\xc5": 2, b"\xc6": 4}  # msgpack bin 8/16/32: bytes of its length
+
+# the stamps a run reads as columns, by their msgpack key; each number's encoding: the bytes
+# after its tag and how they read (a positive fixint, tag < 0x80, is its own value)
+_NUMBERS = {msgpack.packb(k): k for k in ("chunk_seq", "policy_version", "wall_time")}
+_EPISODE_KEY = msgpack.packb("episode_id")
+_UINTS = {0xCC: (1, ">u1"), 0xCD: (2, ">u2"), 0xCE: (4, ">u4"), 0xCF: (8, ">u8")}
+_FLOATS = {0xCA: (4, ">f4"), 0xCB: (8, ">f8")}  # wall_time only
+_ENCODINGS = {**_UINTS, **_FLOATS}
+
+
+def _numbers(data: bytes, at: int) -> list[tuple[str, int, int, int]] | None:
+    """(name, where its value starts, its tag, bytes after the tag) of each number among the
+    stamps that start at `at` and end `data` (a map's 4 entries, checked by `_stamped`), if
+    each is written in a way `_stamp_column` reads; else None."""
+    out = []
+    try:
+        for _ in range(len(STAMPS)):
+            key_end = _skip(data, at)
+            key = data[at:key_end]
+            at = key_end
+            if key == _EPISODE_KEY:
+                at = _skip(data, at)
+                continue
+            name, tag = _NUMBERS.get(key), data[at]
+            if name is None:
+                return None
+            if tag < 0x80:
+                width = 0
+            elif tag in _UINTS or (tag in _FLOATS and name == "wall_time"):
+                width = _ENCODINGS[tag][0]
+            else:
+                return None
+            out.append((name, at, tag, width))
+            at += 1 + width
+    except (IndexError, ValueError):
+        return None
+    return out if at == len(data) and len(out) == 3 else None
+
+
+def _stamp_column(rows: np.ndarray, at: int, tag: int, width: int) -> np.ndarray | None:
+    """One stamp's number in each of `rows` (records, one a row), written as `_numbers` found
+    it in the first; None if any of them is not, or breaks the stamps' rules."""
+    if width == 0:
+        column = rows[:, at]
+        return column if (column < 0x80).all() else None
+    dtype = _ENCODINGS[tag][1]
+    column = np.ascontiguousarray(rows[:, at + 1:at + 1 + width]).view(dtype)[:, 0]
+    if tag in _FLOATS:
+        return column if np.isfinite(column).all() else None
+    return column if tag != 0xCF or (column < 2**63).all() else None
 
 
 def file_layout(data: bytes, b: dict[str, Any], steps: int, inflates: int) -> None:
