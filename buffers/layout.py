@@ -48,6 +48,7 @@ from buffers.schema import (
 )
 
 _ADD = np.add.reduce
+_NEW = tuple.__new__  # a named tuple from a tuple, without its Python-level __new__
 
 
 class RecordHead(NamedTuple):
@@ -138,7 +139,6 @@ class _Layout:
     __slots__ = (
         "arrays",
         "body_end",
-        "contents",
         "dtype",
         "finite",
         "fixed",
@@ -160,11 +160,9 @@ class _Layout:
         self.inflates, self.dtype = inflates, dtype  # frames' claims; the finite columns' dtype
         self.fixed = all(kind == _RAW for _, kind, _, _, _ in pieces)
         skeleton, finite, at, intervened = [], [], 0, slice(0)
-        self.contents: list[tuple[int, int]] = []  # where each array's bytes lie
         for gap, _, size, fin, inter in pieces:  # where everything lies when nothing moves
             skeleton.append(slice(at, at + len(gap)))
             at += len(gap)
-            self.contents.append((at, at + size))
             if fin:
                 finite.append(slice(at, at + size))
             if inter:
@@ -224,10 +222,11 @@ class _Layout:
         None where any record of the run might differ (the caller then checks each alone).
 
         The first record is checked as `parse` checks it (skeleton, a filed header template,
-        its stamps unpacked and checked); every other must equal it byte for byte except in
-        its arrays' contents and its stamps' number values (chunk_seq, policy_version,
-        wall_time, encoded as the first's are), which are read for the whole run as numpy
-        columns: the same rules, so the same verdicts as record by record."""
+        its stamps unpacked and checked); every other must have the same skeleton and a header
+        equal to the first's byte for byte except in its stamps' number values (chunk_seq,
+        policy_version, wall_time, encoded as the first's are), which are read for the whole
+        run as numpy columns (one row per header); finiteness is one sum over the run: the
+        same rules, so the same verdicts as record by record. Only the headers are copied."""
         first = run[0]
         end = self.body_end
         getter, gaps = self.skeleton
@@ -241,7 +240,10 @@ class _Layout:
         size = len(first)
         if numbers is None or size > max_bytes:
             return None
-        rows = np.frombuffer(b"".join(run), np.uint8).reshape(len(run), size)
+        if list(map(getter, run)).count(gaps) != len(run):
+            return None
+        # each record's header as a row: all but its stamps' numbers must equal the first's
+        rows = np.frombuffer(b"".join([r[end:] for r in run]), np.uint8).reshape(len(run), -1)
         same = self.runs.get((size, *numbers))
         if same is None:
             same = self._same_bytes(size, numbers)
@@ -254,15 +256,14 @@ class _Layout:
                 return None
         values = {}
         for name, p, tag, width in numbers:
-            column = _stamp_column(rows, p, tag, width)
+            column = _stamp_column(rows, p - end, tag, width)
             if column is None:
                 return None
             values[name] = column.tolist()
-        flags = rows[:, self.intervened]
-        acted = (flags != 0).sum(axis=1).tolist() if flags.any() else [0] * len(run)
+        acted = [len(f) - f.count(0) for f in map(operator.itemgetter(self.intervened), run)]
         robot, task, group, outcome = known
         steps, episode = self.steps, t["episode_id"]
-        return [RecordHead((robot, episode, seq), task, group, version, steps, n, outcome)
+        return [_NEW(RecordHead, ((robot, episode, seq), task, group, version, steps, n, outcome))
                 for seq, version, n in zip(values["chunk_seq"], values["policy_version"], acted,
                                            strict=True)]
 
@@ -276,13 +277,13 @@ class _Layout:
         return None
 
     def _same_bytes(self, size: int, numbers: list[tuple[str, int, int, int]]) -> np.ndarray:
-        """Where records of `size` bytes whose stamps' numbers lie at `numbers` must equal
-        their run's first record: everywhere but arrays' contents and the numbers' bytes."""
-        mask = np.ones(size, bool)
-        for start, stop in self.contents:
-            mask[start:stop] = False
+        """Where the headers of records of `size` bytes whose stamps' numbers lie at `numbers`
+        must equal their run's first record's (counted from the header's start): everywhere
+        but the numbers' bytes."""
+        end = self.body_end
+        mask = np.ones(size - end, bool)  # the header's bytes
         for _, at, _, width in numbers:
-            mask[at + (width > 0):at + 1 + width] = False  # a fixint is its own tag
+            mask[at - end + (width > 0):at - end + 1 + width] = False  # a fixint is its tag
         if len(self.runs) >= 16:
             self.runs.clear()
         same = self.runs[(size, *numbers)] = np.flatnonzero(mask)

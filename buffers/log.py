@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import itertools
 import logging
 import os
 import re
@@ -73,6 +74,9 @@ VERSION = 3  # the frame version written: 3 = CRC-32C of the payload and of the 
 CHECKSUMS: dict[int, Callable[[Any], int]] = {1: zlib.crc32, 2: crc32c, 3: crc32c}  # readable
 HEADER_BYTES = {1: FRAME_V2.size, 2: FRAME_V2.size, 3: FRAME.size}
 _PACK_V2, _PACK_U32 = FRAME_V2.pack, struct.Struct("<I").pack
+_PACK, _PACK_TAIL = FRAME.pack, struct.Struct("<II").pack  # a v3 header's length and checksum
+_HEAD_CRC = crc32c(FRAME_V2.pack(MAGIC, 3, 0, 0, 0)[:8])  # of a v3 header's first 8 bytes
+_NEW = tuple.__new__  # a named tuple from a tuple, without its Python-level __new__
 FSYNC_POLICIES = ("always", "interval_ms", "never")
 LOCK_NAME = "writer.lock"
 _SEGMENT = re.compile(r"segment-(\d{6,})\.log")
@@ -418,6 +422,11 @@ class SegmentLog:
         iov: list[bytes] = []  # frames and payloads, written with one writev per batch
         version, header = self.version, HEADER_BYTES[self.version]
         with self._io:
+            lengths = list(map(len, payloads))
+            if version == VERSION and self._size + sum(lengths) + header * len(
+                    lengths) <= self.segment_bytes:  # the usual batch: no rotation inside it
+                out = self._frames(payloads, lengths, iov)
+                payloads = ()
             for payload in payloads:
                 n = len(payload)
                 if self._size > 0 and self._size + header + n > self.segment_bytes:
@@ -440,6 +449,22 @@ class SegmentLog:
                 self._sync()  # while appends flow; the fsync thread covers quiet periods
         if self._flusher is not None:
             self._kick.set()
+        return out
+
+    def _frames(self, payloads: Sequence[bytes], lengths: list[int], iov: list[bytes]
+                ) -> list[Position]:
+        """`append`'s loop for a batch that fits in the segment, a step per batch rather than
+        per record: the frames (each header's checksum continued from the constant first 8
+        bytes' CRC), `iov` as frame, payload, frame, ..., and the positions."""
+        crcs = list(map(crc32c, payloads))
+        frames = [_PACK(MAGIC, VERSION, 0, n, c, crc32c(_PACK_TAIL(n, c), _HEAD_CRC))
+                  for n, c in zip(lengths, crcs, strict=True)]
+        iov += [b""] * (2 * len(frames))
+        iov[0::2], iov[1::2] = frames, payloads
+        size, step = self._size, FRAME.size
+        offsets = itertools.accumulate(lengths, lambda at, n: at + step + n, initial=size)
+        out = [_NEW(Position, at) for at in zip(itertools.repeat(self._segment), offsets, lengths)]
+        self._size = size + step * len(lengths) + sum(lengths)
         return out
 
     def _write(self, iov: list[bytes]) -> None:

@@ -46,6 +46,7 @@ from buffers.stats import Counts
 __all__ = ["BufferConfig", "InsertResult", "RecordMeta", "ReplayBuffer"]
 
 log = logging.getLogger(__name__)
+_NEW = tuple.__new__  # a named tuple from a tuple, without its Python-level __new__
 
 @dataclasses.dataclass(frozen=True)
 class BufferConfig:
@@ -203,6 +204,9 @@ class ReplayBuffer:
         seen: dict[ChunkKey, bytes] = {}
         duplicates = 0
         conflicts: list[tuple[int, str]] = []
+        keys = [head[0] for _, head in decoded]
+        if self._keys.keys().isdisjoint(keys) and len(set(keys)) == len(keys):
+            fresh, decoded = list(decoded), ()  # the usual batch: every key new, none twice
         for i, (record, head) in enumerate(decoded):
             key = head.key
             fresh_key = key not in self._keys and key not in seen  # the common case, no call
@@ -215,7 +219,8 @@ class ReplayBuffer:
             else:
                 conflicts.append((i, self._conflict(key)))
         positions = self.log.append([r for r, _ in fresh]) if fresh else []
-        metas = [RecordMeta(*head, pos) for (_, head), pos in zip(fresh, positions, strict=True)]
+        metas = [_NEW(RecordMeta, (*head, pos))
+                 for (_, head), pos in zip(fresh, positions, strict=True)]
         segment = positions[0].segment if positions else -1
         if positions and segment == positions[-1].segment and segment in self._segments:
             self._segments[segment] += metas  # the usual batch: what `_add` does, at once
