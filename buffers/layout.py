@@ -247,7 +247,7 @@ class _Layout:
         same = self.runs.get((size, *numbers))
         if same is None:
             same = self._same_bytes(size, numbers)
-        fixed = rows.take(same, axis=1)
+        fixed = rows & same  # the numbers' bytes zeroed
         if not (fixed == fixed[0]).all():
             return None
         finite = np.frombuffer(b"".join(chain.from_iterable(map(self.finite, run))), self.dtype)
@@ -277,17 +277,17 @@ class _Layout:
         return None
 
     def _same_bytes(self, size: int, numbers: list[tuple[str, int, int, int]]) -> np.ndarray:
-        """Where the headers of records of `size` bytes whose stamps' numbers lie at `numbers`
-        must equal their run's first record's (counted from the header's start): everywhere
-        but the numbers' bytes."""
+        """A mask of the bytes in which the headers of records of `size` bytes whose stamps'
+        numbers lie at `numbers` must equal their run's first record's (0xFF; from the
+        header's start): all but the numbers' bytes (0)."""
         end = self.body_end
-        mask = np.ones(size - end, bool)  # the header's bytes
+        mask = np.full(size - end, 0xFF, np.uint8)  # the header's bytes
         for _, at, _, width in numbers:
-            mask[at - end + (width > 0):at - end + 1 + width] = False  # a fixint is its tag
+            mask[at - end + (width > 0):at - end + 1 + width] = 0  # a fixint is its own tag
         if len(self.runs) >= 16:
             self.runs.clear()
-        same = self.runs[(size, *numbers)] = np.flatnonzero(mask)
-        return same
+        self.runs[(size, *numbers)] = mask
+        return mask
 
     def _stamped(self, data: bytes, end: int) -> tuple[int, tuple[str, str, str, str | None],
                                                         dict[str, Any]] | None:
