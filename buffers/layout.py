@@ -29,7 +29,8 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterator, Sequence
-from itertools import chain
+from functools import partial
+from itertools import chain, repeat
 from typing import Any, NamedTuple
 
 import lz4.frame
@@ -78,6 +79,9 @@ def fast(data: bytes, max_bytes: int) -> tuple[RecordHead, bytes, np.dtype] | No
 def runs(records: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
     """`records` cut into runs of consecutive records of one length and first bytes (a
     robot's stream), for `fast_run`."""
+    if len(set(map(len, records))) == 1 == len(set(map(_FIRST_BYTES, records))):
+        yield records  # the usual batch: one robot's records, all alike
+        return
     start = 0
     for i in range(1, len(records) + 1):
         if i == len(records) or len(records[i]) != len(records[start]) or (
@@ -119,6 +123,7 @@ def learn(data: bytes, b: dict[str, Any], chunk: RolloutChunk) -> None:
 
 
 _KEY_BYTES = 24  # layouts are filed under a record's first bytes (never past the first array)
+_FIRST_BYTES = operator.itemgetter(slice(0, _KEY_BYTES))
 _MAX_LAYOUTS = 64  # keys kept
 _MAX_PER_KEY = 8  # layouts per key, the newest first (the step counts an episode ends on)
 _LAYOUTS: dict[bytes, tuple[_Layout, ...]] = {}
@@ -260,12 +265,15 @@ class _Layout:
             if column is None:
                 return None
             values[name] = column.tolist()
-        acted = [len(f) - f.count(0) for f in map(operator.itemgetter(self.intervened), run)]
+        flags = list(map(operator.itemgetter(self.intervened), run))
+        joined = b"".join(flags)
+        acted = repeat(0) if joined.count(0) == len(joined) else map(  # the usual: none acted
+            operator.sub, map(len, flags), map(operator.methodcaller("count", 0), flags))
         robot, task, group, outcome = known
-        steps, episode = self.steps, t["episode_id"]
-        return [_NEW(RecordHead, ((robot, episode, seq), task, group, version, steps, n, outcome))
-                for seq, version, n in zip(values["chunk_seq"], values["policy_version"], acted,
-                                           strict=True)]
+        keys = zip(repeat(robot), repeat(t["episode_id"]), values["chunk_seq"])
+        return list(map(partial(_NEW, RecordHead), zip(
+            keys, repeat(task), repeat(group), values["policy_version"], repeat(self.steps),
+            acted, repeat(outcome))))
 
     def _template(self, data: bytes, end: int
                   ) -> tuple[int, tuple[str, str, str, str | None]] | None:

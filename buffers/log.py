@@ -50,8 +50,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import itertools
 import logging
+import operator
 import os
 import re
 import struct
@@ -74,9 +76,7 @@ VERSION = 3  # the frame version written: 3 = CRC-32C of the payload and of the 
 CHECKSUMS: dict[int, Callable[[Any], int]] = {1: zlib.crc32, 2: crc32c, 3: crc32c}  # readable
 HEADER_BYTES = {1: FRAME_V2.size, 2: FRAME_V2.size, 3: FRAME.size}
 _PACK_V2, _PACK_U32 = FRAME_V2.pack, struct.Struct("<I").pack
-_PACK, _PACK_TAIL = FRAME.pack, struct.Struct("<II").pack  # a v3 header's length and checksum
-_HEAD_CRC = crc32c(FRAME_V2.pack(MAGIC, 3, 0, 0, 0)[:8])  # of a v3 header's first 8 bytes
-_NEW = tuple.__new__  # a named tuple from a tuple, without its Python-level __new__
+_HEAD = functools.partial(_PACK_V2, MAGIC, VERSION, 0)  # (length, CRC): a v3 header but its CRC
 FSYNC_POLICIES = ("always", "interval_ms", "never")
 LOCK_NAME = "writer.lock"
 _SEGMENT = re.compile(r"segment-(\d{6,})\.log")
@@ -100,6 +100,8 @@ class Position(NamedTuple):  # a named tuple: one is made per record appended
     offset: int  # of the frame header
     length: int  # of the payload
 
+
+_POSITION = functools.partial(tuple.__new__, Position)  # from a tuple, without Python's __new__
 
 @dataclasses.dataclass
 class Recovery:
@@ -453,19 +455,17 @@ class SegmentLog:
 
     def _frames(self, payloads: Sequence[bytes], lengths: list[int], iov: list[bytes]
                 ) -> list[Position]:
-        """`append`'s loop for a batch that fits in the segment, a step per batch rather than
-        per record: the frames (each header's checksum continued from the constant first 8
-        bytes' CRC), `iov` as frame, payload, frame, ..., and the positions."""
-        crcs = list(map(crc32c, payloads))
-        frames = [_PACK(MAGIC, VERSION, 0, n, c, crc32c(_PACK_TAIL(n, c), _HEAD_CRC))
-                  for n, c in zip(lengths, crcs, strict=True)]
+        """`append`'s loop for a batch that fits in the segment, in steps per batch rather
+        than per record (maps, no Python code per record): the frames, `iov` as frame,
+        payload, frame, ..., and the positions."""
+        heads = list(map(_HEAD, lengths, map(crc32c, payloads)))  # up to the header's CRC
+        frames = list(map(operator.add, heads, map(_PACK_U32, map(crc32c, heads))))
         iov += [b""] * (2 * len(frames))
         iov[0::2], iov[1::2] = frames, payloads
-        size, step = self._size, FRAME.size
-        offsets = itertools.accumulate(lengths, lambda at, n: at + step + n, initial=size)
-        out = [_NEW(Position, at) for at in zip(itertools.repeat(self._segment), offsets, lengths)]
-        self._size = size + step * len(lengths) + sum(lengths)
-        return out
+        sizes = list(map(operator.add, lengths, itertools.repeat(FRAME.size)))
+        offsets = itertools.accumulate(sizes, initial=self._size)
+        self._size += sum(sizes)
+        return list(map(_POSITION, zip(itertools.repeat(self._segment), offsets, lengths)))
 
     def _write(self, iov: list[bytes]) -> None:
         """Write `iov` in order, in as few syscalls as the kernel allows (no copies of large

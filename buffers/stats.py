@@ -22,6 +22,7 @@ from buffers.log import FRAME
 _KEY, _TASK, _VERSION, _STEPS, _INTERVENED, _OUTCOME, _POSITION = (
     operator.attrgetter(name) for name in ("key", "task", "policy_version", "num_steps",
                                            "intervened", "outcome", "position"))
+_EPISODE, _LENGTH = operator.itemgetter(slice(0, 2)), operator.attrgetter("length")
 
 
 class Counts:
@@ -52,7 +53,7 @@ class Counts:
 
     def add(self, metas: Sequence[RecordMeta]) -> None:
         """`update(m, +1)` for each of `metas`, a step per batch (ingest's batches)."""
-        episodes = [key[:2] for key in map(_KEY, metas)]
+        episodes = list(map(_EPISODE, map(_KEY, metas)))
         tasks = list(map(_TASK, metas))
         firsts = dict(zip(reversed(episodes), reversed(tasks), strict=True))  # first task of each
         self.episodes_per_task.update([task for episode, task in firsts.items()
@@ -63,7 +64,7 @@ class Counts:
         outcomes = list(map(_OUTCOME, metas))
         self.records += len(metas)
         self.steps += sum(map(_STEPS, metas))
-        self.bytes += sum(p.length for p in map(_POSITION, metas)) + FRAME.size * len(metas)
+        self.bytes += sum(map(_LENGTH, map(_POSITION, metas))) + FRAME.size * len(metas)
         self.ended += len(outcomes) - outcomes.count(None)
         self.successes += outcomes.count("success")
         self.intervened += len(metas) - list(map(_INTERVENED, metas)).count(0)
