@@ -78,7 +78,10 @@ def fast(data: bytes, max_bytes: int) -> tuple[RecordHead, bytes, np.dtype] | No
 
 def runs(records: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
     """`records` cut into runs of consecutive records of one length and first bytes (a
-    robot's stream), for `fast_run`."""
+    robot's stream), for `fast_run`; each alone unless every one is `bytes`."""
+    if set(map(type, records)) != {bytes}:  # a bytearray or memoryview among them
+        yield from ([r] for r in records)
+        return
     if len(set(map(len, records))) == 1 == len(set(map(_FIRST_BYTES, records))):
         yield records  # the usual batch: one robot's records, all alike
         return

@@ -400,3 +400,11 @@ def test_a_damaged_record_in_a_run_gets_its_own_verdict_and_the_rest_theirs(data
              "run", "ruN", "", 3]))
         run[k] = msgpack.packb(body, use_bin_type=True)
     assert batch_verdicts(run) == per_record_verdicts(run)
+
+
+def test_a_batch_with_other_buffer_types_gets_the_same_verdicts():
+    """A memoryview or bytearray among a run's records: each is checked alone, same heads."""
+    for record in RUN:
+        check_record(record)
+    mixed = [RUN[0], memoryview(RUN[1]), bytearray(RUN[2])]
+    assert batch_verdicts(mixed) == per_record_verdicts(list(RUN[:3]))
