@@ -37,7 +37,7 @@ from buffers.codec import (
     raw_data,
     versioned,
 )
-from buffers.layout import RecordHead, fast, file_layout
+from buffers.layout import RecordHead, fast, fast_run, file_layout, runs
 from buffers.schema import (
     COLUMNS,
     FINITE,
@@ -76,28 +76,26 @@ def check_records(records: Sequence[bytes], *, max_bytes: int = MAX_RECORD_BYTES
                   ) -> tuple[list[tuple[int, RecordHead]], list[tuple[int, str]]]:
     """`check_record` over a batch: ((index, head) of each record that passes, (index,
     reason) of each refused), in batch order. The same verdicts; the finiteness of records
-    that match a known layout is summed once for the whole batch."""
+    that match a known layout is summed once for the whole batch, and a run of records of
+    one robot's stream laid out alike is checked at once (`buffers.layout.fast_run`)."""
     heads: list[RecordHead | None] = []
     finite: dict[np.dtype, list[bytes]] = {}
     which: dict[np.dtype, list[int]] = {}
-    for i, data in enumerate(records):
-        got = fast(data, max_bytes)
-        if got is None:
-            heads.append(None)
-            continue
-        head, values, dtype = got
-        heads.append(head)
-        parts = finite.get(dtype)
-        if parts is None:
-            parts = finite[dtype] = []
-            which[dtype] = []
-        parts.append(values)
-        which[dtype].append(i)
+    for run in runs(records):
+        if len(run) > 1:
+            at_once = fast_run(run, max_bytes)
+            if at_once is not None:
+                heads += at_once
+                continue
+        for data in run:
+            _fast_one(data, max_bytes, heads, finite, which)
     with np.errstate(all="ignore"):
         for dtype, parts in finite.items():
             if not math.isfinite(_ADD(np.frombuffer(b"".join(parts), dtype))):
                 for i in which[dtype]:  # one of them is not finite: the full check finds it
                     heads[i] = None
+    if None not in heads:  # the usual batch: every record known
+        return list(enumerate(heads)), []  # type: ignore[arg-type]
     passed: list[tuple[int, RecordHead]] = []
     refused: list[tuple[int, str]] = []
     for i, known in enumerate(heads):
@@ -109,6 +107,24 @@ def check_records(records: Sequence[bytes], *, max_bytes: int = MAX_RECORD_BYTES
         except RecordError as e:
             refused.append((i, str(e)))
     return passed, refused
+
+
+def _fast_one(data: bytes, max_bytes: int, heads: list[RecordHead | None],
+              finite: dict[np.dtype, list[bytes]], which: dict[np.dtype, list[int]]) -> None:
+    """`fast` on one record: its head (None: the full check decides) goes on `heads`, the
+    bytes whose finiteness is left to check on `finite` (by dtype), its index on `which`."""
+    got = fast(data, max_bytes)
+    if got is None:
+        heads.append(None)
+        return
+    head, values, dtype = got
+    parts = finite.get(dtype)
+    if parts is None:
+        parts = finite[dtype] = []
+        which[dtype] = []
+    parts.append(values)
+    which[dtype].append(len(heads))
+    heads.append(head)
 
 
 def _check_full(data: bytes, max_bytes: int) -> RecordHead:

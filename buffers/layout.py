@@ -4,6 +4,7 @@ against that record's layout, without parsing each array's spec.
 Example (buffers.check and buffers.codec use it; nothing else needs to):
 
     got = fast(data, max_bytes)            # (head, finite bytes, dtype), or None: full check
+    heads = fast_run(run, max_bytes)       # the same for a run of records alike, or None
     chunk = decode_by_layout(data, max_bytes)   # decode_chunk's chunk, or None: decode it
     learn(data, body, chunk)               # file the layout of a record just validated
 
@@ -17,12 +18,19 @@ checked against them with a few byte comparisons, the size each lz4 frame claims
 (unpacked and checked on their own, `schema.check_stamps`) and one sum for finiteness: the
 same rules, the same verdict (tests/test_decoder_fuzz.py and `fleet bench fuzz` hold the two
 paths to it); any difference at all sends it through the full check (`buffers.check`).
+
+A batch holds runs of such records of one length (a robot's chunks): `fast_run` checks a run
+at once, as numpy rows: the first record as above, the others against it byte for byte except
+in their arrays' contents and their stamps' numbers, read as columns (`_Layout.parse_run`).
 """
 
 from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Iterator, Sequence
+from functools import partial
+from itertools import chain, repeat
 from typing import Any, NamedTuple
 
 import lz4.frame
@@ -41,6 +49,7 @@ from buffers.schema import (
 )
 
 _ADD = np.add.reduce
+_NEW = tuple.__new__  # a named tuple from a tuple, without its Python-level __new__
 
 
 class RecordHead(NamedTuple):
@@ -67,6 +76,36 @@ def fast(data: bytes, max_bytes: int) -> tuple[RecordHead, bytes, np.dtype] | No
     return None
 
 
+def runs(records: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
+    """`records` cut into runs of consecutive records of one length and first bytes (a
+    robot's stream), for `fast_run`; each alone unless every one is `bytes`."""
+    if set(map(type, records)) != {bytes}:  # a bytearray or memoryview among them
+        yield from ([r] for r in records)
+        return
+    if len(set(map(len, records))) == 1 == len(set(map(_FIRST_BYTES, records))):
+        yield records  # the usual batch: one robot's records, all alike
+        return
+    start = 0
+    for i in range(1, len(records) + 1):
+        if i == len(records) or len(records[i]) != len(records[start]) or (
+                records[i][:_KEY_BYTES] != records[start][:_KEY_BYTES]):
+            yield records[start:i]
+            start = i
+
+
+def fast_run(run: Sequence[bytes], max_bytes: int) -> list[RecordHead] | None:
+    """The heads of `run`, records of one length whose first bytes are alike (a batch from
+    one robot's stream), if all of them match a known fixed layout and pass every rule,
+    finiteness included (`_Layout.parse_run`); None if any might not: check each alone."""
+    first = run[0]
+    if type(first) is bytes and len(first) <= max_bytes:
+        for layout in _LAYOUTS.get(first[:_KEY_BYTES], ()):
+            heads = layout.parse_run(run, max_bytes)
+            if heads is not None:
+                return heads
+    return None
+
+
 def decode_by_layout(data: bytes, max_bytes: int) -> RolloutChunk | None:
     """`decode_chunk`'s chunk for a record that matches a known layout (its verdict: every
     rule holds), built from the layout without parsing the arrays' specs; None otherwise."""
@@ -87,6 +126,7 @@ def learn(data: bytes, b: dict[str, Any], chunk: RolloutChunk) -> None:
 
 
 _KEY_BYTES = 24  # layouts are filed under a record's first bytes (never past the first array)
+_FIRST_BYTES = operator.itemgetter(slice(0, _KEY_BYTES))
 _MAX_LAYOUTS = 64  # keys kept
 _MAX_PER_KEY = 8  # layouts per key, the newest first (the step counts an episode ends on)
 _LAYOUTS: dict[bytes, tuple[_Layout, ...]] = {}
@@ -115,6 +155,7 @@ class _Layout:
         "inflates",
         "intervened",
         "pieces",
+        "runs",
         "skeleton",
         "steps",
     )
@@ -138,6 +179,7 @@ class _Layout:
         self.skeleton = (operator.itemgetter(*skeleton), tuple(g for g, *_ in pieces))
         self.finite = operator.itemgetter(*finite, slice(0, 0))  # always a tuple
         self.intervened, self.body_end = intervened, at
+        self.runs: dict[tuple[Any, ...], np.ndarray] = {}  # see `parse_run`
         # robot -> (header up to its stamps, (robot_id, task, group, outcome)), newest first
         self.headers: dict[bytes, tuple[tuple[bytes, tuple[str, str, str, str | None]], ...]] = {}
 
@@ -158,7 +200,7 @@ class _Layout:
             end, finite, intervened = walked
         stamped = self._stamped(data, end)
         if stamped is not None:
-            robot, task, group, outcome, t = stamped
+            _, (robot, task, group, outcome), t = stamped
             return RecordHead((robot, t["episode_id"], t["chunk_seq"]), task, group,
                               t["policy_version"], self.steps,
                               len(intervened) - intervened.count(0), outcome), finite, self.dtype
@@ -182,25 +224,101 @@ class _Layout:
                           h["group"], h["policy_version"], self.steps,
                           len(intervened) - intervened.count(0), outcome), finite, self.dtype
 
-    def _stamped(self, data: bytes, end: int) -> tuple[str, str, str, str | None,
-                                                        dict[str, Any]] | None:
-        """A header whose fields but the `STAMPS` are, byte for byte, those of a header that
-        passed `check_header` before (a robot's stream): (robot_id, task, group, outcome,
-        the stamps), once the stamps pass their rules; else None."""
+    def parse_run(self, run: Sequence[bytes], max_bytes: int) -> list[RecordHead] | None:
+        """`parse` of each record of `run` (two or more of this fixed layout's records of one
+        length, from one robot's stream), finiteness included, at once: the head of each, or
+        None where any record of the run might differ (the caller then checks each alone).
+
+        The first record is checked as `parse` checks it (skeleton, a filed header template,
+        its stamps unpacked and checked); every other must have the same skeleton and a header
+        equal to the first's byte for byte except in its stamps' number values (chunk_seq,
+        policy_version, wall_time, encoded as the first's are), which are read for the whole
+        run as numpy columns (one row per header); finiteness is one sum over the run: the
+        same rules, so the same verdicts as record by record. Only the headers are copied."""
+        first = run[0]
+        end = self.body_end
+        getter, gaps = self.skeleton
+        if not self.fixed or len(first) <= end or getter(first) != gaps:
+            return None
+        stamped = self._stamped(first, end)
+        if stamped is None:
+            return None
+        at, known, t = stamped
+        numbers = _numbers(first, at)
+        size = len(first)
+        if numbers is None or size > max_bytes:
+            return None
+        if list(map(getter, run)).count(gaps) != len(run):
+            return None
+        # each record's header as a row: all but its stamps' numbers must equal the first's
+        rows = np.frombuffer(b"".join([r[end:] for r in run]), np.uint8).reshape(len(run), -1)
+        same = self.runs.get((size, *numbers))
+        if same is None:
+            same = self._same_bytes(size, numbers)
+        fixed = rows & same  # the numbers' bytes zeroed
+        if not (fixed == fixed[0]).all():
+            return None
+        finite = np.frombuffer(b"".join(chain.from_iterable(map(self.finite, run))), self.dtype)
+        with np.errstate(all="ignore"):  # a finite sum proves every element finite
+            if not math.isfinite(_ADD(finite)):
+                return None
+        values = {}
+        for name, p, tag, width in numbers:
+            column = _stamp_column(rows, p - end, tag, width)
+            if column is None:
+                return None
+            values[name] = column.tolist()
+        flags = list(map(operator.itemgetter(self.intervened), run))
+        joined = b"".join(flags)
+        acted = repeat(0) if joined.count(0) == len(joined) else map(  # the usual: none acted
+            operator.sub, map(len, flags), map(operator.methodcaller("count", 0), flags))
+        robot, task, group, outcome = known
+        keys = zip(repeat(robot), repeat(t["episode_id"]), values["chunk_seq"])
+        return list(map(partial(_NEW, RecordHead), zip(
+            keys, repeat(task), repeat(group), values["policy_version"], repeat(self.steps),
+            acted, repeat(outcome))))
+
+    def _template(self, data: bytes, end: int
+                  ) -> tuple[int, tuple[str, str, str, str | None]] | None:
+        """(where the stamps begin, what the header says) of a header filed as a template
+        (`_file_header`) that `data` starts with at `end`."""
         for template, known in self.headers.get(data[end:end + _HEAD_KEY_BYTES], ()):
             if data.startswith(template, end):
-                try:
-                    t = msgpack.unpackb(_STAMPS_MAP + data[end + len(template):])
-                except Exception:  # any fault: the full check says what it is
-                    return None
-                if t.keys() != _STAMP_KEYS:
-                    return None
-                try:
-                    check_stamps(t)
-                except RecordError:
-                    return None
-                return (*known, t)
+                return end + len(template), known
         return None
+
+    def _same_bytes(self, size: int, numbers: list[tuple[str, int, int, int]]) -> np.ndarray:
+        """A mask of the bytes in which the headers of records of `size` bytes whose stamps'
+        numbers lie at `numbers` must equal their run's first record's (0xFF; from the
+        header's start): all but the numbers' bytes (0)."""
+        end = self.body_end
+        mask = np.full(size - end, 0xFF, np.uint8)  # the header's bytes
+        for _, at, _, width in numbers:
+            mask[at - end + (width > 0):at - end + 1 + width] = 0  # a fixint is its own tag
+        if len(self.runs) >= 16:
+            self.runs.clear()
+        self.runs[(size, *numbers)] = mask
+        return mask
+
+    def _stamped(self, data: bytes, end: int) -> tuple[int, tuple[str, str, str, str | None],
+                                                        dict[str, Any]] | None:
+        """(where its stamps begin, what the template says, the stamps) of a record whose
+        header up to its stamps is a filed template and whose stamps pass their checks."""
+        found = self._template(data, end)
+        if found is None:
+            return None
+        at, known = found
+        try:
+            t = msgpack.unpackb(_STAMPS_MAP + data[at:])
+        except Exception:  # any fault: the full check says what it is
+            return None
+        if t.keys() != _STAMP_KEYS:
+            return None
+        try:
+            check_stamps(t)
+        except RecordError:
+            return None
+        return at, known, t
 
     def _file_header(self, data: bytes, end: int, known: tuple[str, str, str, str | None]
                      ) -> None:
@@ -294,6 +412,56 @@ class _Layout:
 
 
 _BIN = {b"\xc4": 1, b"\xc5": 2, b"\xc6": 4}  # msgpack bin 8/16/32: bytes of its length
+
+# the stamps a run reads as columns, by their msgpack key; each number's encoding: the bytes
+# after its tag and how they read (a positive fixint, tag < 0x80, is its own value)
+_NUMBERS = {msgpack.packb(k): k for k in ("chunk_seq", "policy_version", "wall_time")}
+_EPISODE_KEY = msgpack.packb("episode_id")
+_UINTS = {0xCC: (1, ">u1"), 0xCD: (2, ">u2"), 0xCE: (4, ">u4"), 0xCF: (8, ">u8")}
+_FLOATS = {0xCA: (4, ">f4"), 0xCB: (8, ">f8")}  # wall_time only
+_ENCODINGS = {**_UINTS, **_FLOATS}
+
+
+def _numbers(data: bytes, at: int) -> list[tuple[str, int, int, int]] | None:
+    """(name, where its value starts, its tag, bytes after the tag) of each number among the
+    stamps that start at `at` and end `data` (a map's 4 entries, checked by `_stamped`), if
+    each is written in a way `_stamp_column` reads; else None."""
+    out = []
+    try:
+        for _ in range(len(STAMPS)):
+            key_end = _skip(data, at)
+            key = data[at:key_end]
+            at = key_end
+            if key == _EPISODE_KEY:
+                at = _skip(data, at)
+                continue
+            name, tag = _NUMBERS.get(key), data[at]
+            if name is None:
+                return None
+            if tag < 0x80:
+                width = 0
+            elif tag in _UINTS or (tag in _FLOATS and name == "wall_time"):
+                width = _ENCODINGS[tag][0]
+            else:
+                return None
+            out.append((name, at, tag, width))
+            at += 1 + width
+    except (IndexError, ValueError):
+        return None
+    return out if at == len(data) and len(out) == 3 else None
+
+
+def _stamp_column(rows: np.ndarray, at: int, tag: int, width: int) -> np.ndarray | None:
+    """One stamp's number in each of `rows` (records, one a row), written as `_numbers` found
+    it in the first; None if any of them is not, or breaks the stamps' rules."""
+    if width == 0:
+        column = rows[:, at]
+        return column if (column < 0x80).all() else None
+    dtype = _ENCODINGS[tag][1]
+    column = np.ascontiguousarray(rows[:, at + 1:at + 1 + width]).view(dtype)[:, 0]
+    if tag in _FLOATS:
+        return column if np.isfinite(column).all() else None
+    return column if tag != 0xCF or (column < 2**63).all() else None
 
 
 def file_layout(data: bytes, b: dict[str, Any], steps: int, inflates: int) -> None:

@@ -11,12 +11,18 @@ Example:
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from buffers.index import RecordMeta
 from buffers.log import FRAME
+
+_KEY, _TASK, _VERSION, _STEPS, _INTERVENED, _OUTCOME, _POSITION = (
+    operator.attrgetter(name) for name in ("key", "task", "policy_version", "num_steps",
+                                           "intervened", "outcome", "position"))
+_EPISODE, _LENGTH = operator.itemgetter(slice(0, 2)), operator.attrgetter("length")
 
 
 class Counts:
@@ -46,32 +52,22 @@ class Counts:
             self.episodes_per_task[m.task] -= 1
 
     def add(self, metas: Sequence[RecordMeta]) -> None:
-        """`update(m, +1)` for each of `metas`, in one pass (ingest's batches)."""
-        episodes, per_task, tasks, versions = (self.episodes, self.episodes_per_task,
-                                               self.tasks, self.versions)
-        steps = size = ended = successes = intervened = 0
-        for m in metas:
-            steps += m.num_steps
-            size += m.position.length
-            outcome = m.outcome
-            if outcome is not None:
-                ended += 1
-                successes += outcome == "success"
-            intervened += m.intervened > 0
-            episode = m.key[:2]
-            if episode in episodes:
-                episodes[episode] += 1
-            else:
-                episodes[episode] = 1
-                per_task[m.task] += 1
-        tasks.update([m.task for m in metas])
-        versions.update([m.policy_version for m in metas])
+        """`update(m, +1)` for each of `metas`, a step per batch (ingest's batches)."""
+        episodes = list(map(_EPISODE, map(_KEY, metas)))
+        tasks = list(map(_TASK, metas))
+        firsts = dict(zip(reversed(episodes), reversed(tasks), strict=True))  # first task of each
+        self.episodes_per_task.update([task for episode, task in firsts.items()
+                                       if episode not in self.episodes])
+        self.episodes.update(episodes)
+        self.tasks.update(tasks)
+        self.versions.update(map(_VERSION, metas))
+        outcomes = list(map(_OUTCOME, metas))
         self.records += len(metas)
-        self.steps += steps
-        self.bytes += size + FRAME.size * len(metas)
-        self.ended += ended
-        self.successes += successes
-        self.intervened += intervened
+        self.steps += sum(map(_STEPS, metas))
+        self.bytes += sum(map(_LENGTH, map(_POSITION, metas))) + FRAME.size * len(metas)
+        self.ended += len(outcomes) - outcomes.count(None)
+        self.successes += outcomes.count("success")
+        self.intervened += len(metas) - list(map(_INTERVENED, metas)).count(0)
 
     def summary(self) -> dict[str, Any]:
         versions = [v for v, n in self.versions.items() if n > 0]

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
+import operator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,8 @@ from buffers.stats import Counts
 __all__ = ["BufferConfig", "InsertResult", "RecordMeta", "ReplayBuffer"]
 
 log = logging.getLogger(__name__)
+_META = functools.partial(tuple.__new__, RecordMeta)  # from a tuple, without Python's __new__
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 @dataclasses.dataclass(frozen=True)
 class BufferConfig:
@@ -186,7 +190,10 @@ class ReplayBuffer:
         """Validate, drop duplicates, append; returns once durable per `config.fsync`."""
         # every rule of the schema, read off the msgpack map; nothing is inflated
         passed, refused = check_records(records, max_bytes=self.config.max_record_bytes)
-        decoded = [(bytes(records[i]), head) for i, head in passed]
+        if not refused and set(map(type, records)) == {bytes}:  # the usual batch, as it is
+            decoded = list(zip(records, map(_SECOND, passed), strict=True))
+        else:
+            decoded = [(bytes(records[i]), head) for i, head in passed]
         stored, duplicates, conflicts = self.insert_decoded(decoded)
         if conflicts:
             schema = {j for j, _ in refused}
@@ -203,6 +210,9 @@ class ReplayBuffer:
         seen: dict[ChunkKey, bytes] = {}
         duplicates = 0
         conflicts: list[tuple[int, str]] = []
+        keys = list(map(_FIRST, map(_SECOND, decoded)))
+        if self._keys.keys().isdisjoint(keys) and len(set(keys)) == len(keys):
+            fresh, decoded = list(decoded), ()  # the usual batch: every key new, none twice
         for i, (record, head) in enumerate(decoded):
             key = head.key
             fresh_key = key not in self._keys and key not in seen  # the common case, no call
@@ -214,13 +224,14 @@ class ReplayBuffer:
                 duplicates += 1
             else:
                 conflicts.append((i, self._conflict(key)))
-        positions = self.log.append([r for r, _ in fresh]) if fresh else []
-        metas = [RecordMeta(*head, pos) for (_, head), pos in zip(fresh, positions, strict=True)]
+        positions = self.log.append(list(map(_FIRST, fresh))) if fresh else []
+        # each head's fields and its position (`RecordMeta.checked`, without Python per record)
+        metas = list(map(_META, map(operator.add, map(_SECOND, fresh), zip(positions))))
         segment = positions[0].segment if positions else -1
         if positions and segment == positions[-1].segment and segment in self._segments:
             self._segments[segment] += metas  # the usual batch: what `_add` does, at once
             self.index += metas
-            self._keys.update([(m.key, m) for m in metas])
+            self._keys.update(zip(map(_FIRST, metas), metas, strict=True))
             self.counts.add(metas)
         else:  # the batch opens a segment
             for meta in metas:

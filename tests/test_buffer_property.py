@@ -8,6 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from buffers.codec import encode_chunk
+from buffers.index import RecordMeta
+from buffers.log import Position
+from buffers.stats import Counts
 from buffers.store import BufferConfig, ReplayBuffer
 from tests.chunks import make_chunk
 
@@ -51,3 +54,26 @@ def test_buffer_equals_a_list_of_unique_records(ops, probe):
                 assert again.info()["corrupt_records"] == 0
         finally:
             buf.close()
+
+
+metas = st.builds(
+    lambda robot, episode, task, version, steps, acted, outcome, length: RecordMeta(
+        (robot, episode, 0), task, "", version, steps, acted, outcome, Position(0, 0, length)),
+    st.sampled_from(["r0", "r1"]), st.sampled_from(["e0", "e1", "e2"]),
+    st.sampled_from(["push", "pick"]), st.integers(0, 3), st.integers(1, 9),
+    st.sampled_from([0, 0, 4]), st.sampled_from([None, "success", "failure"]),
+    st.integers(1, 100))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(metas, max_size=8), st.lists(metas, max_size=20))
+def test_counts_of_a_batch_equal_counts_record_by_record(before, batch):
+    """`Counts.add` (ingest's batches, a step per batch) counts as `update` one by one."""
+    one, each = Counts(), Counts()
+    for m in before:
+        one.update(m, +1)
+        each.update(m, +1)
+    one.add(batch)
+    for m in batch:
+        each.update(m, +1)
+    assert one.summary() == each.summary() and one.episodes == each.episodes

@@ -326,3 +326,85 @@ def test_a_stream_record_decodes_from_its_layout_to_the_same_chunk():
     assert layout.decode_by_layout(record, MAX_RECORD_BYTES) is None
     with pytest.raises(RecordError, match="lz4 frame"):
         decode_chunk(record)
+
+
+def _run_records() -> list[bytes]:
+    """A robot's batch: records of one length and layout (`buffers.layout.fast_run`), with
+    interventions, numbers of each msgpack width (seq 5 and 200, versions 0 and 70000)."""
+    rng = np.random.default_rng(11)
+    out = []
+    for seq, version in ((5, 0), (6, 1), (7, 0), (200, 70000), (201, 70000), (202, 70001)):
+        out.append(encode_chunk(make_chunk(rng, T=8, H=4, A=2, D=5, episode_id="run",
+                                           chunk_seq=seq, policy_version=version,
+                                           robot_id="run-robot")))
+    return out
+
+
+RUN = _run_records()
+
+
+def per_record_verdicts(records: list[bytes]) -> list[object]:
+    out: list[object] = []
+    for record in records:
+        try:
+            out.append(check._check_full(record, MAX_RECORD_BYTES))
+        except RecordError as e:
+            out.append(str(e))
+    return out
+
+
+def batch_verdicts(records: list[bytes]) -> list[object]:
+    passed, refused = check.check_records(records)
+    verdicts: dict[int, object] = {**dict(passed), **dict(refused)}
+    return [verdicts[i] for i in range(len(records))]
+
+
+def test_a_run_of_a_stream_is_checked_at_once_with_the_same_heads():
+    for record in RUN:
+        check_record(record)  # files the layout and the robot's header
+    calls = []
+    for first, second in ((0, 3), (3, 6)):  # one msgpack width for seq and version in each
+        run = RUN[first:second]
+        assert len({len(r) for r in run}) == 1
+        for lay in layout._LAYOUTS[run[0][:layout._KEY_BYTES]]:
+            heads = lay.parse_run(run, MAX_RECORD_BYTES)
+            if heads is not None:
+                calls.append(heads)
+        assert batch_verdicts(run) == per_record_verdicts(run)
+    assert [h for heads in calls for h in heads] == per_record_verdicts(RUN)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_a_damaged_record_in_a_run_gets_its_own_verdict_and_the_rest_theirs(data):
+    """A byte changed anywhere in one record of a run (its arrays, skeleton, stamps: a NaN, a
+    negative or too wide number, another episode), or the stamps' values swapped for odd
+    ones: every record gets the verdict it gets alone."""
+    for record in RUN:
+        check_record(record)
+    run = list(RUN[:3] if data.draw(st.booleans()) else RUN[3:])
+    k = data.draw(st.integers(0, len(run) - 1))
+    if data.draw(st.booleans()):
+        raw = bytearray(run[k])
+        for _ in range(data.draw(st.integers(1, 3))):
+            where = data.draw(st.sampled_from(["any", "end"]))
+            lo = 0 if where == "any" else len(raw) - 60
+            raw[data.draw(st.integers(lo, len(raw) - 1))] = data.draw(st.integers(0, 255))
+        run[k] = bytes(raw)
+    else:
+        body = msgpack.unpackb(run[k])
+        field = data.draw(st.sampled_from(["episode_id", "chunk_seq", "policy_version",
+                                           "wall_time"]))
+        body[field] = data.draw(st.sampled_from(
+            [*fuzz._VALUES, -1, 2**63, 2**64 - 1, 127, 128, float("nan"), float("inf"), 1.5,
+             "run", "ruN", "", 3]))
+        run[k] = msgpack.packb(body, use_bin_type=True)
+    assert batch_verdicts(run) == per_record_verdicts(run)
+
+
+def test_a_batch_with_other_buffer_types_gets_the_same_verdicts():
+    """A memoryview or bytearray among a run's records: each is checked alone, same heads."""
+    for record in RUN:
+        check_record(record)
+    mixed = [RUN[0], memoryview(RUN[1]), bytearray(RUN[2])]
+    assert batch_verdicts(mixed) == per_record_verdicts(list(RUN[:3]))
