@@ -28,8 +28,6 @@ BENCH_IMPORTS_RAY = {
     "bench/rllib_peer.py": "runs RLlib, the peer it compares against",
     "bench/e2e_peers.py": "checks that RLlib, a peer, is installed",
     "bench/chaos.py": "kills actors (ray.kill) and catches Ray's errors: not moved yet",
-    "bench/actor_overhead.py": "starts Ray and calls ray.get: not moved yet",
-    "bench/estop.py": "starts Ray and calls ray.get: not moved yet",
 }
 _MODULE_STRING = re.compile(rf"^(?:{'|'.join(PACKAGES)})(?:\.\w+)+(?::\w+)?$")  # a.b or a.b:attr
 
