@@ -12,7 +12,8 @@
     inference.py  InferenceServer: one batching policy for many robots (`fleet.inference=server`)
 
 Only `fleet/` imports ray (STYLE rule 2): every class wrapped here runs unchanged in one plain
-process (`fleet.run.serial`). Across process boundaries pass configs, not live objects; weights
+process (`fleet.run.serial`); benchmarks start and call these actors through `local_ray`, `actor`
+and `get` below. Across process boundaries pass configs, not live objects; weights
 cross as `(policy_version, flat numpy arrays)`.
 
 Example:
