@@ -42,8 +42,9 @@ Deviations from the published recipes (and why):
 - Rows are the policy's input rows (`policy_input(obs, input_keys(config))`, as PPO's): with a
   camera policy (`policy=chunk_cnn`, `act_cnn`) they carry the pixels, and the critic encodes
   each camera with one spatial-softmax CNN shared by the ensemble members (as image RLPD /
-  HIL-SERL share the encoder). Replayed as float32: about 2 × 110 KB per row at 96×96, so
-  `td.capacity` is bounded by the config for camera policies (`replay_row_bytes`).
+  HIL-SERL share the encoder). The replays keep the pixels as uint8 (floats again only in the
+  sampled minibatch): about 2 × 28 KB per row at 96×96, so `td.capacity` is bounded by the
+  config for camera policies (`replay_row_bytes`).
 - π(s) is the policy's `mean_chunk`, differentiated through: for the flow policy
   (`policy=flow`) that is its deterministic K-step Euler chain, reparameterised as TD3's
   deterministic actor is; the noisy chain and its log-probability are not used.
@@ -128,16 +129,20 @@ class TDConfig:
 REPLAY_BUDGET = 32 * 2**30  # bytes both replays may hold at capacity (the config refuses more)
 
 
+def _float_width(policy: Any) -> int:
+    """Numbers in a policy's input row before the cameras' pixels: the state and the mask."""
+    return policy.obs_dim + (policy.action_dim if getattr(policy, "mask_key", "") else 0)
+
+
 def replay_row_bytes(policy: Any) -> int:
-    """Bytes one replayed row holds for a policy config (obs and next_obs rows as float32,
-    the chunk and the rest beside them): what `td.capacity` multiplies, in each of the two
-    replays."""
+    """Bytes one replayed row holds for a policy config: obs and next_obs (state and mask as
+    float32, each camera's pixels as uint8), the chunk, `valid`, reward and discount as float32,
+    `expert` as one byte. What `td.capacity` multiplies, in each of the two replays."""
     size = getattr(policy, "image_size", 96)
     cameras = [k for k in input_keys(policy) if k != getattr(policy, "mask_key", "")]
-    width = policy.obs_dim + (policy.action_dim if getattr(policy, "mask_key", "") else 0) \
-        + len(cameras) * size * size * 3
+    pixels = len(cameras) * size * size * 3
     chunk = policy.horizon * policy.action_dim
-    return 4 * (2 * width + chunk + 2 * policy.horizon + 3)
+    return 4 * (2 * _float_width(policy) + chunk + policy.horizon + 2) + 2 * pixels + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,32 +307,73 @@ class Critic(nn.Module):
 
 
 class _Replay:
-    """A ring of transitions on the learner's device (oldest overwritten first)."""
+    """A ring of transitions on the learner's device (oldest overwritten first). Rows are kept
+    as columns by `Transitions` field name, except that the camera pixels of obs and next_obs
+    (the row's columns from `pixels_from` on, 0..255) are kept apart as uint8 (`obs_pixels`,
+    `next_obs_pixels`): 4x fewer bytes than float32, and floats again, the same values, in
+    each sampled minibatch."""
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity, self.next = capacity, 0
-        self.data: Transitions | None = None
+    def __init__(self, capacity: int, pixels_from: int | None = None) -> None:
+        self.capacity, self.next, self.pixels_from = capacity, 0, pixels_from
+        self.columns: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
-        return 0 if self.data is None else len(self.data)
+        return 0 if self.columns is None else len(self.columns["obs"])
+
+    def nbytes(self) -> int:
+        """Bytes the ring's rows hold."""
+        return sum(c.nelement() * c.element_size() for c in (self.columns or {}).values())
+
+    def pack(self, rows: Transitions) -> dict[str, torch.Tensor]:
+        columns = {f.name: getattr(rows, f.name) for f in dataclasses.fields(rows)}
+        if self.pixels_from is not None:
+            for name in ("obs", "next_obs"):
+                full = columns[name]
+                columns[name] = full[:, :self.pixels_from].contiguous()
+                columns[f"{name}_pixels"] = full[:, self.pixels_from:].to(torch.uint8)
+        return columns
+
+    def unpack(self, columns: dict[str, torch.Tensor]) -> Transitions:
+        if self.pixels_from is not None:
+            columns = dict(columns, **{name: torch.cat([columns[name],
+                                                        columns[f"{name}_pixels"].float()], 1)
+                                       for name in ("obs", "next_obs")})
+        return Transitions(*(columns[f.name] for f in dataclasses.fields(Transitions)))
 
     def add(self, rows: Transitions) -> None:
-        rows = rows.rows(torch.arange(max(0, len(rows) - self.capacity), len(rows)))
-        if self.data is None or len(self.data) < self.capacity:
-            merged = rows if self.data is None else Transitions.cat([self.data, rows])
-            self.data = merged.rows(torch.arange(max(0, len(merged) - self.capacity),
-                                                 len(merged)))
+        new = {k: v[max(0, len(v) - self.capacity):] for k, v in self.pack(rows).items()}
+        if self.columns is None or len(self) < self.capacity:
+            merged = new if self.columns is None else {
+                k: torch.cat([v, new[k]]) for k, v in self.columns.items()}
+            self.columns = {k: v[max(0, len(v) - self.capacity):].clone()  # not the caller's
+                            for k, v in merged.items()}
             return
-        idx = (self.next + torch.arange(len(rows))) % self.capacity
-        for f in dataclasses.fields(Transitions):
-            getattr(self.data, f.name)[idx.to(getattr(self.data, f.name).device)] = getattr(
-                rows, f.name)
-        self.next = int((self.next + len(rows)) % self.capacity)
+        idx = (self.next + torch.arange(len(new["obs"]))) % self.capacity
+        for k, column in self.columns.items():
+            column[idx.to(column.device)] = new[k]
+        self.next = int((self.next + len(new["obs"])) % self.capacity)
 
     def sample(self, n: int, gen: torch.Generator) -> Transitions:
-        assert self.data is not None
-        return self.data.rows(torch.randint(0, len(self.data), (n,), generator=gen)
-                              .to(self.data.obs.device))
+        assert self.columns is not None
+        idx = torch.randint(0, len(self), (n,), generator=gen).to(self.columns["obs"].device)
+        return self.unpack({k: v[idx] for k, v in self.columns.items()})
+
+    @property
+    def data(self) -> Transitions | None:
+        """Every row, as floats (tests and inspection; training samples `sample`)."""
+        return None if self.columns is None else self.unpack(self.columns)
+
+    def state(self) -> tuple[dict[str, torch.Tensor] | None, int]:
+        """The ring as plain tensors by column name (a checkpoint holds data, not classes)."""
+        return self.columns, self.next
+
+    def load(self, saved: tuple[dict[str, torch.Tensor] | None, int]) -> None:
+        """The ring from `state()`; a checkpoint whose rows kept their pixels as float32 (before
+        the uint8 columns) is packed as it loads."""
+        columns, self.next = saved
+        if columns is not None and self.pixels_from is not None and "obs_pixels" not in columns:
+            columns = self.pack(Transitions(**columns))
+        self.columns = columns
 
 
 class TD:
@@ -351,11 +397,13 @@ class TD:
         cameras = [k for k in self.keys if k != getattr(pc, "mask_key", "")]
         self.critic = Critic(pc.obs_dim, pc.horizon * pc.action_dim, config, len(cameras),
                              getattr(pc, "image_size", 96)).to(device)
+        pixels_from = _float_width(pc) if cameras else None  # rows' camera columns from here
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
         self.base = copy.deepcopy(policy).requires_grad_(False)  # bc="base": the frozen start
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
         self.actor_opt = torch.optim.Adam(policy.actor.parameters(), lr=config.actor_lr)
-        self.online, self.demos = _Replay(config.capacity), _Replay(config.capacity)
+        self.online = _Replay(config.capacity, pixels_from)
+        self.demos = _Replay(config.capacity, pixels_from)
         self.gen = torch.Generator().manual_seed(0)
         self.online_steps = 0  # env steps whose rows entered the online replay
         self.gradient_steps = 0
@@ -491,7 +539,7 @@ class TD:
         return {"format": 2, "critic": self.critic.state_dict(),
                 "target": self.target.state_dict(), "critic_opt": self.critic_opt.state_dict(),
                 "actor_opt": self.actor_opt.state_dict(), "base": self.base.state_dict(),
-                "online": _replay_state(self.online), "demos": _replay_state(self.demos),
+                "online": self.online.state(), "demos": self.demos.state(),
                 "counters": (self.online_steps, self.gradient_steps, self._credit)}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -504,16 +552,8 @@ class TD:
         self.actor_opt.load_state_dict(state["actor_opt"])  # type: ignore[arg-type]
         self.base.load_state_dict(state["base"])  # type: ignore[arg-type]
         for replay, saved in ((self.online, state["online"]), (self.demos, state["demos"])):
-            rows, replay.next = cast(tuple[dict[str, torch.Tensor] | None, int], saved)
-            replay.data = None if rows is None else Transitions(**rows)
+            replay.load(cast(tuple[dict[str, torch.Tensor] | None, int], saved))
         self.online_steps, self.gradient_steps, self._credit = state["counters"]  # type: ignore[misc]
-
-
-def _replay_state(replay: _Replay) -> tuple[dict[str, torch.Tensor] | None, int]:
-    """The ring as plain tensors by field name (a checkpoint holds data, not classes)."""
-    data = replay.data
-    return (None if data is None else {f.name: getattr(data, f.name)
-                                       for f in dataclasses.fields(data)}), replay.next
 
 
 def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module, clip: float) -> None:

@@ -15,7 +15,6 @@ threads, Ray's included; the buffer's own process excluded), medians over the sa
 
 from __future__ import annotations
 
-import logging
 import os
 import statistics
 import tempfile
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 
 from actors.robots import make_robot
@@ -33,7 +31,7 @@ from actors.worker import WorkerConfig
 from algorithms.factory import make_policy
 from bench.common import result
 from fleet.config import load_config
-from fleet.remote import RAY_SYSTEM_CONFIG
+from fleet.remote import RAY_SYSTEM_CONFIG, get, local_ray
 from fleet.run.pretrain import policy_config
 
 
@@ -67,14 +65,14 @@ def actor_rate(actor: Any, pid: int, seconds: float, warmup_s: float = 0.5
                ) -> tuple[float, float]:
     """(env steps/s, CPU seconds per step) of the running actor's loop over a window, after
     `warmup_s`."""
-    ray.get(actor.start.remote())
+    get(actor.start.remote())
     time.sleep(warmup_s)
-    s0, t0 = ray.get(actor.stats.remote())["env_steps"], time.perf_counter()
+    s0, t0 = get(actor.stats.remote())["env_steps"], time.perf_counter()
     c0 = cpu_seconds(pid)
     time.sleep(seconds)
-    s1, t1 = ray.get(actor.stats.remote())["env_steps"], time.perf_counter()
+    s1, t1 = get(actor.stats.remote())["env_steps"], time.perf_counter()
     c1 = cpu_seconds(pid)
-    stats = ray.get(actor.stop.remote())
+    stats = get(actor.stop.remote())
     if stats["error"]:
         raise RuntimeError(f"the robot actor failed: {stats['error']}")
     return (s1 - s0) / (t1 - t0), (c1 - c0) / max(1, s1 - s0)
@@ -98,35 +96,28 @@ def run(quick: bool) -> dict[str, object]:
     torch.manual_seed(0)
     policy = make_policy(pcfg)
     robot = make_robot(cfg.robot, "baseline")
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2,
-                 logging_level=logging.ERROR, _system_config=RAY_SYSTEM_CONFIG)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-actor-overhead-") as tmp:
-            buffer = BufferServer.remote(str(Path(tmp) / "buffer"), cfg.buffer)
-            launch = RobotLaunch("robot-0", cfg.robot, pcfg,
-                                 WorkerConfig(pcfg.horizon, cfg.fleet.calls_per_chunk, seed=1),
-                                 str(Path(tmp) / "spill"),
-                                 outbox_linger_s=cfg.fleet.outbox_linger_s)
-            actor = start_robot(launch, policy.policy_state(), buffer, WeightHub.remote(),
-                                num_cpus=0)
-            pid = ray.get(actor.__ray_call__.remote(lambda _: os.getpid()))  # constructed too
-            raw_rate(robot, policy, pcfg.horizon, 1.0, 0)  # warm caches
-            ours, raw, ours_cpu, raw_cpu = [], [], [], []
-            for w in range(windows):
-                rate, cpu = actor_rate(actor, pid, seconds)
-                ours.append(rate)
-                ours_cpu.append(cpu)
-                rate, cpu = raw_rate(robot, policy, pcfg.horizon, seconds, 1000 * w)
-                raw.append(rate)
-                raw_cpu.append(cpu)
-            batching = chunks_per_call(ray.get(actor.stats.remote()))
-            stored = ray.get(buffer.info.remote())
-            ray.get(buffer.close.remote())
-    finally:
-        if owns_ray:
-            ray.shutdown()
+    with local_ray(num_cpus=2, system_config=RAY_SYSTEM_CONFIG), \
+            tempfile.TemporaryDirectory(prefix="bench-actor-overhead-") as tmp:
+        buffer = BufferServer.remote(str(Path(tmp) / "buffer"), cfg.buffer)
+        launch = RobotLaunch("robot-0", cfg.robot, pcfg,
+                             WorkerConfig(pcfg.horizon, cfg.fleet.calls_per_chunk, seed=1),
+                             str(Path(tmp) / "spill"),
+                             outbox_linger_s=cfg.fleet.outbox_linger_s)
+        actor = start_robot(launch, policy.policy_state(), buffer, WeightHub.remote(),
+                            num_cpus=0)
+        pid = get(actor.__ray_call__.remote(lambda _: os.getpid()))  # constructed too
+        raw_rate(robot, policy, pcfg.horizon, 1.0, 0)  # warm caches
+        ours, raw, ours_cpu, raw_cpu = [], [], [], []
+        for w in range(windows):
+            rate, cpu = actor_rate(actor, pid, seconds)
+            ours.append(rate)
+            ours_cpu.append(cpu)
+            rate, cpu = raw_rate(robot, policy, pcfg.horizon, seconds, 1000 * w)
+            raw.append(rate)
+            raw_cpu.append(cpu)
+        batching = chunks_per_call(get(actor.stats.remote()))
+        stored = get(buffer.info.remote())
+        get(buffer.close.remote())
     value, base = statistics.median(ours), statistics.median(raw)
     return result("actor_overhead", "env steps/s", value, "steps/s", base, task=cfg.robot.task,
                   horizon=pcfg.horizon, calls_per_chunk=cfg.fleet.calls_per_chunk,

@@ -19,8 +19,6 @@ cut connections are opened again), the load an unauthenticated client can put on
 from __future__ import annotations
 
 import contextlib
-import logging
-import shutil
 import statistics
 import tempfile
 import time
@@ -28,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 
 from actors.robots.metaworld import MetaWorldConfig
 from actors.worker import WorkerConfig
@@ -38,6 +35,7 @@ from bench.slow_clients import SlowClients
 from buffers.store import BufferConfig
 from fleet.console.client import request
 from fleet.console.server import ConsoleConfig, ConsoleServer, RayRobots
+from fleet.remote import get, local_ray
 from fleet.remote.buffer import BufferServer
 from fleet.remote.robot import RobotLaunch, start_robot
 from fleet.remote.weights import WeightHub
@@ -85,41 +83,36 @@ def _trial(url: str) -> tuple[float, int]:
 
 def run(quick: bool, half_open: int = 0) -> dict[str, object]:
     robots_n, trials = (2, 20) if quick else (4, 100)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2,
-                 logging_level=logging.ERROR)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-estop-"))
-    pcfg = PolicyConfig(obs_dim=39, action_dim=4, horizon=4, hidden=32)
-    buffer = BufferServer.remote(str(tmp / "buffer"), BufferConfig())
-    hub = WeightHub.remote()
-    handles = {f"robot-{i}": start_robot(RobotLaunch(
-        f"robot-{i}", MetaWorldConfig(max_episode_steps=200), pcfg,
-        WorkerConfig(calls_per_chunk=4, seed=i + 1), str(tmp / "spill"), pace_hz=PACE_HZ),
-        ChunkPolicy(pcfg).policy_state(), buffer, hub, num_cpus=0.25) for i in range(robots_n)}
-    server = ConsoleServer(ConsoleConfig(port=0), RayRobots(handles), tmp).start()
-    url = f"http://127.0.0.1:{server.port}"
-    load: dict[str, int] = {}
-    try:
-        ray.get([h.start.remote() for h in handles.values()])
-        _stepping(url, timeout_s=120)
-        with SlowClients("127.0.0.1", server.port, n=half_open) if half_open else (
-                contextlib.nullcontext()) as slow:
-            latencies, moved = zip(*[_trial(url) for _ in range(trials)], strict=True)
-            bare = []
-            for _ in range(trials):
-                t0 = time.perf_counter()
-                _robots(url)
-                bare.append(time.perf_counter() - t0)
-            if slow is not None:
-                load = {"half_open": half_open, "load_opened": slow.opened,
-                        "load_cut_by_server": slow.dropped, "load_refused": slow.refused}
-        ray.get([h.stop.remote() for h in handles.values()])
-    finally:
-        server.stop()
-        if started:
-            ray.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="bench-estop-", ignore_cleanup_errors=True) as t, \
+            local_ray(num_cpus=2):  # Ray shuts down first, then the folder goes
+        tmp = Path(t)
+        pcfg = PolicyConfig(obs_dim=39, action_dim=4, horizon=4, hidden=32)
+        buffer = BufferServer.remote(str(tmp / "buffer"), BufferConfig())
+        hub = WeightHub.remote()
+        handles = {f"robot-{i}": start_robot(RobotLaunch(
+            f"robot-{i}", MetaWorldConfig(max_episode_steps=200), pcfg,
+            WorkerConfig(calls_per_chunk=4, seed=i + 1), str(tmp / "spill"), pace_hz=PACE_HZ),
+            ChunkPolicy(pcfg).policy_state(), buffer, hub, num_cpus=0.25) for i in range(robots_n)}
+        server = ConsoleServer(ConsoleConfig(port=0), RayRobots(handles), tmp).start()
+        url = f"http://127.0.0.1:{server.port}"
+        load: dict[str, int] = {}
+        try:
+            get([h.start.remote() for h in handles.values()])
+            _stepping(url, timeout_s=120)
+            with SlowClients("127.0.0.1", server.port, n=half_open) if half_open else (
+                    contextlib.nullcontext()) as slow:
+                latencies, moved = zip(*[_trial(url) for _ in range(trials)], strict=True)
+                bare = []
+                for _ in range(trials):
+                    t0 = time.perf_counter()
+                    _robots(url)
+                    bare.append(time.perf_counter() - t0)
+                if slow is not None:
+                    load = {"half_open": half_open, "load_opened": slow.opened,
+                            "load_cut_by_server": slow.dropped, "load_refused": slow.refused}
+            get([h.stop.remote() for h in handles.values()])
+        finally:
+            server.stop()
     value, baseline = float(np.percentile(latencies, 99)), float(np.percentile(bare, 99))
     out = result("estop_latency", "p99 seconds from the e-stop API call to every robot holding",
                  value, "s", baseline, robots=robots_n, trials=trials, pace_hz=PACE_HZ,

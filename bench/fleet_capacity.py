@@ -32,10 +32,8 @@ bisecting to a quarter (else 10 s windows, up to 2048, to an eighth).
 
 from __future__ import annotations
 
-import logging
 import os
 import random
-import shutil
 import tempfile
 import threading
 import time
@@ -44,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 
 from actors.evaluation import Collected
 from actors.pacing import Paced
@@ -53,6 +50,7 @@ from actors.worker import RobotWorker, WorkerConfig
 from algorithms.factory import make_policy
 from algorithms.policy import PolicyConfig
 from bench.common import result
+from fleet.remote import actor, get, local_ray
 from fleet.remote.outbox import BufferOutbox
 
 HZ = 10.0
@@ -161,8 +159,7 @@ class _RobotHost:
         return os.getpid()
 
 
-_remote: Any = ray.remote  # Ray's stubs know no actor options
-RobotHost: Any = _remote(num_cpus=0, max_concurrency=4)(_RobotHost)
+RobotHost: Any = actor(_RobotHost, num_cpus=0, max_concurrency=4)
 
 
 def per_step_cpu_s(steps: int = 2000) -> float:
@@ -218,7 +215,7 @@ class _LearnerLoop:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                out = ray.get(self.learner.step.remote())
+                out = get(self.learner.step.remote())
                 if out:
                     self.updates += 1
                     self.last = out
@@ -227,7 +224,7 @@ class _LearnerLoop:
 
     def stop(self) -> None:
         self._stop.set()
-        ray.get(self.learner.interrupt.remote())
+        get(self.learner.interrupt.remote())
         self._thread.join(timeout=30)
 
 
@@ -248,13 +245,10 @@ def run(quick: bool, limit: int | None = None, window_s: float | None = None
     cores = os.cpu_count() or 1
     cpu_s = per_step_cpu_s(1000 if quick else 4000)
     predicted = cores / (cpu_s * HZ)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        ray.init(num_cpus=cores, include_dashboard=False, object_store_memory=256 * 1024**2,
-                 logging_level=logging.ERROR)
     sizes: list[dict[str, Any]] = []
-    try:
+    with tempfile.TemporaryDirectory(prefix="bench-capacity-", ignore_cleanup_errors=True) as t, \
+            local_ray(num_cpus=cores):  # Ray shuts down first, then the folder goes
+        tmp = Path(t)
         state = make_policy(POLICY).policy_state()
         buffer = BufferServer.remote(str(tmp / "buffer"), BufferConfig())
         hub = WeightHub.remote()
@@ -265,16 +259,16 @@ def run(quick: bool, limit: int | None = None, window_s: float | None = None
             str(tmp / "checkpoints"), buffer, hub, 0)
         hosts = [RobotHost.remote(f"host{j}", state, buffer, hub, str(tmp / "spill"))
                  for j in range(cores)]
-        ray.get([h.pid.remote() for h in hosts])
+        get([h.pid.remote() for h in hosts])
         learning = _LearnerLoop(learner)
         # one unmeasured window first: a host's first chunks open its connections to the buffer
         # and hub (hundreds of ms once), which would count as missed deadlines of the first size
-        ray.get([h.run_window.remote(4, 1.5, 0.5) for h in hosts])
+        get([h.run_window.remote(4, 1.5, 0.5) for h in hosts])
 
         def measure(n: int) -> bool:  # one window per size
             shares = [n // len(hosts) + (j < n % len(hosts)) for j in range(len(hosts))]
-            parts = ray.get([h.run_window.remote(k, window_s, warmup_s)
-                             for h, k in zip(hosts, shares, strict=True) if k > 0])
+            parts = get([h.run_window.remote(k, window_s, warmup_s)
+                         for h, k in zip(hosts, shares, strict=True) if k > 0])
             steps, missed = sum(p["steps"] for p in parts), sum(p["missed"] for p in parts)
             errors = [e for p in parts for e in p["errors"]]
             expected = sum(k * HZ * p["seconds"] for k, p in
@@ -291,12 +285,8 @@ def run(quick: bool, limit: int | None = None, window_s: float | None = None
 
         capacity = search(measure, 8, limit, 4 if quick else 8)
         learning.stop()
-        info = ray.get(buffer.info.remote())
-        ray.get(buffer.close.remote())
-    finally:
-        if owns_ray:
-            ray.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
+        info = get(buffer.info.remote())
+        get(buffer.close.remote())
     return result("fleet_capacity", "robots at 10 Hz with >= 99% of steps and < 1% missed "
                   "deadlines", capacity, "robots", predicted, hz=HZ, min_steps_frac=MIN_STEPS,
                   max_missed_frac=MAX_MISSED, windows_per_size=1, horizon=HORIZON,

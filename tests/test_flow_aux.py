@@ -35,7 +35,7 @@ from learner.loop import Learner, LearnerConfig
 from rewards.base import RewardConfig
 from rewards.env import EnvReward
 from tests.chunks import make_chunk
-from tests.fakes import FakeRobot, ListWeights
+from tests.fakes import FakeRobot, ListOutbox, ListWeights
 from tests.test_decoder_fuzz import assert_same_verdict, keys, trees
 
 
@@ -117,25 +117,12 @@ def small_flow(**params) -> FlowPolicy:
     return policy
 
 
-class _Records:
-    def __init__(self) -> None:
-        self.records: list[bytes] = []
-
-    def put(self, record: bytes) -> None:
-        self.records.append(record)
-
-
-class _NoWeights:
-    def poll(self, have_version: int):
-        return None
-
-
 def test_log_prob_of_stored_chunks_with_their_aux_equals_the_act_time_logp():
     """The robot loop stores each call's path; the learner's log_prob on the decoded record
     gives back the behaviour log-probability, which it could not without the path."""
     policy = small_flow(steps=3)
-    out = _Records()
-    worker = RobotWorker(FakeRobot(max_steps=9), policy, out, _NoWeights(),
+    out = ListOutbox()
+    worker = RobotWorker(FakeRobot(max_steps=9), policy, out, ListWeights(),
                          WorkerConfig(horizon=2, calls_per_chunk=2))
     for seed in range(3):
         worker.run_episode(seed)
@@ -213,8 +200,8 @@ class _Coin(FakeRobot):
 def group_records(policy: FlowPolicy, groups: int, size: int) -> list[bytes]:
     """Records of `groups` groups of `size` episodes (one start state each), as a robot streams
     them: its `act` answers carry each call's denoising path."""
-    out = _Records()
-    worker = RobotWorker(_Coin(max_steps=6), policy, out, _NoWeights(),
+    out = ListOutbox()
+    worker = RobotWorker(_Coin(max_steps=6), policy, out, ListWeights(),
                          WorkerConfig(horizon=2, calls_per_chunk=2))
     for g in range(groups):
         for _ in range(size):

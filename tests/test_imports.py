@@ -20,7 +20,15 @@ ALLOWED = {
     "fleet": set(PACKAGES),  # the composition root; `fleet bench` loads bench/ by name
     "bench": set(PACKAGES),  # benchmarks sit beside the packages, like tests
 }
-MAY_IMPORT_RAY = {"fleet", "bench"}  # and tests/
+MAY_IMPORT_RAY = {"fleet"}  # and tests/
+# Benchmarks reach Ray through fleet/ (`fleet.remote.actor`, `get`, `local_ray`), but for these,
+# which measure Ray or RLlib themselves or have not been moved yet:
+BENCH_IMPORTS_RAY = {
+    "bench/weight_sync.py": "its baseline is ray.put + ray.get themselves",
+    "bench/rllib_peer.py": "runs RLlib, the peer it compares against",
+    "bench/e2e_peers.py": "checks that RLlib, a peer, is installed",
+    "bench/chaos.py": "kills actors (ray.kill) and catches Ray's errors: not moved yet",
+}
 _MODULE_STRING = re.compile(rf"^(?:{'|'.join(PACKAGES)})(?:\.\w+)+(?::\w+)?$")  # a.b or a.b:attr
 
 
@@ -113,10 +121,16 @@ def test_imports_point_one_way(package):
         ours = found & set(PACKAGES) - {package}
         where = path.relative_to(ROOT)
         assert ours <= ALLOWED[package], f"{where} imports {ours - ALLOWED[package]}"
-        if package not in MAY_IMPORT_RAY:
+        if package not in MAY_IMPORT_RAY and str(where) not in BENCH_IMPORTS_RAY:
             assert "ray" not in found, f"{where} imports ray"
         if package == "algorithms":
             assert not found & {"zmq", "ray"}, f"{where} imports zmq or ray"
+
+
+def test_bench_exceptions_still_import_ray():
+    """The list above shrinks as benchmarks move: a file that no longer imports ray leaves it."""
+    for where in BENCH_IMPORTS_RAY:
+        assert "ray" in imports_of(ROOT / where), f"{where} no longer imports ray: unlist it"
 
 
 def test_no_import_circles_between_files():

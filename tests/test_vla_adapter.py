@@ -29,6 +29,7 @@ from fleet.run.serial import SerialRun
 from learner.build import LearnerParts
 from learner.loop import LearnerConfig
 from rewards.base import RewardConfig
+from tests.fakes import ListOutbox, ListWeights
 
 
 @pytest.fixture(scope="module")
@@ -80,19 +81,6 @@ class Corrected(PushTRobot):
         return super().send_action(action)
 
 
-class Outbox:
-    def __init__(self, records: list[bytes]) -> None:
-        self.records = records
-
-    def put(self, record: bytes) -> None:
-        self.records.append(record)
-
-
-class NoWeights:
-    def poll(self, have_version: int):
-        return None
-
-
 @pytest.mark.parametrize("image", [True, False])
 def test_acts_from_the_camera_and_the_instruction_through_the_models_own_processor(
         checkpoints, image):
@@ -129,11 +117,11 @@ def test_a_console_correction_is_acted_on_and_the_learner_scores_with_the_record
     policy holds at learning time would not give for the calls before the correction."""
     policy = vla(checkpoints)
     control = RobotControl(action_dim=2)
-    records: list[bytes] = []
-    worker = RobotWorker(Corrected(control), policy, Outbox(records), NoWeights(),
+    out = ListOutbox()
+    worker = RobotWorker(Corrected(control), policy, out, ListWeights(),
                          WorkerConfig(horizon=2, calls_per_chunk=2), control=control)
     worker.run_episode(seed=0, group="pusht/0")
-    chunks = [decode_chunk(r) for r in records]
+    chunks = [decode_chunk(r) for r in out.records]
     aux = aux_rows(chunks, aux_spec(policy))
     assert aux is not None
     ids = aux["instruction"]
@@ -155,7 +143,7 @@ def test_a_console_correction_is_acted_on_and_the_learner_scores_with_the_record
     worker.run_episode(seed=1, group="pusht/0")  # another start: the group's returns differ
     assert policy.instruction == "push the T block home"
     # GRPO hands the recorded instructions back too: its proximal log-probs are the robot's
-    both = [decode_chunk(r) for r in records]
+    both = [decode_chunk(r) for r in out.records]
     batch = GRPO(policy, GRPOConfig(group_size=2, min_groups=1)).prepare(
         both, [c.reward for c in both])
     assert len(batch) == 10 and batch.aux is not None
@@ -233,11 +221,11 @@ def test_corrections_reach_the_inference_server_with_each_call(checkpoints, loca
     remote = RemotePolicy(server, 0, policy.takes_obs_dict, policy.takes_corrections,
                           policy.instruction)
     control = RobotControl(action_dim=2)
-    records: list[bytes] = []
-    worker = RobotWorker(Corrected(control), remote, Outbox(records), remote,
+    out = ListOutbox()
+    worker = RobotWorker(Corrected(control), remote, out, remote,
                          WorkerConfig(horizon=2, calls_per_chunk=2), control=control)
     worker.run_episode(seed=0)
-    chunks = [decode_chunk(r) for r in records]
+    chunks = [decode_chunk(r) for r in out.records]
     aux = aux_rows(chunks, aux_spec(policy))
     assert aux is not None
     first = policy.tokenizer("push the T block home", add_special_tokens=False)["input_ids"]

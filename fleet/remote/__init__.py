@@ -12,7 +12,8 @@
     inference.py  InferenceServer: one batching policy for many robots (`fleet.inference=server`)
 
 Only `fleet/` imports ray (STYLE rule 2): every class wrapped here runs unchanged in one plain
-process (`fleet.run.serial`). Across process boundaries pass configs, not live objects; weights
+process (`fleet.run.serial`); benchmarks start and call these actors through `local_ray`, `actor`
+and `get` below. Across process boundaries pass configs, not live objects; weights
 cross as `(policy_version, flat numpy arrays)`.
 
 Example:
@@ -23,6 +24,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 # Ray starts its worker processes at niceness 15: on a machine shared with anything else, the
@@ -39,6 +43,38 @@ def actor(cls: type, **options: Any) -> Any:
 
     remote: Any = ray.remote
     return remote(**options)(cls)
+
+
+def get(refs: Any, timeout_s: float | None = None) -> Any:
+    """`ray.get`: the results of actor calls, for code outside `fleet/` (benchmarks), which does
+    not import ray (STYLE rule 2)."""
+    import ray
+
+    return ray.get(refs, timeout=timeout_s)
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int, object_store_bytes: int = 256 * 2**20,
+              system_config: dict[str, Any] | None = None) -> Iterator[None]:
+    """A Ray on this machine for the `with` block (no dashboard, errors-only logs), shut down
+    after it; a Ray already running (a test's, a caller's) is used as it is and left running.
+
+        with local_ray(num_cpus=2):
+            buffer = BufferServer.remote(path, BufferConfig())
+            info = get(buffer.info.remote())
+    """
+    import ray
+
+    owns = not ray.is_initialized()
+    if owns:
+        ray.init(num_cpus=num_cpus, include_dashboard=False,
+                 object_store_memory=object_store_bytes, logging_level=logging.ERROR,
+                 _system_config=system_config)
+    try:
+        yield
+    finally:
+        if owns:
+            ray.shutdown()
 
 
 def one_thread() -> None:
