@@ -330,7 +330,12 @@ class _Replay:
             for name in ("obs", "next_obs"):
                 full = columns[name]
                 columns[name] = full[:, :self.pixels_from].contiguous()
-                columns[f"{name}_pixels"] = full[:, self.pixels_from:].to(torch.uint8)
+                pixels = full[:, self.pixels_from:]
+                if pixels.numel() and not (pixels.min() >= 0 and pixels.max() <= 255
+                                           and torch.equal(pixels, pixels.round())):
+                    raise ValueError(f"TD replay: {name}'s camera columns are not whole numbers "
+                                     f"in 0..255 (uint8 frames): kept as uint8 they would change")
+                columns[f"{name}_pixels"] = pixels.to(torch.uint8)
         return columns
 
     def unpack(self, columns: dict[str, torch.Tensor]) -> Transitions:

@@ -123,3 +123,12 @@ def test_a_camera_replay_saved_as_floats_loads_into_uint8_columns():
     again.load_state_dict(td.state_dict())
     assert again.online.data is not None and torch.equal(again.online.data.next_obs,
                                                           old.data.next_obs)
+
+
+def test_the_replay_refuses_camera_columns_that_uint8_would_change():
+    _, policy, chunks = camera_chunks("chunk")
+    td = TD(policy, TDConfig(ensemble=2, capacity=16, hidden=16))
+    rows = td.prepare(chunks, [c.reward for c in chunks]).rows(torch.arange(0, 4))
+    scaled = dataclasses.replace(rows, obs=rows.obs + 0.5)  # not whole numbers: uint8 rounds
+    with pytest.raises(ValueError, match=r"whole numbers in 0\.\.255"):
+        td.online.add(scaled)
