@@ -24,10 +24,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from algorithms.policy import ignore_old_critic, mlp
 
@@ -200,13 +202,53 @@ class TokenPolicy(nn.Module):
             logits = self.logits(obs) / cfg.temperature
             index = torch.stack([pick(logits[:, t]) for t in range(self.tokens)], dim=1)
         else:
-            index = torch.zeros(len(obs), self.tokens, dtype=torch.long, device=obs.device)
-            for t in range(self.tokens):  # tokens after t do not affect logits[:, t]
-                logits = self.logits(obs, index) / cfg.temperature
-                index[:, t] = pick(logits[:, t])
-            logits = self.logits(obs, index) / cfg.temperature
+            index, logits = self._decode_cached(obs, pick)
         logp = torch.log_softmax(logits, -1).gather(-1, index.unsqueeze(-1)).squeeze(-1).sum(-1)
         return index, logp
+
+    def _decode_cached(self, obs: torch.Tensor, pick: Callable[[torch.Tensor], torch.Tensor]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Autoregressive decode computing each token once: obs [B, D] -> (bins [B, H*A],
+        logits [B, H*A, bins] / temperature), the same as `logits` teacher-forced on the bins.
+
+        Each decoder layer keeps the keys and values of the tokens so far (a KV cache), so token
+        t costs one position, not t. The layers are post-norm with no dropout (built in
+        `TokenActor`); the memory is one vector (the context), so cross-attention's softmax is
+        over one key, is exactly 1, and its output does not depend on the query: computed once."""
+        cfg = self.config
+        actor = self.actor
+        batch, tokens, d = len(obs), self.tokens, cfg.d_model
+        heads, width = cfg.heads, cfg.d_model // cfg.heads
+        memory = self._context(obs).unsqueeze(1)  # [B, 1, d_model]
+        layers = list(actor.decoder.layers)
+        cross = [layer.multihead_attn(memory, memory, memory, need_weights=False)[0][:, 0]
+                 for layer in layers]
+        cache = obs.new_zeros(len(layers), 2, batch, heads, tokens, width)  # keys, values
+        index = torch.zeros(batch, tokens, dtype=torch.long, device=obs.device)
+        steps = obs.new_zeros(batch, tokens, cfg.bins)
+        previous = torch.full((batch,), cfg.bins, dtype=torch.long, device=obs.device)  # start
+        # each layer's weights, looked up once (module attribute lookups dominate at batch 1)
+        weights = [(layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias,
+                    layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias,
+                    layer.linear1.weight, layer.linear1.bias, layer.linear2.weight,
+                    layer.linear2.bias, layer.activation, [(n.weight, n.bias, n.eps) for n in
+                                                           (layer.norm1, layer.norm2, layer.norm3)])
+                   for layer in layers]
+        for t in range(tokens):
+            x = actor.bin_embed(previous) + actor.pos_embed[t]  # [B, d]
+            for i, (w_in, b_in, w_out, b_out, w1, b1, w2, b2, act, norms) in enumerate(weights):
+                qkv = F.linear(x, w_in, b_in)  # [B, 3 d]: query, key, value
+                cache[i, :, :, :, t] = qkv[:, d:].reshape(batch, 2, heads, width).transpose(0, 1)
+                mixed = F.scaled_dot_product_attention(
+                    qkv[:, :d].reshape(batch, heads, 1, width),
+                    cache[i, 0, :, :, :t + 1], cache[i, 1, :, :, :t + 1])  # tokens <= t
+                x = F.layer_norm(x + F.linear(mixed.reshape(batch, d), w_out, b_out), (d,),
+                                 *norms[0])
+                x = F.layer_norm(x + cross[i], (d,), *norms[1])
+                x = F.layer_norm(x + F.linear(act(F.linear(x, w1, b1)), w2, b2), (d,), *norms[2])
+            steps[:, t] = actor.head(x) / cfg.temperature
+            index[:, t] = previous = pick(steps[:, t])
+        return index, steps
 
     @torch.no_grad()
     def act_batch(self, obs: torch.Tensor, deterministic: bool = False,

@@ -106,6 +106,50 @@ def test_autoregressive_token_sees_only_earlier_tokens():
     assert not torch.allclose(la[:, 3], lb[:, 3])
 
 
+def decode_by_recomputing(policy, obs, deterministic=False, generator=None):
+    """The autoregressive decode before the KV cache: the whole decoder teacher-forced again
+    for every token (H * A + 1 passes). The reference the cached decode must reproduce."""
+    cfg = policy.config
+    with torch.no_grad():
+        index = torch.zeros(len(obs), policy.tokens, dtype=torch.long)
+        for t in range(policy.tokens):
+            logits = policy.logits(obs, index) / cfg.temperature
+            if deterministic:
+                index[:, t] = logits[:, t].argmax(-1)
+            else:
+                probs = torch.softmax(logits[:, t], dim=-1)
+                index[:, t] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        logits = policy.logits(obs, index) / cfg.temperature
+        logp = torch.log_softmax(logits, -1).gather(-1, index.unsqueeze(-1)).squeeze(-1).sum(-1)
+    return index, logp
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_cached_autoregressive_decode_matches_recomputing_every_token(temperature):
+    torch.manual_seed(0)
+    policy = small_token_policy("autoregressive", action_dim=3, horizon=3, layers=2,
+                                temperature=temperature)
+    with torch.no_grad():  # sharp logits, positions and bins that matter: a wrong cache shows
+        for p in policy.actor.parameters():
+            p.mul_(3.0)
+        policy.actor.pos_embed.normal_()
+    obs = torch.randn(5, 4)
+    for seed in range(4):
+        want = decode_by_recomputing(policy, obs, generator=torch.Generator().manual_seed(seed))
+        got = policy.decode(obs, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(got[0], want[0])  # the same tokens from the same generator
+        torch.testing.assert_close(got[1], want[1], rtol=0, atol=1e-5)
+    want = decode_by_recomputing(policy, obs, deterministic=True)
+    got = policy.decode(obs, deterministic=True)
+    assert torch.equal(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1], rtol=0, atol=1e-5)
+    # every token's logits, not only the sampled ones: the cache gives the teacher-forced logits
+    index, logits = policy._decode_cached(obs, lambda step: step.argmax(-1))
+    with torch.no_grad():
+        forced = policy.logits(obs, index) / temperature
+    torch.testing.assert_close(logits, forced, rtol=0, atol=1e-4)
+
+
 def test_token_policy_state_round_trip():
     torch.manual_seed(0)
     policy = small_token_policy("autoregressive")
