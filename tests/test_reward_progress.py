@@ -14,6 +14,27 @@ from tests.toy_reach import reach_episodes
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+class _Sink:
+    """Where the reward trainer publishes: keeps the last version."""
+
+    def publish(self, version, state):
+        self.version = version
+
+
+def recording(config):
+    """A `ProgressReward` that keeps the episode ids of its last fit (`seen`) and the `steps`
+    of every fit."""
+    from rewards.progress import ProgressReward
+
+    class Recording(ProgressReward):
+        def fit(self, episodes, steps=None):
+            self.seen = [ep[0].episode_id for ep in episodes]
+            self.steps = [*getattr(self, "steps", []), steps]
+            return super().fit(episodes, steps)
+
+    return Recording(config)
+
+
 def test_text_encoder_is_the_pretrained_minilm_and_caches():
     enc = TextEncoder()
     e = enc(["push the puck to the goal", "move the puck to the target", "open the drawer"])
@@ -76,26 +97,17 @@ def test_trainer_keeps_the_demos_when_fleet_episodes_push_old_ones_out(tmp_path)
     fleet may have) are fitted on every time, however many fleet episodes came since."""
     from buffers.codec import encode_chunk
     from buffers.store import ReplayBuffer
-    from rewards.progress import ProgressConfig, ProgressReward
+    from rewards.progress import ProgressConfig
     from rewards.trainer import RewardTrainer
 
-    class Recording(ProgressReward):
-        def fit(self, episodes, steps=None):
-            self.seen = [ep[0].episode_id for ep in episodes]
-            return super().fit(episodes, steps)
-
-    class Sink:
-        def publish(self, version, state):
-            self.version = version
-
-    model = Recording(ProgressConfig(key="state", keep_episodes=4, min_episodes=4,
+    model = recording(ProgressConfig(key="state", keep_episodes=4, min_episodes=4,
                                      fit_steps=2, batch=16))
     demos = [c for ep in reach_episodes(5, 2) for c in ep]
     fleet = [[dataclasses.replace(c, success=np.zeros_like(c.success)) for c in ep]
              for ep in reach_episodes(6, 10)]
     with ReplayBuffer(tmp_path / "buf") as buf:
         buf.insert([encode_chunk(c) for ep in fleet for c in ep])
-        trainer = RewardTrainer(model, buf, Sink(), demos)
+        trainer = RewardTrainer(model, buf, _Sink(), demos)
         assert trainer.step()
     demo_ids = {c.episode_id for c in demos}
     assert trainer.demos == 2 and demo_ids <= set(model.seen) and len(model.seen) == 6
@@ -154,22 +166,13 @@ def test_trainer_first_fit_runs_first_fit_steps(tmp_path):
     later fits run `fit_steps`."""
     from buffers.codec import encode_chunk
     from buffers.store import ReplayBuffer
-    from rewards.progress import ProgressConfig, ProgressReward
+    from rewards.progress import ProgressConfig
     from rewards.trainer import RewardTrainer
 
-    class Recording(ProgressReward):
-        def fit(self, episodes, steps=None):
-            self.steps = [*getattr(self, "steps", []), steps]
-            return super().fit(episodes, steps)
-
-    class Sink:
-        def publish(self, version, state):
-            self.version = version
-
-    model = Recording(ProgressConfig(key="state", min_episodes=4, fit_steps=2,
+    model = recording(ProgressConfig(key="state", min_episodes=4, fit_steps=2,
                                      first_fit_steps=7, batch=16))
     with ReplayBuffer(tmp_path / "buf") as buf:
         buf.insert([encode_chunk(c) for ep in reach_episodes(6, 4) for c in ep])
-        trainer = RewardTrainer(model, buf, Sink())
+        trainer = RewardTrainer(model, buf, _Sink())
         assert trainer.step() and trainer.step()
     assert model.steps == [7, None] and model.version == "2"
