@@ -156,9 +156,12 @@ def test_td_post_trains_act_with_its_actor_after_warm_up(tmp_path):
 
 
 def test_td_with_a_camera_policy_is_configured_with_a_bounded_replay():
-    """TD builds camera rows (tests/test_td_camera.py); only a replay too large is refused."""
+    """TD builds camera rows (tests/test_td_camera.py); only a replay too large is refused
+    (the default 300,000 uint8 camera rows fit)."""
+    assert load_config(["robot=pusht", "policy=act_cnn", "algorithm=td"])
     with pytest.raises(ConfigError, match=r"algorithm\.td\.capacity"):
-        load_config(["robot=pusht", "policy=act_cnn", "algorithm=td"])
+        load_config(["robot=pusht", "policy=act_cnn", "algorithm=td",
+                     "algorithm.td.capacity=400000"])
     cfg = load_config(["robot=pusht", "policy=act_cnn", "algorithm=td",
                        "algorithm.td.capacity=20000"])
     assert cfg.policy.kind == "act" and cfg.algorithm.name == "td"
