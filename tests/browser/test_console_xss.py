@@ -8,6 +8,7 @@ test_console_browser.py.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -54,9 +55,16 @@ def test_markup_from_outsiders_is_shown_as_text(browser, tmp_path):  # noqa: F81
         page.on("console", lambda m: messages.append(m.text))
         page.on("dialog", lambda d: messages.append("dialog " + d.message))
         page.goto(url + "/")
-        page.wait_for_function(f"document.querySelectorAll('.robot').length === {len(PAYLOADS)}"
-                               " && [...document.querySelectorAll('.robot .correction')]"
-                               ".every((e) => e.textContent.length > 5)", timeout=30_000)
+        # polled with `evaluate` (CDP, outside the page's CSP): `wait_for_function`'s poller
+        # evaluates its string inside the page, which the console's CSP (no 'unsafe-eval')
+        # refused once in a fresh-clone CI run
+        rendered = (f"() => document.querySelectorAll('.robot').length === {len(PAYLOADS)}"
+                    " && [...document.querySelectorAll('.robot .correction')]"
+                    ".every((e) => e.textContent.length > 5)")
+        deadline = time.monotonic() + 120  # a hang guard; the grid renders in under a second
+        while not page.evaluate(rendered):
+            assert time.monotonic() < deadline, "the robots' grid never showed every payload"
+            time.sleep(0.1)
         shown = page.evaluate("""() => [...document.querySelectorAll('.robot')].map((el) => ({
             id: el.dataset.id, span: el.querySelector('.id').textContent,
             task: el.querySelector('.task').textContent,
