@@ -68,12 +68,18 @@ class RecordHead(NamedTuple):
 def fast(data: bytes, max_bytes: int) -> tuple[RecordHead, bytes, np.dtype] | None:
     """(head, the bytes whose finiteness is left to check, their dtype) of a record that
     matches a layout filed under its first bytes and passes every other rule, else None."""
-    if type(data) is bytes and len(data) <= max_bytes:
-        for layout in _LAYOUTS.get(data[:_KEY_BYTES], ()):
-            got = layout.parse(data, max_bytes)
-            if got is not None:
-                return got
+    for layout in _filed_under(data, max_bytes):
+        got = layout.parse(data, max_bytes)
+        if got is not None:
+            return got
     return None
+
+
+def _filed_under(data: bytes, max_bytes: int) -> tuple[_Layout, ...]:
+    """The layouts filed under `data`'s first bytes; none for a record too large or not `bytes`."""
+    if type(data) is bytes and len(data) <= max_bytes:
+        return _LAYOUTS.get(data[:_KEY_BYTES], ())
+    return ()
 
 
 def runs(records: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
@@ -97,12 +103,10 @@ def fast_run(run: Sequence[bytes], max_bytes: int) -> list[RecordHead] | None:
     """The heads of `run`, records of one length whose first bytes are alike (a batch from
     one robot's stream), if all of them match a known fixed layout and pass every rule,
     finiteness included (`_Layout.parse_run`); None if any might not: check each alone."""
-    first = run[0]
-    if type(first) is bytes and len(first) <= max_bytes:
-        for layout in _LAYOUTS.get(first[:_KEY_BYTES], ()):
-            heads = layout.parse_run(run, max_bytes)
-            if heads is not None:
-                return heads
+    for layout in _filed_under(run[0], max_bytes):
+        heads = layout.parse_run(run, max_bytes)
+        if heads is not None:
+            return heads
     return None
 
 
