@@ -186,7 +186,7 @@ class Learner:
         t_data = time.monotonic() - t0
         rewards = [self.reward.score(c) for c in chunks]
         faults = self._reward_faults(chunks)
-        waiting = not getattr(self.reward, "ready", True)  # a learned reward not yet fitted
+        waiting = self._reward_waiting()
         if faults or waiting:  # skip the batch (its data is used up) and go on
             self.env_steps += sum(c.num_steps for c in chunks)
             return {"policy_version": self.policy_version, "updates": self.updates,
@@ -268,7 +268,7 @@ class Learner:
             return {}
         self.env_steps += sum(c.num_steps for c in chunks)
         rewards = [self.reward.score(c) for c in chunks]
-        if self._reward_faults(chunks) or not getattr(self.reward, "ready", True):
+        if self._reward_faults(chunks) or self._reward_waiting():
             return {"batch_skipped": 1.0}
         self._record_tasks(chunks)
         algorithm.add(self.algorithm.prepare(chunks, rewards))
@@ -307,6 +307,11 @@ class Learner:
             return {}
         return ({f"task_weight/{t}": w for t, w in self.tasks.weights().items()}
                 | {f"task_success/{t}": r for t, r in self.tasks.success().items()})
+
+    def _reward_waiting(self) -> bool:
+        """A learned reward model not yet fitted (`ready` False): its batches are skipped.
+        Models without `ready` are always ready."""
+        return not getattr(self.reward, "ready", True)
 
     def _reward_faults(self, chunks: Sequence[RolloutChunk]) -> int:
         """Chunks the reward model failed on (raised, NaN, wrong shape), as `rewards.guard`
