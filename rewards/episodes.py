@@ -53,6 +53,13 @@ def observations(episode: Sequence[RolloutChunk], key: str) -> np.ndarray:
     return np.concatenate([*parts, np.asarray(episode[-1].obs[key])[-1:]])
 
 
+def whole_episodes(chunks: Sequence[RolloutChunk]) -> list[Episode]:
+    """Every finished episode among `chunks` (e.g. the base's demonstrations), none dropped."""
+    pool = EpisodePool(max(1, len(chunks)))
+    pool.add(chunks)
+    return pool.finished()
+
+
 class EpisodePool:
     """Collects chunks into episodes; keeps the newest `keep` finished ones."""
 

@@ -32,6 +32,11 @@ Heads (`head`):
 - `pair`: VLAC's free pairwise head `delta(a, b)` (the first version): the chunk's first
   observation anchors the predictions, `r[t] = scale * (delta(o0, o[t + 1]) - delta(o0, o[t]))`.
 
+Pre-fitted weights: `fleet reward-eval reward=progress ... save=PATH` writes a fitted model
+(`ProgressReward.save`, an `.npz` with the fields that fix the architecture); `init=PATH` starts
+a model from it, ready at once, and a `RewardTrainer` keeps fitting from there (its first fit an
+ordinary one: `first_fit_steps` is for a model that starts from nothing).
+
 The env's reward and success flag are never read at score time.
 """
 
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,6 +103,7 @@ class ProgressConfig:
     head: str = "potential"  # potential | pair (see the module's docstring)
     outcome: float = 0.5  # potential head: the outcome head's share of phi
     failed_delta: bool = True  # failed episodes' pairs: delta target 0 (False: no delta target)
+    init: str = ""  # weights saved by `save` (`fleet reward-eval ... save=PATH`) to start from
 
     def __post_init__(self) -> None:
         if min(self.feature, self.hidden, self.max_k, self.fit_steps, self.batch) < 1:
@@ -209,6 +216,9 @@ def _frames(episodes: Sequence[Episode], key: str, default: str = "") -> _Frames
                    np.concatenate(length), np.concatenate(instr), texts)
 
 
+ARCHITECTURE = ("key", "feature", "hidden", "head")  # the config fields a saved file must match
+
+
 class ProgressReward(LearnsOnline):
     def __init__(self, config: ProgressConfig | None = None, name: str = "progress") -> None:
         self.config: ProgressConfig = config or ProgressConfig()
@@ -218,6 +228,43 @@ class ProgressReward(LearnsOnline):
         self.obs_shape: tuple[int, ...] = ()
         self.opt: torch.optim.Optimizer | None = None
         self._fits = 0
+        if self.config.init:
+            self._load(self.config.init)
+
+    def save(self, path: str) -> None:
+        """Write the fitted weights and the architecture's config fields to `path` (.npz)."""
+        arrays: dict[str, Any] = {**self.weights(), **{
+            f"_config_{k}": np.array(getattr(self.config, k)) for k in ARCHITECTURE}}
+        with open(path, "wb") as f:  # np.savez would add ".npz" to a name without it
+            np.savez(f, **arrays)
+
+    def _load(self, path: str) -> None:
+        """Start from the weights `save` wrote at `path` (version "0", ready); ValueError if
+        the file is missing, unreadable or saved by another architecture."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                state = {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"progress init={path!r}: not a file `save` wrote ({e})") from e
+        for k in ARCHITECTURE:
+            saved = state.pop(f"_config_{k}", None)
+            if saved is None or saved.shape != () or saved.item() != getattr(self.config, k):
+                raise ValueError(f"progress init={path!r} was saved with {k}="
+                                 f"{None if saved is None else saved.tolist()!r}, this config "
+                                 f"has {k}={getattr(self.config, k)!r}")
+        if "_obs_shape" not in state:
+            raise ValueError(f"progress init={path!r}: no _obs_shape, not a file `save` wrote")
+        try:
+            self.load_weights(0, state)
+        except (RuntimeError, KeyError) as e:  # load_state_dict: missing, extra, wrong-shaped
+            raise ValueError(f"progress init={path!r}: its weights do not fit this "
+                             f"architecture: {e}") from e
+
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        if self.net is not None and shape != self.obs_shape:
+            raise ValueError(f"progress: obs[{self.config.key!r}] frames are {shape}, the model "
+                             f"was built for {self.obs_shape}"
+                             + (f" (init={self.config.init!r})" if self.config.init else ""))
 
     def _build(self, shape: tuple[int, ...]) -> ProgressNet:
         torch.manual_seed(self.config.seed)
@@ -253,6 +300,7 @@ class ProgressReward(LearnsOnline):
     def fit(self, episodes: Sequence[Episode], steps: int | None = None) -> dict[str, float]:
         """Gradient steps on pairs of the episodes' frames; returns the last batch's losses."""
         f = _frames(episodes, self.config.key, self.config.instruction)
+        self._check_shape(tuple(f.obs.shape[1:]))
         net = self.net or self._build(tuple(f.obs.shape[1:]))
         assert self.opt is not None
         emb = torch.as_tensor(self.text(f.texts))
@@ -284,8 +332,9 @@ class ProgressReward(LearnsOnline):
                    first: bool) -> dict[str, float]:
         """`fit` on the demos and the fleet's episodes: the first fit (version 1, fitted on the
         base's own episodes before the policy moves) `first_fit_steps` where set, others
-        `fit_steps`."""
-        longer = self.config.first_fit_steps if first and self.config.first_fit_steps else None
+        `fit_steps`; a model started from `init` has had its first fit, so all are `fit_steps`."""
+        longer = (self.config.first_fit_steps
+                  if first and self.config.first_fit_steps and not self.config.init else None)
         return self.fit([*demos, *fleet], longer)
 
     @torch.no_grad()
@@ -295,6 +344,7 @@ class ProgressReward(LearnsOnline):
         assert self.net is not None
         T = len(chunk.action)
         obs = torch.as_tensor(np.asarray(chunk.obs[self.config.key])[:T + 1])
+        self._check_shape(tuple(obs.shape[1:]))
         text = chunk.instruction or self.config.instruction
         emb = torch.as_tensor(self.text([text])).expand(T + 1, -1)
         if self.net.potential:

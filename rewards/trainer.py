@@ -27,7 +27,7 @@ import numpy as np
 from buffers.codec import decode_chunk
 from buffers.feed import ChunkSource
 from buffers.records import RolloutChunk
-from rewards.episodes import Episode, EpisodePool
+from rewards.episodes import Episode, EpisodePool, whole_episodes
 
 
 class WeightSource(Protocol):
@@ -106,9 +106,7 @@ class RewardTrainer:
         # successful demos (progress from t=0), kept apart: the pool keeps only the newest
         # episodes, and a progress model whose demos were pushed out has no success to learn
         # progress from (seen on PushT: after 128 fleet episodes its delta loss was 0)
-        demo_pool = EpisodePool(max(1, len(demos)))
-        demo_pool.add(demos)
-        self.demo_episodes = demo_pool.finished()
+        self.demo_episodes = whole_episodes(demos)
         self.demos = len(self.demo_episodes)
         self.cursor, self.fits = 0, 0
         self.last: dict[str, float] = {}

@@ -176,3 +176,102 @@ def test_trainer_first_fit_runs_first_fit_steps(tmp_path):
         trainer = RewardTrainer(model, buf, _Sink())
         assert trainer.step() and trainer.step()
     assert model.steps == [7, None] and model.version == "2"
+
+
+def _saved(tmp_path, **params):
+    """A progress reward fitted a few steps on toy state episodes and saved; (model, path)."""
+    model = make_reward(RewardConfig("progress", {"key": "state", "batch": 16, **params}),
+                        guard=False)
+    model.fit(reach_episodes(0, 6), steps=3)
+    path = tmp_path / "progress.npz"
+    model.save(str(path))
+    return model, path
+
+
+def test_saved_weights_start_a_model_ready_with_identical_scores(tmp_path):
+    saved, path = _saved(tmp_path)
+    started = make_reward(RewardConfig("progress", {"key": "state", "init": str(path)}))
+    assert started.ready and started.version == "0"  # the learner does not wait for a fit
+    for chunk in reach_episodes(1, 2)[1]:
+        np.testing.assert_array_equal(started.score(chunk), saved.score(chunk))
+        np.testing.assert_array_equal(started.done(chunk), saved.done(chunk))
+
+
+def test_a_file_that_is_not_this_models_is_refused_clearly(tmp_path):
+    _, path = _saved(tmp_path, feature=16)
+
+    def build(init, **params):
+        return make_reward(RewardConfig("progress", {"key": "state", "init": str(init),
+                                                     **params}))
+
+    with pytest.raises(ValueError, match="saved with feature=16, this config has feature=64"):
+        build(path)
+    with pytest.raises(ValueError, match="saved with key='state', this config has key='pixels'"):
+        build(path, key="pixels", feature=16)
+    with pytest.raises(ValueError, match="not a file `save` wrote"):
+        build(tmp_path / "missing.npz", feature=16)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="not a file `save` wrote"):
+        build(tmp_path / "junk.npz", feature=16)
+    with np.load(path) as f:  # the right fields, a weight of the wrong shape
+        state = {k: f[k] for k in f.files}
+    state["obs.norm.weight"] = np.ones(3, np.float32)
+    np.savez(tmp_path / "bent.npz", **state)
+    with pytest.raises(ValueError, match="do not fit this architecture"):
+        build(tmp_path / "bent.npz", feature=16)
+    model = build(path, feature=16)  # right file, frames of another shape
+    chunk = reach_episodes(1, 1)[0][0]
+    wide = dataclasses.replace(chunk, obs={"state": np.zeros((len(chunk.action) + 1, 99))})
+    with pytest.raises(ValueError, match=r"frames are \(99,\), the model was built for"):
+        model.predict(wide)
+
+
+def test_a_trainer_started_from_init_continues_from_it(tmp_path):
+    """A trainer whose model starts from a saved file fits it further (an ordinary fit, not
+    `first_fit_steps`) and publishes version 1, near the file's weights, not a fresh net's."""
+    from buffers.codec import encode_chunk
+    from buffers.store import ReplayBuffer
+    from rewards.progress import ProgressConfig
+    from rewards.trainer import RewardTrainer
+
+    _, path = _saved(tmp_path)
+    with np.load(path) as f:
+        start = {k: f[k] for k in f.files if not k.startswith("_")}
+    model = recording(ProgressConfig(key="state", init=str(path), min_episodes=4, fit_steps=2,
+                                     first_fit_steps=50, batch=16, seed=1))
+    fresh = recording(ProgressConfig(key="state", min_episodes=4, fit_steps=2, batch=16, seed=1))
+    sink = _Sink()
+    with ReplayBuffer(tmp_path / "buf") as buf:
+        buf.insert([encode_chunk(c) for ep in reach_episodes(6, 4) for c in ep])
+        trainer = RewardTrainer(model, buf, sink)
+        assert trainer.step()
+        assert RewardTrainer(fresh, buf, _Sink()).step()
+    assert model.steps == [None] and sink.version == 1 and model.version == "1"
+
+    def distance(state):
+        return sum(float(np.abs(state[k] - start[k]).sum()) for k in start)
+
+    assert 0 < distance(model.weights()) < 0.1 * distance(fresh.weights())
+
+
+def test_reward_eval_fits_on_the_demos_too_and_saves_the_fit(tmp_path):
+    import json
+
+    from buffers.codec import encode_chunk
+    from buffers.demos import write_demos
+    from buffers.store import ReplayBuffer
+    from fleet.run.reward_eval import main
+
+    with ReplayBuffer(tmp_path / "buf") as buf:
+        buf.insert([encode_chunk(c) for ep in reach_episodes(0, 8) for c in ep])
+    demos = [dataclasses.replace(c, episode_id=f"demo-{c.episode_id}")
+             for ep in reach_episodes(2, 6)[::2] for c in ep]  # the successes
+    write_demos(tmp_path / "demos", demos)
+    out, saved = tmp_path / "eval.json", tmp_path / "fit"  # no .npz: written as named
+    assert main(["reward=progress", f"buffer={tmp_path / 'buf'}", f"out={out}",
+                 f"demos={tmp_path / 'demos'}", f"save={saved}", "fit_steps=3", "rounds=2",
+                 "reward.params.key=state", "reward.params.batch=16"]) == 0
+    report = json.loads(out.read_text())
+    assert report["fit_episodes"] == 4 and report["fit_demos"] == 3 and report["episodes"] == 4
+    model = make_reward(RewardConfig("progress", {"key": "state", "init": str(saved)}))
+    assert model.ready and json.loads(out.read_text())["version"] == "2"

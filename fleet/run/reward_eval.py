@@ -28,7 +28,13 @@ the HIL-SERL-style success classifier (`rewards.classifier`) on `obs[key]` image
 
 A learned reward that is not fitted yet (`world_model`, `progress`) is first fitted on a share
 of the episodes (`fit=0.5`, `fit_steps=N` times `rounds=R`) and scored on the rest only.
-`episodes=N` keeps the buffer's last N finished episodes (default: all).
+`episodes=N` keeps the buffer's last N finished episodes (default: all). `demos=DIR` (a demo
+buffer written by `fleet pretrain`, e.g. runs/cache/demos-KEY) adds those episodes to every fit,
+as a `RewardTrainer` does; they are never scored. `save=FILE` writes the fitted model (one
+learned model with a `save`, `progress`) for a run to start from (`reward.params.init=FILE`):
+
+    fleet reward-eval reward=progress buffer=runs/eps demos=runs/cache/demos-KEY fit_steps=100 \
+        rounds=4 save=runs/progress.npz
 """
 
 from __future__ import annotations
@@ -43,8 +49,10 @@ from typing import Any
 import numpy as np
 
 from buffers.codec import decode_chunk
+from buffers.demos import read_demos
 from buffers.records import RolloutChunk
 from rewards.base import RewardConfig, RewardModel, make_reward
+from rewards.episodes import whole_episodes
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -201,15 +209,15 @@ class EpisodeClassifier:
 
 
 def fit_first(model: Any, episodes: Sequence[list[RolloutChunk]], share: float,
-              kv: dict[str, str]) -> int:
-    """Fit an unfitted learned reward on the first `share` of the episodes (every other
-    episode is held out); returns how many it used (0 for other models)."""
+              kv: dict[str, str], demos: Sequence[list[RolloutChunk]] = ()) -> int:
+    """Fit an unfitted learned reward on the demos and the first `share` of the episodes (every
+    other episode is held out); returns how many episodes it used (0 for other models)."""
     n = max(1, min(len(episodes) - 1, int(share * len(episodes))))
     if getattr(model, "ready", True) or not hasattr(model, "fit"):
         return 0
     steps = int(kv["fit_steps"]) if "fit_steps" in kv else None
     for _ in range(int(kv.get("rounds", 5))):
-        model.fit(episodes[:n], steps)
+        model.fit([*demos, *episodes[:n]], steps)
     return n
 
 
@@ -230,17 +238,20 @@ def main(args: Sequence[str]) -> int:
     if "reward" not in kv or "buffer" not in kv:
         raise SystemExit("usage: fleet reward-eval reward=NAME buffer=PATH [out=FILE] "
                          "[threshold=X] [episodes=N] [fit=0.5 fit_steps=N rounds=5] "
-                         "[reward.params.KEY=VALUE ...]")
+                         "[demos=DIR] [save=FILE] [reward.params.KEY=VALUE ...]")
     overrides = [f"{k}={v}" for k, v in kv.items() if k.startswith("reward.")]
     names = kv["reward"].split(",")
     episodes = episodes_of(Path(kv["buffer"]))[-int(kv.get("episodes", 0)):]  # 0: all
     share = float(kv.get("fit", 0.5))
+    demos = whole_episodes(read_demos(Path(kv["demos"]))) if "demos" in kv else []
+    if "demos" in kv and not demos:
+        raise SystemExit(f"demos={kv['demos']}: no demo episodes there")
     learned = 0
     reports = []
     for name in names:
         model: Any = (EpisodeClassifier(kv.get("key", "pixels")) if name == "classifier"
                       else make_reward(_reward_config(name, overrides)))
-        fitted = fit_first(model, episodes, share, kv)
+        fitted = fit_first(model, episodes, share, kv, demos)
         learned = max(learned, fitted)
         reports.append((model, fitted))
     # every model is scored on the same episodes: those no learned model was fitted on
@@ -249,7 +260,15 @@ def main(args: Sequence[str]) -> int:
     for model, fitted in reports:
         report = evaluate(model, held_out, float(kv.get("threshold", 0.5)))
         report["fit_episodes"] = fitted
+        report["fit_demos"] = len(demos) if fitted else 0
         results.append(report)
+    if "save" in kv:
+        savable = [m for m, fitted in reports if fitted and hasattr(m, "save")]
+        if len(savable) != 1:
+            raise SystemExit(f"save={kv['save']}: needs one fitted model with a save() "
+                             f"(progress), not {len(savable)}")
+        savable[0].save(kv["save"])
+        print(f"saved {savable[0].name} version {savable[0].version} -> {kv['save']}")
     table = Table(title=f"reward-eval on {kv['buffer']} ({len(held_out)} held-out episodes)")
     table.add_column("metric")
     for report in results:
