@@ -8,7 +8,6 @@ test_console_browser.py.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from fleet.console.client import request
 from fleet.console.server import ConsoleConfig, ConsoleServer
 from tests.browser.test_console_browser import browser  # noqa: F401  (the fixture)
 from tests.test_console_api import LocalRobots
+from tests.util import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -61,10 +61,9 @@ def test_markup_from_outsiders_is_shown_as_text(browser, tmp_path):  # noqa: F81
         rendered = (f"() => document.querySelectorAll('.robot').length === {len(PAYLOADS)}"
                     " && [...document.querySelectorAll('.robot .correction')]"
                     ".every((e) => e.textContent.length > 5)")
-        deadline = time.monotonic() + 120  # a hang guard; the grid renders in under a second
-        while not page.evaluate(rendered):
-            assert time.monotonic() < deadline, "the robots' grid never showed every payload"
-            time.sleep(0.1)
+        # a hang guard; the grid renders in under a second
+        assert wait_for(lambda: page.evaluate(rendered), timeout_s=120, poll_s=0.1), \
+            "the robots' grid never showed every payload"
         shown = page.evaluate("""() => [...document.querySelectorAll('.robot')].map((el) => ({
             id: el.dataset.id, span: el.querySelector('.id').textContent,
             task: el.querySelector('.task').textContent,
